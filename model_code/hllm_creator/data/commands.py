@@ -1,0 +1,87 @@
+"""``hllm-creator data ...``"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Prepare datasets into the dataset-dir contract (items, interactions, manifest).",
+                  no_args_is_help=True)
+
+
+@app.command("prepare")
+def prepare_cmd(
+    out: Path = typer.Option(Path(".hllm/data/amazon_scientific"), "--out", "-o",
+                             help="Dataset dir to write (atomically replaced)."),
+    source: str = typer.Option("bundled", help="bundled | amazon | reference | generic"),
+    inter: Optional[Path] = typer.Option(None, help="amazon: <name>.inter.json[.gz]"),
+    item: Optional[Path] = typer.Option(None, help="amazon: <name>.item.json[.gz]"),
+    reference: Optional[Path] = typer.Option(None, help="reference: the HLLM-Creator training parquet"),
+    items: Optional[Path] = typer.Option(None, help="generic: items CSV/TSV/parquet"),
+    interactions: Optional[Path] = typer.Option(None, help="generic: interactions CSV/TSV/parquet"),
+    item_col: list[str] = typer.Option([], "--item-col",
+                                       help="generic: OUR=THEIRS, e.g. --item-col item_id=asin "
+                                            "(fields: item_id title description brand categories "
+                                            "selling_points)"),
+    inter_col: list[str] = typer.Option([], "--inter-col",
+                                        help="generic: OUR=THEIRS, e.g. --inter-col user_id=uid "
+                                             "(fields: user_id item_id ts label)"),
+    mapping: Optional[Path] = typer.Option(None, help="generic: a YAML mapping file instead of the flags"),
+    list_sep: str = typer.Option("|", help="generic: separator of list cells (categories) in CSV"),
+    name: Optional[str] = typer.Option(None, help="Dataset name for the manifest."),
+) -> None:
+    """Write a dataset dir: items.parquet, interactions.parquet, manifest.json (with counts and sha256)."""
+    from hllm_creator.data import adapters
+    from hllm_creator.data.prepare import prepare, prepare_bundled
+    from hllm_creator.data.schema import DataError
+
+    def need(**kw):
+        for k, v in kw.items():
+            if v is None:
+                raise DataError(f"--{k} is required for --source {source}")
+
+    if source == "bundled":
+        ds = prepare_bundled(out)
+    elif source == "amazon":
+        need(inter=inter, item=item)
+        it, ia = adapters.amazon_json(inter, item)
+        ds = prepare(it, ia, out, name=name or Path(str(inter)).name.split(".")[0], source=f"amazon json {inter}",
+                     license="unknown", items_file=str(item), interactions_file=str(inter))
+    elif source == "reference":
+        need(reference=reference)
+        it, ia = adapters.reference_parquet(reference)
+        ds = prepare(it, ia, out, name=name or reference.stem, source=f"reference parquet {reference}",
+                     license="unknown", items_file=str(reference), interactions_file=str(reference))
+    elif source == "generic":
+        if mapping is not None:
+            spec = adapters.load_mapping_yaml(mapping)
+            items_p, inter_p = Path(spec["items"]["path"]), Path(spec["interactions"]["path"])
+            icols, acols = spec["items"].get("columns", {}), spec["interactions"].get("columns", {})
+            sep = spec.get("list_sep", list_sep)
+        else:
+            need(items=items, interactions=interactions)
+            items_p, inter_p = items, interactions
+            icols, acols, sep = adapters.parse_mapping(item_col), adapters.parse_mapping(inter_col), list_sep
+        it, ia = adapters.generic(items_p, inter_p, item_columns=icols, interaction_columns=acols, list_sep=sep)
+        ds = prepare(it, ia, out, name=name or items_p.stem, source=f"generic {items_p} + {inter_p}",
+                     license="unknown", items_file=str(items_p), interactions_file=str(inter_p))
+    else:
+        raise DataError(f"unknown --source {source!r}: use bundled, amazon, reference or generic")
+    c = ds.manifest["counts"]
+    typer.echo(f"wrote {out}: {c['users']:,} users, {c['items']:,} items, {c['interactions']:,} interactions "
+               f"({c['users_with_split']:,} users with a leave-last-out split, "
+               f"{c['users_too_short_for_split']} with fewer than 3 clicks)")
+
+
+@app.command("show")
+def show_cmd(path: Path = typer.Argument(..., help="Dataset dir")) -> None:
+    """Print a dataset dir's manifest and a few rows."""
+    import json
+
+    from hllm_creator.data.schema import load_dataset
+
+    ds = load_dataset(path)
+    typer.echo(json.dumps(ds.manifest, indent=2))
+    typer.echo(ds.items.head(3).to_string())

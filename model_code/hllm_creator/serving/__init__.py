@@ -1,0 +1,1 @@
+"""KServe models: the OpenAI-compatible LLM server, creative, predictor."""
