@@ -70,8 +70,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 def _isolated_tracking(tmp_path, monkeypatch):
     """Every test gets its own embedded sqlite MLflow store and work dir unless it asks for a server."""
     monkeypatch.setenv("HLLM_WORKDIR", str(tmp_path / ".hllm"))
-    if "MLFLOW_TRACKING_URI" not in os.environ or os.environ.get("HLLM_TEST_KEEP_URI") != "1":
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}")
     monkeypatch.delenv("HLLM_PARENT_RUN_ID", raising=False)
 
 
