@@ -1,0 +1,1 @@
+"""The KFP pipeline: DAG, presets, local runner, compile and submit."""
