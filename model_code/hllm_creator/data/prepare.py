@@ -14,6 +14,9 @@ from hllm_creator.io import atomic_dir, sha256_file
 
 def finalize_items(items: pd.DataFrame, source_file: str = "items") -> pd.DataFrame:
     """Fill optional columns, derive selling_points where absent or empty, then validate."""
+    from hllm_creator.data.schema import _check_columns
+
+    _check_columns(items, ["item_id", "title"], source_file)
     items = items.copy()
     n = len(items)
     if "description" not in items:
