@@ -47,6 +47,20 @@ def _register() -> None:
 _register()
 
 
+@app.command("demo")
+def demo_cmd(
+    workdir: str = typer.Option(".hllm", help="Where data, runs and the embedded MLflow store go."),
+) -> None:
+    """The README's main job: prepare the bundled data, start the embedded LLM server, ask it through
+    the openai client, print the answer, stop the server."""
+    from pathlib import Path
+
+    from hllm_creator.demo import llm_roundtrip
+
+    os.environ.setdefault("HLLM_WORKDIR", str(Path(workdir).resolve()))
+    llm_roundtrip(Path(workdir) / "data" / "amazon_scientific")
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

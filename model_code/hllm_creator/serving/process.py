@@ -1,0 +1,77 @@
+"""Start and stop a `hllm-creator serve ...` process on loopback (the embedded default).
+
+Used by the demo and the local pipeline runner: the teacher and the judge talk to it through any
+OpenAI client, exactly as they would talk to a remote endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerHandle:
+    url: str            # http://127.0.0.1:PORT
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.url}/openai/v1"
+
+
+def _exe() -> list[str]:
+    return [sys.executable, "-m", "hllm_creator.cli"]
+
+
+@contextlib.contextmanager
+def serve_process(kind: str, args: list[str], *, port: int | None = None, timeout: float = 300,
+                  log_dir: str | os.PathLike | None = None) -> Iterator[ServerHandle]:
+    """Run ``hllm-creator serve KIND ARGS --host 127.0.0.1 --port PORT`` until the block exits."""
+    import httpx
+
+    port = port or free_port()
+    log = Path(log_dir or tempfile.mkdtemp(prefix="hllm-serve-")) / f"serve-{kind}-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        proc = subprocess.Popen(_exe() + ["serve", kind, *args, "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.time()
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"`hllm-creator serve {kind}` exited with {proc.returncode}; "
+                                   f"log {log}:\n{log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() - t0 > timeout:
+                raise TimeoutError(f"`hllm-creator serve {kind}` not ready after {timeout}s; log {log}")
+            time.sleep(0.5)
+        yield ServerHandle(url=url, proc=proc, log=log)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
