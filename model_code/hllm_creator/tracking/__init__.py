@@ -24,5 +24,7 @@ from hllm_creator.tracking.mlflow_utils import (  # noqa: F401,I001
     resolve_tracking_uri,
     set_alias,
     download_registered,
+    promote,
+    run_metric,
     step_run,
 )

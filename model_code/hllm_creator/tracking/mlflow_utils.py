@@ -162,6 +162,9 @@ def register_model(model_dir: str | Path, *, name: str = MODEL_NAME, aliases: tu
     """
     import mlflow.pyfunc
 
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir() or not any(model_dir.iterdir()):
+        raise ValueError(f"model directory {model_dir} does not exist or is empty")
     mlflow = _mlflow()
 
     class ModelDir(mlflow.pyfunc.PythonModel):
@@ -179,6 +182,11 @@ def register_model(model_dir: str | Path, *, name: str = MODEL_NAME, aliases: tu
     )
     version = info.registered_model_version
     client = mlflow.MlflowClient()
+    active = mlflow.active_run()
+    if active is not None:
+        parent = active.data.tags.get("mlflow.parentRunId") or os.environ.get(PARENT_ENV)
+        if parent:  # lets `promote` find the pipeline run (and its GSB metric) of this version
+            client.set_model_version_tag(name, str(version), "pipeline_run_id", parent)
     for alias in aliases:
         client.set_registered_model_alias(name, alias, str(version))
     return info
@@ -189,9 +197,104 @@ def set_alias(alias: str, version: str | int, name: str = MODEL_NAME) -> None:
 
 
 def download_registered(uri: str, dst: str | Path | None = None) -> Path:
-    """``models:/name@alias`` (or ``models:/name/3``) -> local model directory."""
+    """``models:/name@alias`` (or ``models:/name/3``) -> local model directory.
+
+    Reads the pyfunc flavor's ``artifacts.model_dir.path`` from the downloaded ``MLmodel`` (MLflow
+    stores a logged directory under its own basename), so the returned path is the directory that
+    was registered. ``dst`` must be empty or absent; default: a fresh temp dir.
+    """
+    import yaml
+
     mlflow = _mlflow()
-    dst = Path(dst or tempfile.mkdtemp(prefix="hllm-model-"))
+    if not uri.startswith(("models:/", "runs:/")) and not Path(uri).exists():
+        raise ValueError(f"not a model URI (models:/NAME@ALIAS, models:/NAME/VERSION) or a path: {uri!r}")
+    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="hllm-model-"))
+    if dst.exists() and any(dst.iterdir()):
+        raise ValueError(f"download target {dst} is not empty")
+    dst.mkdir(parents=True, exist_ok=True)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
-    hits = [p for p in local.rglob("model_dir") if p.is_dir()]
-    return hits[0] if hits else local
+    mlmodel = local / "MLmodel"
+    if mlmodel.exists():
+        spec = yaml.safe_load(mlmodel.read_text()) or {}
+        arts = (spec.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+        rel = (arts.get("model_dir") or {}).get("path")
+        if rel and (local / rel).is_dir():
+            return local / rel
+    return local
+
+
+def _version_for(uri_or_version: str, name: str = MODEL_NAME):
+    """A model version from ``models:/NAME@ALIAS``, ``models:/NAME/N``, an alias or a version number."""
+    client = _mlflow().MlflowClient()
+    ref = uri_or_version
+    if ref.startswith("models:/"):
+        body = ref[len("models:/"):]
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            return client.get_model_version_by_alias(name, alias)
+        name, _, ver = body.partition("/")
+        return client.get_model_version(name, ver)
+    if ref.isdigit():
+        return client.get_model_version(name, ref)
+    return client.get_model_version_by_alias(name, ref)
+
+
+def run_metric(run_id: str, key: str) -> float | None:
+    """Metric ``key`` of a run, else of its parent, else of any sibling step run under that parent.
+
+    The model is registered by the train step's run; GSB is logged by the gsb-eval step run next
+    to it (and copied to the parent by the pipeline runner), so this finds it either way.
+    """
+    client = _mlflow().MlflowClient()
+    run = client.get_run(run_id)
+    if key in run.data.metrics:
+        return run.data.metrics[key]
+    parent_id = run.data.tags.get("mlflow.parentRunId")
+    if not parent_id:
+        return None
+    parent = client.get_run(parent_id)
+    if key in parent.data.metrics:
+        return parent.data.metrics[key]
+    sibs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    for s in sibs:
+        if key in s.data.metrics:
+            return s.data.metrics[key]
+    return None
+
+
+def promote(candidate: str = "candidate", *, metric: str = "gsb_adv", name: str = MODEL_NAME,
+            force: bool = False) -> dict[str, Any]:
+    """Move alias ``champion`` to the candidate version when its ``metric`` beats the champion's.
+
+    ``candidate``: an alias, a version number or a ``models:/`` URI. With no champion yet the
+    candidate becomes champion. A candidate without the metric is refused (unless ``force``).
+    Returns a dict that says what happened and why.
+    """
+    from mlflow.exceptions import MlflowException
+
+    cand = _version_for(candidate, name)
+    cand_score = run_metric(cand.run_id, metric) if cand.run_id else None
+    try:
+        champ = _version_for("champion", name)
+    except MlflowException:
+        champ = None
+    champ_score = run_metric(champ.run_id, metric) if champ is not None and champ.run_id else None
+    out = {"model": name, "metric": metric, "candidate_version": str(cand.version), "candidate_score": cand_score,
+           "champion_version": None if champ is None else str(champ.version), "champion_score": champ_score}
+    if champ is not None and str(champ.version) == str(cand.version):
+        return {**out, "promoted": False, "reason": "candidate is already champion"}
+    if force:
+        ok, reason = True, "forced"
+    elif cand_score is None:
+        ok, reason = False, f"candidate version {cand.version} has no metric {metric!r} (run gsb-eval first)"
+    elif champ is None:
+        ok, reason = True, "no champion yet"
+    elif champ_score is None:
+        ok, reason = True, f"champion version {champ.version} has no metric {metric!r}"
+    elif cand_score > champ_score:
+        ok, reason = True, f"{metric} {cand_score:.4f} > {champ_score:.4f}"
+    else:
+        ok, reason = False, f"{metric} {cand_score:.4f} <= champion's {champ_score:.4f}"
+    if ok:
+        set_alias("champion", cand.version, name)
+    return {**out, "promoted": ok, "reason": reason}
