@@ -41,6 +41,9 @@ def _register() -> None:
     # -- teacher: construct, gsb ---------------------------------------------------------------
     # -- train ---------------------------------------------------------------------------------
     # -- infer: embed, cluster, match, generate ------------------------------------------------
+    from hllm_creator.infer.commands import register as register_infer
+
+    register_infer(app)
     # -- pipeline: run, compile, submit, compare, promote ---------------------------------------
 
 

@@ -1,0 +1,172 @@
+"""``hllm-creator embed | embed-merge | cluster | match | generate``: the industrial inference workflow.
+
+Each command is one step of the paper's inference recipe (user embeddings -> k-means -> score
+(ad, cluster) pairs -> one generation per selected pair). Heavy imports stay inside the bodies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _csv_list(value: Optional[str], what: str, conv=str) -> list:
+    if not value:
+        return []
+    try:
+        return [conv(x.strip()) for x in value.split(",") if x.strip()]
+    except ValueError:
+        from hllm_creator.data.schema import DataError
+
+        raise DataError(f"{what}: expected a comma-separated list, got {value!r}") from None
+
+
+def _config(cls, **kw):
+    """Build a step config; a validation error becomes a DataError that names the bad option."""
+    from pydantic import ValidationError
+
+    from hllm_creator.data.schema import DataError
+
+    try:
+        return cls(**kw)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'options'}: {err['msg']}" for err in e.errors())
+        raise DataError(f"invalid options for {cls.__name__}: {msgs}") from None
+
+
+def embed_cmd(
+    model: Path = typer.Option(..., "--model", help="Model dir written by `hllm-creator train`."),
+    data: Path = typer.Option(..., "--data", help="Dataset dir written by `hllm-creator data prepare`."),
+    out: Path = typer.Option(..., "--out", help="Output dir: user_embeddings.parquet + embed_meta.json."),
+    shard: str = typer.Option("0/1", "--shard",
+                              help="i/n: embed only users with sha256(user_id) mod n == i (deterministic "
+                                   "fan-out; merge with `hllm-creator embed-merge`)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Users per User-LLM forward."),
+    item_batch_size: int = typer.Option(32, "--item-batch-size", help="Items per Item-LLM forward."),
+    history: str = typer.Option("no-test", "--history",
+                                help="no-test: all clicks except the test target (last click; users with "
+                                     "< 3 clicks keep all); all: every click."),
+    item_cache: Optional[Path] = typer.Option(None, "--item-cache",
+                                              help="Item-embedding cache parquet (keyed by item text + model "
+                                                   "hash). Default: <cache dir>/item_cache/<model_hash>.parquet."),
+    max_users: Optional[int] = typer.Option(None, "--max-users", help="Only the first N users (smoke runs)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """User embeddings for all users: each item encoded once (cached on disk), users batched."""
+    from hllm_creator.infer.embed import EmbedConfig, parse_shard, run
+
+    i, n = parse_shard(shard)
+    cfg = _config(EmbedConfig, model_dir=str(model), data_dir=str(data), shard_index=i, shard_count=n,
+                      batch_size=batch_size, item_batch_size=item_batch_size, history=history,
+                      item_cache=str(item_cache) if item_cache else None, max_users=max_users)
+    meta = run(cfg, out, progress=not quiet)
+    typer.echo(f"wrote {out}/user_embeddings.parquet: {meta['users']:,} users (shard {i}/{n}), "
+               f"{meta['items_encoded']:,} items encoded, {meta['items_from_cache']:,} from cache, "
+               f"{meta['users_per_second']:.1f} users/s")
+
+
+def embed_merge_cmd(
+    shards: list[Path] = typer.Argument(..., help="Shard output dirs of `hllm-creator embed --shard i/n`."),
+    out: Path = typer.Option(..., "--out", help="Output dir for the merged user_embeddings.parquet."),
+) -> None:
+    """Merge the n shard outputs of `embed --shard i/n` into one user_embeddings.parquet (checked)."""
+    from hllm_creator.infer.embed import merge_shards
+
+    meta = merge_shards(shards, out)
+    typer.echo(f"wrote {out}/user_embeddings.parquet: {meta['users']:,} users from {meta['merged_from']} shards")
+
+
+def cluster_cmd(
+    embeddings: Path = typer.Option(..., "--embeddings", help="user_embeddings.parquet or the embed output dir."),
+    out: Path = typer.Option(..., "--out", help="Output dir: centroids.npy, member_means.npy, "
+                                                "assignments.parquet, cluster_meta.json."),
+    k: Optional[int] = typer.Option(None, "--k", help="Number of clusters."),
+    k_sweep: Optional[str] = typer.Option(None, "--k-sweep",
+                                          help="Comma-separated Ks, e.g. 8,16,32: the best silhouette wins "
+                                               "(inertia, silhouette, Davies-Bouldin and sizes logged per K)."),
+    metric: str = typer.Option("l2", "--metric", help="l2: L2 k-means, assign by L2. cosine: normalize, "
+                                                      "spherical k-means, assign by inner product."),
+    min_cluster_size: int = typer.Option(5, "--min-cluster-size",
+                                         help="Clusters with fewer members are merged into the nearest other."),
+    niter: int = typer.Option(25, "--niter", help="k-means iterations."),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """faiss k-means of the user embeddings (GPU when faiss sees one); K given or chosen by a sweep."""
+    from hllm_creator.infer.cluster import ClusterConfig, run
+
+    cfg = _config(ClusterConfig, k=k, k_sweep=_csv_list(k_sweep, "--k-sweep", int), metric=metric,
+                        min_cluster_size=min_cluster_size, niter=niter, seed=seed)
+    res = run(embeddings, out, cfg, progress=not quiet)
+    m = res.meta
+    typer.echo(f"wrote {out}: K={m['k']} ({m['chosen_by']}), sizes {min(m['sizes'])}..{max(m['sizes'])}, "
+               f"inertia {m['inertia']:.4f}, silhouette {m.get('silhouette', float('nan')):.3f}, "
+               f"{len(m['merged_small_clusters'])} small cluster(s) merged")
+
+
+def match_cmd(
+    model: Path = typer.Option(..., "--model", help="Model dir written by `hllm-creator train`."),
+    data: Path = typer.Option(..., "--data", help="Dataset dir."),
+    clusters: Path = typer.Option(..., "--clusters", help="Output dir of `hllm-creator cluster`."),
+    out: Path = typer.Option(..., "--out", help="Output dir: matches.parquet + match_meta.json (coverage)."),
+    ads: Optional[str] = typer.Option(None, "--ads", help="Comma-separated ad item ids."),
+    n_ads: int = typer.Option(20, "--n-ads", help="Without --ads: the N most-clicked items (ties by id)."),
+    top_k: int = typer.Option(3, "--top-k", help="Clusters selected per ad (best predictor score first)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold",
+                                              help="Also require a match score >= this (0..1)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Clusters per predictor call."),
+    item_cache: Optional[Path] = typer.Option(None, "--item-cache", help="Item-embedding cache parquet."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Score every (ad, cluster) pair with the Item-User predictor; select the top-k clusters per ad."""
+    from hllm_creator.infer.match import MatchConfig, run
+
+    cfg = _config(MatchConfig, model_dir=str(model), data_dir=str(data), clusters_dir=str(clusters),
+                      ads=_csv_list(ads, "--ads"), n_ads=n_ads, top_k=top_k, threshold=threshold,
+                      batch_size=batch_size, item_cache=str(item_cache) if item_cache else None)
+    meta = run(cfg, out, progress=not quiet)
+    typer.echo(f"wrote {out}/matches.parquet: {len(meta['ads'])} ads x {meta['k']} clusters, "
+               f"{meta['pairs_selected']} pairs selected, mean coverage {meta['mean_coverage']:.1%}")
+
+
+def generate_cmd(
+    model: Path = typer.Option(..., "--model", help="Model dir written by `hllm-creator train`."),
+    data: Path = typer.Option(..., "--data", help="Dataset dir."),
+    matches: Path = typer.Option(..., "--matches", help="matches.parquet or the match output dir."),
+    clusters: Path = typer.Option(..., "--clusters", help="Output dir of `hllm-creator cluster`."),
+    out: Path = typer.Option(..., "--out", help="Output dir: creatives.parquet, lookup.parquet, generate_meta.json."),
+    batch_size: int = typer.Option(16, "--batch-size", help="(ad, cluster) pairs per generate call."),
+    temperature: float = typer.Option(0.8, "--temperature"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    top_k: int = typer.Option(50, "--top-k"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
+    greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding instead of sampling."),
+    seed: int = typer.Option(0, "--seed", help="Batch b is sampled with seed + b."),
+    max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="Only the first N selected pairs."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """One title per selected (ad, cluster), centroid in the user slot, grounding-checked.
+
+    A title that fails the grounding check falls back to the ad's original title (reason recorded).
+    Writes creatives.parquet and a per-user lookup (user -> cluster -> title per ad).
+    """
+    from hllm_creator.infer.generate import GenerateConfig, run
+
+    cfg = _config(GenerateConfig, model_dir=str(model), data_dir=str(data), matches=str(matches),
+                         clusters_dir=str(clusters), batch_size=batch_size, do_sample=not greedy,
+                         temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+                         seed=seed, max_pairs=max_pairs)
+    meta = run(cfg, out, progress=not quiet)
+    typer.echo(f"wrote {out}: {meta['generations']} generations, {meta['grounded']} grounded, "
+               f"{meta['fallbacks']} fallbacks to the original title ({meta['fallback_rate']:.0%}), "
+               f"{meta['lookup_rows']:,} lookup rows")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed_cmd)
+    app.command("embed-merge")(embed_merge_cmd)
+    app.command("cluster")(cluster_cmd)
+    app.command("match")(match_cmd)
+    app.command("generate")(generate_cmd)
