@@ -1,0 +1,99 @@
+"""Collators: ``prompt1 + [slot] + prompt2 + response`` with labels on the response only.
+
+The slot is one position whose input embedding the model replaces (by ``projector(user_emb)`` for
+the creative objective, ``profile_projector(user_emb)`` for recon). Left or right padding; the model
+derives position ids from the attention mask, so both give the same logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+IGNORE = -100
+
+
+@dataclass
+class SlotBatch:
+    input_ids: torch.Tensor       # [B, T] (slot positions hold pad_id; they are replaced by embeddings)
+    attention_mask: torch.Tensor  # [B, T] 1 = real token
+    slot_mask: torch.Tensor       # [B, T] bool, exactly one True per row
+    labels: torch.Tensor | None   # [B, T] IGNORE except response tokens (None when no response)
+
+    def to(self, device) -> "SlotBatch":
+        return SlotBatch(*(None if t is None else t.to(device) for t in
+                           (self.input_ids, self.attention_mask, self.slot_mask, self.labels)))
+
+
+def encode_text(tokenizer, text: str, max_tokens: int | None = None) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    return ids[:max_tokens] if max_tokens else ids
+
+
+def slot_batch(tokenizer, prompt1: list[str], prompt2: list[str], response: list[str] | None = None, *,
+               padding_side: str = "right", max_prompt2_tokens: int | None = 192,
+               max_response_tokens: int | None = 48, response_suffix: str = "") -> SlotBatch:
+    """Tokenize ``prompt1 + [slot] + prompt2 (+ response + suffix)``; labels only on response tokens."""
+    if len(prompt1) != len(prompt2) or (response is not None and len(response) != len(prompt1)):
+        raise ValueError(f"prompt1/prompt2/response lengths differ: {len(prompt1)}/{len(prompt2)}/"
+                         f"{None if response is None else len(response)}")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = []
+    for b in range(len(prompt1)):
+        p1 = encode_text(tokenizer, prompt1[b])
+        p2 = encode_text(tokenizer, prompt2[b], max_prompt2_tokens)
+        ids = p1 + [pad] + p2
+        lab = [IGNORE] * len(ids)
+        if response is not None:
+            r = encode_text(tokenizer, response[b], max_response_tokens)
+            if not r:
+                raise ValueError(f"row {b}: empty response")
+            r = r + encode_text(tokenizer, response_suffix)
+            ids, lab = ids + r, lab + r
+        rows.append((ids, lab, len(p1)))
+    T = max(len(r[0]) for r in rows)
+    B = len(rows)
+    input_ids = torch.full((B, T), pad, dtype=torch.long)
+    attn = torch.zeros((B, T), dtype=torch.long)
+    slot = torch.zeros((B, T), dtype=torch.bool)
+    labels = torch.full((B, T), IGNORE, dtype=torch.long)
+    for b, (ids, lab, s) in enumerate(rows):
+        off = T - len(ids) if padding_side == "left" else 0
+        input_ids[b, off:off + len(ids)] = torch.tensor(ids)
+        attn[b, off:off + len(ids)] = 1
+        labels[b, off:off + len(ids)] = torch.tensor(lab)
+        slot[b, off + s] = True
+    return SlotBatch(input_ids, attn, slot, labels if response is not None else None)
+
+
+def text_batch(tokenizer, texts: list[str], max_tokens: int, *, append_slot: bool = False) -> SlotBatch:
+    """Right-padded text batch; with ``append_slot`` one slot right after each text's last token."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = []
+    for i, t in enumerate(texts):
+        ids = encode_text(tokenizer, t, max_tokens)
+        if not ids and not append_slot:
+            raise ValueError(f"text {i} is empty")
+        rows.append(ids)
+    T = max(len(r) for r in rows) + int(append_slot)
+    B = len(rows)
+    input_ids = torch.full((B, T), pad, dtype=torch.long)
+    attn = torch.zeros((B, T), dtype=torch.long)
+    slot = torch.zeros((B, T), dtype=torch.bool)
+    for b, ids in enumerate(rows):
+        n = len(ids)
+        if n:
+            input_ids[b, :n] = torch.tensor(ids)
+        attn[b, :n + int(append_slot)] = 1
+        if append_slot:
+            slot[b, n] = True
+    return SlotBatch(input_ids, attn, slot, None)
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """0.. over real tokens (left padding shifts nothing); padded positions get 0 (masked anyway)."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.clamp(min=0)

@@ -1,0 +1,40 @@
+"""The model's architecture config: everything needed to rebuild an HLLMCreator from a model dir."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from hllm_creator.config import StepConfig
+
+
+class ModelConfig(StepConfig):
+    """Backbones, truncation and head sizes of the hierarchical model (saved as ``hllm_config.json``)."""
+
+    item_llm: str = Field("tiny-llama", description="Item LLM backbone: smollm2-135m-instruct, tiny-llama or an HF dir")
+    item_layers: int | None = Field(None, ge=1, description="keep the first N decoder layers of the Item LLM")
+    user_llm: str = Field("tiny-llama", description="User LLM backbone")
+    user_layers: int | None = Field(None, ge=1, description="keep the first N decoder layers of the User LLM")
+    creative_llm: str = Field("tiny-llama", description="Creative LLM backbone (also the recon/align decoder)")
+    creative_layers: int | None = Field(None, ge=1, description="keep the first N decoder layers of the Creative LLM")
+    max_history: int = Field(50, ge=1, description="the User LLM reads at most the last N items")
+    item_max_tokens: int = Field(64, ge=4, description="item text truncated to N tokens before [ITEM]")
+    user_prompt: str = Field(" These are the items this user clicked. The user's interest:",
+                             description="text between the item embeddings and [USER]")
+    recon_prompt: str = Field(" Describe this user's interests:",
+                              description="text after the profile slot; the decoder then regenerates the profile")
+    projector: Literal["linear", "mlp"] = "mlp"
+    predictor_dim: int = Field(128, ge=4, description="user_tower / item_tower output size")
+    predictor_hidden: int = Field(256, ge=4, description="hidden size of the predictor's MLP head")
+    predictor_head: Literal["mlp", "mixer"] = "mlp"
+    align_temperature: float = Field(0.05, gt=0, description="initial InfoNCE temperature (scale 1/T)")
+    align_max_scale: float = Field(100.0, gt=0, description="clamp of the learnable InfoNCE scale")
+    false_negative_cos: float = Field(0.99, description="mask negatives whose cosine to the positive exceeds this")
+    align_queue: int = Field(32, ge=0, description="detached past embeddings used as extra align negatives "
+                                                   "(makes batch size 1 work); 0 = off")
+    # filled by the builder
+    item_hidden: int | None = None
+    user_hidden: int | None = None
+    creative_hidden: int | None = None
+    prompt_version: str | None = None

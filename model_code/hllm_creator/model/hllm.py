@@ -1,0 +1,472 @@
+"""HLLM-Creator: Item LLM -> User LLM -> (Item-User predictor, Creative LLM), one torch module.
+
+- Item LLM: item text + one learnable [ITEM] embedding appended; the last hidden state at [ITEM]
+  is the item embedding.
+- User LLM: the item embeddings of the history (oldest first, projected when sizes differ), a short
+  text prompt, one learnable [USER] embedding; its last hidden state is the user embedding.
+- Creative LLM (causal LM): ``prompt1`` + ONE slot holding ``projector(user_emb)`` + ``prompt2``
+  (+ response in training). It is also the recon/align decoder.
+- Item-User predictor: ``user_tower``, ``item_tower`` and an MLP (or MLP-Mixer) head.
+
+A model dir (``save``/``load``) holds ``hllm_config.json``, ``model.safetensors`` (LoRA merged),
+the three backbone ``config.json``s, the tokenizers and the weights hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hllm_creator.model.collate import SlotBatch, position_ids, slot_batch, text_batch
+from hllm_creator.model.config import ModelConfig
+from hllm_creator.model.losses import cls_loss, info_nce
+from hllm_creator.model.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "hllm_config.json"
+WEIGHTS_FILE = "model.safetensors"
+PARTS = ("item", "user", "creative")
+
+
+class ModelDirError(ValueError):
+    """A model directory that cannot be loaded (names the dir and the missing/bad file)."""
+
+
+def _projector(kind: str, d_in: int, d_out: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(d_in, d_out)
+    return nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
+
+
+def _body(lm):
+    """The decoder stack (``LlamaModel``) of a causal LM, through a peft wrapper if any."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return base.model
+
+
+class HLLMCreator(nn.Module):
+    def __init__(self, cfg: ModelConfig, item_lm, user_lm, creative_lm, tokenizers: dict):
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizers = tokenizers  # part -> tokenizer (not a module)
+        self.item_llm = _body(item_lm)   # decoder stack only: no LM head needed
+        self.user_llm = _body(user_lm)
+        self.creative = creative_lm      # causal LM (may become a peft model)
+        dI, dU, dC = (self.item_llm.config.hidden_size, self.user_llm.config.hidden_size,
+                      creative_lm.config.hidden_size)
+        cfg.item_hidden, cfg.user_hidden, cfg.creative_hidden = dI, dU, dC
+        g = torch.Generator().manual_seed(0)
+        std = 0.02
+        self.item_token = nn.Parameter(torch.randn(dI, generator=g) * std)   # [ITEM]
+        self.user_token = nn.Parameter(torch.randn(dU, generator=g) * std)   # [USER]
+        self.item_to_user = nn.Identity() if dI == dU else nn.Linear(dI, dU)
+        self.projector = _projector(cfg.projector, dU, dC)
+        self.profile_projector = _projector(cfg.projector, dU, dC)
+        self.align_projector = _projector(cfg.projector, dU, dC)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.align_temperature)))
+        self.predictor = Predictor(dU, dI, cfg.predictor_dim, cfg.predictor_hidden, cfg.predictor_head)
+        q = cfg.align_queue
+        self.register_buffer("queue_a", torch.zeros(q, dC))
+        self.register_buffer("queue_p", torch.zeros(q, dC))
+        self.register_buffer("queue_n", torch.zeros((), dtype=torch.long))  # filled entries
+        self.item_cache: torch.Tensor | None = None   # [n_items, dI] frozen item embeddings (training)
+        self.item_tokens: SlotBatch | None = None     # tokenized catalog (training, Item LLM not frozen)
+        self._hash: str | None = None
+        from hllm_creator.model.prompts import PROMPT_VERSION
+
+        cfg.prompt_version = cfg.prompt_version or PROMPT_VERSION
+
+    # ------------------------------------------------------------------ building / io
+    @classmethod
+    def from_config(cls, cfg: ModelConfig | dict, *, seed: int = 0) -> "HLLMCreator":
+        """Build from backbones (pretrained weights where the backbone has them; tiny-llama is random)."""
+        from hllm_creator.llm.backbone import load_causal_lm
+
+        cfg = ModelConfig.model_validate(cfg) if isinstance(cfg, dict) else cfg.model_copy()
+        lms, toks = {}, {}
+        for i, part in enumerate(PARTS):
+            lb = load_causal_lm(getattr(cfg, f"{part}_llm"), n_layers=getattr(cfg, f"{part}_layers"),
+                                seed=seed + i)
+            lms[part], toks[part] = lb.model, lb.tokenizer
+        torch.manual_seed(seed)
+        return cls(cfg, lms["item"], lms["user"], lms["creative"], toks)
+
+    @property
+    def item_hidden_size(self) -> int:
+        return int(self.cfg.item_hidden)
+
+    @property
+    def user_hidden_size(self) -> int:
+        return int(self.cfg.user_hidden)
+
+    @property
+    def creative_hidden_size(self) -> int:
+        return int(self.cfg.creative_hidden)
+
+    @property
+    def device(self) -> torch.device:
+        return self.item_token.device
+
+    @property
+    def model_hash(self) -> str:
+        """Stable id of the weights (sha256 of the saved weights file; computed from tensors if unsaved)."""
+        if self._hash is None:
+            h = hashlib.sha256()
+            for k, v in sorted(self.export_state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+            self._hash = h.hexdigest()[:16]
+        return self._hash
+
+    def merge_lora(self) -> None:
+        """Fold LoRA adapters of the Creative LLM into its weights (in place)."""
+        if hasattr(self.creative, "merge_and_unload"):
+            self.creative = self.creative.merge_and_unload()
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights as saved: LoRA merged (on a copy), training-only caches left out."""
+        if hasattr(self.creative, "merge_and_unload"):
+            import copy
+
+            tmp = copy.deepcopy(self)
+            tmp.merge_lora()
+            return tmp.export_state_dict()
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("queue_")}
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write the model dir atomically (nothing half-written); returns its path."""
+        from safetensors.torch import save_file
+
+        from hllm_creator.io import atomic_dir, sha256_file, write_json
+
+        model_dir = Path(model_dir)
+        sd = self.export_state_dict()
+        # safetensors refuses shared storage (tied embeddings): store each tensor once
+        seen, unique, tied = {}, {}, {}
+        for k, v in sd.items():
+            key = (v.data_ptr(), v.shape, v.stride()) if v.numel() else None
+            if key is not None and key in seen:
+                tied[k] = seen[key]
+            else:
+                if key is not None:
+                    seen[key] = k
+                unique[k] = v.detach().cpu().contiguous()
+        with atomic_dir(model_dir) as tmp:
+            save_file(unique, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            self._hash = sha256_file(tmp / WEIGHTS_FILE)[:16]
+            for part in PARTS:
+                lm_cfg = self.creative.config if part == "creative" else getattr(self, f"{part}_llm").config
+                (tmp / f"{part}_llm").mkdir()
+                lm_cfg.save_pretrained(tmp / f"{part}_llm")
+                self.tokenizers[part].save_pretrained(tmp / f"{part}_llm")
+            from hllm_creator.model.prompts import PROMPT1, PROMPT2, RESPONSE_END, SYSTEM
+
+            write_json({"model": self.cfg.model_dump(mode="json"), "tied": tied, "model_hash": self._hash,
+                        "prompts": {"system": SYSTEM, "prompt1": PROMPT1, "prompt2": PROMPT2,
+                                    "response_end": RESPONSE_END}},
+                       tmp / CONFIG_FILE)
+            write_json({"model_hash": self._hash}, tmp / "model_hash.json")
+            extra = getattr(self, "extra_files", None) or {}
+            for name, obj in extra.items():
+                write_json(obj, tmp / name)
+        return model_dir
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "cpu") -> "HLLMCreator":
+        """Rebuild from a model dir (no backbone download; architecture from the saved configs); eval mode."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        from hllm_creator.llm.backbone import best_attn_implementation
+
+        model_dir = Path(model_dir)
+        f = model_dir / CONFIG_FILE
+        if not model_dir.is_dir():
+            raise ModelDirError(f"model dir {model_dir} does not exist")
+        for need in [CONFIG_FILE, WEIGHTS_FILE] + [f"{p}_llm/config.json" for p in PARTS]:
+            if not (model_dir / need).exists():
+                raise ModelDirError(f"{model_dir} is not an HLLM-Creator model dir: missing {need}")
+        try:
+            meta = json.loads(f.read_text())
+            cfg = ModelConfig.model_validate(meta["model"])
+        except Exception as e:  # noqa: BLE001
+            raise ModelDirError(f"{f}: bad config ({e})") from e
+        lms, toks = {}, {}
+        attn = best_attn_implementation() if device != "cpu" else "sdpa"
+        for part in PARTS:
+            c = AutoConfig.from_pretrained(model_dir / f"{part}_llm")
+            c._attn_implementation = attn
+            lms[part] = AutoModelForCausalLM.from_config(c)
+            tok = AutoTokenizer.from_pretrained(model_dir / f"{part}_llm")
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            toks[part] = tok
+        model = cls(cfg, lms["item"], lms["user"], lms["creative"], toks)
+        sd = load_file(str(model_dir / WEIGHTS_FILE))
+        for k, src in meta.get("tied", {}).items():
+            sd[k] = sd[src]
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith("queue_")]
+        if missing or unexpected:
+            raise ModelDirError(f"{model_dir / WEIGHTS_FILE}: weights do not match the config "
+                                f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        model._hash = meta.get("model_hash") or None
+        model.model_dir = model_dir
+        return model.to(device).eval()
+
+    # ------------------------------------------------------------------ prompts
+    def build_prompts(self, ad: dict) -> tuple[str, str]:
+        from hllm_creator.model.prompts import creative_prompts
+
+        return creative_prompts(ad)
+
+    # ------------------------------------------------------------------ item LLM
+    def item_forward(self, batch: SlotBatch) -> torch.Tensor:
+        """Tokenized item texts with one slot each -> hidden state at [ITEM] [B, dI] (with grad)."""
+        b = batch.to(self.device)
+        emb = self.item_llm.get_input_embeddings()(b.input_ids)
+        emb = torch.where(b.slot_mask[..., None], self.item_token.to(emb.dtype), emb)
+        out = self.item_llm(inputs_embeds=emb, attention_mask=b.attention_mask,
+                            position_ids=position_ids(b.attention_mask))
+        return out.last_hidden_state[b.slot_mask]
+
+    def tokenize_items(self, texts: list[str]) -> SlotBatch:
+        return text_batch(self.tokenizers["item"], texts, self.cfg.item_max_tokens, append_slot=True)
+
+    @torch.no_grad()
+    def encode_items(self, texts: list[str], batch_size: int = 32, progress: bool = False,
+                     autocast_bf16: bool = False) -> torch.Tensor:
+        """Item texts -> [n, item_hidden] float32 embeddings (no grad)."""
+        if isinstance(texts, str):
+            raise TypeError("encode_items takes a list of texts, not one string")
+        if not texts:
+            return torch.zeros(0, self.item_hidden_size)
+        was = self.training
+        self.eval()
+        out = []
+        # sort by length so batches pad little; restore order at the end
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        rng = range(0, len(texts), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            rng = tqdm(rng, desc="encode items", unit="batch")
+        for s in rng:
+            idx = order[s:s + batch_size]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16 and self.device.type == "cpu"):
+                out.append(self.item_forward(self.tokenize_items([texts[i] for i in idx])).float().cpu())
+        emb = torch.cat(out)
+        res = torch.empty_like(emb)
+        res[torch.tensor(order)] = emb
+        self.train(was)
+        return res
+
+    # ------------------------------------------------------------------ user LLM
+    def _user_prompt_ids(self) -> torch.Tensor:
+        from hllm_creator.model.collate import encode_text
+
+        if getattr(self, "_uprompt", None) is None:
+            self._uprompt = torch.tensor(encode_text(self.tokenizers["user"], self.cfg.user_prompt), dtype=torch.long)
+        return self._uprompt.to(self.device)
+
+    def user_forward(self, item_emb_seqs: list[torch.Tensor]) -> torch.Tensor:
+        """Histories (each [L_i, dI], oldest first) -> user embeddings [B, dU] (with grad)."""
+        if len(item_emb_seqs) == 0:
+            raise ValueError("encode_users: no histories given")
+        dev = self.device
+        prompt = self.user_llm.get_input_embeddings()(self._user_prompt_ids())  # [P, dU]
+        rows = []
+        for i, seq in enumerate(item_emb_seqs):
+            if not isinstance(seq, torch.Tensor) or seq.dim() != 2 or seq.shape[1] != self.item_hidden_size:
+                shape = tuple(seq.shape) if isinstance(seq, torch.Tensor) else type(seq).__name__
+                raise ValueError(f"history {i}: expected a tensor [L, {self.item_hidden_size}], got {shape}")
+            if seq.shape[0] == 0:
+                raise ValueError(f"history {i} is empty: a user needs at least one item")
+            seq = seq[-self.cfg.max_history:].to(dev)
+            x = self.item_to_user(seq.to(self.item_token.dtype))
+            rows.append(torch.cat([x, prompt.to(x.dtype), self.user_token[None].to(x.dtype)]))
+        T = max(len(r) for r in rows)
+        B, d = len(rows), rows[0].shape[1]
+        emb = rows[0].new_zeros(B, T, d)
+        attn = torch.zeros(B, T, dtype=torch.long, device=dev)
+        last = torch.zeros(B, dtype=torch.long, device=dev)
+        for b, r in enumerate(rows):  # right padding: causal attention makes it exact
+            emb[b, :len(r)] = r
+            attn[b, :len(r)] = 1
+            last[b] = len(r) - 1
+        out = self.user_llm(inputs_embeds=emb, attention_mask=attn, position_ids=position_ids(attn))
+        return out.last_hidden_state[torch.arange(B, device=dev), last]
+
+    @torch.no_grad()
+    def encode_users(self, item_emb_seqs: list[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+        """Histories -> [n, user_hidden] float32 (no grad)."""
+        was = self.training
+        self.eval()
+        out = [self.user_forward(item_emb_seqs[s:s + batch_size]).float().cpu()
+               for s in range(0, len(item_emb_seqs), batch_size)]
+        self.train(was)
+        return torch.cat(out) if out else torch.zeros(0, self.user_hidden_size)
+
+    # ------------------------------------------------------------------ predictor
+    @torch.no_grad()
+    def score(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+        """All (user, item) pairs -> match probabilities [n, m] in [0, 1]."""
+        for name, t, d in (("user_emb", user_emb, self.user_hidden_size), ("item_emb", item_emb, self.item_hidden_size)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != d:
+                raise ValueError(f"score: {name} must be [n, {d}], got "
+                                 f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+        p = self.predictor.to(self.device)
+        return torch.sigmoid(p(user_emb.to(self.device).float(), item_emb.to(self.device).float())).cpu()
+
+    # ------------------------------------------------------------------ creative LLM
+    def _slot_forward(self, batch: SlotBatch, slot_values: torch.Tensor, labels: bool = True):
+        b = batch.to(self.device)
+        emb = self.creative.get_input_embeddings()(b.input_ids)
+        full = torch.zeros_like(emb)
+        full[b.slot_mask] = slot_values.to(emb.dtype)
+        emb = torch.where(b.slot_mask[..., None], full, emb)
+        return self.creative(inputs_embeds=emb, attention_mask=b.attention_mask,
+                             position_ids=position_ids(b.attention_mask),
+                             labels=b.labels if labels else None)
+
+    def creative_loss(self, user_emb: torch.Tensor, batch: SlotBatch) -> torch.Tensor:
+        return self._slot_forward(batch, self.projector(user_emb)).loss
+
+    def recon_loss(self, user_emb: torch.Tensor, batch: SlotBatch) -> torch.Tensor:
+        return self._slot_forward(batch, self.profile_projector(user_emb)).loss
+
+    def profile_embedding(self, batch: SlotBatch) -> torch.Tensor:
+        """The decoder's embedding of a text: mean of its last hidden states over real tokens."""
+        b = batch.to(self.device)
+        h = _body(self.creative)(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                                 position_ids=position_ids(b.attention_mask)).last_hidden_state
+        m = b.attention_mask[..., None].to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+    def align_loss(self, user_emb: torch.Tensor, profile_batch: SlotBatch) -> torch.Tensor:
+        a = self.align_projector(user_emb)
+        p = self.profile_embedding(profile_batch)
+        scale = self.logit_scale.exp().clamp(max=self.cfg.align_max_scale)
+        n = int(self.queue_n)
+        loss = info_nce(a, p, scale, fn_cos=self.cfg.false_negative_cos,
+                        queue_a=self.queue_a[:n] if n else None, queue_p=self.queue_p[:n] if n else None)
+        if self.training and self.cfg.align_queue:
+            self._enqueue(a.detach().float(), p.detach().float())
+        return loss
+
+    @torch.no_grad()
+    def _enqueue(self, a: torch.Tensor, p: torch.Tensor) -> None:
+        q = self.cfg.align_queue
+        a, p = a[-q:], p[-q:]
+        k = len(a)
+        self.queue_a.copy_(torch.cat([a, self.queue_a[:-k] if k < q else self.queue_a[:0]])[:q])
+        self.queue_p.copy_(torch.cat([p, self.queue_p[:-k] if k < q else self.queue_p[:0]])[:q])
+        self.queue_n.fill_(min(q, int(self.queue_n) + k))
+
+    def creative_batch(self, prompt1, prompt2, response=None, padding_side="right") -> SlotBatch:
+        from hllm_creator.model.prompts import RESPONSE_END
+
+        return slot_batch(self.tokenizers["creative"], list(prompt1), list(prompt2),
+                          None if response is None else list(response), padding_side=padding_side,
+                          response_suffix=RESPONSE_END)
+
+    def recon_batch(self, profiles: list[str], padding_side="right") -> SlotBatch:
+        n = len(profiles)
+        return slot_batch(self.tokenizers["creative"], [""] * n, [self.cfg.recon_prompt] * n, list(profiles),
+                          padding_side=padding_side, max_response_tokens=96,
+                          response_suffix=self.tokenizers["creative"].eos_token or "")
+
+    def profile_batch(self, profiles: list[str]) -> SlotBatch:
+        return text_batch(self.tokenizers["creative"], list(profiles), 96)
+
+    @torch.no_grad()
+    def generate(self, user_emb: torch.Tensor, prompt1: list[str], prompt2: list[str], *, do_sample: bool = True,
+                 temperature: float = 0.8, top_p: float = 0.95, top_k: int = 50, max_new_tokens: int = 128,
+                 seed: int | None = None, batch_size: int = 16) -> list[str]:
+        """Batched generation (left padding) from prompt1 + [projector(user_emb)] + prompt2."""
+        if isinstance(prompt1, str) or isinstance(prompt2, str):
+            raise TypeError("generate takes lists of prompt1/prompt2 (one per user embedding)")
+        if not (len(user_emb) == len(prompt1) == len(prompt2)):
+            raise ValueError(f"generate: {len(user_emb)} user embeddings but {len(prompt1)} prompt1 and "
+                             f"{len(prompt2)} prompt2")
+        if user_emb.dim() != 2 or user_emb.shape[1] != self.user_hidden_size:
+            raise ValueError(f"generate: user_emb must be [n, {self.user_hidden_size}], got {tuple(user_emb.shape)}")
+        if len(user_emb) == 0:
+            return []
+        was = self.training
+        self.eval()
+        tok = self.tokenizers["creative"]
+        stop = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+                if isinstance(t, int) and t >= 0 and t != tok.unk_token_id]
+        if seed is not None:
+            torch.manual_seed(seed)
+        texts: list[str] = []
+        for s in range(0, len(prompt1), batch_size):
+            b = self.creative_batch(prompt1[s:s + batch_size], prompt2[s:s + batch_size], padding_side="left")
+            b = b.to(self.device)
+            emb = self.creative.get_input_embeddings()(b.input_ids)
+            u = self.projector(user_emb[s:s + batch_size].to(self.device).float()).to(emb.dtype)
+            full = torch.zeros_like(emb)
+            full[b.slot_mask] = u
+            emb = torch.where(b.slot_mask[..., None], full, emb)
+            kw = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                      eos_token_id=stop or None)
+            if do_sample:
+                kw.update(temperature=temperature, top_p=top_p, top_k=top_k)
+            out = self.creative.generate(inputs_embeds=emb, attention_mask=b.attention_mask, **kw)
+            texts += [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+        self.train(was)
+        return texts
+
+    # ------------------------------------------------------------------ training forward
+    def item_embeddings(self, idx: torch.Tensor) -> torch.Tensor:
+        """Catalog indices -> item embeddings: from the frozen cache, else encoded with grad."""
+        if self.item_cache is not None:
+            return self.item_cache.to(self.device)[idx.to(self.device)]
+        if self.item_tokens is None:
+            raise RuntimeError("set model.item_cache (frozen Item LLM) or model.item_tokens before training")
+        t = self.item_tokens
+        sub = SlotBatch(t.input_ids[idx.cpu()], t.attention_mask[idx.cpu()], t.slot_mask[idx.cpu()], None)
+        keep = sub.attention_mask.sum(0) > 0  # drop all-pad columns
+        sub = SlotBatch(sub.input_ids[:, keep], sub.attention_mask[:, keep], sub.slot_mask[:, keep], None)
+        return self.item_forward(sub)
+
+    def forward(self, hist_idx, hist_len, pos_idx, neg_idx=None, cre_rows=None, creative=None, recon=None,
+                profile=None, weights=None, **_) -> dict:
+        """One training step's losses. ``hist_idx`` [B, L] catalog indices (right padded, lengths
+        ``hist_len``), ``pos_idx`` [B] target items, ``neg_idx`` [K] sampled catalog negatives; the
+        first ``cre_rows`` users also carry creative/recon/profile batches."""
+        w = weights or {}
+        uniq, inv = torch.unique(torch.cat([hist_idx.flatten(), pos_idx, neg_idx if neg_idx is not None
+                                            else pos_idx[:0]]), return_inverse=True)
+        iemb = self.item_embeddings(uniq)
+        nh = hist_idx.numel()
+        h_emb = iemb[inv[:nh]].view(*hist_idx.shape, -1)
+        p_emb = iemb[inv[nh:nh + len(pos_idx)]]
+        n_emb = iemb[inv[nh + len(pos_idx):]] if neg_idx is not None else None
+        users = self.user_forward([h_emb[b, :int(hist_len[b])] for b in range(len(hist_len))])
+        losses = {"cls": cls_loss(self.predictor, users, p_emb, pos_idx.to(self.device), n_emb,
+                                  None if neg_idx is None else neg_idx.to(self.device))}
+        n = int(cre_rows or 0)
+        if n:
+            u = users[:n]
+            if creative is not None and w.get("creative", 1.0):
+                losses["creative"] = self.creative_loss(u, creative)
+            if recon is not None and w.get("recon", 1.0):
+                losses["recon"] = self.recon_loss(u, recon)
+            if profile is not None and w.get("align", 1.0):
+                losses["align"] = self.align_loss(u, profile)
+        total = sum(w.get(k, 1.0) * v for k, v in losses.items())
+        return {"loss": total, **{k: v.detach() for k, v in losses.items()}}
+
+
+def l2norm(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1)

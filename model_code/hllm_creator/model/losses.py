@@ -1,0 +1,101 @@
+"""The objectives besides the LM NLLs: symmetric InfoNCE (align) and BCE over (user, item) pairs (cls).
+
+Both work in ONE process with batch size 1: align takes extra negatives from a queue of detached
+past embeddings; cls takes negatives from the catalog (sampled) and the batch, and, when
+``torch.distributed`` is initialized with world size > 1, also from the other ranks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every rank (gradient flows back to the local part); identity on 1 rank."""
+    if world_size() == 1:
+        return x
+    import torch.distributed as dist
+    import torch.distributed.nn.functional as dnf
+
+    parts = list(dnf.all_gather(x.contiguous()))
+    rank = dist.get_rank()
+    parts[rank] = x  # keep the local autograd path exact
+    return torch.cat(parts, dim=0)
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    if world_size() == 1:
+        return x
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def info_nce(a: torch.Tensor, p: torch.Tensor, scale: torch.Tensor, *, fn_cos: float = 0.99,
+             queue_a: torch.Tensor | None = None, queue_p: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE between ``a`` [B, d] and ``p`` [B, d] (row i of each is a positive pair).
+
+    Negatives: the other rows (all ranks), plus queued past embeddings. A negative whose cosine to
+    the positive exceeds ``fn_cos`` is a likely false negative and is masked out.
+    """
+    a = F.normalize(a.float(), dim=-1)
+    p = F.normalize(p.float(), dim=-1)
+    B = a.shape[0]
+    ga, gp = gather_with_grad(a), gather_with_grad(p)
+    off = 0
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        off = dist.get_rank() * B
+    cand_p = gp if queue_p is None or len(queue_p) == 0 else torch.cat([gp, F.normalize(queue_p.float(), dim=-1)])
+    cand_a = ga if queue_a is None or len(queue_a) == 0 else torch.cat([ga, F.normalize(queue_a.float(), dim=-1)])
+    idx = torch.arange(B, device=a.device) + off
+    pos_p = cand_p[idx]  # [B, d]
+    pos_a = cand_a[idx]
+    # a -> p
+    logits_ap = scale * a @ cand_p.T  # [B, N]
+    fn_ap = (pos_p @ cand_p.T) > fn_cos
+    # p -> a
+    logits_pa = scale * p @ cand_a.T
+    fn_pa = (pos_a @ cand_a.T) > fn_cos
+    own = torch.zeros_like(fn_ap)
+    own[torch.arange(B), idx] = True
+    logits_ap = logits_ap.masked_fill(fn_ap & ~own, float("-inf"))
+    logits_pa = logits_pa.masked_fill(fn_pa & ~own, float("-inf"))
+    return 0.5 * (F.cross_entropy(logits_ap, idx) + F.cross_entropy(logits_pa, idx))
+
+
+def cls_loss(predictor, user_emb: torch.Tensor, pos_emb: torch.Tensor, pos_ids: torch.Tensor,
+             neg_emb: torch.Tensor | None = None, neg_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE: each user's target item is positive; in-batch targets of other users (all ranks) and
+    sampled catalog items are negatives (an item equal to the user's own target is masked)."""
+    ut = predictor.user_tower(user_emb.float())
+    pt = predictor.item_tower(pos_emb.float())
+    cand_t, cand_ids = gather_with_grad(pt), gather_no_grad(pos_ids)
+    if neg_emb is not None and len(neg_emb):
+        cand_t = torch.cat([cand_t, predictor.item_tower(neg_emb.float())])
+        cand_ids = torch.cat([cand_ids, neg_ids])
+    logits = predictor.pair_logits(ut, cand_t)  # [B, N]
+    B = ut.shape[0]
+    off = 0
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        off = dist.get_rank() * B
+    idx = torch.arange(B, device=ut.device) + off
+    pos_logit = logits[torch.arange(B), idx]
+    neg_mask = cand_ids[None, :] != pos_ids[:, None]  # never a negative equal to the positive
+    loss_pos = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
+    neg_l = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    n_neg = neg_mask.sum().clamp(min=1)
+    loss_neg = (neg_l * neg_mask).sum() / n_neg
+    return loss_pos + loss_neg

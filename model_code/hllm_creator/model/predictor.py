@@ -1,0 +1,63 @@
+"""The Item-User predictor: ``user_tower``, ``item_tower`` and an MLP (or MLP-Mixer) head."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def tower(d_in: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
+
+
+class MixerHead(nn.Module):
+    """One MLP-Mixer block over the two tokens [user, item] (token mixing, then channel mixing)."""
+
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.token_mlp = nn.Sequential(nn.Linear(2, 8), nn.GELU(), nn.Linear(8, 2))
+        self.channel_mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+        self.out = nn.Linear(2 * d, 1)
+
+    def forward(self, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:  # u, i: [..., d] broadcastable
+        u, i = torch.broadcast_tensors(u, i)
+        x = torch.stack([u, i], dim=-2)  # [..., 2, d]
+        x = x + self.token_mlp(self.norm1(x).transpose(-1, -2)).transpose(-1, -2)
+        x = x + self.channel_mlp(self.norm2(x))
+        return self.out(x.flatten(-2)).squeeze(-1)
+
+
+class Predictor(nn.Module):
+    """match logit of (user, item): MLP over [u, i, u*i] of the tower outputs, plus a scaled dot."""
+
+    def __init__(self, user_hidden: int, item_hidden: int, d: int = 128, hidden: int = 256, head: str = "mlp"):
+        super().__init__()
+        self.user_tower = tower(user_hidden, d)
+        self.item_tower = tower(item_hidden, d)
+        self.head_kind = head
+        self.d = d
+        if head == "mlp":
+            self.w_u = nn.Linear(d, hidden)
+            self.w_i = nn.Linear(d, hidden, bias=False)
+            self.w_p = nn.Linear(d, hidden, bias=False)
+            self.out = nn.Sequential(nn.GELU(), nn.Linear(hidden, 1))
+        elif head == "mixer":
+            self.mixer = MixerHead(d, hidden)
+        else:
+            raise ValueError(f"predictor_head must be 'mlp' or 'mixer', got {head!r}")
+
+    def pair_logits(self, ut: torch.Tensor, it: torch.Tensor) -> torch.Tensor:
+        """Tower outputs ``ut`` [n, d] x ``it`` [m, d] -> logits [n, m] (all pairs)."""
+        dot = ut @ it.T / math.sqrt(self.d)
+        if self.head_kind == "mlp":
+            h = self.w_u(ut)[:, None, :] + self.w_i(it)[None, :, :] + self.w_p(ut[:, None, :] * it[None, :, :])
+            return self.out(h).squeeze(-1) + dot
+        return self.mixer(ut[:, None, :], it[None, :, :]) + dot
+
+    def forward(self, user_emb: torch.Tensor, item_emb: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """All-pairs logits [n, m]; chunked over users to bound memory."""
+        ut, it = self.user_tower(user_emb), self.item_tower(item_emb)
+        return torch.cat([self.pair_logits(ut[s:s + chunk], it) for s in range(0, len(ut), chunk)], dim=0)
