@@ -1,0 +1,95 @@
+"""The ``creative`` KServe model: user history + ad -> personalized title (the Creative LLM).
+
+Per instance: history -> item embeddings (cache; unknown titles encoded) -> User LLM -> nearest
+cluster (metric of ``cluster_meta.json``) -> the cluster's slot vector (``condition_on="cluster"``,
+default) or the user's own embedding (``"user"``) in the Creative LLM's user slot ->
+``HLLMCreator.generate`` -> ``teacher.grounding.check_grounding``. A title that fails the check is
+replaced by the ad's original title, with the reasons. Concurrent requests with the same generation
+settings are combined into one ``generate`` call (micro-batching, window ``--batch-wait-ms``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from hllm_creator.serving import metrics as M
+from hllm_creator.serving.predictor import BatchedModel, history_reasons
+from hllm_creator.serving.schemas import CreativeInstance
+
+log = logging.getLogger(__name__)
+
+
+class Creative(BatchedModel):
+    instance_cls = CreativeInstance
+    default_wait_ms = 20.0
+
+    def group_key(self, inst: CreativeInstance):
+        # one generate call shares its sampling settings
+        return (inst.do_sample, float(inst.temperature) if inst.do_sample else None,
+                float(inst.top_p) if inst.do_sample else None, inst.max_new_tokens,
+                inst.seed if inst.do_sample else None)
+
+    def warmup(self) -> None:
+        self.run_batch([CreativeInstance(user_history=["warm up item"], ad={"title": "warm up"},
+                                         max_new_tokens=2)])
+
+    def count_tokens(self, texts: list[str]) -> int:
+        tok = None
+        for attr in ("tokenizer", "creative_tokenizer"):
+            tok = getattr(self.assets.model, attr, None)
+            if tok is not None:
+                break
+        if tok is None:
+            return sum(len(t.split()) for t in texts)
+        return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+    def run_batch(self, insts: list[CreativeInstance]) -> list[dict]:
+        import torch
+
+        from hllm_creator.infer.generate import clean_title, ground
+
+        a = self.assets
+        user_emb, infos = a.user_embeddings([i.user_history for i in insts])
+        cids = a.assign(user_emb)
+        cond = a.conditioning(user_emb, cids, [i.condition_on for i in insts])
+        ok = [r for r in range(len(insts)) if np.isfinite(cond[r]).all()]
+        ads = [{"title": i.ad.title, "description": i.ad.description, "selling_points": list(i.ad.selling_points),
+                "brand": i.ad.brand} for i in insts]
+        raw: dict[int, str] = {}
+        if ok:
+            first = insts[ok[0]]
+            prompts = [a.model.build_prompts({k: ads[r][k] for k in ("title", "description", "selling_points")})
+                       for r in ok]
+            with torch.inference_mode():
+                outs = a.model.generate(torch.from_numpy(np.ascontiguousarray(cond[ok])),
+                                        [p[0] for p in prompts], [p[1] for p in prompts],
+                                        do_sample=first.do_sample, temperature=float(first.temperature),
+                                        top_p=float(first.top_p), max_new_tokens=first.max_new_tokens,
+                                        seed=first.seed)
+            raw = dict(zip(ok, outs))
+            M.GENERATED_TOKENS.labels(model=self.name).inc(self.count_tokens(list(outs)))
+        results = []
+        for r, (inst, info) in enumerate(zip(insts, infos)):
+            cid = int(cids[r])
+            original = inst.ad.title
+            reasons = history_reasons(info, cid, a.centroids is not None)
+            res = {"title": original, "original_title": original, "cluster_id": cid if cid >= 0 else None,
+                   "grounded": False, "personalized": False, "reasons": reasons, "history_used": info.used}
+            if r not in raw:
+                self.fallback("cold_start")
+                res["reasons"] = reasons + ["original title"]
+                results.append(res)
+                continue
+            cand = clean_title(raw[r])
+            good, why = ground(cand, ads[r])
+            res["candidate"] = cand
+            if good:
+                res.update(title=cand, grounded=True, personalized=True)
+            else:
+                self.fallback("not_grounded")
+                res["reasons"] = reasons + ["generated title failed the grounding check: original title",
+                                            *why]
+            results.append(res)
+        return results

@@ -1,0 +1,515 @@
+"""What the creative and predictor models share: loading (a path or ``models:/...``), the item
+catalog and embedding cache, user embedding + cluster assignment, a micro-batcher, and the HTTP
+guards / loopback binding of the KServe ModelServer.
+
+Inference outputs read from ``--artifacts DIR`` (every file optional except the cluster files):
+``centroids.npy`` + ``cluster_meta.json`` (+ ``member_means.npy``: what goes in the user slot for
+a cluster), ``matches.parquet`` (item_id, cluster_id, score, rank, selected), ``creatives.parquet``
+(item_id, cluster_id, original_title, llm_output, score, grounded, reasons) and, for item ids in
+histories, an item catalog ``items.parquet`` (``--items``: a dataset dir or the parquet file;
+defaults to ``DIR/items.parquet`` when present).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hllm_creator.serving.schemas import HISTORY_KEPT, MAX_BODY_BYTES, looks_like_id
+
+log = logging.getLogger(__name__)
+
+
+# ---- model source ------------------------------------------------------------------------------
+def resolve_model_dir(model_dir: str | None = None, model_uri: str | None = None) -> Path:
+    """A local model dir, or ``models:/hllm-creator@champion`` downloaded through MLflow."""
+    if bool(model_dir) == bool(model_uri):
+        raise ValueError("give exactly one of --model-dir or --model-uri")
+    if model_dir:
+        p = Path(model_dir).expanduser()
+        if not p.is_dir():
+            raise ValueError(f"--model-dir {p} is not a directory")
+        return p
+    if not str(model_uri).startswith(("models:/", "runs:/", "file:", "/")):
+        raise ValueError(f"--model-uri {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    from hllm_creator.tracking import download_registered
+
+    return Path(download_registered(model_uri))
+
+
+# ---- assets ------------------------------------------------------------------------------------
+@dataclass
+class HistoryInfo:
+    used: int = 0            # entries that were embedded (after truncation to HISTORY_KEPT)
+    unknown_ids: int = 0     # entries that look like ids but are not in the catalog
+    titles: int = 0          # entries read as free-text titles
+
+
+@dataclass
+class ServingAssets:
+    model: Any                                   # hllm_creator.model.HLLMCreator
+    model_dir: Path
+    centroids: np.ndarray | None = None          # [K, d] (training space of the clustering)
+    slot: np.ndarray | None = None               # [K, d] what stands in for a cluster's users
+    cluster_meta: dict = field(default_factory=dict)
+    items: dict[str, dict] = field(default_factory=dict)        # item_id -> item row (title, ...)
+    creatives: dict[tuple[str, int], dict] = field(default_factory=dict)  # (item, cluster) -> row
+    selected: dict[tuple[str, int], dict] = field(default_factory=dict)   # (item, cluster) -> match row
+    matched_items: set = field(default_factory=set)
+    item_cache: Any = None
+    _title_lru: OrderedDict = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- item embeddings
+    def item_text_of(self, item_id: str) -> str:
+        from hllm_creator.data.text import item_text
+
+        return item_text(self.items[item_id])
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            e = self.model.encode_items(list(texts))
+        return e.detach().float().cpu().numpy() if hasattr(e, "detach") else np.asarray(e, np.float32)
+
+    def item_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings for item texts (cached by (model hash, text); unknown ones encoded in one call)."""
+        if not texts:
+            return np.zeros((0, int(self.model.item_hidden_size)), np.float32)
+        return self.item_cache.get(list(texts), self._encode, batch_size=64, progress=False)
+
+    def history_texts(self, history: list[str]) -> tuple[list[str], HistoryInfo]:
+        from hllm_creator.data.text import item_text
+
+        info = HistoryInfo()
+        texts = []
+        for e in history[-HISTORY_KEPT:]:
+            if e in self.items:
+                texts.append(self.item_text_of(e))
+            elif looks_like_id(e):
+                info.unknown_ids += 1
+            else:
+                info.titles += 1
+                texts.append(item_text({"title": e}))
+        info.used = len(texts)
+        return texts, info
+
+    def user_embeddings(self, histories: list[list[str]]) -> tuple[np.ndarray | None, list[HistoryInfo]]:
+        """[n, d_user] for the histories with >= 1 usable entry (rows of cold starts are NaN)."""
+        import torch
+
+        per, infos = [], []
+        for h in histories:
+            t, info = self.history_texts(h)
+            per.append(t)
+            infos.append(info)
+        flat = [t for ts in per for t in ts]
+        emb = self.item_embeddings(flat)
+        seqs, rows, o = [], [], 0
+        for i, ts in enumerate(per):
+            if ts:
+                seqs.append(torch.from_numpy(np.ascontiguousarray(emb[o:o + len(ts)])))
+                rows.append(i)
+            o += len(ts)
+        out = np.full((len(histories), int(self.model.user_hidden_size)), np.nan, np.float32)
+        if seqs:
+            with torch.no_grad():
+                u = self.model.encode_users(seqs)
+            out[rows] = u.detach().float().cpu().numpy()
+        return out, infos
+
+    def assign(self, user_emb: np.ndarray) -> np.ndarray:
+        """Nearest cluster per row (the metric of cluster_meta.json); -1 without clusters or for NaN rows."""
+        ids = np.full(len(user_emb), -1, np.int64)
+        ok = np.isfinite(user_emb).all(axis=1)
+        if self.centroids is None or not ok.any():
+            return ids
+        from hllm_creator.infer.cluster import assign
+
+        cid, _ = assign(self.centroids, user_emb[ok], self.cluster_meta)
+        ids[ok] = cid
+        return ids
+
+    def conditioning(self, user_emb: np.ndarray, cluster_ids: np.ndarray, mode: Sequence[str]) -> np.ndarray:
+        """Per row: the cluster's slot vector (mode 'cluster') or the user's own embedding."""
+        out = user_emb.copy()
+        for i, (c, m) in enumerate(zip(cluster_ids, mode)):
+            if m == "cluster" and c >= 0 and self.slot is not None:
+                out[i] = self.slot[c]
+        return out
+
+
+def _read_items(path: Path) -> dict[str, dict]:
+    import pandas as pd
+
+    f = path / "items.parquet" if path.is_dir() else path
+    df = pd.read_parquet(f)
+    if "item_id" not in df.columns or "title" not in df.columns:
+        raise ValueError(f"{f}: an item catalog needs columns item_id and title")
+    keep = [c for c in ("item_id", "title", "description", "brand", "categories", "selling_points") if c in df]
+    return {str(r["item_id"]): r for r in df[keep].to_dict("records")}
+
+
+def _find(art: Path, name: str) -> Path | None:
+    """``name`` in the artifacts dir or one level below (one dir per step: cluster/, match/, ...)."""
+    if (art / name).exists():
+        return art / name
+    hits = sorted(art.glob(f"*/{name}"))
+    return hits[0] if hits else None
+
+
+def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path | None = None,
+                device: str = "cpu") -> ServingAssets:
+    """Load the model and the inference outputs; everything checked before the server says ready."""
+    import pandas as pd
+
+    from hllm_creator.infer.item_cache import ItemCache
+    from hllm_creator.model import HLLMCreator
+
+    t0 = time.time()
+    model = HLLMCreator.load(model_dir, device=device)
+    a = ServingAssets(model=model, model_dir=Path(model_dir))
+    cache = ItemCache(model.model_hash, persist=True)  # read what `infer` cached for this model
+    cache.persist = False                              # never write parquet on the request path
+    a.item_cache = cache
+    art = Path(artifacts) if artifacts else None
+    if art is not None:
+        if not art.is_dir():
+            raise ValueError(f"--artifacts {art} is not a directory")
+        cents_f = _find(art, "centroids.npy")
+        if cents_f is not None:
+            meta_f = cents_f.parent / "cluster_meta.json"
+            if not meta_f.exists():
+                raise ValueError(f"{cents_f.parent}: centroids.npy without cluster_meta.json (the metric)")
+            a.cluster_meta = json.loads(meta_f.read_text())
+            a.centroids = np.load(cents_f).astype(np.float32)
+            mm = cents_f.parent / "member_means.npy"
+            a.slot = np.load(mm).astype(np.float32) if mm.exists() else a.centroids
+            if a.centroids.shape[1] != int(model.user_hidden_size):
+                raise ValueError(f"centroids have dim {a.centroids.shape[1]} but the model's user "
+                                 f"embeddings have {model.user_hidden_size}: artifacts from another model?")
+        matches_f = _find(art, "matches.parquet")
+        if matches_f is not None:
+            m = pd.read_parquet(matches_f)
+            a.matched_items = set(m["item_id"].astype(str))
+            for r in m[m["selected"].astype(bool)].to_dict("records"):
+                a.selected[(str(r["item_id"]), int(r["cluster_id"]))] = r
+        creatives_f = _find(art, "creatives.parquet")
+        if creatives_f is not None:
+            c = pd.read_parquet(creatives_f)
+            for r in c.to_dict("records"):
+                a.creatives[(str(r["item_id"]), int(r["cluster_id"]))] = r
+                a.items.setdefault(str(r["item_id"]), {"title": r["original_title"]})
+    if not items and art is not None:
+        items = _find(art, "items.parquet")
+    if items:
+        cat = _read_items(Path(items))
+        cat.update({k: v for k, v in a.items.items() if k not in cat})
+        a.items = cat
+    log.info("serving assets loaded in %.1fs: %d items, %s clusters, %d selected pairs, %d creatives",
+             time.time() - t0, len(a.items), None if a.centroids is None else len(a.centroids),
+             len(a.selected), len(a.creatives))
+    return a
+
+
+# ---- micro-batching ----------------------------------------------------------------------------
+class MicroBatcher:
+    """Concurrent requests' instances are combined into one call of ``fn(list) -> list``.
+
+    A worker task takes whatever is queued (up to ``max_batch``), waits at most ``max_wait_s`` for
+    more when the batch is not full, and runs ``fn`` in one dedicated thread (model calls are
+    serialized; the event loop keeps accepting requests meanwhile, so the next batch forms while
+    this one runs). ``fn`` may return an Exception for one item: only that item's future fails.
+    ``group_key`` keeps items that cannot share a call (e.g. different generation settings) apart.
+    """
+
+    def __init__(self, fn: Callable[[list], list], max_batch: int = 32, max_wait_s: float = 0.005,
+                 name: str = "model", group_key: Callable[[Any], Any] | None = None):
+        import concurrent.futures
+
+        self.fn, self.max_batch, self.max_wait_s, self.name = fn, max(1, max_batch), max_wait_s, name
+        self.group_key = group_key or (lambda _: None)
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{name}-batch")
+
+    async def submit(self, items: list) -> list:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = loop.create_task(self._run())
+        futs = [loop.create_future() for _ in items]
+        for it, f in zip(items, futs):
+            self._queue.put_nowait((it, f))
+        return list(await asyncio.gather(*futs))
+
+    async def _run(self) -> None:
+        from hllm_creator.serving.metrics import BATCH_SECONDS, BATCH_SIZE
+
+        loop = asyncio.get_running_loop()
+        pending: list = []
+        while True:
+            if not pending:
+                pending.append(await self._queue.get())
+            deadline = loop.time() + self.max_wait_s
+            while len(pending) < self.max_batch:
+                try:
+                    pending.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    pending.append(await asyncio.wait_for(self._queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            key = self.group_key(pending[0][0])
+            batch = [p for p in pending if self.group_key(p[0]) == key][: self.max_batch]
+            ids = {id(p) for p in batch}
+            pending = [p for p in pending if id(p) not in ids]
+            batch = [p for p in batch if not p[1].cancelled()]
+            if not batch:
+                continue
+            BATCH_SIZE.labels(model=self.name).observe(len(batch))
+            t0 = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._pool, self.fn, [p[0] for p in batch])
+            except Exception as e:  # the whole pass failed: every item's request gets it
+                log.exception("%s batch of %d failed", self.name, len(batch))
+                results = [e] * len(batch)
+            BATCH_SECONDS.labels(model=self.name).observe(time.perf_counter() - t0)
+            for (_, fut), r in zip(batch, results):
+                if fut.done():
+                    continue
+                if isinstance(r, BaseException):
+                    fut.set_exception(r)
+                else:
+                    fut.set_result(r)
+
+
+# ---- HTTP guards and the server ----------------------------------------------------------------
+class _TooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """Pure ASGI: bodies over MAX_BODY_BYTES -> 413 JSON (before parsing); counts 4xx/5xx per model."""
+
+    def __init__(self, app, max_body: int = MAX_BODY_BYTES):
+        self.app, self.max_body = app, max_body
+
+    async def _reply(self, send, status: int, msg: str) -> None:
+        body = json.dumps({"error": msg}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from hllm_creator.serving.metrics import count_status
+
+        path = scope.get("path", "")
+        started = False
+
+        async def _send(msg):
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+                count_status(path, msg["status"])
+            await send(msg)
+
+        cl = dict(scope.get("headers") or []).get(b"content-length")
+        if cl is not None:
+            try:
+                n = int(cl)
+            except ValueError:
+                return await self._reply(_send, 400, "invalid Content-Length header")
+            if n > self.max_body:
+                return await self._reply(_send, 413, f"request body of {n} bytes exceeds the limit of "
+                                                     f"{self.max_body} bytes")
+        seen = 0
+
+        async def _receive():
+            nonlocal seen
+            msg = await receive()
+            if msg.get("type") == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:
+                    raise _TooLarge()
+            return msg
+
+        try:
+            await self.app(scope, _receive, _send)
+        except _TooLarge:
+            if not started:
+                await self._reply(_send, 413, f"request body exceeds the limit of {self.max_body} bytes")
+
+
+async def _validation_handler(request, exc):
+    """FastAPI rejects a v2 body it cannot parse with 422; the contract says 400 + what is wrong."""
+    from fastapi.responses import JSONResponse
+
+    parts = []
+    for e in list(exc.errors())[:10]:
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.get("loc", ()) if p != "body")
+        loc = "body" + loc
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "json_invalid":
+            ctx = e.get("ctx") or {}
+            loc, msg = "body", f"malformed JSON ({ctx.get('error', 'cannot parse')})"
+        parts.append(f"{loc}: {msg}")
+    return JSONResponse(status_code=400, content={"error": "; ".join(parts) or "invalid request body"})
+
+
+def install_http_guards(app) -> None:
+    from fastapi.exceptions import RequestValidationError
+
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    if not getattr(app.state, "hllm_guard", False):
+        app.add_middleware(GuardMiddleware)
+        app.state.hllm_guard = True
+
+
+def serve(model, host: str, port: int, load: Callable[[], None]) -> None:
+    """Run a KServe ModelServer for ``model`` on host:port; ``load()`` runs in the background and the
+    model (and /v2/health/ready) only turns ready when it returns. A failed load ends the process."""
+    import os
+    import sys
+
+    sys.argv = sys.argv[:1]  # kserve parses sys.argv at import (parse_known_args): keep ours away
+    import kserve
+    import kserve.model_server as ms
+
+    base = ms.RESTServer
+    if not getattr(base, "_hllm_bound", False):
+        class _Bound(base):  # KServe 0.21 hard-codes host 0.0.0.0
+            _hllm_bound = True
+
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
+                self.config.host = _Bound.host
+
+        ms.RESTServer = _Bound
+        base = _Bound
+    base.host = host
+    install_http_guards(ms.app)
+    server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1)
+    server.register_model(model)
+
+    async def _ready() -> bool:  # /v2/health/ready follows the model: 503 until loaded
+        return bool(model.ready)
+
+    server.dataplane.ready = _ready
+
+    def _bg():
+        try:
+            load()
+            log.info("model %s loaded: ready", model.name)
+        except Exception:
+            log.exception("loading model %s failed", model.name)
+            os._exit(3)
+
+    threading.Thread(target=_bg, name=f"load-{model.name}", daemon=True).start()
+    server.start([])
+
+
+# ---- a small real stack for tests, benchmarks and demos -----------------------------------------
+def tiny_serving_stack(out: str | Path, *, n_users: int = 48, k: int = 3, n_ads: int = 12, top_k: int = 1,
+                       seed: int = 0, generate: bool = True, data_dir: str | Path | None = None) -> dict:
+    """Untrained tiny-llama model + real inference outputs on a slice of the bundled dataset.
+
+    Built with the real library steps (``infer.embed.embed_users``, ``infer.cluster.fit/write``,
+    ``infer.match.score_pairs/select``, ``infer.generate.generate_pairs``). A random model rarely
+    writes a grounded title, so the first selected pair's creative is replaced by a title made of
+    the ad's own first words (checked by the real grounding check), so the personalized path of the
+    predictor is exercised too. Returns paths and ids: model_dir, artifacts, items, users
+    (user_id -> history item ids), ads, selected (list of (ad, cluster)), personalized pair.
+    """
+    import pandas as pd
+
+    from hllm_creator.data.prepare import prepare_bundled
+    from hllm_creator.infer import cluster as cl
+    from hllm_creator.infer.embed import embed_users, histories
+    from hllm_creator.io import write_parquet
+    from hllm_creator.model.testing import tiny_model_dir
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir) if data_dir is not None else out / "data"
+    if not (data_dir / "items.parquet").exists():
+        prepare_bundled(data_dir)
+    items = pd.read_parquet(data_dir / "items.parquet")
+    inter = pd.read_parquet(data_dir / "interactions.parquet")
+    hist = histories(inter)
+    hist = hist[hist.map(len) >= 3].sort_index().iloc[:n_users]
+    used = sorted({i for h in hist for i in h})
+    clicks = inter[inter["item_id"].isin(used)].groupby("item_id").size().sort_values(ascending=False)
+    ads = sorted(clicks.index[:n_ads].tolist())
+    sub = items[items["item_id"].isin(set(used) | set(ads))].reset_index(drop=True)
+    write_parquet(sub, out / "items.parquet")
+    model_dir = tiny_model_dir(out / "model", seed=seed)
+    from hllm_creator.model import HLLMCreator
+
+    model = HLLMCreator.load(model_dir)
+    users, emb = embed_users(model, sub, hist, progress=False)
+    res = cl.fit(emb, k, cl.ClusterConfig(k=k, min_cluster_size=1, seed=seed))
+    art = out / "artifacts"
+    cl.write(res, users, art)
+    from hllm_creator.infer.match import score_pairs, select
+
+    from hllm_creator.data.text import item_text
+
+    texts = {r["item_id"]: item_text(r) for r in sub.to_dict("records")}
+    import torch
+
+    with torch.inference_mode():
+        item_emb = model.encode_items([texts[a] for a in ads]).numpy()
+    scores = score_pairs(model, res.member_means, item_emb, progress=False)
+    m = select(scores, ads, top_k)
+    write_parquet(m, art / "matches.parquet")
+    pairs = m[m["selected"]][["item_id", "cluster_id", "score"]].reset_index(drop=True)
+    if generate:
+        from hllm_creator.infer.generate import GenerateConfig, generate_pairs
+
+        cfg = GenerateConfig(model_dir=str(model_dir), data_dir=str(data_dir), matches=str(art),
+                             clusters_dir=str(art), do_sample=False, max_new_tokens=8, batch_size=16)
+        cre = generate_pairs(model, pairs, sub, res.member_means, cfg, progress=False)
+    else:
+        cre = pd.DataFrame({"item_id": pairs["item_id"], "cluster_id": pairs["cluster_id"],
+                            "original_title": [sub.set_index("item_id").loc[i, "title"] for i in pairs["item_id"]],
+                            "llm_output": "", "score": pairs["score"], "grounded": False,
+                            "reasons": [["not generated"]] * len(pairs)})
+    from hllm_creator.teacher.grounding import Ad, check_grounding
+
+    first = cre.iloc[0]
+    words = str(first["original_title"]).split()
+    short = " ".join(words[: max(2, min(6, len(words)))])
+    ok = check_grounding(short, Ad(title=str(first["original_title"])))
+    if not ok.ok:
+        raise RuntimeError(f"fixture title {short!r} not grounded: {ok.reasons}")
+    cre.loc[0, "llm_output"] = short
+    cre.loc[0, "grounded"] = True
+    cre.at[0, "reasons"] = []
+    if "title" in cre.columns:
+        cre.loc[0, "title"] = short
+    write_parquet(cre, art / "creatives.parquet")
+    asg = dict(zip(users, res.cluster_ids.tolist()))
+    return {"model_dir": str(model_dir), "artifacts": str(art), "items": str(out / "items.parquet"),
+            "users": {u: list(hist[u]) for u in users}, "assignments": asg, "ads": ads,
+            "selected": [(str(a), int(c)) for a, c in zip(pairs["item_id"], pairs["cluster_id"])],
+            "personalized": (str(first["item_id"]), int(first["cluster_id"]), short),
+            "titles": dict(zip(sub["item_id"], sub["title"]))}
