@@ -201,7 +201,9 @@ def test_inference_services(overlay):
         argv = (c.command or []) + c.args
         assert argv[:3] == ["hllm-creator", "serve", "{{.Name}}"]
         assert argv[argv.index("--port") + 1] == "8080" and argv[argv.index("--host") + 1] == "0.0.0.0"
-        assert argv[argv.index("--model-dir") + 1] == "/mnt/models"  # KServe's storage initializer target
+        # KServe's storage initializer downloads storageUri to /mnt/models
+        assert argv[argv.index("--model-dir") + 1].startswith("/mnt/models/")
+        assert argv[argv.index("--artifacts") + 1].startswith("/mnt/models/")
         assert c.readiness_probe.http_get.path == "/v2/health/ready" and c.readiness_probe.http_get.port == 8080
         assert c.ports[0].container_port == 8080
         for sc in (c.security_context, model.security_context):
@@ -275,3 +277,28 @@ def test_strict_validation_catches_mistakes():
     del dep["spec"]["template"]["spec"]["containers"][0]["name"]
     with pytest.raises(ValueError, match="name"):
         strict(dep, "V1Deployment")
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+def test_runtime_args_parse_with_the_real_serving_cli(overlay_name):
+    """The runtimes' argv is accepted by `hllm-creator serve creative|predictor` itself (click parses
+    it; nothing is started), so the manifests serve the serving issue's classes with its arguments."""
+    import typer
+
+    from hllm_creator.cli import app
+
+    docs = own_build(MANIFESTS / "overlays" / overlay_name)
+    root = typer.main.get_command(app)
+    for rt in (d for d in docs if d["kind"] == "ServingRuntime"):
+        c = rt["spec"]["containers"][0]
+        assert c["command"] == ["hllm-creator"]
+        for name in ("creative", "predictor"):
+            argv = [a.replace("{{.Name}}", name) for a in c["args"]]
+            ctx = root.make_context("hllm-creator", list(argv), resilient_parsing=False)
+            serve = root.get_command(ctx, argv[0])
+            sub_ctx = serve.make_context("serve", argv[1:], parent=ctx)
+            cmd = serve.get_command(sub_ctx, name)
+            assert cmd is not None, f"`hllm-creator serve {name}` does not exist"
+            params = cmd.make_context(name, argv[2:], parent=sub_ctx).params
+            assert params["port"] == 8080 and params["host"] == "0.0.0.0"
+            assert params["model_dir"] == "/mnt/models/model" and params["artifacts"] == "/mnt/models/artifacts"
