@@ -45,6 +45,9 @@ def _register() -> None:
 
     register_infer(app)
     # -- pipeline: run, compile, submit, compare, promote ---------------------------------------
+    from hllm_creator.pipeline_commands import register as register_pipeline
+
+    register_pipeline(app)
 
 
 _register()

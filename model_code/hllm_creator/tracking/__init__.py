@@ -28,3 +28,4 @@ from hllm_creator.tracking.mlflow_utils import (  # noqa: F401,I001
     run_metric,
     step_run,
 )
+from hllm_creator.tracking.compare import compare_runs, resolve_run  # noqa: F401,E402

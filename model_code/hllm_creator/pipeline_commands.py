@@ -1,0 +1,198 @@
+"""``hllm-creator run | compile | submit | compare | promote``: the whole pipeline.
+
+The pipeline itself lives in the installed ``pipelines`` package (it imports kfp); this module
+imports it lazily inside the command bodies, so the library never imports kfp and ``--help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+_PRESET = typer.Option("demo", "--preset", "-p",
+                       help="tiny (CI, tiny random models), demo (2-core CPU, SmolLM2; <= 30 min) or "
+                            "production (GPU nodes).")
+_SET = typer.Option(None, "--set",
+                    help="Override a preset value, repeatable: --set train.epochs=2 --set n_embed_shards=4 "
+                         "(value parsed as JSON when it can be, else a string).")
+
+
+def _preset(name: str, sets: Optional[list[str]]):
+    from pipelines.presets import get_preset
+
+    overrides = {}
+    for s in sets or []:
+        if "=" not in s:
+            raise typer.BadParameter(f"--set wants KEY=VALUE, got {s!r}")
+        k, v = s.split("=", 1)
+        try:
+            overrides[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k.strip()] = v
+    try:
+        return get_preset(name, overrides), ";".join(sets or [])
+    except ValueError as e:  # pydantic ValidationError is a ValueError
+        raise typer.BadParameter(str(e)) from None
+
+
+def run_cmd(
+    preset: str = _PRESET,
+    pipeline_root: Optional[Path] = typer.Option(None, "--pipeline-root",
+                                                 help="Where KFP puts every task's outputs and its cache "
+                                                      "(default: $HLLM_WORKDIR/pipeline_root)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A dataset dir (hllm-creator data prepare); "
+                                                             "default: the bundled Amazon data."),
+    llm_url: Optional[str] = typer.Option(None, "--llm-url",
+                                          help="OpenAI-compatible base URL for teacher and judge (default: "
+                                               "$OPENAI_BASE_URL, else the embedded server is started)."),
+    run_name: Optional[str] = typer.Option(None, "--run-name", help="MLflow parent run name."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again (caching is on by default)."),
+    sets: Optional[list[str]] = _SET,
+) -> None:
+    """Run the whole pipeline here with the KFP local SubprocessRunner (no cluster, no Docker).
+
+    dataset-construct -> train -> embed (ParallelFor shards + merge) -> cluster -> match -> generate ->
+    gsb-eval. One MLflow parent run (printed) with a nested run per step. A re-run reuses the steps
+    whose inputs did not change (KFP local cache under the pipeline root).
+    """
+    from hllm_creator.tracking import resolve_tracking_uri
+    from pipelines.local_runner import run_local
+
+    p, note = _preset(preset, sets)
+    res = run_local(p, pipeline_root=pipeline_root, data_dir=data, llm_base_url=llm_url, run_name=run_name,
+                    enable_caching=not no_cache, overrides_note=note or None)
+    typer.secho(f"pipeline finished in {res.seconds:.0f}s (preset {p.name})", fg="green")
+    typer.echo(f"MLflow parent run: {res.parent_run_id}  (store {resolve_tracking_uri()})")
+    typer.echo(f"run dir: {res.run_dir}")
+    if "creatives" in res.summary:
+        typer.echo(f"creatives: {res.summary['creatives']} ({res.summary.get('n_creatives')} rows)")
+    if "gsb" in res.summary:
+        typer.echo(f"GSB: {json.dumps(res.summary['gsb'], default=str)}")
+    for s in res.summary.get("samples", []):
+        typer.echo(f"  [{s.get('item_id')} / cluster {s.get('cluster_id')}] "
+                   f"{s.get('original_title')!r}  ->  {s.get('llm_output')!r}")
+
+
+def compile_cmd(
+    out: Path = typer.Option(Path("hllm-creator.pipeline.yaml"), "--out", "-o", help="YAML to write."),
+    preset: str = typer.Option("production", "--preset", "-p", help="Usually production (GPU requests)."),
+    sets: Optional[list[str]] = _SET,
+) -> None:
+    """Compile the pipeline to KFP IR YAML (KFP 2 backend) and check it loads back with kfp."""
+    from pipelines.cluster import check_compiled, compile_pipeline
+
+    p, _ = _preset(preset, sets)
+    path = compile_pipeline(p, out)
+    rep = check_compiled(path)
+    gpus = ", ".join(f"{k} x{v['count']}" for k, v in rep["gpu"].items()) or "none"
+    typer.echo(f"wrote {path}: {len(rep['executors'])} executors; GPU requests: {gpus}")
+
+
+def submit_cmd(
+    host: str = typer.Option(..., "--host", help="KFP API endpoint, e.g. https://kfp.example.com"),
+    experiment: str = typer.Option("hllm-creator", "--experiment", help="KFP experiment name."),
+    run_name: str = typer.Option(..., "--run-name", help="KFP run name (also the MLflow parent run name)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="KFP profile namespace (multi-user)."),
+    preset: str = typer.Option("production", "--preset", "-p"),
+    data: str = typer.Option("", "--data", help="Dataset location inside the cluster (default: bundled)."),
+    llm_url: str = typer.Option("", "--llm-url", help="Teacher/judge endpoint (default: the secret's OPENAI_BASE_URL)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="KFP_TOKEN", help="Bearer token for the KFP API."),
+    no_parent_run: bool = typer.Option(False, "--no-parent-run",
+                                       help="Do not create the MLflow parent run (steps log top-level runs)."),
+    sets: Optional[list[str]] = _SET,
+) -> None:
+    """Compile and submit the pipeline to a KFP backend (kfp.Client), with an experiment and a run name.
+
+    Creates the MLflow parent run first (on $MLFLOW_TRACKING_URI: the server the cluster uses) and
+    passes its id to every step.
+    """
+    from pipelines.cluster import submit
+
+    p, _ = _preset(preset, sets)
+    res = submit(p, host=host, experiment=experiment, run_name=run_name, namespace=namespace, data_dir=data,
+                 llm_base_url=llm_url, existing_token=token, create_parent_run=not no_parent_run)
+    for k, v in res.items():
+        typer.echo(f"{k}: {v}")
+
+
+def compare_cmd(
+    run_a: str = typer.Argument(..., help="MLflow parent run id or name."),
+    run_b: str = typer.Argument(..., help="MLflow parent run id or name."),
+    only_diff: bool = typer.Option(False, "--only-diff", help="Hide rows where both runs agree."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON rows instead of a table."),
+) -> None:
+    """Params, metrics and key tags of two pipeline runs side by side, parent and every step run."""
+    from hllm_creator.tracking import compare_runs
+
+    try:
+        df = compare_runs(run_a, run_b, only_diff=only_diff)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if as_json:
+        typer.echo(df.to_json(orient="records"))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"A = {df.attrs['run_a']}   B = {df.attrs['run_b']}")
+    for c in ("scope", "kind", "key", "A", "B", "B - A"):
+        t.add_column(c, overflow="fold")
+
+    def fmt(v):
+        if v is None or (isinstance(v, float) and v != v):
+            return "-"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)[:60]
+
+    for r in df.itertuples(index=False):
+        t.add_row(r.scope, r.kind, r.key, fmt(r.a), fmt(r.b), fmt(r.diff))
+    Console(width=160).print(t)
+
+
+def promote_cmd(
+    run: Optional[str] = typer.Option(None, "--run",
+                                      help="Promote the model registered by this pipeline run (parent or train "
+                                           "step run id) instead of the current `candidate`."),
+    metric: str = typer.Option("gsb_adv", "--metric", help="Higher is better; compared with the champion's."),
+    force: bool = typer.Option(False, "--force", help="Promote even if the metric does not improve."),
+) -> None:
+    """Move alias `champion` to the candidate when its GSB Adv beats the current champion's.
+
+    The candidate is the version with alias `candidate` (set by train), or the version registered
+    under --run. Its metric is looked up on the train step run, its parent pipeline run, or a
+    sibling step run (gsb-eval). With no champion yet, the candidate becomes champion.
+    """
+    from hllm_creator import tracking
+
+    cand = "candidate"
+    if run:
+        cand = _version_of_run(run)
+    res = tracking.promote(cand, metric=metric, force=force)
+    typer.secho(("promoted: " if res["promoted"] else "not promoted: ") + res["reason"],
+                fg="green" if res["promoted"] else "yellow")
+    typer.echo(json.dumps(res, indent=2, default=str))
+
+
+def _version_of_run(run: str) -> str:
+    """The registered version whose source run is ``run`` or a step run under it."""
+    import mlflow
+
+    from hllm_creator.tracking import MODEL_NAME, resolve_tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri())
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        if v.run_id == run or v.tags.get("pipeline_run_id") == run:
+            return str(v.version)
+    raise typer.BadParameter(f"no version of {MODEL_NAME} was registered by run {run}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)
+    app.command("compile")(compile_cmd)
+    app.command("submit")(submit_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("promote")(promote_cmd)

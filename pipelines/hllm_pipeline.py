@@ -1,0 +1,193 @@
+"""The HLLM-Creator pipeline: dataset-construct -> train -> embed (ParallelFor over user shards +
+merge) -> cluster -> match -> generate -> gsb-eval, built from the seven components in
+``components/<step>/component.py``.
+
+``build_pipeline(preset)`` returns a ``@dsl.pipeline`` function whose step arguments are the
+preset's values (compiled into the YAML as constants; recompile with other values) and whose
+parameters are what changes per run: ``data_dir``, ``llm_base_url``, ``llm_model`` and
+``mlflow_parent_run_id``.
+
+Wiring is by name: each component receives, among the values available at its place in the DAG
+(pipeline parameters, upstream outputs, the preset's arguments for that step), exactly the inputs
+it declares; a required input with no value is an error that names it. So a component may take
+fewer knobs than a preset offers, but never silently lose a required one.
+
+Cluster settings (``resources`` of the preset): CPU/memory requests and limits, GPU requests via
+``set_accelerator_type``/``set_accelerator_limit`` (train, embed, generate in ``production``), GPU
+node selector + toleration, and the ``hllm-creator-env`` secret (OPENAI_*, MLFLOW_*) as env on every
+task via kfp-kubernetes. The local runner ignores all of them (KFP warns for the accelerator/CPU/
+memory calls; kfp-kubernetes settings are silently skipped).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from kfp import dsl
+
+from pipelines.presets import GPU_STEPS, STEPS, Preset
+
+log = logging.getLogger(__name__)
+
+PIPELINE_NAME = "hllm-creator"
+
+# step -> (module, component function name(s)); the first is the step's component.
+COMPONENTS = {
+    "dataset_construct": ("components.dataset_construct.component", ["dataset_construct"]),
+    "train": ("components.train.component", ["train"]),
+    "embed": ("components.embed.component", ["embed", "embed_merge"]),
+    "cluster": ("components.cluster.component", ["cluster"]),
+    "match": ("components.match.component", ["match"]),
+    "generate": ("components.generate.component", ["generate"]),
+    "gsb_eval": ("components.gsb_eval.component", ["gsb_eval"]),
+}
+
+# Alternative names the components may use for the same thing (first match wins).
+ALIASES = {
+    "data_dir": ["data_dir", "dataset_dir", "data"],
+    "llm_base_url": ["llm_base_url", "base_url", "openai_base_url", "teacher_base_url", "judge_base_url"],
+    "llm_model": ["llm_model", "teacher_model", "judge_model", "model_name"],
+    "mlflow_parent_run_id": ["mlflow_parent_run_id", "parent_run_id"],
+}
+
+
+class WiringError(ValueError):
+    pass
+
+
+def load_component(step: str, index: int = 0):
+    mod_name, names = COMPONENTS[step]
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        raise WiringError(f"component for step {step!r} not found ({mod_name}): {e}") from e
+    name = names[index]
+    comp = getattr(mod, name, None)
+    if comp is None or not hasattr(comp, "component_spec"):
+        found = [n for n in dir(mod) if hasattr(getattr(mod, n), "component_spec")]
+        raise WiringError(f"{mod_name} has no component {name!r} (found: {found})")
+    return comp
+
+
+def component_io(comp) -> tuple[dict[str, Any], dict[str, Any]]:
+    spec = comp.component_spec
+    return dict(spec.inputs or {}), dict(spec.outputs or {})
+
+
+def _is_artifact(type_: str) -> bool:
+    return "." in str(type_) or "Artifact" in str(type_) or str(type_).startswith("system.")
+
+
+def call(step: str, comp, pool: dict[str, Any], preset_args: dict[str, Any]) -> dsl.PipelineTask:
+    """Call ``comp`` with the inputs it declares, taken from ``preset_args`` then ``pool``."""
+    inputs, _ = component_io(comp)
+    kwargs, missing = {}, []
+    for name, spec in inputs.items():
+        if name in preset_args:
+            kwargs[name] = preset_args[name]
+            continue
+        value = pool.get(name)
+        if value is None:
+            for canon, alts in ALIASES.items():
+                if name in alts and pool.get(canon) is not None:
+                    value = pool[canon]
+                    break
+        if value is not None:
+            kwargs[name] = value
+        elif not getattr(spec, "optional", False) and getattr(spec, "default", None) is None:
+            missing.append(name)
+    if missing:
+        raise WiringError(f"step {step}: no value for required input(s) {missing}; "
+                          f"available: {sorted(k for k, v in pool.items() if v is not None)}")
+    unknown = set(preset_args) - set(inputs)
+    if unknown:
+        log.debug("step %s: preset arguments not taken by the component: %s", step, sorted(unknown))
+    return comp(**kwargs)
+
+
+def _outputs(task: dsl.PipelineTask, step: str) -> dict[str, Any]:
+    outs = {}
+    for name in (task.component_spec.outputs or {}):
+        outs[name] = task.outputs[name]
+        outs[f"{step}.{name}"] = task.outputs[name]
+    return outs
+
+
+def _configure(task: dsl.PipelineTask, step: str, preset: Preset, *, local: bool,
+               parent_run_id: str | None) -> dsl.PipelineTask:
+    task.set_display_name(step.replace("_", "-"))
+    task.set_caching_options(True)
+    if local:
+        return task
+    res = preset.resources.steps.get(step)
+    if res is not None:
+        if res.cpu:
+            task.set_cpu_request(res.cpu).set_cpu_limit(res.cpu)
+        if res.memory:
+            task.set_memory_request(res.memory).set_memory_limit(res.memory)
+        if res.accelerator_limit:
+            task.set_accelerator_type(res.accelerator_type or "nvidia.com/gpu")
+            task.set_accelerator_limit(res.accelerator_limit)
+            from kfp import kubernetes
+
+            for k, v in preset.resources.gpu_node_selector.items():
+                kubernetes.add_node_selector(task, label_key=k, label_value=v)
+            for t in preset.resources.gpu_tolerations:
+                kubernetes.add_toleration(task, key=t.get("key"), operator=t.get("operator", "Equal"),
+                                          value=t.get("value"), effect=t.get("effect"))
+    from kfp import kubernetes
+
+    kubernetes.use_secret_as_env(task, secret_name=preset.resources.secret_name,
+                                 secret_key_to_env={k: k for k in preset.resources.secret_keys})
+    if parent_run_id:  # the MLflow parent run made by `hllm-creator submit`
+        task.set_env_variable("HLLM_PARENT_RUN_ID", parent_run_id)
+    return task
+
+
+def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | None = None):
+    """The pipeline function for ``preset``. ``local=True`` skips cluster-only settings (the local
+    runner ignores them anyway; skipping keeps its log free of warnings)."""
+    comps = {s: load_component(s) for s in STEPS}
+    merge = load_component("embed", 1)
+    n = preset.n_embed_shards
+    shard_items = [{"index": i, "count": n, "spec": f"{i}/{n}"} for i in range(n)]
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description=f"HLLM-Creator personalized ad titles, preset {preset.name}: {preset.description}")
+    def hllm_creator_pipeline(data_dir: str = "", llm_base_url: str = "", llm_model: str = preset.llm_model,
+                              mlflow_parent_run_id: str = ""):
+        pool: dict[str, Any] = {"data_dir": data_dir, "llm_base_url": llm_base_url, "llm_model": llm_model,
+                                "mlflow_parent_run_id": mlflow_parent_run_id}
+
+        def step(name: str) -> dsl.PipelineTask:
+            t = call(name, comps[name], pool, preset.step_args(name))
+            _configure(t, name, preset, local=local, parent_run_id=parent_run_id)
+            pool.update(_outputs(t, name))
+            return t
+
+        step("dataset_construct")
+        step("train")
+        with dsl.ParallelFor(items=shard_items, parallelism=n, name="embed-shards") as shard:
+            shard_pool = {**pool, "shard": shard.spec, "shard_spec": shard.spec, "shard_index": shard.index,
+                          "n_shards": shard.count, "num_shards": shard.count, "shard_count": shard.count}
+            et = call("embed", comps["embed"], shard_pool, preset.step_args("embed"))
+            _configure(et, "embed", preset, local=local, parent_run_id=parent_run_id)
+        embed_outs = component_io(comps["embed"])[1]
+        merge_inputs = component_io(merge)[0]
+        art_in = [k for k, s in merge_inputs.items() if _is_artifact(s.type)]
+        if len(art_in) != 1 or len(embed_outs) < 1:
+            raise WiringError(f"embed_merge must take exactly one list-of-artifacts input (has {art_in})")
+        emb_out = next(iter(k for k, s in embed_outs.items() if _is_artifact(s.type)))
+        mt = call("embed", merge, {**pool, art_in[0]: dsl.Collected(et.outputs[emb_out])}, {})
+        mt.set_display_name("embed-merge").set_caching_options(True)
+        if not local:
+            _configure(mt, "embed_merge", preset, local=local, parent_run_id=parent_run_id)
+        pool.update(_outputs(mt, "embed"))
+        step("cluster")
+        step("match")
+        step("generate")
+        step("gsb_eval")
+
+    return hllm_creator_pipeline

@@ -1,0 +1,198 @@
+"""Run the whole pipeline on this machine with the KFP local SubprocessRunner (no cluster, no Docker).
+
+What the runner does around ``kfp.local``:
+1. prepares the bundled dataset (once, under the work dir) unless ``data_dir`` is given;
+2. starts the embedded OpenAI-compatible LLM server (``hllm-creator serve llm --model ...`` on a free
+   loopback port) for the duration of the run, unless an endpoint is given (``llm_base_url`` or
+   ``OPENAI_BASE_URL``), and hands its URL to the components (pipeline parameter + env);
+3. opens the MLflow parent run (tags: kfp_run_id, git_sha, dataset name + hash, config hash,
+   preset) and exports ``HLLM_PARENT_RUN_ID`` + ``MLFLOW_TRACKING_URI``: component subprocesses
+   inherit the environment, so every step's ``tracking.step_run`` nests under the parent. The
+   parent id travels in the environment, not as a component input, so it does not break the
+   cache keys of a re-run;
+4. runs the pipeline with caching on (``<pipeline_root>/.kfp_cache``): a re-run after a failure
+   reuses the steps that succeeded;
+5. copies the headline metrics (GSB Adv, ...) to the parent run and returns where things are.
+
+Locally, ``set_accelerator_*``/``set_cpu_*``/``set_memory_*`` are ignored by KFP with a warning and
+kfp-kubernetes settings (secrets, node selectors, tolerations) silently: they only matter on a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipelines.presets import Preset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    parent_run_id: str
+    kfp_run_id: str
+    pipeline_root: Path
+    run_dir: Path | None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def dataset_fingerprint(data_dir: Path) -> tuple[str, str]:
+    """(name, hash) of a prepared dataset dir from its manifest (sha256 of files), else of the files."""
+    import hashlib
+
+    from hllm_creator.io import sha256_file
+
+    man = data_dir / "manifest.json"
+    if man.exists():
+        m = json.loads(man.read_text())
+        blob = json.dumps(m.get("sha256") or m.get("files") or m, sort_keys=True, default=str)
+        return str(m.get("name", data_dir.name)), hashlib.sha256(blob.encode()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for f in sorted(data_dir.glob("*.parquet")):
+        h.update(f.name.encode() + sha256_file(f).encode())
+    return data_dir.name, h.hexdigest()[:16]
+
+
+def ensure_dataset(data_dir: str | Path | None) -> Path:
+    from hllm_creator.paths import work_dir
+
+    if data_dir:
+        d = Path(data_dir).resolve()
+        if not (d / "items.parquet").exists() or not (d / "interactions.parquet").exists():
+            raise ValueError(f"{d} is not a dataset dir (items.parquet + interactions.parquet); "
+                             "make one with `hllm-creator data prepare`")
+        return d
+    d = work_dir() / "data" / "amazon_scientific"
+    if not (d / "manifest.json").exists():
+        from hllm_creator.data.prepare import prepare_bundled
+
+        log.info("preparing the bundled dataset into %s", d)
+        prepare_bundled(d)
+    return d
+
+
+@contextlib.contextmanager
+def llm_endpoint(preset: Preset, base_url: str | None, log_dir: Path) -> Iterator[tuple[str, str]]:
+    """Yield ``(base_url, model)`` of an OpenAI-compatible endpoint for teacher and judge."""
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if base_url:
+        yield base_url, os.environ.get("OPENAI_MODEL", preset.llm_model)
+        return
+    from hllm_creator.serving.process import serve_process
+
+    t0 = time.time()
+    with serve_process("llm", ["--model", preset.llm_model, *preset.llm_server_args], log_dir=log_dir) as h:
+        log.info("embedded LLM server %s ready in %.1fs (log %s)", h.url, time.time() - t0, h.log)
+        yield f"{h.url}/openai/v1", preset.llm_model
+
+
+@contextlib.contextmanager
+def _env(**kv: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in kv}
+    os.environ.update({k: v for k, v in kv.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _latest_run_dir(pipeline_root: Path, name: str, since: float) -> Path | None:
+    cands = [p for p in pipeline_root.glob(f"{name}-*") if p.is_dir() and p.stat().st_mtime >= since - 1]
+    return max(cands, key=lambda p: p.stat().st_mtime) if cands else None
+
+
+def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_dir: str | Path | None = None,
+              llm_base_url: str | None = None, run_name: str | None = None, enable_caching: bool = True,
+              overrides_note: str | None = None) -> RunResult:
+    import kfp.local
+
+    from hllm_creator import tracking
+    from hllm_creator.paths import work_dir
+    from pipelines.hllm_pipeline import PIPELINE_NAME, build_pipeline
+
+    t0 = time.time()
+    pipeline_root = Path(pipeline_root or work_dir() / "pipeline_root").resolve()
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    data = ensure_dataset(data_dir)
+    ds_name, ds_hash = dataset_fingerprint(data)
+    kfp_run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.environ["MLFLOW_TRACKING_URI"] = tracking.resolve_tracking_uri()  # the same store for every step
+    tags = {"kfp_run_id": kfp_run_id, "dataset": ds_name, "dataset_hash": ds_hash,
+            "config_hash": preset.config_hash(), "preset": preset.name, "runner": "kfp.local.SubprocessRunner",
+            "pipeline_root": str(pipeline_root)}
+    if overrides_note:
+        tags["overrides"] = overrides_note
+    with tracking.parent_run(run_name or f"{PIPELINE_NAME}-{preset.name}", tags=tags) as parent:
+        tracking.log_config(preset)
+        with llm_endpoint(preset, llm_base_url, pipeline_root / "logs") as (url, model):
+            with _env(OPENAI_BASE_URL=url, OPENAI_MODEL=model, OPENAI_API_KEY=os.environ.get("OPENAI_API_KEY", "none"),
+                      HLLM_PARENT_RUN_ID=parent.info.run_id, HLLM_KFP_RUN_ID=kfp_run_id):
+                kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+                               enable_caching=enable_caching)
+                pipeline = build_pipeline(preset, local=True)
+                started = time.time()
+                task = pipeline(data_dir=str(data), llm_base_url=url, llm_model=model)
+        run_dir = _latest_run_dir(pipeline_root, PIPELINE_NAME, started)
+        outputs = _task_outputs(task)
+        summary = summarize(outputs)
+        if summary.get("metrics"):
+            tracking.log_metrics(summary["metrics"])
+        tracking.log_json({"outputs": {k: str(v) for k, v in outputs.items()}, "summary": summary,
+                           "run_dir": str(run_dir)}, "pipeline_outputs")
+        tracking.log_metrics({"pipeline_seconds": time.time() - t0})
+    return RunResult(parent_run_id=parent.info.run_id, kfp_run_id=kfp_run_id, pipeline_root=pipeline_root,
+                     run_dir=run_dir, outputs=outputs, summary=summary, seconds=time.time() - t0)
+
+
+def _task_outputs(task) -> dict[str, Any]:
+    """Pipeline outputs -> {name: local path or value}."""
+    if task is None:
+        return {}
+    outs = getattr(task, "outputs", None)
+    if outs is None:
+        return {}
+    if not isinstance(outs, dict):
+        outs = {"output": outs}
+    res = {}
+    for k, v in outs.items():
+        res[k] = Path(v.path) if hasattr(v, "path") else v
+    return res
+
+
+def summarize(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Find creatives.parquet and the GSB summary among the outputs; a few titles side by side."""
+    import pandas as pd
+
+    summ: dict[str, Any] = {"metrics": {}}
+    for v in outputs.values():
+        if not isinstance(v, Path):
+            continue
+        base = v if v.is_dir() else v.parent
+        for f in [base / "creatives.parquet", v] if v.suffix != ".json" else [v]:
+            if f.name == "creatives.parquet" and f.exists():
+                summ["creatives"] = str(f)
+                df = pd.read_parquet(f)
+                cols = [c for c in ("item_id", "cluster_id", "original_title", "llm_output", "grounded") if c in df]
+                summ["samples"] = df[cols].head(5).to_dict("records")
+                summ["n_creatives"] = len(df)
+        for j in ([v] if v.suffix == ".json" else sorted(base.glob("*.json"))):
+            if "gsb" in j.name and j.exists():
+                s = json.loads(j.read_text())
+                summ["gsb"] = s
+                for key, val in s.items():
+                    if isinstance(val, (int, float)) and not isinstance(val, bool):
+                        summ["metrics"][key if key.startswith("gsb") else f"gsb_{key}"] = float(val)
+    return summ

@@ -1,0 +1,154 @@
+"""Pipeline presets: one typed object per scale (pydantic), turned into pipeline arguments.
+
+- ``tiny``: tiny random LLaMA backbones, a handful of users; the CI test of the whole DAG.
+- ``demo``: the README's main command on a 2-core CPU (SmolLM2 as teacher, backbone and judge;
+  truncated Item/User LLMs; LoRA creative LLM), whole pipeline in <= 30 minutes.
+- ``production``: GPU nodes (TinyLlama/Qwen backbones, DeepSpeed), sharded embedding, the
+  teacher/judge behind an OpenAI-compatible endpoint from the ``hllm-creator-env`` secret.
+
+Each step section holds the arguments of that step's component (names as in
+``components/<step>/component.py``); ``PipelineResources`` holds what only a cluster uses
+(GPU requests, node selectors, tolerations, the secret). ``Preset.arguments()`` flattens the
+step sections into the pipeline's parameters (``<step>__<name>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STEPS = ("dataset_construct", "train", "embed", "cluster", "match", "generate", "gsb_eval")
+GPU_STEPS = ("train", "embed", "generate")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class StepResources(_Strict):
+    cpu: str | None = None            # set_cpu_request/limit, e.g. "4"
+    memory: str | None = None         # set_memory_request/limit, e.g. "16G"
+    accelerator_type: str | None = None  # e.g. "nvidia.com/gpu"
+    accelerator_limit: int = 0
+
+
+class PipelineResources(_Strict):
+    """Cluster-only settings (compiled into the YAML; the local runner ignores them)."""
+
+    secret_name: str = "hllm-creator-env"
+    secret_keys: list[str] = Field(default_factory=lambda: [
+        "OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"])
+    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    gpu_tolerations: list[dict[str, str]] = Field(default_factory=lambda: [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    steps: dict[str, StepResources] = Field(default_factory=dict)
+
+
+class Preset(_Strict):
+    name: str
+    description: str
+    # Step arguments, by component (only the keys a component declares are passed to it).
+    common: dict[str, Any] = Field(default_factory=dict)  # offered to every step (e.g. backbones)
+    dataset_construct: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    embed: dict[str, Any] = Field(default_factory=dict)
+    cluster: dict[str, Any] = Field(default_factory=dict)
+    match: dict[str, Any] = Field(default_factory=dict)
+    generate: dict[str, Any] = Field(default_factory=dict)
+    gsb_eval: dict[str, Any] = Field(default_factory=dict)
+    n_embed_shards: int = Field(2, ge=1, le=256)
+    llm_model: str = "smollm2-135m-instruct"  # what the local runner's embedded server hosts
+    llm_server_args: list[str] = Field(default_factory=list)
+    resources: PipelineResources = Field(default_factory=PipelineResources)
+
+    def step_args(self, step: str) -> dict[str, Any]:
+        return {**self.common, **getattr(self, step)}
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_GPU = StepResources(cpu="8", memory="64G", accelerator_type="nvidia.com/gpu", accelerator_limit=1)
+
+
+def _tiny() -> Preset:
+    return Preset(
+        name="tiny",
+        description="CI: tiny random LLaMA backbones, a handful of users, a few tokens from the teacher/judge.",
+        common={"backbone": "tiny-llama", "seed": 0},
+        dataset_construct={"max_users": 6, "max_tokens": 48, "llm_filter": False},
+        train={"epochs": 1, "max_steps": 2, "batch_size": 2, "max_users": 16},
+        embed={"batch_size": 8, "max_users": 16},
+        cluster={"k": 2, "min_cluster_size": 1, "niter": 5},
+        match={"n_ads": 3, "top_k": 1},
+        generate={"max_new_tokens": 8, "max_pairs": 3, "batch_size": 4},
+        gsb_eval={"max_samples": 2, "max_tokens": 8},
+        n_embed_shards=2,
+        llm_server_args=["--max-tokens-limit", "64", "--default-max-tokens", "48"],
+    )
+
+
+def _demo() -> Preset:
+    return Preset(
+        name="demo",
+        description="2-core CPU: SmolLM2-135M as teacher, backbone (first layers) and judge; whole pipeline <= 30 min.",
+        common={"backbone": "smollm2-135m-instruct", "seed": 0},
+        dataset_construct={"max_users": 48, "max_tokens": 96, "llm_filter": False},
+        train={"epochs": 1, "max_users": 2000, "batch_size": 4},
+        embed={"batch_size": 64, "max_users": 2000},
+        cluster={"k": 16, "min_cluster_size": 5},
+        match={"n_ads": 12, "top_k": 2},
+        generate={"max_new_tokens": 24, "max_pairs": 24, "batch_size": 8},
+        gsb_eval={"max_samples": 24, "max_tokens": 16},
+        n_embed_shards=2,
+        llm_server_args=["--max-tokens-limit", "256", "--dtype", "bfloat16"],
+    )
+
+
+def _production() -> Preset:
+    return Preset(
+        name="production",
+        description="GPU nodes: full-size backbones, all users, sharded embedding, external OpenAI-compatible teacher/judge.",
+        common={"backbone": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "seed": 0},
+        dataset_construct={"max_users": 20000, "max_tokens": 256, "llm_filter": True},
+        train={"epochs": 3, "batch_size": 16},
+        embed={"batch_size": 256},
+        cluster={"k": 256, "min_cluster_size": 20},
+        match={"n_ads": 1000, "top_k": 10},
+        generate={"max_new_tokens": 48, "batch_size": 64},
+        gsb_eval={"max_samples": 500, "max_tokens": 32},
+        n_embed_shards=8,
+        resources=PipelineResources(steps={
+            "train": StepResources(cpu="16", memory="128G", accelerator_type="nvidia.com/gpu", accelerator_limit=8),
+            "embed": _GPU,
+            "generate": _GPU,
+            "cluster": StepResources(cpu="8", memory="32G"),
+            "match": StepResources(cpu="4", memory="16G"),
+            "dataset_construct": StepResources(cpu="2", memory="8G"),
+            "gsb_eval": StepResources(cpu="2", memory="8G"),
+        }),
+    )
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "production": _production}
+PresetName = Literal["tiny", "demo", "production"]
+
+
+def get_preset(name: str, overrides: dict[str, Any] | None = None) -> Preset:
+    """A preset by name, with optional dotted overrides ``{"train.epochs": 2, "n_embed_shards": 4}``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    data = PRESETS[name]().model_dump()
+    for key, value in (overrides or {}).items():
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise ValueError(f"bad override {key!r}: no section {p!r}")
+            node = node[p]
+        node[parts[-1]] = value
+    return Preset.model_validate(data)
