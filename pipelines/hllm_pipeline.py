@@ -19,7 +19,6 @@ task via kfp-kubernetes. The local runner ignores all of them (KFP warns for the
 memory calls; kfp-kubernetes settings are silently skipped).
 """
 
-from __future__ import annotations
 
 import importlib
 import logging
@@ -27,7 +26,7 @@ from typing import Any
 
 from kfp import dsl
 
-from pipelines.presets import GPU_STEPS, STEPS, Preset
+from pipelines.presets import STEPS, Preset
 
 log = logging.getLogger(__name__)
 
@@ -146,48 +145,96 @@ def _configure(task: dsl.PipelineTask, step: str, preset: Preset, *, local: bool
     return task
 
 
+_ARTIFACT_CLASSES = {"system.Dataset": "Dataset", "system.Model": "Model", "system.Metrics": "Metrics",
+                     "system.Markdown": "Markdown", "system.HTML": "HTML", "system.Artifact": "Artifact",
+                     "system.ClassificationMetrics": "ClassificationMetrics"}
+_PARAM_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool,
+                "String": str, "Integer": int, "Float": float, "Boolean": bool}
+
+
+def _py_type(type_: str):
+    """Python annotation for a component output type (for the pipeline's NamedTuple outputs)."""
+    t = str(type_)
+    base = t.split("@")[0]
+    if base in _ARTIFACT_CLASSES:
+        return getattr(dsl, _ARTIFACT_CLASSES[base])
+    if t in _PARAM_TYPES:
+        return _PARAM_TYPES[t]
+    return dsl.Artifact if _is_artifact(t) else str
+
+
+def _final_outputs(comps) -> list[tuple[str, str, str, Any]]:
+    """(field, step, output, annotation) for every output of generate and gsb_eval: the pipeline's
+    outputs, so the runner finds creatives.parquet and the GSB summary even when steps were cached."""
+    fields = []
+    for step in ("generate", "gsb_eval"):
+        for name, spec in (comps[step].component_spec.outputs or {}).items():
+            fields.append((f"{step}__{name}", step, name, _py_type(spec.type)))
+    return fields
+
+
+def _shard_inputs(embed_comp) -> tuple[str, str | None]:
+    """How embed takes its shard: ``("spec", name)`` for one string "i/n" input, or
+    ``("index", index_name, count_name)``-style ints; returns (mode, input name)."""
+    inputs = component_io(embed_comp)[0]
+    for name in ("shard", "shard_spec"):
+        if name in inputs:
+            return "spec", name
+    for name in ("shard_index", "shard_id", "shard_idx"):
+        if name in inputs:
+            return "index", name
+    raise WiringError(f"embed component takes no shard input (one of shard, shard_spec, shard_index); "
+                      f"inputs: {sorted(inputs)}")
+
+
 def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | None = None):
     """The pipeline function for ``preset``. ``local=True`` skips cluster-only settings (the local
     runner ignores them anyway; skipping keeps its log free of warnings)."""
+    import typing
+
     comps = {s: load_component(s) for s in STEPS}
     merge = load_component("embed", 1)
     n = preset.n_embed_shards
-    shard_items = [{"index": i, "count": n, "spec": f"{i}/{n}"} for i in range(n)]
+    mode, shard_name = _shard_inputs(comps["embed"])
+    shard_items = [f"{i}/{n}" for i in range(n)] if mode == "spec" else list(range(n))
+    finals = _final_outputs(comps)
+    Outputs = typing.NamedTuple("Outputs", [(f, t) for f, _, _, t in finals])
 
-    @dsl.pipeline(name=PIPELINE_NAME,
-                  description=f"HLLM-Creator personalized ad titles, preset {preset.name}: {preset.description}")
     def hllm_creator_pipeline(data_dir: str = "", llm_base_url: str = "", llm_model: str = preset.llm_model,
                               mlflow_parent_run_id: str = ""):
         pool: dict[str, Any] = {"data_dir": data_dir, "llm_base_url": llm_base_url, "llm_model": llm_model,
                                 "mlflow_parent_run_id": mlflow_parent_run_id}
+        tasks: dict[str, dsl.PipelineTask] = {}
 
         def step(name: str) -> dsl.PipelineTask:
             t = call(name, comps[name], pool, preset.step_args(name))
             _configure(t, name, preset, local=local, parent_run_id=parent_run_id)
             pool.update(_outputs(t, name))
+            tasks[name] = t
             return t
 
         step("dataset_construct")
         step("train")
         with dsl.ParallelFor(items=shard_items, parallelism=n, name="embed-shards") as shard:
-            shard_pool = {**pool, "shard": shard.spec, "shard_spec": shard.spec, "shard_index": shard.index,
-                          "n_shards": shard.count, "num_shards": shard.count, "shard_count": shard.count}
+            shard_pool = {**pool, shard_name: shard, "n_shards": n, "num_shards": n, "shard_count": n}
             et = call("embed", comps["embed"], shard_pool, preset.step_args("embed"))
             _configure(et, "embed", preset, local=local, parent_run_id=parent_run_id)
         embed_outs = component_io(comps["embed"])[1]
         merge_inputs = component_io(merge)[0]
-        art_in = [k for k, s in merge_inputs.items() if _is_artifact(s.type)]
-        if len(art_in) != 1 or len(embed_outs) < 1:
+        art_in = [k for k, sp in merge_inputs.items() if _is_artifact(sp.type)]
+        if len(art_in) != 1 or not embed_outs:
             raise WiringError(f"embed_merge must take exactly one list-of-artifacts input (has {art_in})")
-        emb_out = next(iter(k for k, s in embed_outs.items() if _is_artifact(s.type)))
+        emb_out = next(k for k, sp in embed_outs.items() if _is_artifact(sp.type))
         mt = call("embed", merge, {**pool, art_in[0]: dsl.Collected(et.outputs[emb_out])}, {})
-        mt.set_display_name("embed-merge").set_caching_options(True)
-        if not local:
-            _configure(mt, "embed_merge", preset, local=local, parent_run_id=parent_run_id)
+        _configure(mt, "embed_merge", preset, local=local, parent_run_id=parent_run_id)
+        mt.set_display_name("embed-merge")
         pool.update(_outputs(mt, "embed"))
         step("cluster")
         step("match")
         step("generate")
         step("gsb_eval")
+        return Outputs(*[tasks[st].outputs[o] for _, st, o, _ in finals])
 
-    return hllm_creator_pipeline
+    hllm_creator_pipeline.__annotations__["return"] = Outputs
+    return dsl.pipeline(name=PIPELINE_NAME, description=f"HLLM-Creator personalized ad titles, preset "
+                                                        f"{preset.name}: {preset.description}")(hllm_creator_pipeline)

@@ -150,49 +150,59 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
         summary = summarize(outputs)
         if summary.get("metrics"):
             tracking.log_metrics(summary["metrics"])
-        tracking.log_json({"outputs": {k: str(v) for k, v in outputs.items()}, "summary": summary,
-                           "run_dir": str(run_dir)}, "pipeline_outputs")
+        tracking.log_json({"summary": summary, "run_dir": str(run_dir)}, "pipeline_outputs")
         tracking.log_metrics({"pipeline_seconds": time.time() - t0})
     return RunResult(parent_run_id=parent.info.run_id, kfp_run_id=kfp_run_id, pipeline_root=pipeline_root,
                      run_dir=run_dir, outputs=outputs, summary=summary, seconds=time.time() - t0)
 
 
 def _task_outputs(task) -> dict[str, Any]:
-    """Pipeline outputs -> {name: local path or value}."""
-    if task is None:
-        return {}
-    outs = getattr(task, "outputs", None)
+    """Pipeline outputs -> {name: artifact object or value} (artifacts have .path and .metadata)."""
+    outs = getattr(task, "outputs", None) if task is not None else None
     if outs is None:
         return {}
-    if not isinstance(outs, dict):
-        outs = {"output": outs}
-    res = {}
-    for k, v in outs.items():
-        res[k] = Path(v.path) if hasattr(v, "path") else v
-    return res
+    return dict(outs) if isinstance(outs, dict) else {"output": outs}
 
 
 def summarize(outputs: dict[str, Any]) -> dict[str, Any]:
-    """Find creatives.parquet and the GSB summary among the outputs; a few titles side by side."""
+    """Find creatives.parquet and the GSB summary among the outputs; a few titles side by side.
+
+    GSB numbers come from a Metrics artifact's metadata or a ``*gsb*.json``/``summary.json`` file
+    of the gsb-eval outputs. KFP local returns integer metadata as float.
+    """
     import pandas as pd
 
-    summ: dict[str, Any] = {"metrics": {}}
-    for v in outputs.values():
-        if not isinstance(v, Path):
+    summ: dict[str, Any] = {"metrics": {}, "paths": {}}
+    for name, v in outputs.items():
+        path = Path(v.path) if hasattr(v, "path") else None
+        if path is not None:
+            summ["paths"][name] = str(path)
+        meta = getattr(v, "metadata", None) or {}
+        if name.startswith("gsb_eval__"):
+            for key, val in meta.items():
+                if isinstance(val, (int, float)) and not isinstance(val, bool):
+                    summ.setdefault("gsb", {})[key] = val
+        if path is None or not path.exists():
             continue
-        base = v if v.is_dir() else v.parent
-        for f in [base / "creatives.parquet", v] if v.suffix != ".json" else [v]:
-            if f.name == "creatives.parquet" and f.exists():
+        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        for f in files:
+            if f.name == "creatives.parquet" or (f == path and name.startswith("generate__") and f.suffix == ".parquet"
+                                                 and "creatives" in name):
                 summ["creatives"] = str(f)
                 df = pd.read_parquet(f)
                 cols = [c for c in ("item_id", "cluster_id", "original_title", "llm_output", "grounded") if c in df]
                 summ["samples"] = df[cols].head(5).to_dict("records")
                 summ["n_creatives"] = len(df)
-        for j in ([v] if v.suffix == ".json" else sorted(base.glob("*.json"))):
-            if "gsb" in j.name and j.exists():
-                s = json.loads(j.read_text())
-                summ["gsb"] = s
-                for key, val in s.items():
-                    if isinstance(val, (int, float)) and not isinstance(val, bool):
-                        summ["metrics"][key if key.startswith("gsb") else f"gsb_{key}"] = float(val)
+            if name.startswith("gsb_eval__") and f.suffix == ".json":
+                try:
+                    data = json.loads(f.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+                if isinstance(data, dict):
+                    for key, val in data.items():
+                        if isinstance(val, (int, float, str)) and not isinstance(val, bool):
+                            summ.setdefault("gsb", {}).setdefault(key, val)
+    for key, val in (summ.get("gsb") or {}).items():
+        if isinstance(val, (int, float)) and not isinstance(val, bool):
+            summ["metrics"][key if key.startswith("gsb") else f"gsb_{key}"] = float(val)
     return summ

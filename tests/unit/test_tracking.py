@@ -55,3 +55,67 @@ def test_bad_inputs_are_clear(tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(ValueError, match="not empty"):
         tracking.download_registered("models:/hllm-creator@champion", tmp_path / "full")
+
+
+def _pipeline_run(name: str, lr: float, adv: float) -> str:
+    from hllm_creator import tracking
+
+    with tracking.parent_run(name, tags={"config_hash": f"h{lr}"}) as p:
+        with tracking.step_run("train", {"lr": lr, "epochs": 1}):
+            tracking.log_metrics({"loss": 1.0 / (1 + lr)})
+        for shard in range(2):  # two embed shards: compare lists them as embed and embed#2
+            with tracking.step_run("embed", {"shard": f"{shard}/2"}):
+                tracking.log_metrics({"users": 10 + shard})
+        with tracking.step_run("gsb-eval"):
+            tracking.log_metrics({"gsb_adv": adv})
+    return p.info.run_id
+
+
+def test_compare_runs_side_by_side_through_the_cli():
+    from typer.testing import CliRunner
+
+    from hllm_creator.cli import app
+    from hllm_creator.tracking import compare_runs
+
+    a = _pipeline_run("run-a", 0.1, 0.2)
+    b = _pipeline_run("run-b", 0.3, 0.5)
+    df = compare_runs(a, b)
+    row = df[(df.scope == "gsb-eval") & (df.key == "gsb_adv")].iloc[0]
+    assert row.a == 0.2 and row.b == 0.5 and abs(row["diff"] - 0.3) < 1e-9
+    assert set(df[df.kind == "param"].scope) >= {"train", "embed", "embed#2"}
+    lr = df[(df.scope == "train") & (df.key == "lr")].iloc[0]
+    assert (lr.a, lr.b) == ("0.1", "0.3")
+    same = compare_runs(a, b, only_diff=True)
+    assert "epochs" not in set(same.key)
+
+    r = CliRunner().invoke(app, ["compare", a, "run-b", "--json"])  # by id and by run name
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert any(x["scope"] == "gsb-eval" and x["key"] == "gsb_adv" and x["b"] == 0.5 for x in rows)
+    r = CliRunner().invoke(app, ["compare", a, b])
+    assert r.exit_code == 0 and "gsb_adv" in r.output and "train" in r.output
+    r = CliRunner().invoke(app, ["compare", a, "no-such-run"])
+    assert r.exit_code != 0 and "no MLflow run" in r.output
+
+
+def test_promote_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from hllm_creator import tracking
+    from hllm_creator.cli import app
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.json").write_text("1")
+    with tracking.parent_run("p") as p:
+        with tracking.step_run("train"):
+            tracking.register_model(model)
+        with tracking.step_run("gsb-eval"):
+            tracking.log_metrics({"gsb_adv": 0.3})
+    r = CliRunner().invoke(app, ["promote", "--run", p.info.run_id])
+    assert r.exit_code == 0, r.output
+    assert "promoted: no champion yet" in r.output
+    r = CliRunner().invoke(app, ["promote"])
+    assert r.exit_code == 0 and "already champion" in r.output
+    r = CliRunner().invoke(app, ["promote", "--run", "nope"])
+    assert r.exit_code != 0 and "no version" in r.output
