@@ -63,8 +63,17 @@ def run_cmd(
     from pipelines.local_runner import run_local
 
     p, note = _preset(preset, sets)
-    res = run_local(p, pipeline_root=pipeline_root, data_dir=data, llm_base_url=llm_url, run_name=run_name,
-                    enable_caching=not no_cache, overrides_note=note or None)
+    try:
+        res = run_local(p, pipeline_root=pipeline_root, data_dir=data, llm_base_url=llm_url, run_name=run_name,
+                        enable_caching=not no_cache, overrides_note=note or None)
+    except RuntimeError as e:  # KFP local raises RuntimeError naming the failed task
+        typer.secho(f"pipeline failed: {e}", fg="red", err=True)
+        typer.secho("the steps that finished are cached: run the same command again to resume from there "
+                    "(--no-cache to start over); the MLflow parent run is marked FAILED.", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as e:  # bad dataset dir, a component that cannot be wired, ...
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
     typer.secho(f"pipeline finished in {res.seconds:.0f}s (preset {p.name})", fg="green")
     typer.echo(f"MLflow parent run: {res.parent_run_id}  (store {resolve_tracking_uri()})")
     typer.echo(f"run dir: {res.run_dir}")
