@@ -63,3 +63,45 @@ def predictor_cmd(model_dir: str = _MODEL_DIR, model_uri: str = _MODEL_URI, arti
 
 
 # -- serve llm (the embedded OpenAI-compatible LLM server) -----------------------------------------
+@app.command("llm")
+def llm_cmd(
+    model: str = typer.Option("smollm2-135m-instruct", "--model",
+                              help="Bundled name (smollm2-135m-instruct), 'tiny-llama' (random, tests) "
+                                   "or a local HF causal-LM directory."),
+    port: int = typer.Option(8080, "--port", help="HTTP port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (0.0.0.0 to expose it)."),
+    model_name: str = typer.Option(None, "--model-name",
+                                   help="Served model name (the 'model' field clients send); default: "
+                                        "--model, or a directory's basename."),
+    max_batch_size: int = typer.Option(8, "--max-batch-size", help="Most requests in one generate call."),
+    batch_window_ms: float = typer.Option(20.0, "--batch-window-ms",
+                                          help="How long the first request waits for others to join."),
+    max_prompt_tokens: int = typer.Option(2048, "--max-prompt-tokens",
+                                          help="Longer prompts (after the chat template) get a 400."),
+    max_tokens_limit: int = typer.Option(512, "--max-tokens-limit",
+                                         help="Largest max_tokens accepted; larger gets a 400."),
+    default_max_tokens: int = typer.Option(256, "--default-max-tokens",
+                                           help="max_tokens when a request gives none."),
+    max_messages: int = typer.Option(64, "--max-messages", help="Most chat messages per request."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16 weights."),
+    json_warmup: bool = typer.Option(True, "--json-warmup/--no-json-warmup",
+                                     help="Build the JSON-constraint token table at start (background)."),
+) -> None:
+    """Serve an HF causal LM over OpenAI-compatible routes on a KServe ModelServer.
+
+    Routes: /openai/v1/models, /openai/v1/completions, /openai/v1/chat/completions (chat template
+    applied; response_format json_object / json_schema by constrained decoding), KServe's
+    /v1/models/NAME:predict, /v2/health/ready (ready once the model loaded). Concurrent requests are
+    batched into one generate call. Point the openai client at http://HOST:PORT/openai/v1.
+    """
+    from hllm_creator.serving.llm_server import LLMServerConfig, serve
+
+    try:
+        cfg = LLMServerConfig(model=model, model_name=model_name, host=host, port=port,
+                              max_batch_size=max_batch_size, batch_window_ms=batch_window_ms,
+                              max_prompt_tokens=max_prompt_tokens, max_tokens_limit=max_tokens_limit,
+                              default_max_tokens=default_max_tokens, max_messages=max_messages, dtype=dtype,
+                              json_warmup=json_warmup)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    serve(cfg)
