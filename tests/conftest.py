@@ -112,3 +112,11 @@ def llm_server(tmp_path_factory):
     proc = start_server(cmd, f"http://127.0.0.1:{port}/v2/health/ready", root / "server.log", timeout=180)
     yield f"http://127.0.0.1:{port}/openai/v1", "smollm2-135m-instruct"
     stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def infer_workflow(tmp_path_factory):
+    """(small dataset dir: first 60 bundled users, tiny untrained model dir), built once (infer tests)."""
+    from hllm_creator.infer.testing import tiny_workflow
+
+    return tiny_workflow(tmp_path_factory.mktemp("infer"), n_users=60)

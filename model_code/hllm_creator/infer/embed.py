@@ -44,6 +44,9 @@ class EmbedConfig(StepConfig):
     history: Literal["no-test", "all"] = "no-test"
     item_cache: str | None = Field(None, description="Item-cache parquet; default under the model cache dir.")
     max_users: int | None = Field(None, ge=1, description="Only the first N users of the shard (smoke runs).")
+    bf16: bool = Field(False, description="bf16 autocast for the Item/User LLMs (about 2-4x faster on AMX "
+                                          "CPUs/GPUs; embeddings differ slightly from fp32, so the item "
+                                          "cache key includes the precision).")
 
     @model_validator(mode="after")
     def _shard(self):
@@ -96,14 +99,25 @@ def load_model(model_dir: str | Path):
     return HLLMCreator.load(p, device="cpu")
 
 
-def _encoder(model, batch_size: int):
+def _encoder(model, batch_size: int, bf16: bool = False):
     import torch
 
     def enc(texts: list[str]) -> np.ndarray:
+        kw = {"autocast_bf16": True} if bf16 else {}
         with torch.inference_mode():
-            return model.encode_items(texts, batch_size=batch_size).float().cpu().numpy()
+            return model.encode_items(texts, batch_size=batch_size, **kw).float().cpu().numpy()
 
     return enc
+
+
+def max_history(model) -> int | None:
+    cfg = getattr(model, "cfg", None)
+    return getattr(cfg, "max_history", None) or getattr(model, "max_history", None)
+
+
+def cache_id(model, bf16: bool = False) -> str:
+    """The item-cache key prefix: the model hash (+ ``-bf16`` for bf16-encoded items)."""
+    return f"{model.model_hash}-bf16" if bf16 else model.model_hash
 
 
 def item_texts(items: pd.DataFrame) -> dict[str, str]:
@@ -113,15 +127,16 @@ def item_texts(items: pd.DataFrame) -> dict[str, str]:
 
 
 def embed_users(model, items: pd.DataFrame, hist: pd.Series, *, batch_size: int = 64,
-                item_batch_size: int = 32, cache=None, progress: bool = True) -> tuple[list[str], np.ndarray]:
+                item_batch_size: int = 32, cache=None, progress: bool = True,
+                bf16: bool = False) -> tuple[list[str], np.ndarray]:
     """Embed the users of ``hist`` (user_id -> item ids): items via the cache, users batched."""
     import torch
     from tqdm.auto import tqdm
 
     from hllm_creator.infer.item_cache import ItemCache
 
-    cache = cache if cache is not None else ItemCache(model.model_hash, persist=False)
-    max_hist = getattr(model, "max_history", None)
+    cache = cache if cache is not None else ItemCache(cache_id(model, bf16), persist=False)
+    max_hist = max_history(model)
     users = sorted(hist.index.tolist())
     seqs = [list(hist[u])[-max_hist:] if max_hist else list(hist[u]) for u in users]
     texts = item_texts(items)
@@ -130,7 +145,7 @@ def embed_users(model, items: pd.DataFrame, hist: pd.Series, *, batch_size: int 
     if unknown:
         raise DataError(f"{len(unknown)} clicked item(s) missing from items, e.g. {unknown[0]!r}",
                         file="items.parquet", column="item_id")
-    mat = cache.get([texts[i] for i in needed], _encoder(model, item_batch_size),
+    mat = cache.get([texts[i] for i in needed], _encoder(model, item_batch_size, bf16),
                     batch_size=item_batch_size, progress=progress)
     row = {iid: k for k, iid in enumerate(needed)}
     mat_t = torch.from_numpy(mat)
@@ -139,7 +154,8 @@ def embed_users(model, items: pd.DataFrame, hist: pd.Series, *, batch_size: int 
                                       disable=not progress) as bar:
         for s in range(0, len(users), batch_size):
             batch = [mat_t[[row[i] for i in seq]] for seq in seqs[s:s + batch_size]]
-            out.append(model.encode_users(batch).float().cpu().numpy())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out.append(model.encode_users(batch, batch_size=len(batch)).float().cpu().numpy())
             bar.update(len(batch))
     emb = np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.user_hidden_size), np.float32)
     return users, emb
@@ -151,7 +167,7 @@ def embed_users_naive(model, items: pd.DataFrame, hist: pd.Series, *, item_batch
     import torch
     from tqdm.auto import tqdm
 
-    max_hist = getattr(model, "max_history", None)
+    max_hist = max_history(model)
     texts = item_texts(items)
     users = sorted(hist.index.tolist())
     out = []
@@ -181,17 +197,18 @@ def run(cfg: EmbedConfig, out: str | Path, *, progress: bool = True, model=None)
     hist = hist.loc[sorted(keep)]
     if cfg.max_users:
         hist = hist.iloc[:cfg.max_users]
-    cache = ItemCache(model.model_hash, cfg.item_cache)
+    cache = ItemCache(cache_id(model, cfg.bf16), cfg.item_cache)
     cached_before = len(cache)
     with tracking.step_run("embed", cfg):
         t1 = time.time()
         users, emb = embed_users(model, ds.items, hist, batch_size=cfg.batch_size,
-                                 item_batch_size=cfg.item_batch_size, cache=cache, progress=progress)
+                                 item_batch_size=cfg.item_batch_size, cache=cache, progress=progress,
+                                 bf16=cfg.bf16)
         secs = time.time() - t1
         out = Path(out)
         write_parquet(embeddings_frame(users, emb), out / USER_EMBEDDINGS)
         meta = {"model_hash": model.model_hash, "model_dir": str(cfg.model_dir), "dataset": ds.name,
-                "dataset_sha256": ds.manifest.get("sha256", {}), "history": cfg.history,
+                "dataset_sha256": ds.manifest.get("sha256", {}), "history": cfg.history, "bf16": cfg.bf16,
                 "shard_index": cfg.shard_index, "shard_count": cfg.shard_count, "users": len(users),
                 "users_without_clicks": int(no_clicks), "dim": int(emb.shape[1]) if len(emb) else 0,
                 "items_encoded": cache.misses, "items_from_cache": cache.hits,
