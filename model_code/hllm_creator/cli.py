@@ -40,6 +40,9 @@ def _register() -> None:
     app.add_typer(serve_app, name="serve")
     # -- teacher: construct, gsb ---------------------------------------------------------------
     # -- train ---------------------------------------------------------------------------------
+    from hllm_creator.train.commands import train_cmd
+
+    app.command("train")(train_cmd)
     # -- infer: embed, cluster, match, generate ------------------------------------------------
     from hllm_creator.infer.commands import register as register_infer
 

@@ -126,6 +126,13 @@ class HLLMCreator(nn.Module):
             self._hash = h.hexdigest()[:16]
         return self._hash
 
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute activations in backward for every backbone (the HF Trainer calls this)."""
+        kw = gradient_checkpointing_kwargs or {"use_reentrant": False}
+        for lm in (self.item_llm, self.user_llm, self.creative):
+            if hasattr(lm, "gradient_checkpointing_enable"):
+                lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+
     def merge_lora(self) -> None:
         """Fold LoRA adapters of the Creative LLM into its weights (in place)."""
         if hasattr(self.creative, "merge_and_unload"):
@@ -306,12 +313,14 @@ class HLLMCreator(nn.Module):
         return out.last_hidden_state[torch.arange(B, device=dev), last]
 
     @torch.no_grad()
-    def encode_users(self, item_emb_seqs: list[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
+    def encode_users(self, item_emb_seqs: list[torch.Tensor], batch_size: int = 64,
+                     autocast_bf16: bool = False) -> torch.Tensor:
         """Histories -> [n, user_hidden] float32 (no grad)."""
         was = self.training
         self.eval()
-        out = [self.user_forward(item_emb_seqs[s:s + batch_size]).float().cpu()
-               for s in range(0, len(item_emb_seqs), batch_size)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16 and self.device.type == "cpu"):
+            out = [self.user_forward(item_emb_seqs[s:s + batch_size]).float().cpu()
+                   for s in range(0, len(item_emb_seqs), batch_size)]
         self.train(was)
         return torch.cat(out) if out else torch.zeros(0, self.user_hidden_size)
 
@@ -361,6 +370,12 @@ class HLLMCreator(nn.Module):
         if self.training and self.cfg.align_queue:
             self._enqueue(a.detach().float(), p.detach().float())
         return loss
+
+    @torch.no_grad()
+    def prefill_align_queue(self, user_emb: torch.Tensor, profile_batch: SlotBatch) -> None:
+        """Fill the align queue before training, so the align loss has the same negatives at every step."""
+        if self.cfg.align_queue:
+            self._enqueue(self.align_projector(user_emb).float(), self.profile_embedding(profile_batch).float())
 
     @torch.no_grad()
     def _enqueue(self, a: torch.Tensor, p: torch.Tensor) -> None:
@@ -442,8 +457,9 @@ class HLLMCreator(nn.Module):
     def forward(self, hist_idx, hist_len, pos_idx, neg_idx=None, cre_rows=None, creative=None, recon=None,
                 profile=None, weights=None, **_) -> dict:
         """One training step's losses. ``hist_idx`` [B, L] catalog indices (right padded, lengths
-        ``hist_len``), ``pos_idx`` [B] target items, ``neg_idx`` [K] sampled catalog negatives; the
-        first ``cre_rows`` users also carry creative/recon/profile batches."""
+        ``hist_len``); the first ``cre_rows`` users carry the creative/recon/profile batches, the
+        other ``B - cre_rows`` users are the cls users with targets ``pos_idx`` [B - cre_rows];
+        ``neg_idx`` [K] sampled catalog negatives. Returns ``loss`` (weighted sum) and each loss."""
         w = weights or {}
         uniq, inv = torch.unique(torch.cat([hist_idx.flatten(), pos_idx, neg_idx if neg_idx is not None
                                             else pos_idx[:0]]), return_inverse=True)
@@ -453,9 +469,11 @@ class HLLMCreator(nn.Module):
         p_emb = iemb[inv[nh:nh + len(pos_idx)]]
         n_emb = iemb[inv[nh + len(pos_idx):]] if neg_idx is not None else None
         users = self.user_forward([h_emb[b, :int(hist_len[b])] for b in range(len(hist_len))])
-        losses = {"cls": cls_loss(self.predictor, users, p_emb, pos_idx.to(self.device), n_emb,
-                                  None if neg_idx is None else neg_idx.to(self.device))}
         n = int(cre_rows or 0)
+        losses = {}
+        if len(pos_idx):
+            losses["cls"] = cls_loss(self.predictor, users[n:], p_emb, pos_idx.to(self.device), n_emb,
+                                     None if neg_idx is None else neg_idx.to(self.device))
         if n:
             u = users[:n]
             if creative is not None and w.get("creative", 1.0):

@@ -1,0 +1,107 @@
+"""The train step's config (one pydantic object, logged to MLflow as params) and its presets."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from hllm_creator.config import StepConfig
+from hllm_creator.model.config import ModelConfig
+
+
+class LossWeights(StepConfig):
+    creative: float = Field(1.0, ge=0)
+    recon: float = Field(1.0, ge=0)
+    align: float = Field(1.0, ge=0)
+    cls: float = Field(1.0, ge=0)
+
+
+class TrainConfig(StepConfig):
+    """Everything ``hllm-creator train`` does, in one typed object."""
+
+    data: str = Field(..., description="dataset dir (items.parquet, interactions.parquet, manifest.json)")
+    train_parquet: str | None = Field(None, description="teacher training parquet; None = deterministic "
+                                                        "stand-in built from the dataset (NOT teacher data)")
+    out: str = Field(..., description="model dir to write (atomically)")
+    preset: str = "custom"
+    model: ModelConfig = ModelConfig()
+    weights: LossWeights = LossWeights()
+    # objectives / data
+    standin_rows: int = Field(256, ge=1, description="rows of the stand-in training parquet")
+    max_creative_rows: int | None = Field(None, ge=1, description="use at most N rows of the training parquet")
+    creative_per_step: int = Field(2, ge=1, description="creative/recon/align rows per step")
+    cls_per_step: int = Field(64, ge=1, description="users per step for the cls objective")
+    cls_negatives: int = Field(128, ge=0, description="catalog negatives sampled per step (shared by the batch)")
+    cls_epochs: float = Field(1.0, gt=0, description="passes over ALL users of the dataset for cls")
+    cls_users: int | None = Field(None, ge=1, description="cap the users used for cls (tests)")
+    creative_epochs: float = Field(1.0, gt=0, description="passes over the creative rows")
+    # optimisation
+    lr: float = Field(1e-4, gt=0, description="backbone (User LLM, LoRA / Creative LLM) learning rate")
+    head_lr: float = Field(1e-3, gt=0, description="new parts: predictor, projectors, [ITEM]/[USER], temperature")
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_steps: int | None = Field(None, ge=1, description="override the number of steps")
+    seed: int = 0
+    # efficiency
+    freeze_item_llm: bool = Field(True, description="freeze the Item LLM and encode the catalog once (cached)")
+    lora: bool = Field(True, description="LoRA adapters on the Creative LLM (peft) instead of full fine-tuning")
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    freeze_user_llm: bool = False
+    bf16: Literal["auto", "on", "off"] = Field("auto", description="auto: on where the CPU/GPU supports bf16")
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON config (GPU, launched by deepspeed/torchrun)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    # checkpoints / eval / tracking
+    checkpoint_dir: str | None = Field(None, description="default: <out>.checkpoints")
+    save_steps: int = Field(50, ge=1)
+    resume: bool = Field(False, description="resume from the latest checkpoint in checkpoint_dir")
+    logging_steps: int = Field(5, ge=1)
+    eval_users: int | None = Field(3000, ge=1, description="held-out users evaluated (None = all)")
+    register_model: bool = Field(True, description="log + register the model dir in MLflow (alias candidate)")
+    item_batch_size: int = 32
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.lora and self.model.creative_layers == 0:
+            raise ValueError("creative_layers must be >= 1")
+        return self
+
+
+PRESETS: dict[str, dict] = {
+    # unit tests: random tiny-llama everywhere, seconds
+    "tiny": dict(model=dict(item_llm="tiny-llama", user_llm="tiny-llama", creative_llm="tiny-llama",
+                            predictor_dim=32, predictor_hidden=64, max_history=20, item_max_tokens=32),
+                 standin_rows=8, creative_per_step=2, cls_per_step=16, cls_negatives=32, cls_users=64,
+                 lora=False, lr=1e-3, head_lr=3e-3, eval_users=64, save_steps=1000, logging_steps=1),
+    # the pipeline's demo scale: SmolLM2 backbones, a few minutes on 2 cores
+    "demo": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=4, user_llm="smollm2-135m-instruct",
+                            user_layers=2, creative_llm="smollm2-135m-instruct", max_history=20,
+                            item_max_tokens=48),
+                 standin_rows=32, creative_per_step=2, cls_per_step=128, cls_negatives=256, cls_epochs=1.0,
+                 lr=2e-4, head_lr=2e-3, eval_users=2000, save_steps=1000),
+    # the full CPU run (issue 4 "done when"): ~12 min on 2 free cores
+    "cpu": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=6, user_llm="smollm2-135m-instruct",
+                           user_layers=4, creative_llm="smollm2-135m-instruct", max_history=30,
+                           item_max_tokens=48),
+                standin_rows=192, creative_per_step=2, cls_per_step=96, cls_negatives=256, cls_epochs=2.0,
+                lr=2e-4, head_lr=2e-3, eval_users=None, save_steps=100),
+    # GPU: full backbones, ZeRO-2, bf16, flash-attn when importable, gradient checkpointing
+    "gpu": dict(model=dict(item_llm="smollm2-135m-instruct", user_llm="smollm2-135m-instruct",
+                           creative_llm="smollm2-135m-instruct"),
+                creative_per_step=8, cls_per_step=256, cls_negatives=1024, cls_epochs=3.0, lora=False,
+                gradient_checkpointing=True, bf16="on", deepspeed="configs/deepspeed/zero2.json",
+                eval_users=None, save_steps=500),
+}
+
+
+def build_config(preset: str = "custom", **overrides) -> TrainConfig:
+    """Preset values, then explicit overrides (``model`` merged field by field)."""
+    if preset != "custom" and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {['custom', *PRESETS]}")
+    base = dict(PRESETS.get(preset, {}))
+    model = dict(base.pop("model", {}))
+    model.update(overrides.pop("model", {}) or {})
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(preset=preset, model=ModelConfig(**model), **base)

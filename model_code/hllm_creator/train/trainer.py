@@ -1,0 +1,325 @@
+"""``hllm-creator train``: HF Trainer over step bundles; per-loss metrics to MLflow; eval; model dir.
+
+One process on CPU (bf16 autocast where the CPU has it), or many GPUs through DeepSpeed/torchrun
+(``--deepspeed configs/deepspeed/zero2.json``); the same code path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from hllm_creator.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+LOSSES = ("creative", "recon", "align", "cls")
+HEAD_PREFIXES = ("item_token", "user_token", "item_to_user", "projector", "profile_projector",
+                 "align_projector", "logit_scale", "predictor")
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _trainer_cls():
+    import torch
+    from transformers import Trainer
+
+    class HLLMTrainer(Trainer):
+        """Trainer that logs each loss, uses two learning rates and saves compact checkpoints."""
+
+        def __init__(self, *a, head_lr: float, **kw):
+            super().__init__(*a, **kw)
+            self.head_lr = head_lr
+            self._acc = defaultdict(list)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = model(**inputs)
+            for k in LOSSES:
+                if k in out:
+                    self._acc[k].append(float(out[k]))
+            return (out["loss"], out) if return_outputs else out["loss"]
+
+        def log(self, logs, start_time=None):
+            if "loss" in logs and self._acc:
+                for k, v in self._acc.items():
+                    logs[f"loss_{k}"] = sum(v) / len(v)
+                self._acc = defaultdict(list)
+            super().log(logs, start_time)
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                m = self.model if model is None else model
+                head, body = [], []
+                for n, p in m.named_parameters():
+                    if p.requires_grad:
+                        (head if n.split(".")[0] in HEAD_PREFIXES else body).append(p)
+                groups = [g for g in ({"params": body, "lr": self.args.learning_rate},
+                                      {"params": head, "lr": self.head_lr}) if g["params"]]
+                self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate,
+                                                   weight_decay=self.args.weight_decay)
+            return self.optimizer
+
+        def _save(self, output_dir=None, state_dict=None):
+            # compact checkpoint: trainable weights + buffers (frozen backbones never change)
+            output_dir = output_dir or self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            m = self.accelerator.unwrap_model(self.model)
+            keep = {n for n, p in m.named_parameters() if p.requires_grad} | {n for n, _ in m.named_buffers()}
+            sd = {k: v.detach().cpu().clone() for k, v in m.state_dict().items() if k in keep}
+            torch.save(sd, os.path.join(output_dir, "pytorch_model.bin"))
+
+    return HLLMTrainer
+
+
+def _callback(history: list, t0: float):
+    from transformers import TrainerCallback
+
+    from hllm_creator import tracking
+
+    class MLflowLosses(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or not state.is_world_process_zero:
+                return
+            m = {("loss_total" if k == "loss" else k): v for k, v in logs.items()
+                 if k == "loss" or k.startswith("loss_") or k in ("learning_rate", "grad_norm")}
+            if m:
+                m["elapsed_s"] = time.time() - t0
+                history.append({"step": state.global_step, **m})
+                tracking.log_metrics(m, step=state.global_step)
+
+    return MLflowLosses()
+
+
+def loss_figure(history: list):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 5, figsize=(20, 3.6))
+    for ax, k in zip(axes, ("loss_total",) + tuple(f"loss_{x}" for x in LOSSES)):
+        pts = [(h["step"], h[k]) for h in history if k in h]
+        if pts:
+            ax.plot(*zip(*pts), marker=".")
+        ax.set_title(k)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig
+
+
+def loss_trend(history: list) -> dict:
+    """Mean of the first and last quarter of logged values per loss (``fell`` = last < first)."""
+    out = {}
+    for k in ("loss_total",) + tuple(f"loss_{x}" for x in LOSSES):
+        v = [h[k] for h in history if k in h]
+        if len(v) >= 2:
+            q = max(1, len(v) // 4)
+            first, last = sum(v[:q]) / q, sum(v[-q:]) / q
+            out[k] = {"first": first, "last": last, "fell": last < first}
+    return out
+
+
+def item_cache_path(cfg: TrainConfig, ds) -> Path:
+    import hashlib
+
+    from hllm_creator.paths import work_dir
+
+    m = cfg.model
+    key = json.dumps([m.item_llm, m.item_layers, m.item_max_tokens, ds.manifest.get("sha256"), cfg.seed, "v1"],
+                     sort_keys=True, default=str)
+    return work_dir() / "cache" / f"item_emb_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def encode_catalog(model, cfg: TrainConfig, ds, texts: list[str], use_bf16: bool):
+    """Frozen Item LLM: encode every item once; reused across runs with the same backbone + data."""
+    import torch
+
+    p = item_cache_path(cfg, ds)
+    if p.exists() and not cfg.model.item_llm == "tiny-llama":
+        obj = torch.load(p, weights_only=True)
+        if obj["emb"].shape[0] == len(texts) and torch.equal(obj["item_token"], model.item_token.detach().cpu()):
+            log.info("item embeddings: cache hit %s", p)
+            return obj["emb"]
+    t = time.time()
+    emb = model.encode_items(texts, batch_size=cfg.item_batch_size, progress=True, autocast_bf16=use_bf16)
+    log.info("encoded %d items in %.1fs", len(texts), time.time() - t)
+    from hllm_creator.io import atomic_path
+
+    with atomic_path(p) as tmp:
+        torch.save({"emb": emb, "item_token": model.item_token.detach().cpu()}, tmp)
+    return emb
+
+
+def prefill_align_queue_rows(td, n: int) -> list[int]:
+    return list(range(len(td.rows)))[-n:]
+
+
+def prefill_queue(model, td, n: int, use_bf16: bool) -> None:
+    """Fill the align queue with (detached) embeddings of some creative rows before step 1."""
+    import torch
+
+    rows = prefill_align_queue_rows(td, n)
+    emb = model.item_cache if model.item_cache is not None else None
+    if emb is None:
+        return  # Item LLM trained online: the queue fills during training instead
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16 and model.device.type == "cpu"):
+        u = model.user_forward([emb[td.row_hist[r]] for r in rows])
+        model.prefill_align_queue(u, model.profile_batch(td.rows["user_profile"].iloc[rows].tolist()))
+
+
+def run_train(cfg: TrainConfig) -> dict:
+    """The whole step: data -> model -> Trainer -> eval -> model dir (+ MLflow run, registered)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from transformers import TrainingArguments, set_seed
+
+    from hllm_creator import tracking
+    from hllm_creator.data import leave_last_out, load_dataset
+    from hllm_creator.io import atomic_dir, write_json
+    from hllm_creator.model.hllm import HLLMCreator
+    from hllm_creator.train import data as tdata
+    from hllm_creator.train.evaluate import evaluate
+
+    t_start = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    ds = load_dataset(cfg.data)
+    split = leave_last_out(ds.interactions)
+    if len(split.users) == 0:
+        from hllm_creator.data.schema import DataError
+
+        raise DataError("no user has >= 3 clicks: nothing to train or evaluate", file=str(cfg.data))
+    index = {str(x): i for i, x in enumerate(ds.items["item_id"].astype(str))}
+    if cfg.train_parquet:
+        rows = tdata.load_train_parquet(cfg.train_parquet, index)
+        standin = False
+    else:
+        rows = tdata.build_standin(ds, split.users, cfg.standin_rows, seed=cfg.seed)
+        standin = True
+        log.warning(tdata.STANDIN_NOTE)
+    if cfg.max_creative_rows:
+        rows = rows.iloc[:cfg.max_creative_rows]
+    td = tdata.prepare_train_data(ds, split.users, rows, standin=standin, cls_users=cfg.cls_users,
+                                  max_history=cfg.model.max_history, seed=cfg.seed)
+
+    use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and bf16_supported())
+    model = HLLMCreator.from_config(cfg.model, seed=cfg.seed)
+    if cfg.freeze_item_llm:
+        for p in list(model.item_llm.parameters()) + [model.item_token]:
+            p.requires_grad_(False)
+        model.item_cache = encode_catalog(model, cfg, ds, td.item_texts, use_bf16)
+    else:
+        model.item_tokens = model.tokenize_items(td.item_texts)
+    if cfg.freeze_user_llm:
+        for p in model.user_llm.parameters():
+            p.requires_grad_(False)
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model.creative = get_peft_model(model.creative, LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    if cfg.weights.recon == 0 and cfg.weights.align == 0 and cfg.weights.creative == 0:
+        for p in model.creative.parameters():
+            p.requires_grad_(False)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+
+    bundles = tdata.make_bundles(td, creative_per_step=cfg.creative_per_step, cls_per_step=cfg.cls_per_step,
+                                 cls_epochs=cfg.cls_epochs, creative_epochs=cfg.creative_epochs,
+                                 max_steps=cfg.max_steps, seed=cfg.seed)
+    collator = tdata.BundleCollator(model, td, cls_negatives=cfg.cls_negatives,
+                                    weights=cfg.weights.model_dump(), seed=cfg.seed)
+    ckpt_dir = Path(cfg.checkpoint_dir or f"{cfg.out.rstrip('/')}.checkpoints")
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=1, num_train_epochs=1, max_steps=len(bundles),
+        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * len(bundles)),
+        lr_scheduler_type="cosine", logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, report_to="none",
+        remove_unused_columns=False, label_names=[], dataloader_num_workers=0, seed=cfg.seed,
+        data_seed=cfg.seed, bf16=use_bf16, use_cpu=not torch.cuda.is_available(), max_grad_norm=1.0,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        deepspeed=cfg.deepspeed, disable_tqdm=False,
+    )
+    history: list[dict] = []
+    with tracking.step_run("train", cfg, tags={"standin_data": str(standin).lower()}) as run:
+        tracking.log_metrics({"params_trainable": n_train, "params_total": n_all, "steps": len(bundles),
+                              "creative_rows": len(td.rows), "cls_users": len(td.cls_pos),
+                              "bf16": float(use_bf16)})
+        if standin:
+            tracking.log_json({"note": tdata.STANDIN_NOTE, "rows": len(rows)}, "standin_data")
+        trainer = _trainer_cls()(model=model, args=args, train_dataset=tdata.BundleDataset(bundles),
+                                 data_collator=collator, head_lr=cfg.head_lr,
+                                 callbacks=[_callback(history, time.time())])
+        resume = None
+        if cfg.resume:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+            log.info("resume: %s", resume or "no checkpoint found, starting fresh")
+        if resume is None and cfg.model.align_queue and len(td.rows):
+            prefill_queue(model, td, cfg.model.align_queue, use_bf16)
+        t_train = time.time()
+        result = trainer.train(resume_from_checkpoint=resume)
+        train_s = time.time() - t_train
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.eval()
+
+        is_main = trainer.is_world_process_zero()
+        metrics = {"train_seconds": train_s, "train_loss": float(result.training_loss)}
+        trend = loss_trend(history)
+        ev = None
+        if is_main:
+            t_eval = time.time()
+            ev = evaluate(model, model.item_cache if model.item_cache is not None
+                          else model.encode_items(td.item_texts, batch_size=cfg.item_batch_size, progress=True),
+                          td, split.users, eval_users=cfg.eval_users, seed=cfg.seed, bf16=use_bf16)
+            ev["eval_seconds"] = time.time() - t_eval
+            ev["loss_trend"] = trend
+            ev["standin_data"] = standin
+            for name in ("model", "popularity", "random"):
+                tracking.log_metrics({f"eval_{name}_{k.replace('@', '_at_')}": v for k, v in ev[name].items()
+                                      if isinstance(v, (int, float))})
+            for k, v in trend.items():
+                tracking.log_metrics({f"{k}_first": v["first"], f"{k}_last": v["last"]})
+            if history:
+                tracking.log_figure(loss_figure(history), "loss_curves.png")
+                tracking.log_table(pd.DataFrame(history), "loss_history")
+            # the model dir: weights (LoRA merged) + eval + item embedding cache + training summary
+            model.merge_lora()
+            ie = model.item_cache
+            model.extra_files = {"eval.json": ev, "train_summary.json": {
+                "config": cfg.model_dump(mode="json"), "steps": len(bundles), "train_seconds": train_s,
+                "standin_data": standin, "creative_rows": len(td.rows), "cls_users": len(td.cls_pos)}}
+            model.save(cfg.out)
+            if ie is not None:
+                from hllm_creator.io import write_parquet
+
+                write_parquet(pd.DataFrame({"item_id": td.item_ids,
+                                            "embedding": [r.astype(np.float32) for r in ie.numpy()]}),
+                              Path(cfg.out) / "item_embeddings.parquet")
+                write_json({"model_hash": model.model_hash, "note": "frozen Item LLM embeddings used in training"},
+                           Path(cfg.out) / "item_embeddings.json")
+            tracking.log_json(ev, "eval.json")
+            metrics["total_seconds"] = time.time() - t_start
+            tracking.log_metrics(metrics)
+            if cfg.register_model:
+                tracking.register_model(cfg.out)
+        return {"out": cfg.out, "run_id": run.info.run_id, "eval": ev, "metrics": metrics, "loss_trend": trend,
+                "history": history, "standin": standin, "steps": len(bundles)}
