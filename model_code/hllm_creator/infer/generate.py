@@ -54,9 +54,9 @@ _QUOTES = "\"'“”‘’`*"
 def clean_title(text: str) -> str:
     """First non-empty line, without a leading ``Title:``/list marker and surrounding quotes."""
     for line in (text or "").splitlines():
-        line = line.strip()
+        line = line.strip().strip(_QUOTES).strip()
+        line = re.sub(r"^([-*•]|\d+[.)])\s+", "", line).strip().strip(_QUOTES).strip()
         line = re.sub(r"^(personalized\s+)?(ad\s+)?title\s*[:\-]\s*", "", line, flags=re.I)
-        line = re.sub(r"^([-*•]|\d+[.)])\s+", "", line)
         line = line.strip().strip(_QUOTES).strip()
         if line:
             return line
@@ -90,6 +90,10 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
                for iid, ad in ads.items()}
     rows = pairs.reset_index(drop=True)
     raw: list[str] = []
+    import inspect
+
+    # the whole chunk in one generate batch (when the model's generate takes a batch size)
+    extra = {"batch_size": cfg.batch_size} if "batch_size" in inspect.signature(model.generate).parameters else {}
     with tqdm(total=len(rows), desc="generate titles", unit="title", disable=not progress) as bar:
         for b, s in enumerate(range(0, len(rows), cfg.batch_size)):
             chunk = rows.iloc[s:s + cfg.batch_size]
@@ -99,7 +103,7 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
             with torch.inference_mode():
                 outs = model.generate(u, p1, p2, do_sample=cfg.do_sample, temperature=cfg.temperature,
                                       top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
-                                      seed=cfg.seed + b)
+                                      seed=cfg.seed + b, **extra)
             if len(outs) != len(chunk):
                 raise RuntimeError(f"generate returned {len(outs)} outputs for {len(chunk)} prompts")
             raw += list(outs)

@@ -1,0 +1,109 @@
+"""generate with a real tiny HLLMCreator and the real grounding check: creatives, fallbacks, lookup."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hllm_creator.data import load_dataset
+from hllm_creator.data.schema import DataError
+from hllm_creator.infer import cluster as cl
+from hllm_creator.infer import embed as E
+from hllm_creator.infer import generate as G
+from hllm_creator.infer import match as M
+from hllm_creator.teacher.grounding import Ad, check_grounding
+
+
+@pytest.fixture(scope="module")
+def setup(infer_workflow, tmp_path_factory):
+    data, mdir = infer_workflow
+    root = tmp_path_factory.mktemp("gen")
+    model = E.load_model(mdir)
+    E.run(E.EmbedConfig(model_dir=str(mdir), data_dir=str(data), item_cache=str(root / "c.parquet")),
+          root / "emb", progress=False, model=model)
+    cl.run(root / "emb", root / "clusters", cl.ClusterConfig(k=4, min_cluster_size=2), progress=False)
+    M.run(M.MatchConfig(model_dir=str(mdir), data_dir=str(data), clusters_dir=str(root / "clusters"), n_ads=3,
+                        top_k=2, item_cache=str(root / "c.parquet")), root / "match", progress=False, model=model)
+    return data, mdir, root, model
+
+
+def test_clean_title():
+    assert G.clean_title('\n  "Title: Fast Glue for Hobbyists"\nmore text') == "Fast Glue for Hobbyists"
+    assert G.clean_title("1. **Strong tape**") == "Strong tape"
+    assert G.clean_title("   \n \n") == ""
+
+
+def test_ground_uses_the_real_check():
+    ad = G.ad_of({"title": "3M Scotch Duct Tape, 1.8-Inch, 20 yds", "description": "Tough duct tape.",
+                  "selling_points": ["waterproof"], "brand": "3M"})
+    ok, reasons = G.ground("Tough 3M Scotch Duct Tape, 20 yds", ad)
+    assert ok and reasons == []
+    ok, reasons = G.ground("FREE iPhone with 99 yds of tape", ad)
+    assert not ok and reasons == check_grounding("FREE iPhone with 99 yds of tape", Ad(**ad)).reasons
+    assert G.ground("", ad) == (False, ["empty output"])
+
+
+def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
+    data, mdir, root, model = setup
+    cfg = G.GenerateConfig(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
+                           clusters_dir=str(root / "clusters"), max_new_tokens=12, batch_size=4, seed=7)
+    meta = G.run(cfg, tmp_path / "g", progress=False, model=model)
+    cr = pd.read_parquet(tmp_path / "g" / "creatives.parquet")
+    lk = pd.read_parquet(tmp_path / "g" / "lookup.parquet")
+    m = pd.read_parquet(root / "match" / "matches.parquet")
+    ds = load_dataset(data)
+    titles = dict(zip(ds.items.item_id, ds.items.title))
+    # one generation per selected (ad, cluster), nothing else
+    assert sorted(zip(cr.item_id, cr.cluster_id)) == sorted(zip(m[m.selected].item_id, m[m.selected].cluster_id))
+    assert {"item_id", "cluster_id", "original_title", "llm_output", "score", "grounded", "reasons"} <= set(cr.columns)
+    by = {r["item_id"]: r for r in ds.items.to_dict("records")}
+    for r in cr.itertuples():
+        assert r.original_title == titles[r.item_id]
+        res = check_grounding(r.llm_output, Ad.from_item(by[r.item_id])) if r.llm_output else None
+        assert r.grounded == bool(res and res.ok)
+        if r.grounded:
+            assert r.title == r.llm_output and len(r.reasons) == 0
+        else:  # fallback: the original title, with the reason recorded
+            assert r.title == r.original_title and len(r.reasons) > 0
+    assert meta["generations"] == len(cr) and meta["fallbacks"] == int((~cr.grounded).sum())
+    assert meta["grounded"] + meta["fallbacks"] == meta["generations"]
+    # lookup: every (user, ad); personalized only for selected + grounded pairs
+    assert len(lk) == 60 * 3 and set(lk.columns) >= {"user_id", "cluster_id", "item_id", "title"}
+    pers = {(r.item_id, r.cluster_id): r.title for r in cr[cr.grounded].itertuples()}
+    for r in lk.itertuples():
+        assert r.title == pers.get((r.item_id, r.cluster_id), titles[r.item_id])
+        assert r.personalized == ((r.item_id, r.cluster_id) in pers)
+    # every emitted title passes the grounding check or is the original title
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert runs["tags.step"].tolist() == ["generate"] and runs["params.temperature"].iloc[0] == "0.8"
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"].iloc[0])}
+    assert "titles_per_cluster.json" in arts
+    # seeded: the same config gives the same outputs
+    G.run(cfg, tmp_path / "g2", progress=False, model=model)
+    cr2 = pd.read_parquet(tmp_path / "g2" / "creatives.parquet")
+    assert cr2["raw_output"].tolist() == cr["raw_output"].tolist()
+
+
+def test_cli_generate_and_bad_matches(setup, tmp_path):
+    from hllm_creator.cli import app
+
+    data, mdir, root, _ = setup
+    r = CliRunner().invoke(app, ["generate", "--model", str(mdir), "--data", str(data), "--matches",
+                                 str(root / "match" / "matches.parquet"), "--clusters", str(root / "clusters"),
+                                 "--out", str(tmp_path / "g"), "--max-new-tokens", "6", "--greedy",
+                                 "--max-pairs", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "g" / "generate_meta.json").read_text())
+    assert meta["generations"] == 2 and "fallbacks" in r.output
+    bad = pd.read_parquet(root / "match" / "matches.parquet")
+    bad.loc[3, "cluster_id"] = 99
+    bad.to_parquet(tmp_path / "bad.parquet")
+    cfg = G.GenerateConfig(model_dir=str(mdir), data_dir=str(data), matches=str(tmp_path / "bad.parquet"),
+                           clusters_dir=str(root / "clusters"))
+    with pytest.raises(DataError, match=r"cluster_id 99.*row 3"):
+        G.run(cfg, tmp_path / "g3", progress=False)
+    assert not (tmp_path / "g3").exists()
