@@ -84,6 +84,9 @@ def llm_cmd(
                                            help="max_tokens when a request gives none."),
     max_messages: int = typer.Option(64, "--max-messages", help="Most chat messages per request."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16 weights."),
+    json_max_whitespace: int = typer.Option(8, "--json-max-whitespace",
+                                            help="Most consecutive whitespace chars in constrained JSON "
+                                                 "(small models loop on whitespace)."),
     json_warmup: bool = typer.Option(True, "--json-warmup/--no-json-warmup",
                                      help="Build the JSON-constraint token table at start (background)."),
 ) -> None:
@@ -101,7 +104,7 @@ def llm_cmd(
                               max_batch_size=max_batch_size, batch_window_ms=batch_window_ms,
                               max_prompt_tokens=max_prompt_tokens, max_tokens_limit=max_tokens_limit,
                               default_max_tokens=default_max_tokens, max_messages=max_messages, dtype=dtype,
-                              json_warmup=json_warmup)
+                              json_max_whitespace=json_max_whitespace, json_warmup=json_warmup)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     serve(cfg)

@@ -80,6 +80,7 @@ class LLMServerConfig(StepConfig):
     max_messages: int = Field(64, ge=1)
     max_queue: int = Field(256, ge=1)
     dtype: str = Field("float32", pattern="^(float32|bfloat16)$")
+    json_max_whitespace: int = Field(8, ge=1, le=64)  # consecutive whitespace allowed in constrained JSON
     json_warmup: bool = True  # build the JSON-constraint token table at start (about 9 s, background)
 
     def served_name(self) -> str:
@@ -100,7 +101,7 @@ class GenRow:
 
     prompt_ids: list[int]
     params: GenParams
-    enforcer: Any = None  # lmformatenforcer.TokenEnforcer for JSON rows
+    enforcer: JsonConstraint | None = None  # for JSON rows
 
 
 @dataclass
@@ -115,7 +116,7 @@ class GenOutput:
 # -- JSON constraint (lm-format-enforcer) ----------------------------------------------------------
 
 def build_enforcer_tokenizer_data(tokenizer):
-    """lm-format-enforcer's token table for an HF tokenizer.
+    """lm-format-enforcer's token table for an HF tokenizer, plus the ids of whitespace-only tokens.
 
     Same logic as ``lmformatenforcer.integrations.transformers.build_token_enforcer_tokenizer_data``;
     that module cannot be imported with transformers 5 (it imports ``transformers.tokenization_utils``,
@@ -126,18 +127,34 @@ def build_enforcer_tokenizer_data(tokenizer):
     vocab_size = len(tokenizer)
     token_0 = tokenizer.encode("0", add_special_tokens=False)[-1]
     special = set(tokenizer.all_special_ids)
-    regular = []
+    regular, ws_only = [], []
     for i in range(vocab_size):
         if i in special:
             continue
         after_0 = tokenizer.decode([token_0, i])[1:]
         alone = tokenizer.decode([i])
         regular.append((i, after_0, len(after_0) > len(alone)))
+        if alone and not alone.strip():
+            ws_only.append(i)
 
     def decode(tokens: list[int]) -> str:
         return tokenizer.decode(tokens).rstrip("\ufffd")
 
-    return TokenEnforcerTokenizerData(regular, decode, tokenizer.eos_token_id, False, vocab_size)
+    return TokenEnforcerTokenizerData(regular, decode, tokenizer.eos_token_id, False, vocab_size), ws_only
+
+
+@dataclass
+class JsonConstraint:
+    """One row's JSON constraint: the lm-format-enforcer state machine + a whitespace cap.
+
+    lm-format-enforcer's own ``max_consecutive_whitespaces`` is not applied in every parser state (a
+    random or small model still emits endless tab/CR runs between tokens), so once the generated text
+    ends in ``max_ws`` whitespace characters, whitespace-only tokens are masked as well.
+    """
+
+    enforcer: Any
+    ws_only: list[int]
+    max_ws: int
 
 
 # -- the engine: tokenizer + model + one batched generate call -------------------------------------
@@ -145,7 +162,8 @@ def build_enforcer_tokenizer_data(tokenizer):
 class LLMEngine:
     """Owns the model; ``generate_batch`` runs one ``model.generate`` for a list of rows (sync)."""
 
-    def __init__(self, backbone, limits: Limits):
+    def __init__(self, backbone, limits: Limits, json_max_whitespace: int = 8):
+        self.json_max_whitespace = json_max_whitespace
         self.model = backbone.model
         self.tokenizer = backbone.tokenizer
         self.limits = limits
@@ -198,14 +216,17 @@ class LLMEngine:
     def make_enforcer(self, params: GenParams):
         if params.json_mode is None:
             return None
-        from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+        from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, TokenEnforcer
 
+        # small models tend to loop on whitespace inside JSON: cap consecutive whitespace
+        conf = CharacterLevelParserConfig(max_consecutive_whitespaces=self.json_max_whitespace)
         try:
-            parser = JsonSchemaParser(params.json_schema)  # None -> any JSON object
+            parser = JsonSchemaParser(params.json_schema, config=conf)  # None -> any JSON object
         except Exception as e:
             raise OpenAIError(f"this JSON schema is not supported by the constrained decoder: {e}",
                               param="response_format", code="unsupported_schema") from None
-        return TokenEnforcer(self.enforcer_tokenizer_data(), parser)
+        tokdata, ws_only = self.enforcer_tokenizer_data()
+        return JsonConstraint(TokenEnforcer(tokdata, parser), ws_only, self.json_max_whitespace)
 
     # generation -----------------------------------------------------------------------------------
     def generate_batch(self, rows: list[GenRow]) -> list[GenOutput | BaseException]:
@@ -289,10 +310,17 @@ class _RowProcessor(LogitsProcessor):
             p = row.params
             if row.enforcer is not None:
                 try:
-                    allowed = row.enforcer.get_allowed_tokens(input_ids[i, st.prompt_len:].tolist())
+                    gen = input_ids[i, st.prompt_len:].tolist()
+                    allowed = row.enforcer.enforcer.get_allowed_tokens(gen)
                     allowed = getattr(allowed, "allowed_tokens", allowed)
                     mask = torch.full_like(s, float("-inf"))
                     mask[torch.as_tensor(list(allowed), dtype=torch.long)] = 0.0
+                    tail = st.tokenizer.decode(gen[-16:]) if gen else ""
+                    if len(tail) - len(tail.rstrip()) >= row.enforcer.max_ws:
+                        capped = mask.clone()
+                        capped[torch.as_tensor(row.enforcer.ws_only, dtype=torch.long)] = float("-inf")
+                        if torch.isfinite(capped).any():
+                            mask = capped
                     s = s + mask
                 except Exception as e:  # a schema construct the enforcer cannot follow: fail this row only
                     st.errors[i] = OpenAIError(f"constrained decoding failed for this schema: {e}",
@@ -365,7 +393,7 @@ class LLMModel(kserve.Model):
         t0 = time.time()
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.cfg.dtype]
         backbone = load_causal_lm(self.cfg.model, dtype=dtype)
-        self.engine = LLMEngine(backbone, self.limits)
+        self.engine = LLMEngine(backbone, self.limits, json_max_whitespace=self.cfg.json_max_whitespace)
         self.batcher = DynamicBatcher(self.engine.generate_batch, max_batch_size=self.cfg.max_batch_size,
                                       window_ms=self.cfg.batch_window_ms, max_queue=self.cfg.max_queue,
                                       name=f"llm-{self.name}")
