@@ -23,19 +23,38 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, bundled_dataset):
+    """Built once per pytest session (shared by the serving test modules through the base temp dir)."""
+    import pickle
+
     from hllm_creator.serving.loading import tiny_serving_stack
 
-    return tiny_serving_stack(tmp_path_factory.mktemp("stack"), data_dir=bundled_dataset.path)
+    root = tmp_path_factory.getbasetemp() / "serving_stack"
+    if not (root / "stack.pkl").exists():
+        s = tiny_serving_stack(root, data_dir=bundled_dataset.path)
+        (root / "stack.pkl").write_bytes(pickle.dumps(s))
+    return pickle.loads((root / "stack.pkl").read_bytes())
 
 
 @pytest.fixture(scope="module")
 def server(stack, tmp_path_factory):
+    """The predictor loaded from the registry: ``--model-uri models:/hllm-creator@champion`` (a real
+    MLflow registry in a sqlite store of this module)."""
+    import mlflow
+
+    from hllm_creator import tracking
     from hllm_creator.serving.process import serve_process
 
-    args = ["--model-dir", stack["model_dir"], "--artifacts", stack["artifacts"], "--items", stack["items"],
-            "--threads", "2"]
-    with serve_process("predictor", args, timeout=240, log_dir=tmp_path_factory.mktemp("log")) as h:
-        yield h
+    root = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("HLLM_WORKDIR", str(root))
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        with mlflow.start_run():
+            tracking.register_model(stack["model_dir"], aliases=("champion",))
+        args = ["--model-uri", "models:/hllm-creator@champion", "--artifacts", stack["artifacts"],
+                "--items", stack["items"], "--threads", "2"]
+        with serve_process("predictor", args, timeout=300, log_dir=root) as h:
+            yield h
 
 
 def metric(text: str, sample: str, **labels) -> float:
@@ -303,21 +322,3 @@ def test_concurrent_requests_are_batched(server, stack):
     s0, c0 = batch_stats(metrics0)
     s1, c1 = batch_stats(httpx.get(f"{server.url}/metrics").text)
     assert s1 - s0 == 24 and c1 - c0 < 24  # 24 instances in fewer model passes
-
-
-def test_load_from_registry_alias(stack, tmp_path):
-    """``--model-uri models:/hllm-creator@champion`` through the real MLflow registry (sqlite store)."""
-    import os
-
-    from hllm_creator import tracking
-    from hllm_creator.serving.process import serve_process
-
-    import mlflow
-
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])  # this test's own sqlite store
-    with mlflow.start_run():
-        tracking.register_model(stack["model_dir"], aliases=("champion",))
-    args = ["--model-uri", "models:/hllm-creator@champion", "--artifacts", stack["artifacts"],
-            "--items", stack["items"], "--threads", "1"]
-    with serve_process("predictor", args, timeout=240, log_dir=tmp_path) as h:
-        check_good_answer(h.url, stack)

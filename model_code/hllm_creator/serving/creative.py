@@ -36,14 +36,11 @@ class Creative(BatchedModel):
                                          max_new_tokens=2)])
 
     def count_tokens(self, texts: list[str]) -> int:
-        tok = None
-        for attr in ("tokenizer", "creative_tokenizer"):
-            tok = getattr(self.assets.model, attr, None)
-            if tok is not None:
-                break
+        """Tokens of the decoded outputs, by the Creative LLM's tokenizer (special tokens excluded)."""
+        tok = (getattr(self.assets.model, "tokenizers", None) or {}).get("creative")
         if tok is None:
             return sum(len(t.split()) for t in texts)
-        return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts if t)
 
     def run_batch(self, insts: list[CreativeInstance]) -> list[dict]:
         import torch
@@ -67,7 +64,7 @@ class Creative(BatchedModel):
                                         [p[0] for p in prompts], [p[1] for p in prompts],
                                         do_sample=first.do_sample, temperature=float(first.temperature),
                                         top_p=float(first.top_p), max_new_tokens=first.max_new_tokens,
-                                        seed=first.seed)
+                                        seed=first.seed, batch_size=max(1, len(ok)))
             raw = dict(zip(ok, outs))
             M.GENERATED_TOKENS.labels(model=self.name).inc(self.count_tokens(list(outs)))
         results = []
