@@ -76,15 +76,15 @@ PRESETS: dict[str, dict] = {
                  standin_rows=8, creative_per_step=2, cls_per_step=16, cls_negatives=32, cls_users=64,
                  lora=False, lr=1e-3, head_lr=3e-3, eval_users=64, save_steps=1000, logging_steps=1),
     # the pipeline's demo scale: SmolLM2 backbones, a few minutes on 2 cores
-    "demo": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=4, user_llm="smollm2-135m-instruct",
+    "demo": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=2, user_llm="smollm2-135m-instruct",
                             user_layers=2, creative_llm="smollm2-135m-instruct", max_history=20,
-                            item_max_tokens=48),
+                            item_max_tokens=32),  # same Item LLM as "cpu": the item cache is shared
                  standin_rows=32, creative_per_step=2, cls_per_step=128, cls_negatives=256, cls_epochs=1.0,
                  lr=2e-4, head_lr=2e-3, eval_users=2000, save_steps=1000),
     # the full CPU run (issue 4 "done when"): ~12 min on 2 free cores
-    "cpu": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=6, user_llm="smollm2-135m-instruct",
+    "cpu": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=2, user_llm="smollm2-135m-instruct",
                            user_layers=4, creative_llm="smollm2-135m-instruct", max_history=30,
-                           item_max_tokens=48),
+                           item_max_tokens=32),
                 standin_rows=192, creative_per_step=2, cls_per_step=96, cls_negatives=256, cls_epochs=2.0,
                 lr=2e-4, head_lr=2e-3, eval_users=None, save_steps=100),
     # GPU: full backbones, ZeRO-2, bf16, flash-attn when importable, gradient checkpointing

@@ -258,11 +258,17 @@ def run_train(cfg: TrainConfig) -> dict:
         deepspeed=cfg.deepspeed, disable_tqdm=False,
     )
     history: list[dict] = []
-    with tracking.step_run("train", cfg, tags={"standin_data": str(standin).lower()}) as run:
-        tracking.log_metrics({"params_trainable": n_train, "params_total": n_all, "steps": len(bundles),
-                              "creative_rows": len(td.rows), "cls_users": len(td.cls_pos),
-                              "bf16": float(use_bf16)})
-        if standin:
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun/deepspeed only rank 0 talks to MLflow
+    import contextlib
+
+    ctx = (tracking.step_run("train", cfg, tags={"standin_data": str(standin).lower()}) if rank0
+           else contextlib.nullcontext(None))
+    with ctx as run:
+        if rank0:
+            tracking.log_metrics({"params_trainable": n_train, "params_total": n_all, "steps": len(bundles),
+                                  "creative_rows": len(td.rows), "cls_users": len(td.cls_pos),
+                                  "bf16": float(use_bf16)})
+        if standin and rank0:
             tracking.log_json({"note": tdata.STANDIN_NOTE, "rows": len(rows)}, "standin_data")
         trainer = _trainer_cls()(model=model, args=args, train_dataset=tdata.BundleDataset(bundles),
                                  data_collator=collator, head_lr=cfg.head_lr,
@@ -281,7 +287,7 @@ def run_train(cfg: TrainConfig) -> dict:
         model = trainer.accelerator.unwrap_model(trainer.model)
         model.eval()
 
-        is_main = trainer.is_world_process_zero()
+        is_main = trainer.is_world_process_zero() and rank0
         metrics = {"train_seconds": train_s, "train_loss": float(result.training_loss)}
         trend = loss_trend(history)
         ev = None
@@ -321,5 +327,5 @@ def run_train(cfg: TrainConfig) -> dict:
             tracking.log_metrics(metrics)
             if cfg.register_model:
                 tracking.register_model(cfg.out)
-        return {"out": cfg.out, "run_id": run.info.run_id, "eval": ev, "metrics": metrics, "loss_trend": trend,
+        return {"out": cfg.out, "run_id": run.info.run_id if run is not None else None, "eval": ev, "metrics": metrics, "loss_trend": trend,
                 "history": history, "standin": standin, "steps": len(bundles)}

@@ -1,0 +1,77 @@
+"""train: HLLM-Creator training (four losses), evaluation vs baselines, model dir + MLflow registration.
+
+Glue only: the work is ``hllm_creator.train.trainer.run_train``.
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components._images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train(
+    dataset: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    train_set: Input[Dataset] = None,
+    preset: str = "demo",
+    max_steps: int = 0,
+    cls_epochs: float = 0.0,
+    creative_rows: int = 0,
+    eval_users: int = 0,
+    lora: bool = True,
+    bf16: str = "auto",
+    deepspeed: str = "",
+    register: bool = True,
+    seed: int = 0,
+    mlflow_parent_run_id: str = "",
+):
+    """Train HLLM-Creator and write its model dir (weights, configs, tokenizers, eval.json).
+
+    Args:
+        dataset: Dataset dir (items.parquet, interactions.parquet, manifest.json).
+        model: Output model dir (HLLMCreator.load reads it; inference and serving use it).
+        metrics: Held-out Recall@10 / NDCG@10 / AUC of the predictor and its baselines, final losses.
+        train_set: Teacher training set (a dir holding train.parquet, or the parquet itself);
+            absent = a deterministic STAND-IN set built from the dataset (not teacher data).
+        preset: tiny | demo | cpu | gpu (see docs/train.md).
+        max_steps: Override the number of optimizer steps (0 = preset).
+        cls_epochs: Passes over all users for the cls objective (0 = preset).
+        creative_rows: Use at most N rows of the training set (0 = all).
+        eval_users: Held-out users to evaluate (0 = preset).
+        lora: LoRA adapters on the Creative LLM (merged into the saved weights).
+        bf16: auto | on | off.
+        deepspeed: DeepSpeed JSON config path inside the image ("" = none).
+        register: Register the model in MLflow with alias "candidate".
+        seed: Random seed.
+        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
+    """
+    import os
+    from pathlib import Path
+
+    from hllm_creator.train.config import build_config
+    from hllm_creator.train.trainer import run_train
+
+    if mlflow_parent_run_id:
+        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
+    train_parquet = None
+    if train_set is not None and train_set.path:
+        p = Path(train_set.path)
+        train_parquet = str(p / "train.parquet" if p.is_dir() else p)
+    cfg = build_config(preset, data=dataset.path, out=model.path, train_parquet=train_parquet,
+                       max_steps=max_steps or None, cls_epochs=cls_epochs or None,
+                       max_creative_rows=creative_rows or None, eval_users=eval_users or None, lora=lora,
+                       bf16=bf16, deepspeed=deepspeed or None, register_model=register, seed=seed)
+    res = run_train(cfg)
+    ev = res["eval"]
+    for name in ("model", "popularity", "random"):
+        for k in ("recall@10", "ndcg@10", "auc"):
+            metrics.log_metric(f"{name}_{k}", float(ev[name][k]))
+    for k, v in res["loss_trend"].items():
+        metrics.log_metric(f"{k}_last", float(v["last"]))
+    import json
+
+    model_hash = json.loads((Path(model.path) / "model_hash.json").read_text())["model_hash"]
+    model.metadata.update({"model_hash": model_hash, "mlflow_run_id": res["run_id"],
+                           "standin_data": res["standin"], "steps": res["steps"]})
