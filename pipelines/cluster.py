@@ -81,8 +81,9 @@ def submit(preset: Preset, *, host: str, experiment: str, run_name: str, namespa
     compile_pipeline(preset, out, parent_run_id=parent_id)
     client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
     res = client.create_run_from_pipeline_package(
-        str(out), arguments={"data_dir": data_dir, "llm_base_url": llm_base_url,
-                             "mlflow_parent_run_id": parent_id or ""},
+        # the parent id is compiled into every task's env (HLLM_PARENT_RUN_ID), not passed as the
+        # `mlflow_parent_run_id` argument: an argument that changes per run would defeat caching
+        str(out), arguments={"data_dir": data_dir, "llm_base_url": llm_base_url},
         run_name=run_name, experiment_name=experiment, namespace=namespace, enable_caching=True)
     if parent_id:
         import mlflow

@@ -79,13 +79,24 @@ def _is_artifact(type_: str) -> bool:
     return "." in str(type_) or "Artifact" in str(type_) or str(type_).startswith("system.")
 
 
-def call(step: str, comp, pool: dict[str, Any], preset_args: dict[str, Any]) -> dsl.PipelineTask:
-    """Call ``comp`` with the inputs it declares, taken from ``preset_args`` then ``pool``."""
+def call(step: str, comp, pool: dict[str, Any], step_args: dict[str, Any],
+         common_args: dict[str, Any] | None = None) -> dsl.PipelineTask:
+    """Call ``comp`` with the inputs it declares: the step's own preset arguments (each must be an
+    input of the component: a typo is an error), then the preset's common arguments, then ``pool``
+    (pipeline parameters and upstream outputs, by name or alias)."""
     inputs, _ = component_io(comp)
+    unknown = set(step_args) - set(inputs)
+    if unknown:
+        raise WiringError(f"step {step}: preset sets {sorted(unknown)}, which component {comp.name!r} does not "
+                          f"take; its inputs: {sorted(inputs)}")
+    common_args = common_args or {}
     kwargs, missing = {}, []
     for name, spec in inputs.items():
-        if name in preset_args:
-            kwargs[name] = preset_args[name]
+        if name in step_args:
+            kwargs[name] = step_args[name]
+            continue
+        if name in common_args:
+            kwargs[name] = common_args[name]
             continue
         value = pool.get(name)
         if value is None:
@@ -100,9 +111,6 @@ def call(step: str, comp, pool: dict[str, Any], preset_args: dict[str, Any]) -> 
     if missing:
         raise WiringError(f"step {step}: no value for required input(s) {missing}; "
                           f"available: {sorted(k for k, v in pool.items() if v is not None)}")
-    unknown = set(preset_args) - set(inputs)
-    if unknown:
-        log.debug("step %s: preset arguments not taken by the component: %s", step, sorted(unknown))
     return comp(**kwargs)
 
 
@@ -207,7 +215,7 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
         tasks: dict[str, dsl.PipelineTask] = {}
 
         def step(name: str) -> dsl.PipelineTask:
-            t = call(name, comps[name], pool, preset.step_args(name))
+            t = call(name, comps[name], pool, getattr(preset, name), preset.common)
             _configure(t, name, preset, local=local, parent_run_id=parent_run_id)
             pool.update(_outputs(t, name))
             tasks[name] = t
@@ -217,7 +225,7 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
         step("train")
         with dsl.ParallelFor(items=shard_items, parallelism=n, name="embed-shards") as shard:
             shard_pool = {**pool, shard_name: shard, "n_shards": n, "num_shards": n, "shard_count": n}
-            et = call("embed", comps["embed"], shard_pool, preset.step_args("embed"))
+            et = call("embed", comps["embed"], shard_pool, preset.embed, preset.common)
             _configure(et, "embed", preset, local=local, parent_run_id=parent_run_id)
         embed_outs = component_io(comps["embed"])[1]
         merge_inputs = component_io(merge)[0]
@@ -225,7 +233,7 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
         if len(art_in) != 1 or not embed_outs:
             raise WiringError(f"embed_merge must take exactly one list-of-artifacts input (has {art_in})")
         emb_out = next(k for k, sp in embed_outs.items() if _is_artifact(sp.type))
-        mt = call("embed", merge, {**pool, art_in[0]: dsl.Collected(et.outputs[emb_out])}, {})
+        mt = call("embed_merge", merge, {**pool, art_in[0]: dsl.Collected(et.outputs[emb_out])}, {})
         _configure(mt, "embed_merge", preset, local=local, parent_run_id=parent_run_id)
         mt.set_display_name("embed-merge")
         pool.update(_outputs(mt, "embed"))

@@ -50,8 +50,8 @@ class PipelineResources(_Strict):
 class Preset(_Strict):
     name: str
     description: str
-    # Step arguments, by component (only the keys a component declares are passed to it).
-    common: dict[str, Any] = Field(default_factory=dict)  # offered to every step (e.g. backbones)
+    # Step arguments, by component: every key must be an input of that step's component.
+    common: dict[str, Any] = Field(default_factory=dict)  # offered to every step that declares the key
     dataset_construct: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     embed: dict[str, Any] = Field(default_factory=dict)
@@ -79,10 +79,10 @@ def _tiny() -> Preset:
     return Preset(
         name="tiny",
         description="CI: tiny random LLaMA backbones, a handful of users, a few tokens from the teacher/judge.",
-        common={"backbone": "tiny-llama", "seed": 0},
+        common={"seed": 0},
         dataset_construct={"max_users": 6, "max_tokens": 48, "llm_filter": False},
-        train={"epochs": 1, "max_steps": 2, "batch_size": 2, "max_users": 16},
-        embed={"batch_size": 8, "max_users": 16},
+        train={"preset": "tiny"},
+        embed={"batch_size": 8, "max_users": 12},
         cluster={"k": 2, "min_cluster_size": 1, "niter": 5},
         match={"n_ads": 3, "top_k": 1},
         generate={"max_new_tokens": 8, "max_pairs": 3, "batch_size": 4},
@@ -96,10 +96,10 @@ def _demo() -> Preset:
     return Preset(
         name="demo",
         description="2-core CPU: SmolLM2-135M as teacher, backbone (first layers) and judge; whole pipeline <= 30 min.",
-        common={"backbone": "smollm2-135m-instruct", "seed": 0},
+        common={"seed": 0},
         dataset_construct={"max_users": 48, "max_tokens": 96, "llm_filter": False},
-        train={"epochs": 1, "max_users": 2000, "batch_size": 4},
-        embed={"batch_size": 64, "max_users": 2000},
+        train={"preset": "demo"},
+        embed={"batch_size": 64, "max_users": 1000, "bf16": True},
         cluster={"k": 16, "min_cluster_size": 5},
         match={"n_ads": 12, "top_k": 2},
         generate={"max_new_tokens": 24, "max_pairs": 24, "batch_size": 8},
@@ -113,17 +113,19 @@ def _production() -> Preset:
     return Preset(
         name="production",
         description="GPU nodes: full-size backbones, all users, sharded embedding, external OpenAI-compatible teacher/judge.",
-        common={"backbone": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "seed": 0},
+        common={"seed": 0},
         dataset_construct={"max_users": 20000, "max_tokens": 256, "llm_filter": True},
-        train={"epochs": 3, "batch_size": 16},
-        embed={"batch_size": 256},
-        cluster={"k": 256, "min_cluster_size": 20},
+        # one process on one GPU with ZeRO-3 (the config ships in the GPU image); multi-GPU / multi-node
+        # training goes through torchrun or Kubeflow Trainer outside this single-pod task
+        train={"preset": "gpu", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on"},
+        embed={"batch_size": 256, "bf16": True},
+        cluster={"k_sweep": "128,256,512", "min_cluster_size": 20},
         match={"n_ads": 1000, "top_k": 10},
         generate={"max_new_tokens": 48, "batch_size": 64},
         gsb_eval={"max_samples": 500, "max_tokens": 32},
         n_embed_shards=8,
         resources=PipelineResources(steps={
-            "train": StepResources(cpu="16", memory="128G", accelerator_type="nvidia.com/gpu", accelerator_limit=8),
+            "train": StepResources(cpu="16", memory="128G", accelerator_type="nvidia.com/gpu", accelerator_limit=1),
             "embed": _GPU,
             "generate": _GPU,
             "cluster": StepResources(cpu="8", memory="32G"),
