@@ -117,6 +117,6 @@ def llm_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def infer_workflow(tmp_path_factory):
     """(small dataset dir: first 60 bundled users, tiny untrained model dir), built once (infer tests)."""
-    from hllm_creator.infer.testing import tiny_workflow
+    from hllm_creator.infer.testing import shared_tiny_workflow
 
-    return tiny_workflow(tmp_path_factory.mktemp("infer"), n_users=60)
+    return shared_tiny_workflow(60)

@@ -13,8 +13,13 @@ def small_dataset(out: str | Path, n_users: int = 60, *, source: str | Path | No
     from hllm_creator.data.prepare import prepare, prepare_bundled
 
     if source is None:
+        import shutil
+
         tmp = Path(tempfile.mkdtemp(prefix="hllm-bundled-"))
-        full = prepare_bundled(tmp / "amazon_scientific")
+        try:
+            full = prepare_bundled(tmp / "amazon_scientific")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     else:
         full = load_dataset(source)
     users = sorted(full.interactions["user_id"].unique())[:n_users]
@@ -33,3 +38,35 @@ def tiny_workflow(root: str | Path, n_users: int = 60):
     small_dataset(data, n_users)
     model = tiny_model_dir(root / "model")
     return data, Path(model)
+
+
+_SHARED: dict = {}
+
+
+def shared_tiny_workflow(n_users: int = 60):
+    """``tiny_workflow`` built once per process (a temp dir), for test modules that cannot share a
+    pytest fixture (component tests live outside tests/). Read-only: do not write into it."""
+    if n_users not in _SHARED:
+        import atexit
+        import shutil
+
+        root = Path(tempfile.mkdtemp(prefix="hllm-infer-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _SHARED[n_users] = tiny_workflow(root, n_users)
+    return _SHARED[n_users]
+
+
+def isolate_tracking(monkeypatch, tmp_path) -> str:
+    """Point MLflow (and the embedded work dir) at a fresh sqlite store under ``tmp_path``."""
+    monkeypatch.setenv("HLLM_WORKDIR", str(tmp_path / ".hllm"))
+    uri = f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("HLLM_PARENT_RUN_ID", raising=False)
+    return uri
+
+
+def init_tracking_store() -> None:
+    """Create the sqlite store's tables now, so parallel subprocess tasks do not race to migrate it."""
+    from hllm_creator.tracking import ensure_experiment
+
+    ensure_experiment()

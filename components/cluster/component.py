@@ -1,0 +1,52 @@
+"""cluster: faiss k-means of the user embeddings (glue for ``hllm_creator.infer.cluster.run``)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+
+from components._images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def cluster(
+    embeddings: Input[Dataset],
+    clusters: Output[Artifact],
+    metrics: Output[Metrics],
+    k: int = 0,
+    k_sweep: str = "",
+    metric: str = "l2",
+    min_cluster_size: int = 5,
+    niter: int = 25,
+    seed: int = 0,
+    mlflow_parent_run_id: str = "",
+):
+    """K-means clusters of the users; members assigned with the metric the centroids were trained with.
+
+    Args:
+        embeddings: Dir (or file) with user_embeddings.parquet from embed / embed_merge.
+        clusters: Output dir: centroids.npy, member_means.npy, assignments.parquet, cluster_meta.json.
+        metrics: K, inertia, silhouette, Davies-Bouldin, min/max cluster size.
+        k: Number of clusters (0 = use k_sweep).
+        k_sweep: Comma-separated candidate Ks, e.g. "8,16,32": the best silhouette wins.
+        metric: "l2" (L2 k-means, L2 assignment) or "cosine" (normalized, spherical, inner product).
+        min_cluster_size: Clusters with fewer members are merged into the nearest other cluster.
+        niter: k-means iterations.
+        seed: Seed of the k-means++ initialisation and the silhouette sample.
+        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
+    """
+    import os
+
+    from hllm_creator.infer.cluster import ClusterConfig, run
+
+    if mlflow_parent_run_id:
+        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
+    sweep = [int(x) for x in k_sweep.split(",") if x.strip()]
+    cfg = ClusterConfig(k=k or None, k_sweep=sweep if not k else [], metric=metric,
+                        min_cluster_size=min_cluster_size, niter=niter, seed=seed)
+    res = run(embeddings.path, clusters.path, cfg, progress=False)
+    m = res.meta
+    clusters.metadata.update({"k": m["k"], "metric": m["metric"], "normalized": m["normalized"], "users": m["n"]})
+    for name in ("k", "inertia", "silhouette", "davies_bouldin"):
+        if m.get(name) is not None and m[name] == m[name]:  # skip NaN
+            metrics.log_metric(name, float(m[name]))
+    metrics.log_metric("min_cluster_size", float(min(m["sizes"])))
+    metrics.log_metric("max_cluster_size", float(max(m["sizes"])))

@@ -1,0 +1,71 @@
+"""embed + embed_merge: user embeddings for one shard of the users, and the merge of all shards.
+
+The pipeline fans ``embed`` out with ``dsl.ParallelFor`` over ``shard`` = "0/n" .. "n-1/n" and
+collects the shard outputs into ``embed_merge``. Glue only: the work is
+``hllm_creator.infer.embed.run`` / ``merge_shards``.
+"""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components._images import CPU_IMAGE, GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def embed(
+    model: Input[Model],
+    data_dir: str,
+    embeddings: Output[Dataset],
+    shard: str = "0/1",
+    batch_size: int = 64,
+    item_batch_size: int = 32,
+    history: str = "no-test",
+    max_users: int = 0,
+    bf16: bool = False,
+    item_cache: str = "",
+    mlflow_parent_run_id: str = "",
+):
+    """User embeddings of one shard of the users (item embeddings cached by text + model hash).
+
+    Args:
+        model: Model dir written by the train step (HLLMCreator).
+        data_dir: Dataset dir (items.parquet, interactions.parquet, manifest.json).
+        embeddings: Output dir: user_embeddings.parquet (user_id, embedding) + embed_meta.json.
+        shard: "i/n": users with sha256(user_id) mod n == i; "0/1" = all users.
+        batch_size: Users per User-LLM forward.
+        item_batch_size: Items per Item-LLM forward.
+        history: "no-test" (all clicks but the test target) or "all".
+        max_users: Only the first N users of the shard (0 = all).
+        bf16: bf16 autocast for the Item/User LLMs.
+        item_cache: Item-embedding cache parquet ("" = default under the model cache dir).
+        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
+    """
+    import os
+
+    from hllm_creator.infer.embed import EmbedConfig, parse_shard, run
+
+    if mlflow_parent_run_id:
+        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
+    i, n = parse_shard(shard)
+    cfg = EmbedConfig(model_dir=model.path, data_dir=data_dir, shard_index=i, shard_count=n,
+                      batch_size=batch_size, item_batch_size=item_batch_size, history=history,
+                      max_users=max_users or None, bf16=bf16, item_cache=item_cache or None)
+    meta = run(cfg, embeddings.path, progress=False)
+    embeddings.metadata.update({k: meta[k] for k in ("users", "shard_index", "shard_count", "model_hash",
+                                                     "items_encoded", "users_per_second")})
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def embed_merge(shards: Input[List[Dataset]], embeddings: Output[Dataset]):
+    """Merge the shard outputs of ``embed`` into one user_embeddings.parquet (all shards, no user twice).
+
+    Args:
+        shards: The ``embeddings`` outputs of every embed shard (dsl.Collected).
+        embeddings: Output dir: the merged user_embeddings.parquet + embed_meta.json.
+    """
+    from hllm_creator.infer.embed import merge_shards
+
+    meta = merge_shards([s.path for s in shards], embeddings.path)
+    embeddings.metadata.update({k: meta[k] for k in ("users", "merged_from", "model_hash", "dim")})

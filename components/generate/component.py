@@ -1,0 +1,60 @@
+"""generate: one grounded title per selected (ad, cluster) + the per-user lookup
+(glue for ``hllm_creator.infer.generate.run``)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components._images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def generate(
+    model: Input[Model],
+    data_dir: str,
+    clusters: Input[Artifact],
+    matches: Input[Dataset],
+    creatives: Output[Dataset],
+    metrics: Output[Metrics],
+    batch_size: int = 16,
+    do_sample: bool = True,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    top_k: int = 50,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    max_pairs: int = 0,
+    mlflow_parent_run_id: str = "",
+):
+    """Personalized titles with the cluster centroid in the user slot; each grounding-checked.
+
+    Args:
+        model: Model dir written by the train step (HLLMCreator, its Creative LLM).
+        data_dir: Dataset dir.
+        clusters: Output dir of the cluster step.
+        matches: Output dir of the match step.
+        creatives: Output dir: creatives.parquet, lookup.parquet (user -> cluster -> title per ad),
+            generate_meta.json.
+        metrics: Generations, grounded, fallbacks (to the original title), fallback rate.
+        batch_size: (ad, cluster) pairs per generate call.
+        do_sample: Sample (True) or greedy decoding.
+        temperature: Sampling temperature.
+        top_p: Nucleus sampling mass.
+        top_k: Top-k sampling.
+        max_new_tokens: Longest generated title in tokens.
+        seed: Batch b is sampled with seed + b.
+        max_pairs: Only the first N selected pairs (0 = all).
+        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
+    """
+    import os
+
+    from hllm_creator.infer.generate import GenerateConfig, run
+
+    if mlflow_parent_run_id:
+        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
+    cfg = GenerateConfig(model_dir=model.path, data_dir=data_dir, matches=matches.path, clusters_dir=clusters.path,
+                         batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                         top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None)
+    meta = run(cfg, creatives.path, progress=False)
+    creatives.metadata.update({k: meta[k] for k in ("generations", "grounded", "fallbacks", "ads")})
+    for name in ("generations", "grounded", "fallbacks", "fallback_rate", "personalized_share", "titles_per_second"):
+        metrics.log_metric(name, float(meta[name]))

@@ -1,0 +1,51 @@
+"""match: score (ad, cluster) pairs with the Item-User predictor, pick the top-k clusters per ad
+(glue for ``hllm_creator.infer.match.run``)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components._images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def match(
+    model: Input[Model],
+    data_dir: str,
+    clusters: Input[Artifact],
+    matches: Output[Dataset],
+    metrics: Output[Metrics],
+    ads: str = "",
+    n_ads: int = 20,
+    top_k: int = 3,
+    threshold: float = -1.0,
+    batch_size: int = 256,
+    mlflow_parent_run_id: str = "",
+):
+    """Match scores of every (ad, cluster) pair; the top_k clusters per ad are selected.
+
+    Args:
+        model: Model dir written by the train step (HLLMCreator, its Item-User predictor).
+        data_dir: Dataset dir.
+        clusters: Output dir of the cluster step.
+        matches: Output dir: matches.parquet (item_id, cluster_id, score, rank, selected) + match_meta.json.
+        metrics: Pairs scored/selected, mean and min coverage.
+        ads: Comma-separated ad item ids ("" = the n_ads most-clicked items).
+        n_ads: Number of default ads.
+        top_k: Clusters selected per ad.
+        threshold: Minimum match score to select (negative = no threshold).
+        batch_size: Clusters per predictor call.
+        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
+    """
+    import os
+
+    from hllm_creator.infer.match import MatchConfig, run
+
+    if mlflow_parent_run_id:
+        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
+    cfg = MatchConfig(model_dir=model.path, data_dir=data_dir, clusters_dir=clusters.path,
+                      ads=[a.strip() for a in ads.split(",") if a.strip()], n_ads=n_ads, top_k=top_k,
+                      threshold=threshold if threshold >= 0 else None, batch_size=batch_size)
+    meta = run(cfg, matches.path, progress=False)
+    matches.metadata.update({"ads": len(meta["ads"]), "k": meta["k"], "pairs_selected": meta["pairs_selected"]})
+    for name in ("pairs_scored", "pairs_selected", "mean_coverage", "min_coverage"):
+        metrics.log_metric(name, float(meta[name]))
