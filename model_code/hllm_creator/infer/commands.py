@@ -52,6 +52,9 @@ def embed_cmd(
                                               help="Item-embedding cache parquet (keyed by item text + model "
                                                    "hash). Default: <cache dir>/item_cache/<model_hash>.parquet."),
     max_users: Optional[int] = typer.Option(None, "--max-users", help="Only the first N users (smoke runs)."),
+    model_item_cache: bool = typer.Option(True, "--model-item-cache/--no-model-item-cache",
+                                          help="Seed the item cache with the model dir's item_embeddings.parquet "
+                                               "(the frozen item vectors training used; same model hash only)."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast for the Item/User LLMs (faster on AMX CPUs "
                                                     "and GPUs; slightly different embeddings)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -63,7 +66,7 @@ def embed_cmd(
     cfg = _config(EmbedConfig, model_dir=str(model), data_dir=str(data), shard_index=i, shard_count=n,
                       batch_size=batch_size, item_batch_size=item_batch_size, history=history,
                       item_cache=str(item_cache) if item_cache else None, max_users=max_users,
-                      bf16=bf16)
+                      bf16=bf16, seed_from_model_dir=model_item_cache)
     meta = run(cfg, out, progress=not quiet)
     typer.echo(f"wrote {out}/user_embeddings.parquet: {meta['users']:,} users (shard {i}/{n}), "
                f"{meta['items_encoded']:,} items encoded, {meta['items_from_cache']:,} from cache, "

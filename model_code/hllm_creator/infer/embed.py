@@ -44,6 +44,9 @@ class EmbedConfig(StepConfig):
     history: Literal["no-test", "all"] = "no-test"
     item_cache: str | None = Field(None, description="Item-cache parquet; default under the model cache dir.")
     max_users: int | None = Field(None, ge=1, description="Only the first N users of the shard (smoke runs).")
+    seed_from_model_dir: bool = Field(True, description="Seed the item cache with the model dir's "
+                                      "item_embeddings.parquet (the frozen item vectors training used) when "
+                                      "its model_hash matches.")
     bf16: bool = Field(False, description="bf16 autocast for the Item/User LLMs (about 2-4x faster on AMX "
                                           "CPUs/GPUs; embeddings differ slightly from fp32, so the item "
                                           "cache key includes the precision).")
@@ -118,6 +121,39 @@ def max_history(model) -> int | None:
 def cache_id(model, bf16: bool = False) -> str:
     """The item-cache key prefix: the model hash (+ ``-bf16`` for bf16-encoded items)."""
     return f"{model.model_hash}-bf16" if bf16 else model.model_hash
+
+
+def seed_cache(cache, model, model_dir: str | Path, items: pd.DataFrame) -> int:
+    """Put the model dir's ``item_embeddings.parquet`` (item_id, embedding; written by train with the
+    frozen Item LLM) into ``cache`` under each item's text, when ``item_embeddings.json`` names this
+    model's hash. Returns how many entries were added (0 when absent, stale or of another dim)."""
+    from hllm_creator.infer.item_cache import cache_key
+
+    d = Path(model_dir)
+    f, j = d / "item_embeddings.parquet", d / "item_embeddings.json"
+    if not (f.exists() and j.exists()):
+        return 0
+    import json
+
+    try:
+        if json.loads(j.read_text()).get("model_hash") != model.model_hash:
+            log.info("item_embeddings.parquet in %s is for another model hash: not used", d)
+            return 0
+        df = pd.read_parquet(f)
+    except Exception as e:  # a broken optional cache is skipped, not fatal
+        log.warning("cannot read %s (%s): not used", f, e)
+        return 0
+    texts = item_texts(items)
+    added = 0
+    for iid, v in zip(df["item_id"], df["embedding"]):
+        t = texts.get(iid)
+        if t is None or len(v) != model.item_hidden_size:
+            continue
+        k = cache_key(cache.model_hash, t)
+        if k not in cache._mem:
+            cache._mem[k] = np.asarray(v, dtype=np.float32)
+            added += 1
+    return added
 
 
 def item_texts(items: pd.DataFrame) -> dict[str, str]:
@@ -198,6 +234,7 @@ def run(cfg: EmbedConfig, out: str | Path, *, progress: bool = True, model=None)
     if cfg.max_users:
         hist = hist.iloc[:cfg.max_users]
     cache = ItemCache(cache_id(model, cfg.bf16), cfg.item_cache)
+    seeded = seed_cache(cache, model, cfg.model_dir, ds.items) if cfg.seed_from_model_dir else 0
     cached_before = len(cache)
     with tracking.step_run("embed", cfg):
         t1 = time.time()
@@ -213,6 +250,7 @@ def run(cfg: EmbedConfig, out: str | Path, *, progress: bool = True, model=None)
                 "users_without_clicks": int(no_clicks), "dim": int(emb.shape[1]) if len(emb) else 0,
                 "items_encoded": cache.misses, "items_from_cache": cache.hits,
                 "item_cache": str(cache.path), "item_cache_entries_before": cached_before,
+                "seeded_from_model_dir": seeded,
                 "embed_seconds": round(secs, 2), "total_seconds": round(time.time() - t0, 2),
                 "users_per_second": round(len(users) / max(secs, 1e-9), 2)}
         write_json(meta, out / EMBED_META)
