@@ -35,7 +35,7 @@ def server(stack, tmp_path_factory):
     from hllm_creator.serving.process import serve_process
 
     args = ["--model-dir", stack["model_dir"], "--artifacts", stack["artifacts"], "--items", stack["items"],
-            "--threads", "2", "--batch-wait-ms", "50"]
+            "--threads", "1", "--batch-wait-ms", "50"]
     with serve_process("creative", args, timeout=240, log_dir=tmp_path_factory.mktemp("log")) as h:
         yield h
 

@@ -52,7 +52,7 @@ def server(stack, tmp_path_factory):
         with mlflow.start_run():
             tracking.register_model(stack["model_dir"], aliases=("champion",))
         args = ["--model-uri", "models:/hllm-creator@champion", "--artifacts", stack["artifacts"],
-                "--items", stack["items"], "--threads", "2"]
+                "--items", stack["items"], "--threads", "1"]
         with serve_process("predictor", args, timeout=300, log_dir=root) as h:
             yield h
 

@@ -27,6 +27,7 @@ import numpy as np
 from hllm_creator.serving.schemas import HISTORY_KEPT, MAX_BODY_BYTES, looks_like_id
 
 log = logging.getLogger(__name__)
+TITLE_LRU = 50_000  # free-text history titles kept embedded in memory
 
 
 # ---- model source ------------------------------------------------------------------------------
@@ -67,7 +68,6 @@ class ServingAssets:
     matched_items: set = field(default_factory=set)
     item_cache: Any = None
     _title_lru: OrderedDict = field(default_factory=OrderedDict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- item embeddings
     def item_text_of(self, item_id: str) -> str:
@@ -83,24 +83,42 @@ class ServingAssets:
         return e.detach().float().cpu().numpy() if hasattr(e, "detach") else np.asarray(e, np.float32)
 
     def item_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        """Embeddings for item texts (cached by (model hash, text); unknown ones encoded in one call)."""
+        """Embeddings of catalog item texts (ItemCache keyed by (model hash, text); misses encoded in one call)."""
         if not texts:
             return np.zeros((0, int(self.model.item_hidden_size)), np.float32)
         return self.item_cache.get(list(texts), self._encode, batch_size=64, progress=False)
 
-    def history_texts(self, history: list[str]) -> tuple[list[str], HistoryInfo]:
+    def title_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of free-text history titles: a bounded LRU (TITLE_LRU entries), misses encoded in one call."""
+        d = int(self.model.item_hidden_size)
+        if not texts:
+            return np.zeros((0, d), np.float32)
+        lru = self._title_lru
+        missing = list(dict.fromkeys(t for t in texts if t not in lru))
+        if missing:
+            for t, e in zip(missing, self._encode(missing)):
+                lru[t] = e
+        out = np.stack([lru[t] for t in texts]).astype(np.float32)
+        for t in texts:
+            lru.move_to_end(t)
+        while len(lru) > TITLE_LRU:
+            lru.popitem(last=False)
+        return out
+
+    def history_texts(self, history: list[str]) -> tuple[list[tuple[bool, str]], HistoryInfo]:
+        """The last HISTORY_KEPT entries -> [(is_catalog_item, item text)]; unknown ids dropped."""
         from hllm_creator.data.text import item_text
 
         info = HistoryInfo()
         texts = []
         for e in history[-HISTORY_KEPT:]:
             if e in self.items:
-                texts.append(self.item_text_of(e))
+                texts.append((True, self.item_text_of(e)))
             elif looks_like_id(e):
                 info.unknown_ids += 1
             else:
                 info.titles += 1
-                texts.append(item_text({"title": e}))
+                texts.append((False, item_text({"title": e})))
         info.used = len(texts)
         return texts, info
 
@@ -113,8 +131,14 @@ class ServingAssets:
             t, info = self.history_texts(h)
             per.append(t)
             infos.append(info)
-        flat = [t for ts in per for t in ts]
-        emb = self.item_embeddings(flat)
+        flat = [x for ts in per for x in ts]
+        emb = np.zeros((len(flat), int(self.model.item_hidden_size)), np.float32)
+        cat = [i for i, (c, _) in enumerate(flat) if c]
+        free = [i for i, (c, _) in enumerate(flat) if not c]
+        if cat:
+            emb[cat] = self.item_embeddings([flat[i][1] for i in cat])
+        if free:
+            emb[free] = self.title_embeddings([flat[i][1] for i in free])
         seqs, rows, o = [], [], 0
         for i, ts in enumerate(per):
             if ts:
@@ -216,6 +240,11 @@ def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path
         cat = _read_items(Path(items))
         cat.update({k: v for k, v in a.items.items() if k not in cat})
         a.items = cat
+    if a.items:  # every catalog item embedded before ready: the request path only looks them up
+        t1 = time.time()
+        a.item_embeddings([a.item_text_of(i) for i in a.items])
+        log.info("item embeddings of %d catalog items ready in %.1fs (cache misses: %d)", len(a.items),
+                 time.time() - t1, cache.misses)
     log.info("serving assets loaded in %.1fs: %d items, %s clusters, %d selected pairs, %d creatives",
              time.time() - t0, len(a.items), None if a.centroids is None else len(a.centroids),
              len(a.selected), len(a.creatives))
@@ -407,7 +436,9 @@ def serve(model, host: str, port: int, load: Callable[[], None]) -> None:
         base = _Bound
     base.host = host
     install_http_guards(ms.app)
-    server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1)
+    # per-request latency log lines off (KServe's Prometheus histograms carry the same figures)
+    server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     server.register_model(model)
 
     async def _ready() -> bool:  # /v2/health/ready follows the model: 503 until loaded
@@ -439,6 +470,19 @@ def tiny_serving_stack(out: str | Path, *, n_users: int = 48, k: int = 3, n_ads:
     predictor is exercised too. Returns paths and ids: model_dir, artifacts, items, users
     (user_id -> history item ids), ads, selected (list of (ad, cluster)), personalized pair.
     """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: 1 thread is faster, and far faster on a busy shared CPU
+    try:
+        return _tiny_serving_stack(Path(out), n_users=n_users, k=k, n_ads=n_ads, top_k=top_k, seed=seed,
+                                   generate=generate, data_dir=data_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: int, seed: int, generate: bool,
+                        data_dir: str | Path | None) -> dict:
     import pandas as pd
 
     from hllm_creator.data.prepare import prepare_bundled
@@ -447,7 +491,6 @@ def tiny_serving_stack(out: str | Path, *, n_users: int = 48, k: int = 3, n_ads:
     from hllm_creator.io import write_parquet
     from hllm_creator.model.testing import tiny_model_dir
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(data_dir) if data_dir is not None else out / "data"
     if not (data_dir / "items.parquet").exists():
