@@ -81,6 +81,7 @@ class LLMServerConfig(StepConfig):
     max_queue: int = Field(256, ge=1)
     dtype: str = Field("float32", pattern="^(float32|bfloat16)$")
     json_max_whitespace: int = Field(8, ge=1, le=64)  # consecutive whitespace allowed in constrained JSON
+    threads: int = Field(0, ge=0, le=256)  # torch intra-op threads; 0 = torch's default
     json_warmup: bool = True  # build the JSON-constraint token table at start (about 9 s, background)
 
     def served_name(self) -> str:
@@ -391,6 +392,8 @@ class LLMModel(kserve.Model):
         from hllm_creator.llm.backbone import load_causal_lm
 
         t0 = time.time()
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.cfg.dtype]
         backbone = load_causal_lm(self.cfg.model, dtype=dtype)
         self.engine = LLMEngine(backbone, self.limits, json_max_whitespace=self.cfg.json_max_whitespace)
