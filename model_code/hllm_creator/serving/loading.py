@@ -353,9 +353,21 @@ class GuardMiddleware:
 
         path = scope.get("path", "")
         started = False
+        too_large = False
+        msg413 = f"request body exceeds the limit of {self.max_body} bytes"
 
         async def _send(msg):
             nonlocal started
+            if too_large:  # whatever the app answers (FastAPI turns the error into a 400): a 413
+                if msg["type"] == "http.response.start" and not started:
+                    started = True
+                    count_status(path, 413)
+                    body = json.dumps({"error": msg413}).encode()
+                    await send({"type": "http.response.start", "status": 413,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                return
             if msg["type"] == "http.response.start":
                 started = True
                 count_status(path, msg["status"])
@@ -373,11 +385,12 @@ class GuardMiddleware:
         seen = 0
 
         async def _receive():
-            nonlocal seen
+            nonlocal seen, too_large
             msg = await receive()
             if msg.get("type") == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_body:
+                    too_large = True
                     raise _TooLarge()
             return msg
 
@@ -385,7 +398,7 @@ class GuardMiddleware:
             await self.app(scope, _receive, _send)
         except _TooLarge:
             if not started:
-                await self._reply(_send, 413, f"request body exceeds the limit of {self.max_body} bytes")
+                await _send({"type": "http.response.start", "status": 413, "headers": []})
 
 
 async def _validation_handler(request, exc):
