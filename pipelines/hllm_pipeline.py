@@ -146,6 +146,8 @@ def _configure(task: dsl.PipelineTask, step: str, preset: Preset, *, local: bool
                                           value=t.get("value"), effect=t.get("effect"))
     from kfp import kubernetes
 
+    if preset.resources.data_pvc:
+        kubernetes.mount_pvc(task, pvc_name=preset.resources.data_pvc, mount_path=preset.resources.data_mount)
     kubernetes.use_secret_as_env(task, secret_name=preset.resources.secret_name,
                                  secret_key_to_env={k: k for k in preset.resources.secret_keys})
     if parent_run_id:  # the MLflow parent run made by `hllm-creator submit`
@@ -208,11 +210,23 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
     finals = _final_outputs(comps)
     Outputs = typing.NamedTuple("Outputs", [(f, t) for f, _, _, t in finals])
 
-    def hllm_creator_pipeline(data_dir: str = "", llm_base_url: str = "", llm_model: str = preset.llm_model,
-                              mlflow_parent_run_id: str = ""):
+    default_data = "" if local else f"{preset.resources.data_mount}/amazon_scientific"
+
+    def hllm_creator_pipeline(data_dir: str = default_data, dataset_uri: str = "", llm_base_url: str = "",
+                              llm_model: str = preset.llm_model, mlflow_parent_run_id: str = ""):
         pool: dict[str, Any] = {"data_dir": data_dir, "llm_base_url": llm_base_url, "llm_model": llm_model,
                                 "mlflow_parent_run_id": mlflow_parent_run_id}
         tasks: dict[str, dsl.PipelineTask] = {}
+        # Components that take the dataset as an artifact (train: `dataset`) get it through an
+        # importer of `dataset_uri` (the local runner passes the dataset dir; on a cluster an
+        # object-store URI of the same data, e.g. s3://bucket/data/amazon_scientific).
+        needs_ds = [s for s in STEPS if "dataset" in component_io(comps[s])[0]
+                    and _is_artifact(component_io(comps[s])[0]["dataset"].type)]
+        provides_ds = any("dataset" in component_io(comps[s])[1] for s in STEPS)
+        if needs_ds and not provides_ds:
+            imp = dsl.importer(artifact_uri=dataset_uri, artifact_class=dsl.Dataset, reimport=False)
+            imp.set_display_name("dataset")
+            pool["dataset"] = imp.output
 
         def step(name: str) -> dsl.PipelineTask:
             t = call(name, comps[name], pool, getattr(preset, name), preset.common)

@@ -144,7 +144,7 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
                                enable_caching=enable_caching)
                 pipeline = build_pipeline(preset, local=True)
                 started = time.time()
-                task = pipeline(data_dir=str(data), llm_base_url=url, llm_model=model)
+                task = pipeline(data_dir=str(data), dataset_uri=str(data), llm_base_url=url, llm_model=model)
         run_dir = _latest_run_dir(pipeline_root, PIPELINE_NAME, started)
         outputs = _task_outputs(task)
         summary = summarize(outputs)

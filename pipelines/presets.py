@@ -41,6 +41,11 @@ class PipelineResources(_Strict):
     secret_name: str = "hllm-creator-env"
     secret_keys: list[str] = Field(default_factory=lambda: [
         "OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"])
+    # Steps read the dataset dir by path (`data_dir`): on a cluster it lives on this PVC, mounted
+    # at `data_mount` on every task (manifests/base/data-pvc.yaml); submit's default data_dir is
+    # <data_mount>/amazon_scientific. Train's dataset artifact is imported from `dataset_uri`.
+    data_pvc: str = "hllm-creator-data"
+    data_mount: str = "/data"
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     gpu_tolerations: list[dict[str, str]] = Field(default_factory=lambda: [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])

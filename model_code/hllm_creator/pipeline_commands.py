@@ -107,7 +107,10 @@ def submit_cmd(
     run_name: str = typer.Option(..., "--run-name", help="KFP run name (also the MLflow parent run name)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="KFP profile namespace (multi-user)."),
     preset: str = typer.Option("production", "--preset", "-p"),
-    data: str = typer.Option("", "--data", help="Dataset location inside the cluster (default: bundled)."),
+    data: str = typer.Option("", "--data", help="Dataset dir as the containers see it (default: "
+                                                "/data/amazon_scientific on the hllm-creator-data PVC)."),
+    dataset_uri: str = typer.Option(..., "--dataset-uri", help="Object-store URI of the same dataset dir "
+                                                               "(s3://..., gs://...): train's input artifact."),
     llm_url: str = typer.Option("", "--llm-url", help="Teacher/judge endpoint (default: the secret's OPENAI_BASE_URL)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="KFP_TOKEN", help="Bearer token for the KFP API."),
     no_parent_run: bool = typer.Option(False, "--no-parent-run",
@@ -123,6 +126,7 @@ def submit_cmd(
 
     p, _ = _preset(preset, sets)
     res = submit(p, host=host, experiment=experiment, run_name=run_name, namespace=namespace, data_dir=data,
+                 dataset_uri=dataset_uri,
                  llm_base_url=llm_url, existing_token=token, create_parent_run=not no_parent_run)
     for k, v in res.items():
         typer.echo(f"{k}: {v}")

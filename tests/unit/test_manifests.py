@@ -302,3 +302,16 @@ def test_runtime_args_parse_with_the_real_serving_cli(overlay_name):
             params = cmd.make_context(name, argv[2:], parent=sub_ctx).params
             assert params["port"] == 8080 and params["host"] == "0.0.0.0"
             assert params["model_dir"] == "/mnt/models/model" and params["artifacts"] == "/mnt/models/artifacts"
+
+
+def test_pipeline_settings_match_the_manifests():
+    """The PVC and secret the compiled pipeline mounts/reads exist in the manifests."""
+    from pipelines.presets import get_preset
+
+    res = get_preset("production").resources
+    docs = own_build(MANIFESTS / "overlays" / "gpu")
+    pvcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert res.data_pvc in pvcs and "ReadWriteMany" in pvcs[res.data_pvc]["spec"]["accessModes"]
+    secrets = [d for d in yaml.safe_load_all((MANIFESTS / "base" / "secret.example.yaml").read_text()) if d]
+    env = next(d for d in secrets if d["metadata"]["name"] == res.secret_name)
+    assert set(res.secret_keys) <= set(env["stringData"])
