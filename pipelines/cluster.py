@@ -43,18 +43,20 @@ def gpu_requests(spec: dict) -> dict[str, dict[str, Any]]:
 
 
 def check_compiled(path: str | Path) -> dict[str, Any]:
-    """Load the YAML back with kfp's own loader and check the GPU steps; returns a small report."""
+    """Load the YAML back with kfp's own loader and report executors, GPU requests and the
+    kubernetes platform settings (secrets as env, node selectors, tolerations, PVC mounts)."""
     import yaml
     from kfp import components
 
-    comp = components.load_component_from_file(str(path))
-    spec = yaml.safe_load(Path(path).read_text())
-    if isinstance(spec, list) or "pipelineSpec" in spec:
-        spec = spec.get("pipelineSpec", spec)
+    comp = components.load_component_from_file(str(path))  # raises on a malformed spec
+    docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+    spec = docs[0]
+    platform = next((d for d in docs[1:] if "platforms" in d), {}).get("platforms", {})
+    k8s = platform.get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
     gpus = gpu_requests(spec)
     steps_with_gpu = sorted({s for s in GPU_STEPS for label in gpus if label.startswith(f"exec-{s.replace('_', '-')}")})
     return {"name": comp.name, "executors": sorted(spec["deploymentSpec"]["executors"]), "gpu": gpus,
-            "gpu_steps": steps_with_gpu}
+            "gpu_steps": steps_with_gpu, "kubernetes": k8s, "spec": spec}
 
 
 def submit(preset: Preset, *, host: str, experiment: str, run_name: str, namespace: str | None = None,

@@ -95,7 +95,11 @@ def compile_cmd(
     from pipelines.cluster import check_compiled, compile_pipeline
 
     p, _ = _preset(preset, sets)
-    path = compile_pipeline(p, out)
+    try:
+        path = compile_pipeline(p, out)
+    except ValueError as e:  # bad --out, a preset key no component takes, a missing component
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
     rep = check_compiled(path)
     gpus = ", ".join(f"{k} x{v['count']}" for k, v in rep["gpu"].items()) or "none"
     typer.echo(f"wrote {path}: {len(rep['executors'])} executors; GPU requests: {gpus}")
@@ -125,6 +129,8 @@ def submit_cmd(
     from pipelines.cluster import submit
 
     p, _ = _preset(preset, sets)
+    if not dataset_uri.startswith(("s3://", "gs://", "minio://", "https://")):
+        raise typer.BadParameter(f"--dataset-uri must be an object-store URI (s3://, gs://, minio://), got {dataset_uri!r}")
     res = submit(p, host=host, experiment=experiment, run_name=run_name, namespace=namespace, data_dir=data,
                  dataset_uri=dataset_uri,
                  llm_base_url=llm_url, existing_token=token, create_parent_run=not no_parent_run)

@@ -1,0 +1,107 @@
+"""Compile the pipeline (production preset) and load it back with kfp's own loader: seven steps,
+the embed fan-out, GPU requests on train/embed/generate, kfp-kubernetes settings, caching, images."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+STEP_EXECUTORS = ("dataset-construct", "train", "embed", "embed-merge", "cluster", "match", "generate", "gsb-eval")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    from pipelines.cluster import check_compiled, compile_pipeline
+    from pipelines.presets import get_preset
+
+    out = compile_pipeline(get_preset("production"), tmp_path_factory.mktemp("c") / "hllm.yaml")
+    return out, check_compiled(out)
+
+
+def test_compiles_and_loads_back(compiled):
+    from kfp import components
+
+    path, rep = compiled
+    comp = components.load_component_from_file(str(path))
+    assert comp.name == "hllm-creator" == rep["name"]
+    for step in STEP_EXECUTORS:
+        assert f"exec-{step.replace('_', '-')}" in rep["executors"], (step, rep["executors"])
+    # pipeline parameters a run can set
+    params = rep["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert {"data_dir", "dataset_uri", "llm_base_url", "llm_model", "mlflow_parent_run_id"} <= set(params)
+
+
+def test_gpu_requests_on_train_embed_generate_only(compiled):
+    _, rep = compiled
+    assert rep["gpu_steps"] == ["embed", "generate", "train"]
+    for label, acc in rep["gpu"].items():
+        assert acc["type"] == "nvidia.com/gpu" and acc["count"] >= 1
+    assert set(rep["gpu"]) == {"exec-train", "exec-embed", "exec-generate"}
+
+
+def test_kubernetes_settings(compiled):
+    from pipelines.presets import get_preset
+
+    _, rep = compiled
+    res = get_preset("production").resources
+    k8s = rep["kubernetes"]
+    for step in STEP_EXECUTORS:
+        ex = k8s[f"exec-{step}"]
+        envs = {e["envVar"] for s in ex["secretAsEnv"] for e in s["keyToEnv"]}
+        assert {"OPENAI_BASE_URL", "OPENAI_API_KEY", "MLFLOW_TRACKING_URI"} <= envs
+        assert ex["secretAsEnv"][0]["secretName"] == res.secret_name
+        assert ex["pvcMount"][0]["mountPath"] == res.data_mount
+    for step in ("train", "embed", "generate"):
+        ex = k8s[f"exec-{step}"]
+        assert ex["nodeSelector"]["labels"] == res.gpu_node_selector
+        assert ex["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "nodeSelector" not in k8s["exec-cluster"]
+
+
+def test_fan_out_caching_and_images(compiled):
+    from components._images import CPU_IMAGE, GPU_IMAGE
+
+    path, rep = compiled
+    spec = rep["spec"]
+    text = path.read_text()
+    assert "parameterIterator" in text  # ParallelFor over the embed shards
+    loops = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    assert loops and "embed-merge" in spec["root"]["dag"]["tasks"] or any(
+        "embed-merge" in t.get("taskInfo", {}).get("name", "") for t in spec["root"]["dag"]["tasks"].values())
+    for t in spec["root"]["dag"]["tasks"].values():
+        if "componentRef" in t and not t["componentRef"]["name"].startswith("comp-importer"):
+            assert t.get("cachingOptions", {}).get("enableCache") is True, t["taskInfo"]
+    images = {label: ex["container"]["image"] for label, ex in spec["deploymentSpec"]["executors"].items()
+              if "container" in ex}
+    assert images["exec-train"] == GPU_IMAGE and images["exec-cluster"] == CPU_IMAGE
+    assert set(images.values()) <= {CPU_IMAGE, GPU_IMAGE}
+
+
+def test_cli_compile_and_registry_override(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from hllm_creator.cli import app
+
+    out = tmp_path / "p.yaml"
+    r = CliRunner().invoke(app, ["compile", "--out", str(out), "--set", "n_embed_shards=3"])
+    assert r.exit_code == 0, r.output
+    assert "GPU requests" in r.output and "exec-train x1" in r.output
+    spec = next(yaml.safe_load_all(out.read_text()))
+    loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    assert "0/3" in str(loop) and "2/3" in str(loop)
+    r = CliRunner().invoke(app, ["compile", "--out", str(tmp_path / "bad.txt")])
+    assert r.exit_code != 0
+    r = CliRunner().invoke(app, ["compile", "--out", str(out), "--set", "train.no_such_knob=1"])
+    assert r.exit_code != 0 and "no_such_knob" in (r.output + str(r.exception))
+
+
+def test_wiring_errors_are_clear():
+    from pipelines.hllm_pipeline import WiringError, build_pipeline
+    from pipelines.presets import get_preset
+
+    with pytest.raises(WiringError, match="does not take"):
+        build_pipeline(get_preset("tiny", {"cluster.no_such_knob": 3}))
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("huge")
+    with pytest.raises(ValueError, match="no section"):
+        get_preset("tiny", {"nope.x": 1})
