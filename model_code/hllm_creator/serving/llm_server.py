@@ -136,7 +136,7 @@ def build_enforcer_tokenizer_data(tokenizer):
         alone = tokenizer.decode([i])
         regular.append((i, after_0, len(after_0) > len(alone)))
         if alone and not alone.strip():
-            ws_only.append(i)
+            ws_only.append((i, len(alone)))
 
     def decode(tokens: list[int]) -> str:
         return tokenizer.decode(tokens).rstrip("\ufffd")
@@ -150,12 +150,19 @@ class JsonConstraint:
 
     lm-format-enforcer's own ``max_consecutive_whitespaces`` is not applied in every parser state (a
     random or small model still emits endless tab/CR runs between tokens), so once the generated text
-    ends in ``max_ws`` whitespace characters, whitespace-only tokens are masked as well.
+    would end in more than ``max_ws`` whitespace characters, whitespace-only tokens that would
+    extend the run are masked as well.
     """
 
     enforcer: Any
-    ws_only: list[int]
+    ws_only: list[tuple[int, int]]  # (token id, length of its whitespace text)
     max_ws: int
+
+    def whitespace_ban(self, tail_ws: int):
+        """Token ids that would make the whitespace run longer than ``max_ws``."""
+        import torch
+
+        return torch.as_tensor([i for i, n in self.ws_only if tail_ws + n > self.max_ws], dtype=torch.long)
 
 
 # -- the engine: tokenizer + model + one batched generate call -------------------------------------
@@ -317,9 +324,10 @@ class _RowProcessor(LogitsProcessor):
                     mask = torch.full_like(s, float("-inf"))
                     mask[torch.as_tensor(list(allowed), dtype=torch.long)] = 0.0
                     tail = st.tokenizer.decode(gen[-16:]) if gen else ""
-                    if len(tail) - len(tail.rstrip()) >= row.enforcer.max_ws:
+                    ban = row.enforcer.whitespace_ban(len(tail) - len(tail.rstrip()))
+                    if len(ban):
                         capped = mask.clone()
-                        capped[torch.as_tensor(row.enforcer.ws_only, dtype=torch.long)] = float("-inf")
+                        capped[ban] = float("-inf")
                         if torch.isfinite(capped).any():
                             mask = capped
                     s = s + mask
