@@ -94,10 +94,12 @@ def llm_cmd(
 ) -> None:
     """Serve an HF causal LM over OpenAI-compatible routes on a KServe ModelServer.
 
-    Routes: /openai/v1/models, /openai/v1/completions, /openai/v1/chat/completions (chat template
-    applied; response_format json_object / json_schema by constrained decoding), KServe's
-    /v1/models/NAME:predict, /v2/health/ready (ready once the model loaded). Concurrent requests are
-    batched into one generate call. Point the openai client at http://HOST:PORT/openai/v1.
+    Routes: /openai/v1/models, /openai/v1/completions, /openai/v1/chat/completions
+    (chat template applied; response_format json_object / json_schema by constrained decoding),
+    KServe's /v1/models/NAME:predict and /v2/health/ready (ready once the model loaded).
+
+    Concurrent requests are batched into one generate call. Bad requests get a 4xx with an
+    OpenAI-style error. Point the openai client at http://HOST:PORT/openai/v1.
     """
     import os
 
