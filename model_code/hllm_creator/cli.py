@@ -39,6 +39,10 @@ def _register() -> None:
 
     app.add_typer(serve_app, name="serve")
     # -- teacher: construct, gsb ---------------------------------------------------------------
+    from hllm_creator.teacher.commands import construct_cmd, gsb_cmd
+
+    app.command("construct")(construct_cmd)
+    app.command("gsb")(gsb_cmd)
     # -- train ---------------------------------------------------------------------------------
     from hllm_creator.train.commands import train_cmd
 
