@@ -40,9 +40,11 @@ def _step_names(runs):
     return {r.data.tags["step"].replace("_", "-") for r in runs}
 
 
-def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, caplog):
+def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, caplog, bundled_dataset):
     _need_components()
     import mlflow
+
+    from hllm_creator.infer.testing import small_dataset
 
     from hllm_creator import tracking
     from pipelines.local_runner import llm_endpoint, run_local
@@ -50,11 +52,13 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, caplog):
 
     caplog.set_level(logging.INFO)
     root = tmp_path / "pipeline_root"
+    src = getattr(bundled_dataset, "path", bundled_dataset)
+    data = small_dataset(tmp_path / "data", n_users=40, source=src).path  # a real slice of the bundled data
     preset = get_preset("tiny")
     client = mlflow.MlflowClient(tracking_uri=tracking.resolve_tracking_uri())
     with llm_endpoint(preset, None, tmp_path / "logs") as (url, _model):
         # 1. the whole DAG
-        res = run_local(preset, pipeline_root=root, llm_base_url=url, run_name="tiny-ci")
+        res = run_local(preset, pipeline_root=root, data_dir=data, llm_base_url=url, run_name="tiny-ci")
         parent = client.get_run(res.parent_run_id)
         assert parent.info.status == "FINISHED"
         for tag in ("kfp_run_id", "git_sha", "dataset_hash", "config_hash"):
@@ -80,7 +84,7 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, caplog):
         caplog.clear()
         bad = get_preset("tiny", {"generate.batch_size": 0})
         with pytest.raises(RuntimeError, match="generate"):
-            run_local(bad, pipeline_root=root, llm_base_url=url, run_name="tiny-fail")
+            run_local(bad, pipeline_root=root, data_dir=data, llm_base_url=url, run_name="tiny-fail")
         hits = caplog.text.count("cache hit")
         assert hits >= 5 + preset.n_embed_shards, caplog.text[-3000:]  # dataset, importer, train, shards, merge, cluster, match
         failed = client.search_runs([parent.info.experiment_id], filter_string="attributes.run_name = 'tiny-fail'")[0]
@@ -90,7 +94,7 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, caplog):
         # 3. fixed: resumes from the cache, only generate and gsb-eval run
         caplog.clear()
         fixed = get_preset("tiny", {"generate.batch_size": 2})
-        res3 = run_local(fixed, pipeline_root=root, llm_base_url=url, run_name="tiny-resume")
+        res3 = run_local(fixed, pipeline_root=root, data_dir=data, llm_base_url=url, run_name="tiny-resume")
         assert caplog.text.count("cache hit") >= 5 + preset.n_embed_shards
         assert _step_names(_children(client, res3.parent_run_id)) == {"generate", "gsb-eval"}
         assert pd.read_parquet(res3.summary["creatives"]).shape[0] > 0
