@@ -131,3 +131,13 @@ def test_parser_catches_bad_dockerfile(tmp_path):
     if exe:
         r = subprocess.run([exe, "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and "DL3007" in r.stdout  # "Using latest is prone to errors"
+
+
+def test_gpu_image_ships_the_deepspeed_config_the_production_preset_names():
+    from pipelines.presets import get_preset
+
+    ds = get_preset("production").train["deepspeed"]
+    text = (REPO / "Dockerfiles" / "Dockerfile.gpu").read_text()
+    m = re.search(r"COPY\s+(?:--chown=\S+\s+)?configs/deepspeed\s+(\S+)", text)
+    assert m and ds.startswith(m.group(1).rstrip("/") + "/")
+    assert (REPO / "configs" / "deepspeed" / Path(ds).name).exists()
