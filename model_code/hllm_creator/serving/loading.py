@@ -433,24 +433,14 @@ def serve(model, host: str, port: int, load: Callable[[], None]) -> None:
     import sys
 
     sys.argv = sys.argv[:1]  # kserve parses sys.argv at import (parse_known_args): keep ours away
-    import kserve
     import kserve.model_server as ms
 
-    base = ms.RESTServer
-    if not getattr(base, "_hllm_bound", False):
-        class _Bound(base):  # KServe 0.21 hard-codes host 0.0.0.0
-            _hllm_bound = True
+    from hllm_creator.serving.llm_server import BoundModelServer  # binds --host (KServe 0.21: 0.0.0.0)
 
-            def __init__(self, *a, **k):
-                super().__init__(*a, **k)
-                self.config.host = _Bound.host
-
-        ms.RESTServer = _Bound
-        base = _Bound
-    base.host = host
     install_http_guards(ms.app)
     # per-request latency log lines off (KServe's Prometheus histograms carry the same figures)
-    server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    server = BoundModelServer(host=host, http_port=port, enable_grpc=False, workers=1,
+                              enable_latency_logging=False)
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     server.register_model(model)
 
