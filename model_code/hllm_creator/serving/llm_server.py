@@ -265,13 +265,37 @@ class LLMEngine:
             body = gen[:-1] if (gen and gen[-1] in self.eos_ids and state.reason[i] == "eos") else gen
             text = self.tokenizer.decode(body, skip_special_tokens=True)
             reason = "stop" if state.reason[i] in ("eos", "stop") else "length"
-            if r.params.stop:
-                cut = [text.find(s) for s in r.params.stop if s in text]
-                if cut:
-                    text, reason = text[:min(cut)], "stop"
+            cut = [text.find(s) for s in r.params.stop if s in text]
+            if cut:
+                text, reason = text[:min(cut)], "stop"
+            elif r.enforcer is not None and state.reason[i] == "eos":
+                problem = _json_problem(text, r.params.json_schema)
+                if problem:  # lm-format-enforcer gave up on a construct it cannot follow (it then ends)
+                    results.append(OpenAIError(
+                        f"the constrained decoder could not enforce this schema (reply was {text[:200]!r}: "
+                        f"{problem}); simplify the schema", param="response_format", code="unsupported_schema"))
+                    continue
             results.append(GenOutput(text=text, finish_reason=reason, prompt_tokens=len(r.prompt_ids),
                                      completion_tokens=len(gen), token_ids=gen))
         return results
+
+
+def _json_problem(text: str, schema: dict | None) -> str | None:
+    """Why ``text`` is not a JSON document matching ``schema`` (None when it is)."""
+    import json
+
+    import jsonschema
+
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        return f"not JSON: {e}"
+    if schema is not None:
+        try:
+            jsonschema.validate(obj, schema)
+        except jsonschema.ValidationError as e:
+            return f"schema violation: {e.message}"
+    return None
 
 
 class _BatchState:
