@@ -43,12 +43,16 @@ COMPONENTS = {
     "gsb_eval": ("components.gsb_eval.component", ["gsb_eval"]),
 }
 
-# Alternative names the components may use for the same thing (first match wins).
+# Names the components may use for the same thing: an input named like any member of a group
+# takes the value of the first member present among the available values.
 ALIASES = {
     "data_dir": ["data_dir", "dataset_dir", "data"],
     "llm_base_url": ["llm_base_url", "base_url", "openai_base_url", "teacher_base_url", "judge_base_url"],
     "llm_model": ["llm_model", "teacher_model", "judge_model", "model_name"],
     "mlflow_parent_run_id": ["mlflow_parent_run_id", "parent_run_id"],
+    "train_set": ["train_set", "training_set", "trainset", "train_data", "constructed"],
+    "creatives": ["creatives", "generate.creatives"],
+    "clusters": ["clusters", "cluster.clusters", "assignments"],
 }
 
 
@@ -100,9 +104,9 @@ def call(step: str, comp, pool: dict[str, Any], step_args: dict[str, Any],
             continue
         value = pool.get(name)
         if value is None:
-            for canon, alts in ALIASES.items():
-                if name in alts and pool.get(canon) is not None:
-                    value = pool[canon]
+            for group in ALIASES.values():
+                if name in group:
+                    value = next((pool[m] for m in group if pool.get(m) is not None), None)
                     break
         if value is not None:
             kwargs[name] = value
