@@ -17,7 +17,6 @@ criterion ends each row at its own max_tokens / eos / stop string.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import random
 import sys
@@ -252,10 +251,14 @@ class LLMEngine:
         gc = GenerationConfig(max_new_tokens=max(r.params.max_tokens for r in rows), do_sample=False,
                               num_beams=1, pad_token_id=self.pad_id, eos_token_id=self.eos_ids,
                               use_cache=True)
+        t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gc,
                                       logits_processor=LogitsProcessorList([_RowProcessor(state)]),
                                       stopping_criteria=StoppingCriteriaList([_RowStopper(state)]))
+        dt = time.perf_counter() - t0
+        log.info("generate: batch of %d rows, %d new tokens in %.2f s (%.1f tokens/s)", n_rows,
+                 sum(state.n_gen), dt, sum(state.n_gen) / max(dt, 1e-9))
         results: list[GenOutput | BaseException] = []
         for i, r in enumerate(rows):
             if state.errors[i] is not None:
@@ -416,7 +419,7 @@ class LLMModel(kserve.Model):
         self.engine: LLMEngine | None = None
         self.batcher: DynamicBatcher | None = None
         self.created = int(time.time())
-        self._json_warmup: concurrent.futures.Future | None = None
+        self._json_warmup: threading.Thread | None = None
 
     def load(self) -> bool:
         import torch
@@ -432,10 +435,11 @@ class LLMModel(kserve.Model):
         self.batcher = DynamicBatcher(self.engine.generate_batch, max_batch_size=self.cfg.max_batch_size,
                                       window_ms=self.cfg.batch_window_ms, max_queue=self.cfg.max_queue,
                                       name=f"llm-{self.name}")
-        if self.cfg.json_warmup:  # the JSON token table, in the background (first JSON request waits)
-            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="json-warmup")
-            self._json_warmup = pool.submit(self.engine.enforcer_tokenizer_data)
-            pool.shutdown(wait=False)
+        if self.cfg.json_warmup:  # the JSON token table, in the background (first JSON request waits
+            # on the same lock); a daemon thread, so it never delays shutdown
+            self._json_warmup = threading.Thread(target=self.engine.enforcer_tokenizer_data,
+                                                 name="json-warmup", daemon=True)
+            self._json_warmup.start()
         log.info("loaded %s as %r in %.1f s", self.cfg.model, self.name, time.time() - t0)
         self.ready = True
         return self.ready
