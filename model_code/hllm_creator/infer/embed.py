@@ -272,6 +272,8 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict:
         if not (d / EMBED_META).exists():
             raise DataError(f"{EMBED_META} missing: not an embed output dir", file=str(d / EMBED_META))
         metas.append(read_json(d / EMBED_META))
+        if metas[-1].get("users") == 0:
+            continue  # an empty shard (fewer users than shards) is fine
         i, e = read_embeddings(d / USER_EMBEDDINGS)
         ids += i
         embs.append(e)
@@ -285,6 +287,8 @@ def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict:
     got = sorted(m["shard_index"] for m in metas)
     if got != list(range(n)):
         raise DataError(f"merge: expected shards 0..{n - 1} once each, got {got}")
+    if not embs:
+        raise DataError("merge: every shard is empty (no users with clicks)")
     dims = {e.shape[1] for e in embs}
     if len(dims) > 1:
         raise DataError(f"merge: shards have different embedding dims {sorted(dims)}")
