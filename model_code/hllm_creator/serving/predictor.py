@@ -122,9 +122,7 @@ class Predictor(BatchedModel):
         for r, (inst, info) in enumerate(zip(insts, infos)):
             cid = int(cids[r])
             reasons = history_reasons(info, cid, a.centroids is not None)
-            if info.used == 0:
-                self.fallback("cold_start")
-            ads = []
+            ads = []  # fallbacks are counted per ad answer
             for ad in inst.candidate_ad_ids:
                 ads.append(self._ad(ad, cid, scores[r, col[ad]] if ad in col else np.nan, info.used == 0))
             out.append({"cluster_id": cid if cid >= 0 else None, "history_used": info.used,

@@ -64,7 +64,6 @@ def _check_text(v: str) -> str:
     return v
 
 
-Text = Annotated[StrictStr, Field()]
 HistoryEntry = StrictStr | StrictInt
 
 
@@ -169,6 +168,7 @@ class CreativePrediction(BaseModel):
     personalized: bool
     reasons: list[str]
     history_used: int
+    candidate: str | None = None  # the cleaned model output before the grounding check
 
 
 class AdScore(BaseModel):
