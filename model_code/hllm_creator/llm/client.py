@@ -209,7 +209,7 @@ class LLMClient:
             kwargs["seed"] = self.config.seed
         retrying = Retrying(retry=retry_if_exception(transient),
                             stop=stop_after_attempt(self.config.max_retries + 1),
-                            wait=wait_exponential_jitter(initial=self.config.backoff_initial_s,
+                            wait=wait_exponential_jitter(multiplier=self.config.backoff_initial_s,
                                                          max=self.config.backoff_max_s),
                             before_sleep=before_sleep, reraise=False)
         try:

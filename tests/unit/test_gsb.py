@@ -1,0 +1,101 @@
+"""GSB: the paper's counts, the interval, order-flip rule, input handling and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hllm_creator.data.schema import DataError
+from hllm_creator.teacher.gsb import (GSBConfig, final_verdict, gsb_stats, load_samples, parse_counts,
+                                      write_outputs)
+
+BIN = Path(sys.executable).parent
+
+
+def test_paper_counts_give_59_4_percent():
+    s = gsb_stats(353, 91, 56)
+    assert s["adv_pct"] == 59.4 and abs(s["adv"] - 297 / 500) < 1e-12 and s["n"] == 500
+    assert s["ci_low"] < s["adv"] < s["ci_high"]
+    # normal-approximation width of (G-B)/n for these counts is about +-0.06
+    assert 0.04 < s["adv"] - s["ci_low"] < 0.08 and 0.04 < s["ci_high"] - s["adv"] < 0.08
+    assert gsb_stats(353, 91, 56, seed=1)["adv"] == s["adv"]
+
+
+def test_interval_degenerate_and_errors():
+    s = gsb_stats(10, 0, 0)
+    assert s["adv"] == 1.0 and s["ci_low"] == s["ci_high"] == 1.0
+    with pytest.raises(ValueError, match="G \\+ S \\+ B = 0"):
+        gsb_stats(0, 0, 0)
+    with pytest.raises(ValueError, match="non-negative"):
+        gsb_stats(-1, 2, 3)
+    with pytest.raises(ValueError, match="G,S,B"):
+        parse_counts("353,91")
+    assert parse_counts(" 353, 91 ,56") == (353, 91, 56)
+
+
+@pytest.mark.parametrize("ab,ba,final", [("a", "b", "G"), ("b", "a", "B"), ("a", "a", "S"), ("b", "b", "S"),
+                                         ("same", "b", "S"), ("a", None, "S"), ("same", "same", "S")])
+def test_both_orders_flip_counts_as_same(ab, ba, final):
+    assert final_verdict(ab, ba) == final
+
+
+def test_cli_counts(tmp_path):
+    out = subprocess.run([str(BIN / "hllm-creator"), "gsb", "--counts", "353,91,56", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Adv=59.4%" in out.stdout
+    summ = json.loads((tmp_path / "gsb_summary.json").read_text())
+    assert summ["G"] == 353 and (tmp_path / "gsb.png").stat().st_size > 1000
+    bad = subprocess.run([str(BIN / "hllm-creator"), "gsb", "--counts", "1,2"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "G,S,B" in bad.stderr
+
+
+def test_input_errors_name_file_and_column(tmp_path):
+    p = tmp_path / "s.parquet"
+    pd.DataFrame({"title_a": ["x"], "original_title": ["y"]}).assign(title_b=[""]).to_parquet(p)
+    with pytest.raises(DataError, match="title_b.*row 0|column title_b"):
+        load_samples(GSBConfig(input=str(p)))
+    pd.DataFrame({"foo": [1]}).to_parquet(p)
+    with pytest.raises(DataError, match="missing column"):
+        load_samples(GSBConfig(input=str(p)))
+    with pytest.raises(DataError, match="not found"):
+        load_samples(GSBConfig(input=str(tmp_path / "nope.parquet")))
+
+
+def test_construct_output_is_accepted_as_input(tmp_path):
+    p = tmp_path / "train.parquet"
+    pd.DataFrame({"user_id": ["u1"], "original_title": ["Glass Beaker 250 ml"], "original_description": ["d"],
+                  "response": ["Glass Beaker 250 ml for Your Lab"], "title_list": [["Pipette"]],
+                  "user_profile": ['{"description": "lab work"}']}).to_parquet(p)
+    df = load_samples(GSBConfig(input=str(p)))
+    assert df.loc[0, "title_a"] == "Glass Beaker 250 ml for Your Lab" and df.loc[0, "title_b"] == "Glass Beaker 250 ml"
+    assert df.loc[0, "sample"] == "u1" and df.loc[0, "title_list"] == ["Pipette"]
+
+
+def test_creatives_input_needs_dataset_and_joins_ad_text(tmp_path, bundled_dataset):
+    p = tmp_path / "creatives.parquet"
+    item = bundled_dataset.items.iloc[0]
+    pd.DataFrame({"item_id": [item["item_id"]], "cluster_id": [0], "original_title": [item["title"]],
+                  "llm_output": [item["title"] + " for You"], "score": [0.9]}).to_parquet(p)
+    with pytest.raises(DataError, match="--data"):
+        load_samples(GSBConfig(input=str(p)))
+    asg = tmp_path / "assignments.parquet"
+    uid = bundled_dataset.interactions["user_id"].iloc[0]
+    pd.DataFrame({"user_id": [uid, "zz"], "cluster_id": [0, 0], "distance": [0.1, 0.5]}).to_parquet(asg)
+    df = load_samples(GSBConfig(input=str(p), data=str(bundled_dataset.path), assignments=str(asg)))
+    assert df.loc[0, "sample"] == f"{item['item_id']}:0" and df.loc[0, "user_id"] == uid
+    assert df.loc[0, "original_description"] == item["description"] and df.loc[0, "title_b"] == item["title"]
+
+
+def test_write_outputs(tmp_path):
+    s = gsb_stats(5, 3, 2)
+    v = pd.DataFrame({"sample": ["1"], "verdict_ab": ["a"], "verdict_ba": ["b"], "final": ["G"]})
+    write_outputs(v, s, tmp_path / "o")
+    assert pd.read_parquet(tmp_path / "o" / "gsb.parquet")["final"].tolist() == ["G"]
+    assert json.loads((tmp_path / "o" / "gsb_summary.json").read_text())["adv"] == pytest.approx(0.3)
