@@ -131,6 +131,36 @@ def _env(**kv: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def materialize_metrics_outputs() -> None:
+    """Make KFP local cache hits possible for tasks with ``Output[Metrics]``.
+
+    ``metrics.log_metric`` only fills the artifact's metadata; no file is written at its URI, and
+    KFP 2.17's local cache treats an output whose local file is missing as a cache MISS, so every
+    step with a Metrics output (train, cluster, match, generate, ...) would re-run on every re-run.
+    Before an entry is stored we write the metadata as JSON at that URI (what a KFP backend stores
+    for a Metrics artifact too). Idempotent; only affects the local runner.
+    """
+    from kfp import dsl
+    from kfp.local import cache as kfp_cache
+
+    if getattr(kfp_cache.LocalCache.put, "_hllm_materialize", False):
+        return
+    original = kfp_cache.LocalCache.put
+
+    def put(self, key, outputs):
+        for value in outputs.values():
+            for art in value if isinstance(value, list) else [value]:
+                if (isinstance(art, dsl.Artifact) and art.uri and "://" not in art.uri
+                        and not os.path.exists(art.uri)):
+                    from hllm_creator.io import write_json
+
+                    write_json(dict(art.metadata or {}), art.uri)
+        return original(self, key, outputs)
+
+    put._hllm_materialize = True
+    kfp_cache.LocalCache.put = put
+
+
 def _latest_run_dir(pipeline_root: Path, name: str, since: float) -> Path | None:
     cands = [p for p in pipeline_root.glob(f"{name}-*") if p.is_dir() and p.stat().st_mtime >= since - 1]
     return max(cands, key=lambda p: p.stat().st_mtime) if cands else None
@@ -164,6 +194,7 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
                       HLLM_PARENT_RUN_ID=parent.info.run_id, HLLM_KFP_RUN_ID=kfp_run_id):
                 kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                                enable_caching=enable_caching)
+                materialize_metrics_outputs()
                 pipeline = build_pipeline(preset, local=True)
                 started = time.time()
                 task = pipeline(data_dir=str(data), dataset_uri=str(data), llm_base_url=url, llm_model=model)
