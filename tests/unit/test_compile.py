@@ -78,9 +78,16 @@ def test_fan_out_caching_and_images(compiled):
     loops = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
     assert loops and "embed-merge" in spec["root"]["dag"]["tasks"] or any(
         "embed-merge" in t.get("taskInfo", {}).get("name", "") for t in spec["root"]["dag"]["tasks"].values())
-    for t in spec["root"]["dag"]["tasks"].values():
-        if "componentRef" in t and not t["componentRef"]["name"].startswith("comp-importer"):
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    checked = 0
+    for dag in dags:
+        for t in dag["tasks"].values():
+            ref = t["componentRef"]["name"]
+            if ref.startswith(("comp-importer", "comp-for-loop")):
+                continue
             assert t.get("cachingOptions", {}).get("enableCache") is True, t["taskInfo"]
+            checked += 1
+    assert checked == len(STEP_EXECUTORS)  # every step task, including embed inside the loop
     images = {label: ex["container"]["image"] for label, ex in spec["deploymentSpec"]["executors"].items()
               if "container" in ex}
     assert images["exec-train"] == GPU_IMAGE and images["exec-cluster"] == CPU_IMAGE
