@@ -56,6 +56,15 @@ ALIASES = {
 }
 
 
+# Explicit sources for inputs whose names mean something else elsewhere in the DAG
+# (step -> input -> available value): e.g. the teacher's `model` is the LLM name, not train's model.
+STEP_INPUTS = {
+    "dataset_construct": {"base_url": "llm_base_url", "model": "llm_model"},
+    "gsb_eval": {"base_url": "llm_base_url", "model": "llm_model", "samples": "generate.creatives",
+                 "clusters": "cluster.clusters", "dataset": "dataset"},
+}
+
+
 class WiringError(ValueError):
     pass
 
@@ -94,6 +103,7 @@ def call(step: str, comp, pool: dict[str, Any], step_args: dict[str, Any],
         raise WiringError(f"step {step}: preset sets {sorted(unknown)}, which component {comp.name!r} does not "
                           f"take; its inputs: {sorted(inputs)}")
     common_args = common_args or {}
+    explicit = STEP_INPUTS.get(step, {})
     kwargs, missing = {}, []
     for name, spec in inputs.items():
         if name in step_args:
@@ -101,6 +111,13 @@ def call(step: str, comp, pool: dict[str, Any], step_args: dict[str, Any],
             continue
         if name in common_args:
             kwargs[name] = common_args[name]
+            continue
+        if name in explicit:
+            value = pool.get(explicit[name])
+            if value is None:
+                missing.append(f"{name} (from {explicit[name]})")
+            else:
+                kwargs[name] = value
             continue
         value = pool.get(name)
         if value is None:

@@ -91,7 +91,7 @@ def _tiny() -> Preset:
         cluster={"k": 2, "min_cluster_size": 1, "niter": 5},
         match={"n_ads": 3, "top_k": 1},
         generate={"max_new_tokens": 8, "max_pairs": 3, "batch_size": 4},
-        gsb_eval={"samples": 2, "judge_max_tokens": 32, "bootstrap": 100},
+        gsb_eval={"max_samples": 2, "judge_max_tokens": 32, "bootstrap": 100},
         n_embed_shards=2,
         llm_server_args=["--max-tokens-limit", "64", "--default-max-tokens", "48"],
     )
@@ -108,7 +108,7 @@ def _demo() -> Preset:
         cluster={"k": 16, "min_cluster_size": 5},
         match={"n_ads": 12, "top_k": 2},
         generate={"max_new_tokens": 24, "max_pairs": 24, "batch_size": 8},
-        gsb_eval={"samples": 24, "judge_max_tokens": 64},
+        gsb_eval={"max_samples": 24, "judge_max_tokens": 64},
         n_embed_shards=2,
         llm_server_args=["--max-tokens-limit", "256", "--dtype", "bfloat16"],
     )
@@ -127,7 +127,7 @@ def _production() -> Preset:
         cluster={"k_sweep": "128,256,512", "min_cluster_size": 20},
         match={"n_ads": 1000, "top_k": 10},
         generate={"max_new_tokens": 48, "batch_size": 64},
-        gsb_eval={"samples": 500},
+        gsb_eval={"max_samples": 500},
         n_embed_shards=8,
         resources=PipelineResources(steps={
             "train": StepResources(cpu="16", memory="128G", accelerator_type="nvidia.com/gpu", accelerator_limit=1),
