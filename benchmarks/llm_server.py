@@ -47,7 +47,8 @@ def main() -> dict:
     ap.add_argument("--requests", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1, help="repeat batched+sequential this many times")
     ap.add_argument("--batch-window-ms", type=float, default=20.0)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="server weights")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="server weights (auto: the server's default)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "llm_server.json"))
     args = ap.parse_args()
 

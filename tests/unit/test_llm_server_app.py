@@ -22,7 +22,7 @@ NAME = "tiny"
 @pytest.fixture(scope="module")
 def model():
     cfg = LLMServerConfig(model="tiny-llama", model_name=NAME, max_batch_size=8, batch_window_ms=300,
-                          max_prompt_tokens=64, max_tokens_limit=48, default_max_tokens=8, json_warmup=False,
+                          max_prompt_tokens=64, max_tokens_limit=48, default_max_tokens=8, json_warmup=False, dtype="float32",
                           json_max_whitespace=1)
     m = LLMModel(cfg)
     assert not m.ready

@@ -83,7 +83,9 @@ def llm_cmd(
     default_max_tokens: int = typer.Option(256, "--default-max-tokens",
                                            help="max_tokens when a request gives none."),
     max_messages: int = typer.Option(64, "--max-messages", help="Most chat messages per request."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16 weights."),
+    dtype: str = typer.Option("auto", "--dtype",
+                              help="auto (bfloat16 on CPUs with native bf16, AMX/AVX512-BF16; else "
+                                   "float32), float32 or bfloat16 weights."),
     json_max_whitespace: int = typer.Option(8, "--json-max-whitespace",
                                             help="Most consecutive whitespace chars in constrained JSON "
                                                  "(small models loop on whitespace)."),
