@@ -85,7 +85,9 @@ def _tiny() -> Preset:
         name="tiny",
         description="CI: tiny random LLaMA backbones, a handful of users, a few tokens from the teacher/judge.",
         common={"seed": 0},
-        dataset_construct={"users": 4, "profile_max_tokens": 48, "rewrite_max_tokens": 24, "llm_verify": False},
+        # SmolLM2 needs ~64-96 tokens for a JSON profile: fewer and every profile is cut short (0 rows kept)
+        dataset_construct={"users": 6, "history_len": 3, "profile_max_tokens": 96, "rewrite_max_tokens": 32,
+                           "llm_verify": False},
         train={"preset": "tiny"},
         embed={"batch_size": 8, "max_users": 12},
         cluster={"k": 2, "min_cluster_size": 1, "niter": 5},
@@ -93,7 +95,7 @@ def _tiny() -> Preset:
         generate={"max_new_tokens": 8, "max_pairs": 3, "batch_size": 4},
         gsb_eval={"max_samples": 2, "judge_max_tokens": 32, "bootstrap": 100},
         n_embed_shards=2,
-        llm_server_args=["--max-tokens-limit", "64", "--default-max-tokens", "48"],
+        llm_server_args=["--max-tokens-limit", "128", "--default-max-tokens", "64"],
     )
 
 
