@@ -22,7 +22,7 @@ from hllm_creator.teacher.construct import REFERENCE_COLUMNS
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-SMALL = ["--history-len", "3", "--profile-max-tokens", "64", "--rewrite-max-tokens", "32",
+SMALL = ["--history-len", "3", "--rewrite-max-tokens", "32",
          "--verify-max-tokens", "24", "--concurrency", "2"]
 
 

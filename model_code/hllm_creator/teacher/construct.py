@@ -30,12 +30,13 @@ EXTRA_COLUMNS = ["user_id", "target_item_id", "teacher_model", "prompt_version",
                  "grounding_reasons", "verify_ok", "verify_unsupported"]
 REJECT_COLUMNS = ["user_id", "target_item_id", "step", "reason", "candidate_title", "raw_reply"]
 
-_STR_LIST = {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 3}
+# tight limits: a 135M model copies whole titles into every field and runs out of tokens otherwise
+_STR_LIST = {"type": "array", "items": {"type": "string", "maxLength": 30}, "maxItems": 2}
 PROFILE_SCHEMA = {
     "type": "object",
     "properties": {"long_term_interests": _STR_LIST, "short_term_interests": _STR_LIST,
                    "preferences": _STR_LIST, "needs": _STR_LIST,
-                   "description": {"type": "string", "minLength": 1, "maxLength": 300}},
+                   "description": {"type": "string", "minLength": 1, "maxLength": 160}},
     "required": ["long_term_interests", "short_term_interests", "preferences", "needs", "description"],
     "additionalProperties": False,
 }
@@ -55,7 +56,7 @@ class ConstructConfig(StepConfig):
     max_new_words: int = Field(8, ge=0, description="rewrite may add at most this many words")
     desc_chars: int = Field(600, ge=0, description="description characters shown to the teacher")
     prompt_version: str = "v1"
-    profile_max_tokens: int = 160
+    profile_max_tokens: int = 200
     rewrite_max_tokens: int = 64
     verify_max_tokens: int = 64
     llm_verify: bool = Field(True, description="run filter stage (b), the LLM verification call")
