@@ -83,7 +83,7 @@ def test_left_and_right_padding_give_the_same_logits(model, items):
     with torch.no_grad():
         for side in ("left", "right"):
             b = model.creative_batch([p1, p1], [p2 + " extra words here", p2], resp, padding_side=side)
-            logits = model._slot_forward(b, model.projector(u), labels=False).logits
+            logits = model._slot_forward(b, model.slot_embedding(u), labels=False).logits
             outs[side] = [logits[i][b.labels[i] != IGNORE] for i in range(2)]
     for i in range(2):
         torch.testing.assert_close(outs["left"][i], outs["right"][i], atol=2e-4, rtol=1e-3)
@@ -101,12 +101,12 @@ def test_user_embedding_lands_at_the_slot(model, items):
     h = model.creative.model.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
-            model._slot_forward(b, model.projector(u), labels=False)
+            model._slot_forward(b, model.slot_embedding(u), labels=False)
     finally:
         h.remove()
     emb = seen["emb"]
     with torch.no_grad():
-        want = model.projector(u)
+        want = model.slot_embedding(u)
         tok_emb = model.creative.get_input_embeddings()(b.input_ids)
     torch.testing.assert_close(emb[b.slot_mask], want)
     torch.testing.assert_close(emb[~b.slot_mask], tok_emb[~b.slot_mask])

@@ -67,7 +67,12 @@ class HLLMCreator(nn.Module):
         std = 0.02
         self.item_token = nn.Parameter(torch.randn(dI, generator=g) * std)   # [ITEM]
         self.user_token = nn.Parameter(torch.randn(dU, generator=g) * std)   # [USER]
-        self.item_to_user = nn.Identity() if dI == dU else nn.Linear(dI, dU)
+        # standardized item embedding -> User LLM input space, scaled like its token embeddings
+        self.item_to_user = nn.Linear(dI, dU)
+        with torch.no_grad():
+            tok_rms = float(self.user_llm.get_input_embeddings().weight.float().pow(2).mean().sqrt())
+            nn.init.normal_(self.item_to_user.weight, std=tok_rms / math.sqrt(dI))
+            self.item_to_user.bias.zero_()
         self.projector = _projector(cfg.projector, dU, dC)
         self.profile_projector = _projector(cfg.projector, dU, dC)
         self.align_projector = _projector(cfg.projector, dU, dC)
@@ -77,6 +82,7 @@ class HLLMCreator(nn.Module):
         self.register_buffer("queue_a", torch.zeros(q, dC))
         self.register_buffer("queue_p", torch.zeros(q, dC))
         self.register_buffer("queue_n", torch.zeros((), dtype=torch.long))  # filled entries
+        self._uprompt = None
         self.item_cache: torch.Tensor | None = None   # [n_items, dI] frozen item embeddings (training)
         self.item_tokens: SlotBatch | None = None     # tokenized catalog (training, Item LLM not frozen)
         self._hash: str | None = None
@@ -280,7 +286,7 @@ class HLLMCreator(nn.Module):
     def _user_prompt_ids(self) -> torch.Tensor:
         from hllm_creator.model.collate import encode_text
 
-        if getattr(self, "_uprompt", None) is None:
+        if self._uprompt is None:
             self._uprompt = torch.tensor(encode_text(self.tokenizers["user"], self.cfg.user_prompt), dtype=torch.long)
         return self._uprompt.to(self.device)
 
@@ -298,7 +304,7 @@ class HLLMCreator(nn.Module):
             if seq.shape[0] == 0:
                 raise ValueError(f"history {i} is empty: a user needs at least one item")
             seq = seq[-self.cfg.max_history:].to(dev)
-            x = self.item_to_user(seq.to(self.item_token.dtype))
+            x = self.item_to_user(self.predictor.std_item(seq).to(self.item_token.dtype))
             rows.append(torch.cat([x, prompt.to(x.dtype), self.user_token[None].to(x.dtype)]))
         T = max(len(r) for r in rows)
         B, d = len(rows), rows[0].shape[1]
@@ -346,11 +352,23 @@ class HLLMCreator(nn.Module):
                              position_ids=position_ids(b.attention_mask),
                              labels=b.labels if labels else None)
 
+    def slot_embedding(self, user_emb: torch.Tensor) -> torch.Tensor:
+        """What goes into the Creative LLM's slot: ``projector(standardized user_emb)``."""
+        return self.projector(self.predictor.std_user(user_emb))
+
+    @torch.no_grad()
+    def set_stats(self, item_emb: torch.Tensor, histories: list[list[int]], n_users: int = 512) -> None:
+        """Standardization of item and user embeddings from data (call before training)."""
+        self.predictor.set_stats(item_emb=item_emb)
+        sample = histories[:n_users]
+        if len(sample) > 1:
+            self.predictor.set_stats(user_emb=self.encode_users([item_emb[h] for h in sample]))
+
     def creative_loss(self, user_emb: torch.Tensor, batch: SlotBatch) -> torch.Tensor:
-        return self._slot_forward(batch, self.projector(user_emb)).loss
+        return self._slot_forward(batch, self.slot_embedding(user_emb)).loss
 
     def recon_loss(self, user_emb: torch.Tensor, batch: SlotBatch) -> torch.Tensor:
-        return self._slot_forward(batch, self.profile_projector(user_emb)).loss
+        return self._slot_forward(batch, self.profile_projector(self.predictor.std_user(user_emb))).loss
 
     def profile_embedding(self, batch: SlotBatch) -> torch.Tensor:
         """The decoder's embedding of a text: mean of its last hidden states over real tokens."""
@@ -361,7 +379,7 @@ class HLLMCreator(nn.Module):
         return (h * m).sum(1) / m.sum(1).clamp(min=1)
 
     def align_loss(self, user_emb: torch.Tensor, profile_batch: SlotBatch) -> torch.Tensor:
-        a = self.align_projector(user_emb)
+        a = self.align_projector(self.predictor.std_user(user_emb))
         p = self.profile_embedding(profile_batch)
         scale = self.logit_scale.exp().clamp(max=self.cfg.align_max_scale)
         n = int(self.queue_n)
@@ -375,7 +393,8 @@ class HLLMCreator(nn.Module):
     def prefill_align_queue(self, user_emb: torch.Tensor, profile_batch: SlotBatch) -> None:
         """Fill the align queue before training, so the align loss has the same negatives at every step."""
         if self.cfg.align_queue:
-            self._enqueue(self.align_projector(user_emb).float(), self.profile_embedding(profile_batch).float())
+            self._enqueue(self.align_projector(self.predictor.std_user(user_emb)).float(),
+                          self.profile_embedding(profile_batch).float())
 
     @torch.no_grad()
     def _enqueue(self, a: torch.Tensor, p: torch.Tensor) -> None:
@@ -428,7 +447,7 @@ class HLLMCreator(nn.Module):
             b = self.creative_batch(prompt1[s:s + batch_size], prompt2[s:s + batch_size], padding_side="left")
             b = b.to(self.device)
             emb = self.creative.get_input_embeddings()(b.input_ids)
-            u = self.projector(user_emb[s:s + batch_size].to(self.device).float()).to(emb.dtype)
+            u = self.slot_embedding(user_emb[s:s + batch_size].to(self.device)).to(emb.dtype)
             full = torch.zeros_like(emb)
             full[b.slot_mask] = u
             emb = torch.where(b.slot_mask[..., None], full, emb)

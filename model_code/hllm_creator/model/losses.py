@@ -78,11 +78,11 @@ def cls_loss(predictor, user_emb: torch.Tensor, pos_emb: torch.Tensor, pos_ids: 
              neg_emb: torch.Tensor | None = None, neg_ids: torch.Tensor | None = None) -> torch.Tensor:
     """BCE: each user's target item is positive; in-batch targets of other users (all ranks) and
     sampled catalog items are negatives (an item equal to the user's own target is masked)."""
-    ut = predictor.user_tower(user_emb.float())
-    pt = predictor.item_tower(pos_emb.float())
+    ut = predictor.tu(user_emb)
+    pt = predictor.ti(pos_emb)
     cand_t, cand_ids = gather_with_grad(pt), gather_no_grad(pos_ids)
     if neg_emb is not None and len(neg_emb):
-        cand_t = torch.cat([cand_t, predictor.item_tower(neg_emb.float())])
+        cand_t = torch.cat([cand_t, predictor.ti(neg_emb)])
         cand_ids = torch.cat([cand_ids, neg_ids])
     logits = predictor.pair_logits(ut, cand_t)  # [B, N]
     B = ut.shape[0]

@@ -35,6 +35,13 @@ class Predictor(nn.Module):
 
     def __init__(self, user_hidden: int, item_hidden: int, d: int = 128, hidden: int = 256, head: str = "mlp"):
         super().__init__()
+        # per-feature standardization of the LLM hidden states (set from data before training):
+        # LLM last hidden states are dominated by a few huge, nearly constant dims ("massive
+        # activations"; SmolLM2: cosine ~0.99 between any two items) that would drown the signal
+        self.register_buffer("u_mean", torch.zeros(user_hidden))
+        self.register_buffer("u_std", torch.ones(user_hidden))
+        self.register_buffer("i_mean", torch.zeros(item_hidden))
+        self.register_buffer("i_std", torch.ones(item_hidden))
         self.user_tower = tower(user_hidden, d)
         self.item_tower = tower(item_hidden, d)
         self.head_kind = head
@@ -49,6 +56,25 @@ class Predictor(nn.Module):
         else:
             raise ValueError(f"predictor_head must be 'mlp' or 'mixer', got {head!r}")
 
+    def std_user(self, u: torch.Tensor) -> torch.Tensor:
+        return (u.float() - self.u_mean) / self.u_std
+
+    def std_item(self, i: torch.Tensor) -> torch.Tensor:
+        return (i.float() - self.i_mean) / self.i_std
+
+    def tu(self, u: torch.Tensor) -> torch.Tensor:
+        return self.user_tower(self.std_user(u))
+
+    def ti(self, i: torch.Tensor) -> torch.Tensor:
+        return self.item_tower(self.std_item(i))
+
+    @torch.no_grad()
+    def set_stats(self, user_emb: torch.Tensor | None = None, item_emb: torch.Tensor | None = None) -> None:
+        for emb, mean, std in ((user_emb, self.u_mean, self.u_std), (item_emb, self.i_mean, self.i_std)):
+            if emb is not None and len(emb) > 1:
+                mean.copy_(emb.float().mean(0).to(mean.device))
+                std.copy_(emb.float().std(0).clamp(min=1e-4).to(std.device))
+
     def pair_logits(self, ut: torch.Tensor, it: torch.Tensor) -> torch.Tensor:
         """Tower outputs ``ut`` [n, d] x ``it`` [m, d] -> logits [n, m] (all pairs)."""
         dot = ut @ it.T / math.sqrt(self.d)
@@ -59,5 +85,5 @@ class Predictor(nn.Module):
 
     def forward(self, user_emb: torch.Tensor, item_emb: torch.Tensor, chunk: int = 64) -> torch.Tensor:
         """All-pairs logits [n, m]; chunked over users to bound memory."""
-        ut, it = self.user_tower(user_emb), self.item_tower(item_emb)
+        ut, it = self.tu(user_emb), self.ti(item_emb)
         return torch.cat([self.pair_logits(ut[s:s + chunk], it) for s in range(0, len(ut), chunk)], dim=0)

@@ -33,6 +33,7 @@ class TrainConfig(StepConfig):
     creative_per_step: int = Field(2, ge=1, description="creative/recon/align rows per step")
     cls_per_step: int = Field(64, ge=1, description="users per step for the cls objective")
     cls_negatives: int = Field(128, ge=0, description="catalog negatives sampled per step (shared by the batch)")
+    neg_sampling: Literal["uniform", "pop"] = Field("uniform", description="catalog negatives: uniform or sqrt-popularity")
     cls_epochs: float = Field(1.0, gt=0, description="passes over ALL users of the dataset for cls")
     cls_users: int | None = Field(None, ge=1, description="cap the users used for cls (tests)")
     creative_epochs: float = Field(1.0, gt=0, description="passes over the creative rows")

@@ -193,10 +193,15 @@ class BundleDataset:
 class BundleCollator:
     """One bundle -> model inputs: histories, cls targets, sampled negatives, slot batches."""
 
-    def __init__(self, model, td: TrainData, *, cls_negatives: int, weights: dict, seed: int = 0):
+    def __init__(self, model, td: TrainData, *, cls_negatives: int, weights: dict, seed: int = 0,
+                 neg_sampling: str = "uniform"):
         self.model, self.td, self.k, self.weights, self.seed = model, td, cls_negatives, weights, seed
+        if neg_sampling not in ("uniform", "pop"):
+            raise ValueError(f"neg_sampling must be 'uniform' or 'pop', got {neg_sampling!r}")
         p = td.popularity.astype(np.float64) + 1.0
-        self.neg_p = p ** 0.5 / (p ** 0.5).sum()  # popularity-smoothed sampling (harder than uniform)
+        # uniform: the predictor also learns how popular an item is (in-batch targets are already
+        # popularity-distributed); pop: sqrt-popularity sampling, harder negatives
+        self.neg_p = None if neg_sampling == "uniform" else p ** 0.5 / (p ** 0.5).sum()
 
     def __call__(self, batch: list[dict]) -> dict:
         import torch

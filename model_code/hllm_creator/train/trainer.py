@@ -72,6 +72,15 @@ def _trainer_cls():
                                                    weight_decay=self.args.weight_decay)
             return self.optimizer
 
+        def _issue_warnings_after_load(self, load_result):
+            # compact checkpoints leave out frozen weights: only trainable/buffer keys must be present
+            m = self.accelerator.unwrap_model(self.model)
+            need = {n for n, p in m.named_parameters() if p.requires_grad} | {n for n, _ in m.named_buffers()}
+            missing = [k for k in load_result.missing_keys if k in need]
+            if missing or load_result.unexpected_keys:
+                raise RuntimeError(f"checkpoint does not match the model: missing {missing[:5]}, "
+                                   f"unexpected {load_result.unexpected_keys[:5]}")
+
         def _save(self, output_dir=None, state_dict=None):
             # compact checkpoint: trainable weights + buffers (frozen backbones never change)
             output_dir = output_dir or self.args.output_dir
@@ -225,6 +234,19 @@ def run_train(cfg: TrainConfig) -> dict:
         model.item_cache = encode_catalog(model, cfg, ds, td.item_texts, use_bf16)
     else:
         model.item_tokens = model.tokenize_items(td.item_texts)
+    # standardize LLM hidden states for the heads (massive-activation dims would drown the signal)
+    import random as _random
+
+    stat_hist = _random.Random(cfg.seed).sample(td.cls_hist, min(512, len(td.cls_hist)))
+    if model.item_cache is not None:
+        model.set_stats(model.item_cache, stat_hist)
+    else:
+        sub = _random.Random(cfg.seed).sample(range(len(td.item_texts)), min(512, len(td.item_texts)))
+        emb = torch.zeros(len(td.item_texts), model.item_hidden_size)
+        emb[sub] = model.encode_items([td.item_texts[i] for i in sub])
+        model.predictor.set_stats(item_emb=emb[sub])
+        model.set_stats(emb, [[i for i in h if i in set(sub)] or [sub[0]] for h in stat_hist[:64]])
+        model.predictor.set_stats(item_emb=emb[sub])
     if cfg.freeze_user_llm:
         for p in model.user_llm.parameters():
             p.requires_grad_(False)
@@ -244,7 +266,7 @@ def run_train(cfg: TrainConfig) -> dict:
                                  cls_epochs=cfg.cls_epochs, creative_epochs=cfg.creative_epochs,
                                  max_steps=cfg.max_steps, seed=cfg.seed)
     collator = tdata.BundleCollator(model, td, cls_negatives=cfg.cls_negatives,
-                                    weights=cfg.weights.model_dump(), seed=cfg.seed)
+                                    weights=cfg.weights.model_dump(), seed=cfg.seed, neg_sampling=cfg.neg_sampling)
     ckpt_dir = Path(cfg.checkpoint_dir or f"{cfg.out.rstrip('/')}.checkpoints")
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=1, num_train_epochs=1, max_steps=len(bundles),
