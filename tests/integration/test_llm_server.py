@@ -119,3 +119,15 @@ def test_openai_client_surfaces_errors(llm_server, client):
     assert "max_tokens" in str(ei.value)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_kserve_v1_predict(llm_server):
+    base_url, name = llm_server
+    url = f"{base_url.removesuffix('/openai/v1')}/v1/models/{name}:predict"
+    r = httpx.post(url, json={"instances": [{"prompt": "The capital of France is", "max_tokens": 4,
+                                             "temperature": 0}]}, timeout=120)
+    assert r.status_code == 200, r.text
+    p = r.json()["predictions"][0]
+    assert "Paris" in p["text"] and 0 < p["usage"]["completion_tokens"] <= 4
+    bad = httpx.post(url, json={"instances": [{"prompt": "x", "max_tokens": 10 ** 6}]}, timeout=60)
+    assert bad.status_code == 400 and "max_tokens" in bad.text
