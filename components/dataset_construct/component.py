@@ -19,7 +19,7 @@ def dataset_construct(
     max_new_words: int = 8,
     llm_verify: bool = True,
     concurrency: int = 4,
-    profile_max_tokens: int = 200,
+    profile_max_tokens: int = 320,
     rewrite_max_tokens: int = 64,
     verify_max_tokens: int = 64,
     cache_path: str = "",

@@ -52,7 +52,7 @@ def test_profile_prompt_lists_history_oldest_first(tmp_path):
     user = req.messages[-1]["content"]
     assert user.index("old item") < user.index("mid item") < user.index("new item")
     assert "Infer nothing the history does not support" in user
-    assert req.schema == PROFILE_SCHEMA and req.max_tokens == 200
+    assert req.schema == PROFILE_SCHEMA and req.max_tokens == 320
 
 
 def test_verify_prompt(tmp_path):

@@ -44,7 +44,7 @@ class LLMConfig(StepConfig):
     concurrency: int = Field(4, ge=1, le=256)
     max_retries: int = Field(5, ge=0, le=20, description="transport retries (429, 5xx, timeout)")
     reasks: int = Field(2, ge=0, le=10, description="re-asks after a reply that fails the schema")
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(600.0, gt=0, description="per request; CPU servers under load are slow")
     backoff_initial_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(20.0, ge=0)
     temperature: float = Field(0.0, ge=0, le=2)
@@ -172,6 +172,7 @@ class LLMClient:
         self.cache = ReplyCache(self.config.cache_path) if self.config.cache_path else None
         self._stats = _Stats()
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._use_response_format = self.config.response_format
 
     @property
@@ -235,6 +236,7 @@ class LLMClient:
             raise TransportError(f"{type(exc).__name__} after {self.config.max_retries + 1} attempts: "
                                  f"{str(exc)[:200]}") from None
         text = resp.choices[0].message.content or "" if resp.choices else ""
+        self._local.finish = resp.choices[0].finish_reason if resp.choices else None
         usage = resp.usage
         return text, int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
 
@@ -267,6 +269,9 @@ class LLMClient:
                     break
                 except ValueError as e:
                     res.error = f"invalid reply after {attempt + 1} attempt(s): {e}"
+                    if getattr(self._local, "finish", None) == "length":
+                        res.error += f" (cut at max_tokens={req.max_tokens}; not re-asked: raise max_tokens)"
+                        break
                     if attempt < self.config.reasks:
                         with self._lock:
                             self._stats.reasks += 1

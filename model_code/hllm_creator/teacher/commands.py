@@ -40,7 +40,7 @@ def construct_cmd(
                                "held out) or the 'test' target"),
     max_new_words: int = typer.Option(8, "--max-new-words", help="rewrite may add at most this many words"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip filter stage (b), the LLM verification"),
-    profile_max_tokens: int = typer.Option(200, "--profile-max-tokens"),
+    profile_max_tokens: int = typer.Option(320, "--profile-max-tokens"),
     rewrite_max_tokens: int = typer.Option(64, "--rewrite-max-tokens"),
     verify_max_tokens: int = typer.Option(64, "--verify-max-tokens"),
     reasks: int = typer.Option(2, "--reasks", help="re-asks after a reply that fails its JSON schema"),

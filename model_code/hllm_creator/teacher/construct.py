@@ -36,7 +36,7 @@ PROFILE_SCHEMA = {
     "type": "object",
     "properties": {"long_term_interests": _STR_LIST, "short_term_interests": _STR_LIST,
                    "preferences": _STR_LIST, "needs": _STR_LIST,
-                   "description": {"type": "string", "minLength": 1, "maxLength": 160}},
+                   "description": {"type": "string", "minLength": 1, "maxLength": 120}},
     "required": ["long_term_interests", "short_term_interests", "preferences", "needs", "description"],
     "additionalProperties": False,
 }
@@ -56,7 +56,7 @@ class ConstructConfig(StepConfig):
     max_new_words: int = Field(8, ge=0, description="rewrite may add at most this many words")
     desc_chars: int = Field(600, ge=0, description="description characters shown to the teacher")
     prompt_version: str = "v1"
-    profile_max_tokens: int = 200
+    profile_max_tokens: int = 320
     rewrite_max_tokens: int = 64
     verify_max_tokens: int = 64
     llm_verify: bool = Field(True, description="run filter stage (b), the LLM verification call")
