@@ -85,8 +85,9 @@ def _tiny() -> Preset:
         name="tiny",
         description="CI: tiny random LLaMA backbones, a handful of users, a few tokens from the teacher/judge.",
         common={"seed": 0},
-        # SmolLM2 needs ~64-96 tokens for a JSON profile: fewer and every profile is cut short (0 rows kept)
-        dataset_construct={"users": 6, "history_len": 3, "profile_max_tokens": 96, "rewrite_max_tokens": 32,
+        # SmolLM2's JSON profile needs ~150-200 tokens: at 48 or 96 every profile was cut short (0 rows kept,
+        # and train refuses an empty training set)
+        dataset_construct={"users": 3, "history_len": 3, "profile_max_tokens": 200, "rewrite_max_tokens": 32,
                            "llm_verify": False},
         train={"preset": "tiny"},
         embed={"batch_size": 8, "max_users": 12},
@@ -95,7 +96,7 @@ def _tiny() -> Preset:
         generate={"max_new_tokens": 8, "max_pairs": 3, "batch_size": 4},
         gsb_eval={"max_samples": 2, "judge_max_tokens": 32, "bootstrap": 100},
         n_embed_shards=2,
-        llm_server_args=["--max-tokens-limit", "128", "--default-max-tokens", "64"],
+        llm_server_args=["--max-tokens-limit", "256", "--default-max-tokens", "64"],
     )
 
 
@@ -104,7 +105,7 @@ def _demo() -> Preset:
         name="demo",
         description="2-core CPU: SmolLM2-135M as teacher, backbone (first layers) and judge; whole pipeline <= 30 min.",
         common={"seed": 0},
-        dataset_construct={"users": 48, "profile_max_tokens": 128, "rewrite_max_tokens": 48, "llm_verify": False},
+        dataset_construct={"users": 48, "profile_max_tokens": 200, "rewrite_max_tokens": 48, "llm_verify": False},
         train={"preset": "demo"},
         embed={"batch_size": 64, "max_users": 1000, "bf16": True},
         cluster={"k": 16, "min_cluster_size": 5},
