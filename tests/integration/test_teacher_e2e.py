@@ -22,8 +22,8 @@ from hllm_creator.teacher.construct import REFERENCE_COLUMNS
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-SMALL = ["--history-len", "3", "--rewrite-max-tokens", "32",
-         "--verify-max-tokens", "24", "--concurrency", "2"]
+SMALL = ["--history-len", "3",
+         "--concurrency", "2"]
 
 
 def _env(base_url, model, tmp_path):

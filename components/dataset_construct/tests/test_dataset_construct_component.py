@@ -17,7 +17,7 @@ def test_python_func(tmp_path, bundled_dataset, llm_server):
     out, metrics = dsl.Dataset(uri=str(tmp_path / "t")), dsl.Metrics(uri=str(tmp_path / "m.json"))
     dataset_construct.python_func(dataset=dsl.Dataset(uri=str(bundled_dataset.path)), training_set=out,
                                   metrics=metrics, base_url=base_url, model=model, users=1, history_len=3,
-                                  rewrite_max_tokens=32, verify_max_tokens=24,
+                                  
                                   cache_path=str(tmp_path / "cache.sqlite"))
     kept = pd.read_parquet(tmp_path / "t" / "train.parquet")
     rej = pd.read_parquet(tmp_path / "t" / "rejected.parquet")
@@ -35,7 +35,7 @@ def test_local_runner(tmp_path, bundled_dataset, llm_server):
     def pipe(uri: str, base_url: str, model: str, cache: str):
         d = dsl.importer(artifact_uri=uri, artifact_class=dsl.Dataset, reimport=False)
         dataset_construct(dataset=d.output, base_url=base_url, model=model, users=1, history_len=3,
-                          rewrite_max_tokens=32, verify_max_tokens=24, cache_path=cache)
+                           cache_path=cache)
 
     pipe(uri=str(bundled_dataset.path), base_url=base_url, model=model, cache=str(tmp_path / "cache.sqlite"))
     train = list(Path(tmp_path / "kfp").rglob("train.parquet"))
