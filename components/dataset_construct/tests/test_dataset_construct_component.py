@@ -17,7 +17,6 @@ def test_python_func(tmp_path, bundled_dataset, llm_server):
     out, metrics = dsl.Dataset(uri=str(tmp_path / "t")), dsl.Metrics(uri=str(tmp_path / "m.json"))
     dataset_construct.python_func(dataset=dsl.Dataset(uri=str(bundled_dataset.path)), training_set=out,
                                   metrics=metrics, base_url=base_url, model=model, users=1, history_len=3,
-                                  
                                   cache_path=str(tmp_path / "cache.sqlite"))
     kept = pd.read_parquet(tmp_path / "t" / "train.parquet")
     rej = pd.read_parquet(tmp_path / "t" / "rejected.parquet")

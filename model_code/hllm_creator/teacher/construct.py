@@ -40,7 +40,7 @@ PROFILE_SCHEMA = {
     "required": ["long_term_interests", "short_term_interests", "preferences", "needs", "description"],
     "additionalProperties": False,
 }
-REWRITE_SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "minLength": 3, "maxLength": 250}},
+REWRITE_SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "minLength": 3, "maxLength": 160}},
                   "required": ["title"], "additionalProperties": False}
 VERIFY_SCHEMA = {"type": "object", "properties": {"unsupported_claims": _STR_LIST},
                  "required": ["unsupported_claims"], "additionalProperties": False}
