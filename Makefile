@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# torch/OpenMP threads sleep instead of spin-waiting: servers and KFP task processes share 2 cores
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test install bench lint clean
 install: $(STAMP)

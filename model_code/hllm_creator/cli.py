@@ -62,16 +62,24 @@ _register()
 
 @app.command("demo")
 def demo_cmd(
-    workdir: str = typer.Option(".hllm", help="Where data, runs and the embedded MLflow store go."),
+    llm_only: bool = typer.Option(False, "--llm-only",
+                                  help="Only the quick check: prepare the data, start the embedded LLM "
+                                       "server, ask it once through the openai client, stop it (~1 min)."),
+    preset: str = typer.Option("demo", "--preset", "-p", help="Pipeline preset (tiny runs in ~3 min)."),
 ) -> None:
-    """The README's main job: prepare the bundled data, start the embedded LLM server, ask it through
-    the openai client, print the answer, stop the server."""
-    from pathlib import Path
+    """The README's main job: the whole pipeline, locally, on the bundled data with SmolLM2 as teacher,
+    backbone and judge (`hllm-creator run --preset demo`); prints the MLflow parent run, the path of
+    creatives.parquet, the GSB summary and a few original vs personalized titles."""
+    from hllm_creator.paths import work_dir
 
-    from hllm_creator.demo import llm_roundtrip
+    if llm_only:
+        from hllm_creator.demo import llm_roundtrip
 
-    os.environ.setdefault("HLLM_WORKDIR", str(Path(workdir).resolve()))
-    llm_roundtrip(Path(workdir) / "data" / "amazon_scientific")
+        llm_roundtrip(work_dir() / "data" / "amazon_scientific")
+        return
+    from hllm_creator.pipeline_commands import run_cmd
+
+    run_cmd(preset=preset, pipeline_root=None, data=None, llm_url=None, run_name=None, no_cache=False, sets=None)
 
 
 def main() -> None:

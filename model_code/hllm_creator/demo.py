@@ -1,10 +1,9 @@
-"""``hllm-creator demo``: the README's main job.
+"""``hllm-creator demo --llm-only``: the quick foundation check (the full demo runs the pipeline).
 
 1. Prepare the bundled Amazon Industrial & Scientific data.
 2. Start the embedded OpenAI-compatible server (SmolLM2-135M-Instruct) on loopback.
 3. Ask it, through the official ``openai`` client, for a catchy ad title for a real item.
 4. Stop the server.
-With ``--pipeline`` (the default once the pipeline exists) it then runs the whole KFP pipeline locally.
 """
 
 from __future__ import annotations
@@ -33,11 +32,13 @@ def llm_roundtrip(data_dir: Path) -> str:
     with serve_process("llm", ["--model", "smollm2-135m-instruct"]) as srv:
         console.print(f"   ready at {srv.openai_base_url} ({time.time() - t0:.1f}s)")
         client = OpenAI(base_url=srv.openai_base_url, api_key="not-needed-for-the-embedded-server")
-        prompt = (f"Write one catchy ad title for this product. Use only its facts.\n"
-                  f"Product: {item['title']}\nSelling points: {'; '.join(item['selling_points'])}")
+        prompt = (f"Product: {item['title']}\nSelling points: {'; '.join(item['selling_points'])}\n\n"
+                  "Write one catchy ad title for this product, using only its facts.")
         t1 = time.time()
         resp = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=40, temperature=0,
-                                              messages=[{"role": "user", "content": prompt}])
+                                              messages=[{"role": "system", "content": "You write short, catchy ad titles. "
+                                                                             "Reply with the title only."},
+                                                                  {"role": "user", "content": prompt}])
         answer = resp.choices[0].message.content
         console.print(f"[bold]3. openai client[/] -> chat.completions ({resp.usage.completion_tokens} tokens, "
                       f"{time.time() - t1:.1f}s)")
