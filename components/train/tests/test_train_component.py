@@ -9,11 +9,19 @@ from kfp import dsl
 from components.train.component import train
 
 
+@pytest.fixture(autouse=True)
+def _tracking(monkeypatch, tmp_path):
+    """Each test: its own embedded sqlite MLflow store and work dir (tests/conftest.py is not in scope)."""
+    monkeypatch.setenv("HLLM_WORKDIR", str(tmp_path / ".hllm"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}")
+    monkeypatch.delenv("HLLM_PARENT_RUN_ID", raising=False)
+
+
 @pytest.fixture(scope="module")
-def small_ds(tmp_path_factory, bundled_dataset):
+def small_ds(tmp_path_factory):
     from hllm_creator.model.testing import small_dataset
 
-    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=30, source_dir=bundled_dataset.path)
+    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=30)
 
 
 def test_component_spec_documents_inputs():
