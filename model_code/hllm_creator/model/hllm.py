@@ -239,7 +239,8 @@ class HLLMCreator(nn.Module):
     def build_prompts(self, ad: dict) -> tuple[str, str]:
         from hllm_creator.model.prompts import creative_prompts
 
-        return creative_prompts(ad)
+        version = self.cfg.prompt_version if (self.cfg.prompt_version or "").startswith("v") else "v1"
+        return creative_prompts(ad, version=version)
 
     # ------------------------------------------------------------------ item LLM
     def item_forward(self, batch: SlotBatch) -> torch.Tensor:

@@ -80,7 +80,7 @@ def build_standin(ds, users: pd.DataFrame, n_rows: int, seed: int = 0) -> pd.Dat
 
 def load_train_parquet(path: str | Path, item_index: dict[str, int]) -> pd.DataFrame:
     """Read and validate the teacher's training parquet; errors name file, column and row."""
-    from hllm_creator.model.prompts import creative_prompts
+    from hllm_creator.model.prompts import creative_prompts, frame
 
     path = Path(path)
     if not path.exists():
@@ -114,6 +114,7 @@ def load_train_parquet(path: str | Path, item_index: dict[str, int]) -> pd.DataF
                                 column="prompt2", row=int(i))
             p1, p2 = creative_prompts({"title": r["original_title"],
                                        "description": r.get("original_description") or ""})
+        p1, p2 = frame(p1, p2)  # the same chat frame as HLLMCreator.build_prompts at inference
         p1s.append(p1)
         p2s.append(p2)
     df["prompt1"], df["prompt2"] = p1s, p2s
