@@ -100,7 +100,27 @@ def test_bad_training_parquet_names_file_column_row(small_ds, tmp_path):
     with pytest.raises(DataError, match="missing column"):
         load_train_parquet(p, index)
     ok = load_train_parquet(pd.DataFrame([good]).to_parquet(p) or p, index)
-    assert ok["prompt2"].iloc[0].startswith("\nAd title: Drill")  # prompts built when absent
+    from hllm_creator.model.prompts import CHAT_CLOSE
+
+    p2 = ok["prompt2"].iloc[0]  # prompts built when absent, in the same chat frame as inference
+    assert "Original title: Drill" in p2 and p2.endswith(CHAT_CLOSE)
+    assert ok["prompt1"].iloc[0].startswith("<|im_start|>system")
+
+
+def test_empty_teacher_parquet_is_topped_up_with_tagged_standin_rows(small_ds, tmp_path):
+    import mlflow
+
+    from hllm_creator.train.trainer import run_train
+
+    cols = ["user_profile", "original_title", "original_description", "prompt1", "prompt2", "response",
+            "title_list", "item_id_list", "user_id", "target_item_id"]
+    p = tmp_path / "empty.parquet"
+    pd.DataFrame({c: pd.Series([], dtype=object) for c in cols}).to_parquet(p)
+    res = run_train(_cfg(small_ds, tmp_path, train_parquet=str(p), max_steps=1, eval_users=3, register_model=False))
+    assert json.loads((Path(res["out"]) / "eval.json").read_text())["standin_data"] is True
+    assert mlflow.get_run(res["run_id"]).data.tags["standin_data"] == "true"
+    with pytest.raises(DataError, match="no rows"):
+        run_train(_cfg(small_ds, tmp_path, train_parquet=str(p), min_teacher_rows=0, max_steps=1))
 
 
 def test_deepspeed_configs_parse_and_launch_is_documented():

@@ -29,6 +29,9 @@ class TrainConfig(StepConfig):
     weights: LossWeights = LossWeights()
     # objectives / data
     standin_rows: int = Field(256, ge=1, description="rows of the stand-in training parquet")
+    min_teacher_rows: int = Field(1, ge=0, description="a teacher parquet with fewer kept rows than this is "
+                                  "topped up with stand-in rows (logged, tagged standin_data=partial); "
+                                  "0 = never top up, an empty parquet is an error")
     max_creative_rows: int | None = Field(None, ge=1, description="use at most N rows of the training parquet")
     creative_per_step: int = Field(2, ge=1, description="creative/recon/align rows per step")
     cls_per_step: int = Field(64, ge=1, description="users per step for the cls objective")

@@ -78,7 +78,7 @@ def build_standin(ds, users: pd.DataFrame, n_rows: int, seed: int = 0) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def load_train_parquet(path: str | Path, item_index: dict[str, int]) -> pd.DataFrame:
+def load_train_parquet(path: str | Path, item_index: dict[str, int], *, allow_empty: bool = False) -> pd.DataFrame:
     """Read and validate the teacher's training parquet; errors name file, column and row."""
     from hllm_creator.model.prompts import creative_prompts, frame
 
@@ -93,6 +93,8 @@ def load_train_parquet(path: str | Path, item_index: dict[str, int]) -> pd.DataF
     if missing:
         raise DataError(f"missing column(s) {missing}; found {list(df.columns)}", file=str(path), column=missing[0])
     if len(df) == 0:
+        if allow_empty:
+            return df
         raise DataError("no rows", file=str(path))
     df = df.reset_index(drop=True).copy()
     p1s, p2s = [], []

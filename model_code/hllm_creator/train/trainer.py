@@ -215,8 +215,17 @@ def run_train(cfg: TrainConfig) -> dict:
         raise DataError("no user has >= 3 clicks: nothing to train or evaluate", file=str(cfg.data))
     index = {str(x): i for i, x in enumerate(ds.items["item_id"].astype(str))}
     if cfg.train_parquet:
-        rows = tdata.load_train_parquet(cfg.train_parquet, index)
+        rows = tdata.load_train_parquet(cfg.train_parquet, index, allow_empty=cfg.min_teacher_rows > 0)
         standin = False
+        if len(rows) < cfg.min_teacher_rows:
+            # a small teacher (SmolLM2-135M) can keep very few rows: top up, loudly, rather than fail
+            extra = tdata.build_standin(ds, split.users, cfg.standin_rows, seed=cfg.seed)
+            extra = extra[~extra["user_id"].isin(set(rows["user_id"]))] if "user_id" in rows else extra
+            log.warning("teacher parquet %s kept %d rows (< min_teacher_rows=%d): topped up with %d stand-in "
+                        "rows. %s", cfg.train_parquet, len(rows), cfg.min_teacher_rows, len(extra),
+                        tdata.STANDIN_NOTE)
+            rows = pd.concat([rows, extra], ignore_index=True)
+            standin = "partial" if len(rows) > len(extra) else True
     else:
         rows = tdata.build_standin(ds, split.users, cfg.standin_rows, seed=cfg.seed)
         standin = True
