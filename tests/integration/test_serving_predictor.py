@@ -49,6 +49,7 @@ def server(stack, tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.setenv("HLLM_WORKDIR", str(root))
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        tracking.ensure_experiment()  # this store's experiment, not one a previous test selected
         with mlflow.start_run():
             tracking.register_model(stack["model_dir"], aliases=("champion",))
         args = ["--model-uri", "models:/hllm-creator@champion", "--artifacts", stack["artifacts"],

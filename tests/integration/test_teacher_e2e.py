@@ -1,4 +1,4 @@
-"""construct and gsb against the real embedded SmolLM2 server (tests/conftest.py ``llm_server``).
+"""construct and gsb against the real embedded SmolLM2 server (the root conftest.py ``llm_server``).
 
 Small on purpose: SmolLM2 decodes ~16 tok/s on 2 free cores (much less on a shared machine).
 Checks: every reference column written; kept rows pass the grounding check; rejected rows have a
