@@ -67,15 +67,15 @@ def demo_cmd(
                                        "server, ask it once through the openai client, stop it (~1 min)."),
     preset: str = typer.Option("demo", "--preset", "-p", help="Pipeline preset (tiny runs in ~3 min)."),
 ) -> None:
-    """The README's main job: the whole pipeline, locally, on the bundled data with SmolLM2 as teacher,
-    backbone and judge (`hllm-creator run --preset demo`); prints the MLflow parent run, the path of
-    creatives.parquet, the GSB summary and a few original vs personalized titles."""
+    """The README's main job. First one real SmolLM2 reply through the openai client (data -> embedded
+    server -> request -> stop), then the whole pipeline, locally, on the bundled data with SmolLM2 as
+    teacher, backbone and judge (`hllm-creator run --preset demo`); prints the MLflow parent run, the
+    path of creatives.parquet, the GSB summary and a few original vs personalized titles."""
+    from hllm_creator.demo import llm_roundtrip
     from hllm_creator.paths import work_dir
 
+    llm_roundtrip(work_dir() / "data" / "amazon_scientific")  # a real SmolLM2 reply via the openai client
     if llm_only:
-        from hllm_creator.demo import llm_roundtrip
-
-        llm_roundtrip(work_dir() / "data" / "amazon_scientific")
         return
     from hllm_creator.pipeline_commands import run_cmd
 
