@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hllm_creator.model.collate import IGNORE, slot_batch
+from hllm_creator.model.collate import IGNORE
 from hllm_creator.model.losses import cls_loss, info_nce
 
 AD = {"title": "Cordless Drill 18V", "description": "Compact drill with two batteries.",

@@ -9,14 +9,6 @@ from kfp import dsl
 from components.train.component import train
 
 
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    """Each test: its own embedded sqlite MLflow store and work dir (also done by the root conftest.py)."""
-    monkeypatch.setenv("HLLM_WORKDIR", str(tmp_path / ".hllm"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}")
-    monkeypatch.delenv("HLLM_PARENT_RUN_ID", raising=False)
-
-
 @pytest.fixture(scope="module")
 def small_ds(tmp_path_factory):
     from hllm_creator.model.testing import small_dataset

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from collections import defaultdict
@@ -198,7 +197,7 @@ def run_train(cfg: TrainConfig) -> dict:
 
     from hllm_creator import tracking
     from hllm_creator.data import leave_last_out, load_dataset
-    from hllm_creator.io import atomic_dir, write_json
+    from hllm_creator.io import write_json
     from hllm_creator.model.hllm import HLLMCreator
     from hllm_creator.train import data as tdata
     from hllm_creator.train.evaluate import evaluate
