@@ -15,7 +15,7 @@ from hllm_creator.infer import cluster as cl
 from hllm_creator.infer import embed as E
 from hllm_creator.infer import generate as G
 from hllm_creator.infer import match as M
-from hllm_creator.teacher.grounding import Ad, check_grounding
+from hllm_creator.teacher.grounding import Ad, check_grounding, title_quality
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,20 @@ def test_ground_uses_the_real_check():
     assert G.ground("", ad) == (False, ["empty output"])
 
 
+def test_ground_rejects_grounded_fragments_that_are_not_titles():
+    """Outputs of the demo's barely trained Creative LLM: no invented fact, but no title either."""
+    ad = G.ad_of({"title": "AcuRite 00613 Humidity Monitor with Indoor Thermometer, Digital Hygrometer and "
+                           "Humidity Gauge Indicator.", "description": "Shows when humidity is too low or too high.",
+                  "selling_points": [], "brand": "AcuRite"})
+    for frag, why in (("but...", "too short"), ("too low, too high, too low, so that you can", "does not name"),
+                      ("AcuRite 00613 Humidity Monitor with", "cut-off copy"),
+                      ("AcuRite Humidity Monitor for a dry home...", "trails off")):
+        ok, reasons = G.ground(frag, ad)
+        assert not ok and any(why in r for r in reasons), (frag, reasons)
+    ok, reasons = G.ground("AcuRite 00613 Humidity Monitor: Know When Your Home Is Too Dry", ad)
+    assert ok, reasons
+
+
 def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
     data, mdir, root, model = setup
     cfg = G.GenerateConfig(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
@@ -64,7 +78,7 @@ def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
     for r in cr.itertuples():
         assert r.original_title == titles[r.item_id]
         res = check_grounding(r.llm_output, Ad.from_item(by[r.item_id])) if r.llm_output else None
-        assert r.grounded == bool(res and res.ok)
+        assert r.grounded == bool(res and res.ok and not title_quality(r.llm_output, r.original_title))
         if r.grounded:
             assert r.title == r.llm_output and len(r.reasons) == 0
         else:  # fallback: the original title, with the reason recorded

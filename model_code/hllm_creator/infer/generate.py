@@ -70,12 +70,14 @@ def ad_of(item: dict) -> dict:
 
 
 def ground(title: str, ad: dict) -> tuple[bool, list[str]]:
-    from hllm_creator.teacher.grounding import Ad, check_grounding
+    """The checks every emitted title passes: grounded in the ad, and usable as a title of it."""
+    from hllm_creator.teacher.grounding import Ad, check_grounding, title_quality
 
     if not title.strip():
         return False, ["empty output"]
     res = check_grounding(title, Ad(**ad))
-    return bool(res.ok), [str(r) for r in res.reasons]
+    reasons = [str(r) for r in res.reasons] + title_quality(title, ad["title"])
+    return not reasons, reasons
 
 
 def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: np.ndarray,

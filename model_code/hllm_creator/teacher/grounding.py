@@ -482,3 +482,35 @@ def catalog_names(items, min_len: int = 3, generic_share: float = 0.005) -> set[
         if other <= generic_share * len(titles):
             out.add(b)
     return out
+
+
+# ---- title quality: a grounded text is not yet a title -----------------------------------------
+
+_STOP = frozenset("""a an and are as at be but by for from has have in is it its of on or so that the this
+to too was were will with you your our we can very just""".split())
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
+
+
+def _content_words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text or "") if len(w) >= 3 and w.lower() not in _STOP}
+
+
+def title_quality(title: str, original_title: str, *, min_words: int = 3) -> list[str]:
+    """Reasons why ``title`` is not usable as an ad title for the ad whose title is ``original_title``.
+
+    Grounding says "no fact outside the ad"; this says "it is a title of THIS product": at least
+    ``min_words`` words, names the product (shares a content word with the original title), is not a
+    cut-off copy of the original, and does not trail off. Empty list = usable.
+    """
+    t = " ".join((title or "").split())
+    reasons: list[str] = []
+    if len(t.split()) < min_words:
+        reasons.append(f"quality: too short for a title ({len(t.split())} words < {min_words})")
+    if not (_content_words(t) & _content_words(original_title)):
+        reasons.append("quality: does not name the product (no word in common with the original title)")
+    o = " ".join((original_title or "").split())
+    if t and len(t) < len(o) and o.lower().startswith(t.lower().rstrip(". ")):
+        reasons.append("quality: a cut-off copy of the original title")
+    if t.endswith(("...", "\u2026")) or (t and t[-1] in ",;:-|/("):
+        reasons.append("quality: trails off (ends mid-sentence)")
+    return reasons
