@@ -44,6 +44,13 @@ class ScriptedOpenAIServer:
                                       {"Retry-After": "0"})
                 if step == "500":
                     return self._send(500, {"error": {"message": "boom", "type": "server_error"}})
+                if step == "400schema":  # what our server says when constrained decoding fails
+                    return self._send(400, {"error": {"message": "the constrained decoder could not enforce "
+                                                      "this schema", "type": "invalid_request_error",
+                                                      "code": "unsupported_schema"}})
+                if step == "400":
+                    return self._send(400, {"error": {"message": "prompt too long", "type": "invalid_request_error",
+                                                      "code": "context_length_exceeded"}})
                 if step == "sleep":
                     time.sleep(1.5)
                     step = "ok"
@@ -120,6 +127,22 @@ def test_gives_up_after_max_retries_with_a_reason(server_factory, tmp_path):
     assert len(srv.requests) == 3
     # transport failures are not cached: the next run asks again
     assert c.cache is not None and len(c.cache) == 0
+
+
+def test_unenforceable_schema_is_asked_again_unconstrained(server_factory, tmp_path):
+    srv = server_factory(["400schema", "ok"])
+    r = _client(srv, tmp_path).call(_req())
+    assert r.ok and r.value == {"title": "A good title"}
+    assert "response_format" in srv.requests[0]["body"] and "response_format" not in srv.requests[1]["body"]
+
+
+def test_a_rejected_request_fails_its_row_not_the_run(server_factory, tmp_path):
+    srv = server_factory(["400"])
+    c = _client(srv, tmp_path)
+    r = c.call(_req("too long"))
+    assert not r.ok and "HTTP 400" in r.error and "prompt too long" in r.error
+    assert len(srv.requests) == 1  # a 4xx is not retried
+    assert c.call(_req("next")).ok  # the client goes on
 
 
 def test_invalid_json_is_reasked_then_validated(server_factory, tmp_path):

@@ -90,6 +90,10 @@ class Result:
     latency_s: float = 0.0
 
 
+class RequestRejected(RuntimeError):
+    """The endpoint refused this one request (4xx other than 429): the row fails, the run goes on."""
+
+
 class TransportError(RuntimeError):
     """The endpoint could not be reached / kept failing after all retries."""
 
@@ -228,8 +232,18 @@ class LLMClient:
                             log.warning("endpoint rejects response_format (%s); asking without it", str(e)[:120])
                             self._use_response_format = False
                             resp = self._client.chat.completions.create(**kwargs)
+                        elif rf and ("unsupported_schema" in str(e) or "constrained decoder" in str(e)):
+                            # the server could not enforce the schema for THIS reply: ask once more
+                            # unconstrained; the reply is still validated against the schema below
+                            log.warning("constrained decoding failed for one request (%s); asking it "
+                                        "unconstrained", str(e)[:120])
+                            resp = self._client.chat.completions.create(**kwargs)
                         else:
-                            raise
+                            raise RequestRejected(f"HTTP 400: {str(e)[:300]}") from None
+                    except openai.APIStatusError as e:
+                        if e.status_code in (413, 422):  # this request is too big / malformed: a row failure
+                            raise RequestRejected(f"HTTP {e.status_code}: {str(e)[:300]}") from None
+                        raise
         except RetryError as e:
             exc = e.last_attempt.exception()
             raise TransportError(f"{type(exc).__name__} after {self.config.max_retries + 1} attempts: "
@@ -278,7 +292,7 @@ class LLMClient:
                                     {"role": "user", "content": f"That reply was not valid ({e}). Reply again "
                                      f"with only a JSON object that matches this schema: "
                                      f"{json.dumps(req.schema)}"}]
-        except TransportError as e:
+        except (TransportError, RequestRejected) as e:
             res.error = f"endpoint error: {e}"
             res.latency_s = time.perf_counter() - t0
             self._account(res)
