@@ -24,6 +24,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float = 20) -> None:
+    """Terminate, wait ``grace_s``, then kill: how every server process of ours is stopped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 @dataclass
 class ServerHandle:
     url: str            # http://127.0.0.1:PORT
@@ -68,10 +79,4 @@ def serve_process(kind: str, args: list[str], *, port: int | None = None, timeou
             time.sleep(0.5)
         yield ServerHandle(url=url, proc=proc, log=log)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
