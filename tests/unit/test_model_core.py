@@ -202,3 +202,36 @@ def test_cls_and_align_under_torch_distributed_world_size_one(tmp_path):
         assert a.grad.abs().sum() > 0
     finally:
         dist.destroy_process_group()
+
+
+def test_user_layout_prompt_first_and_old_dirs_keep_their_layout(model, items, tmp_path):
+    import json
+
+    from hllm_creator.model import HLLMCreator
+
+    assert model.cfg.user_layout == "prompt_items_user"
+    u_new = model.encode_users([items[:3]])
+    model.cfg.user_layout = "items_prompt_user"
+    try:
+        u_old = model.encode_users([items[:3]])
+        out = model.save(tmp_path / "m")
+    finally:
+        model.cfg.user_layout = "prompt_items_user"
+    assert not torch.allclose(u_new, u_old)  # the layout is really used
+    # a dir written before the field existed has no user_layout: it loads with the old order
+    f = out / "hllm_config.json"
+    meta = json.loads(f.read_text())
+    meta["model"].pop("user_layout")
+    f.write_text(json.dumps(meta))
+    m = HLLMCreator.load(out)
+    assert m.cfg.user_layout == "items_prompt_user"
+    torch.testing.assert_close(m.encode_users([items[:3]]), u_old, atol=1e-5, rtol=1e-4)
+
+
+def test_encode_users_sorts_by_length_but_keeps_order_and_error_index(model, items):
+    seqs = [items, items[:1], items[1:3], items[2:3], items]
+    together = model.encode_users(seqs, batch_size=2)
+    alone = torch.cat([model.encode_users([s]) for s in seqs])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="history 3 is empty"):
+        model.encode_users([items, items[:1], items[:2], items[:0]], batch_size=2)

@@ -123,3 +123,57 @@ def test_cls_and_align_with_batch_size_one(small):
         out["loss"].backward()
     assert float(out["align"]) > 0  # negatives from the queue (other users' profiles)
     assert int(m.queue_n) == 3
+
+
+def test_group_by_length_keeps_every_user_and_cuts_padding(small):
+    import numpy as np
+
+    _, _, td = small
+    kw = dict(creative_per_step=1, cls_per_step=4, cls_epochs=2.0, creative_epochs=1.0, max_steps=None, seed=3)
+    plain = tdata.make_bundles(td, group_by_length=1, **kw)
+    grouped = tdata.make_bundles(td, group_by_length=8, **kw)
+    assert len(plain) == len(grouped)
+    count = lambda bs: sorted(u for b in bs for u in b["cls"])  # noqa: E731
+    assert count(plain) == count(grouped)  # same users, same number of times
+    assert grouped == tdata.make_bundles(td, group_by_length=8, **kw)  # deterministic
+
+    def padding(bs):  # history slots wasted on padding, summed over steps
+        return sum(len(b["cls"]) * max(len(td.cls_hist[u]) for u in b["cls"]) -
+                   sum(len(td.cls_hist[u]) for u in b["cls"]) for b in bs if b["cls"])
+    assert padding(grouped) < padding(plain)
+    assert np.all([len(b["cls"]) == 4 for b in grouped])
+
+
+def test_head_fit_lowers_cls_loss_and_keeps_the_best_validated_state(small):
+    from hllm_creator.train.head_fit import head_fit
+
+    _, _, td = small
+    m = _model(td, frozen_items=True)
+    logs = []
+    before = {k: v.clone() for k, v in m.creative.state_dict().items()}
+    res = head_fit(m, td, m.item_cache, steps=60, batch_size=8, negatives=16, lr=3e-3, val_users=6,
+                   eval_every=20, on_log=lambda s, x: logs.append((s, x)), log_every=10)
+    assert res["loss_last"] < res["loss_first"]
+    assert 1 <= res["val_users"] <= 6 and res["chosen_step"] in {c["step"] for c in res["curve"]}
+    assert max(c["val_recall@10"] for c in res["curve"]) == res["val_recall@10"]
+    assert [s for s, x in logs if "loss_cls_head" in x] == [10, 20, 30, 40, 50, 60]
+    # only the predictor moved; its parameters stay trainable as they were
+    for k, v in m.creative.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.requires_grad for p in m.predictor.parameters())
+
+
+def test_eval_excludes_seen_items_for_every_ranker():
+    import numpy as np
+    import pandas as pd
+
+    from hllm_creator.train.evaluate import rank_metrics, seen_pairs
+
+    users = pd.DataFrame({"history": [["a", "b"], ["c"]], "valid_target": ["c", "a"]})
+    r, c = seen_pairs(users, {"a": 0, "b": 1, "c": 2, "d": 3})
+    assert sorted(zip(r.tolist(), c.tolist())) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2)]
+    s = np.array([[9.0, 8.0, 7.0, 1.0], [9.0, 8.0, 7.0, 6.0]])
+    s[r, c] = -np.inf
+    m = rank_metrics(s, np.array([3, 1]), k=1)
+    # user 0: the only candidate is item 3 -> rank 0; user 1: item 1 beats item 3 -> rank 0
+    assert m["recall@1"] == 1.0 and m["auc"] == 1.0

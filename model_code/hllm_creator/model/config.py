@@ -20,8 +20,12 @@ class ModelConfig(StepConfig):
     creative_layers: int | None = Field(None, ge=1, description="keep the first N decoder layers of the Creative LLM")
     max_history: int = Field(50, ge=1, description="the User LLM reads at most the last N items")
     item_max_tokens: int = Field(64, ge=4, description="item text truncated to N tokens before [ITEM]")
-    user_prompt: str = Field(" These are the items this user clicked. The user's interest:",
-                             description="text between the item embeddings and [USER]")
+    user_prompt: str = Field("The items this user clicked, oldest first:",
+                             description="the User LLM's text prompt (placed per user_layout)")
+    user_layout: Literal["prompt_items_user", "items_prompt_user"] = Field(
+        "prompt_items_user", description="order of the User LLM input. prompt_items_user (default) puts the "
+        "newest item right before [USER], where a pretrained LLM's local attention carries it; "
+        "items_prompt_user is DESIGN's original order (model dirs saved before this field load with it)")
     recon_prompt: str = Field(" Describe this user's interests:",
                               description="text after the profile slot; the decoder then regenerates the profile")
     projector: Literal["linear", "mlp"] = "mlp"

@@ -2,8 +2,9 @@
 
 - Item LLM: item text + one learnable [ITEM] embedding appended; the last hidden state at [ITEM]
   is the item embedding.
-- User LLM: the item embeddings of the history (oldest first, projected when sizes differ), a short
-  text prompt, one learnable [USER] embedding; its last hidden state is the user embedding.
+- User LLM: a short text prompt, then the item embeddings of the history (oldest first, projected to
+  its width), then one learnable [USER] embedding; its last hidden state is the user embedding.
+  (``user_layout="items_prompt_user"`` gives DESIGN's original order: items, prompt, [USER].)
 - Creative LLM (causal LM): ``prompt1`` + ONE slot holding ``projector(user_emb)`` + ``prompt2``
   (+ response in training). It is also the recon/align decoder.
 - Item-User predictor: ``user_tower``, ``item_tower`` and an MLP (or MLP-Mixer) head.
@@ -209,7 +210,8 @@ class HLLMCreator(nn.Module):
                 raise ModelDirError(f"{model_dir} is not an HLLM-Creator model dir: missing {need}")
         try:
             meta = json.loads(f.read_text())
-            cfg = ModelConfig.model_validate(meta["model"])
+            # dirs saved before user_layout existed were trained with the items-first layout
+            cfg = ModelConfig.model_validate({"user_layout": "items_prompt_user", **meta["model"]})
         except Exception as e:  # noqa: BLE001
             raise ModelDirError(f"{f}: bad config ({e})") from e
         lms, toks = {}, {}
@@ -299,14 +301,12 @@ class HLLMCreator(nn.Module):
         prompt = self.user_llm.get_input_embeddings()(self._user_prompt_ids())  # [P, dU]
         rows = []
         for i, seq in enumerate(item_emb_seqs):
-            if not isinstance(seq, torch.Tensor) or seq.dim() != 2 or seq.shape[1] != self.item_hidden_size:
-                shape = tuple(seq.shape) if isinstance(seq, torch.Tensor) else type(seq).__name__
-                raise ValueError(f"history {i}: expected a tensor [L, {self.item_hidden_size}], got {shape}")
-            if seq.shape[0] == 0:
-                raise ValueError(f"history {i} is empty: a user needs at least one item")
+            self._check_history(i, seq)
             seq = seq[-self.cfg.max_history:].to(dev)
             x = self.item_to_user(self.predictor.std_item(seq).to(self.item_token.dtype))
-            rows.append(torch.cat([x, prompt.to(x.dtype), self.user_token[None].to(x.dtype)]))
+            parts = ([prompt.to(x.dtype), x] if self.cfg.user_layout == "prompt_items_user"
+                     else [x, prompt.to(x.dtype)])
+            rows.append(torch.cat(parts + [self.user_token[None].to(x.dtype)]))
         T = max(len(r) for r in rows)
         B, d = len(rows), rows[0].shape[1]
         emb = rows[0].new_zeros(B, T, d)
@@ -319,17 +319,38 @@ class HLLMCreator(nn.Module):
         out = self.user_llm(inputs_embeds=emb, attention_mask=attn, position_ids=position_ids(attn))
         return out.last_hidden_state[torch.arange(B, device=dev), last]
 
+    def _check_history(self, i: int, seq) -> None:
+        if not isinstance(seq, torch.Tensor) or seq.dim() != 2 or seq.shape[1] != self.item_hidden_size:
+            shape = tuple(seq.shape) if isinstance(seq, torch.Tensor) else type(seq).__name__
+            raise ValueError(f"history {i}: expected a tensor [L, {self.item_hidden_size}], got {shape}")
+        if seq.shape[0] == 0:
+            raise ValueError(f"history {i} is empty: a user needs at least one item")
+
     @torch.no_grad()
     def encode_users(self, item_emb_seqs: list[torch.Tensor], batch_size: int = 64,
-                     autocast_bf16: bool = False) -> torch.Tensor:
+                     autocast_bf16: bool = False, progress: bool = False, desc: str = "encode users") -> torch.Tensor:
         """Histories -> [n, user_hidden] float32 (no grad)."""
         was = self.training
         self.eval()
+        for i, seq in enumerate(item_emb_seqs):  # errors name the caller's index, not the sorted one
+            self._check_history(i, seq)
+        # batches of similar length pad little; the original order is restored at the end
+        order = sorted(range(len(item_emb_seqs)), key=lambda i: len(item_emb_seqs[i]))
+        starts = range(0, len(order), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=desc, unit="batch")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16 and self.device.type == "cpu"):
-            out = [self.user_forward(item_emb_seqs[s:s + batch_size]).float().cpu()
-                   for s in range(0, len(item_emb_seqs), batch_size)]
+            out = [self.user_forward([item_emb_seqs[i] for i in order[s:s + batch_size]]).float().cpu()
+                   for s in starts]
         self.train(was)
-        return torch.cat(out) if out else torch.zeros(0, self.user_hidden_size)
+        if not out:
+            return torch.zeros(0, self.user_hidden_size)
+        emb = torch.cat(out)
+        res = torch.empty_like(emb)
+        res[torch.tensor(order)] = emb
+        return res
 
     # ------------------------------------------------------------------ predictor
     @torch.no_grad()

@@ -28,6 +28,9 @@ def train_cmd(
     creative_layers: Optional[int] = typer.Option(None, help="Keep the first N layers of the Creative LLM."),
     max_steps: Optional[int] = typer.Option(None, help="Override the number of optimizer steps."),
     cls_epochs: Optional[float] = typer.Option(None, help="Passes over ALL users for the cls objective."),
+    head_steps: Optional[int] = typer.Option(
+        None, help="Predictor fit after joint training: cls steps on frozen user embeddings, best step picked "
+        "on held-out users (0 = off; preset cpu 600, demo 300)."),
     creative_rows: Optional[int] = typer.Option(None, "--creative-rows",
                                                 help="Use at most N rows of the training parquet."),
     standin_rows: Optional[int] = typer.Option(None, help="Rows of the stand-in set (no --train-parquet)."),
@@ -68,7 +71,7 @@ def train_cmd(
     try:
         cfg = build_config(
             preset, data=str(data), out=str(out), train_parquet=str(train_parquet) if train_parquet else None,
-            model=model, weights=weights or None, max_steps=max_steps, cls_epochs=cls_epochs,
+            model=model, weights=weights or None, max_steps=max_steps, cls_epochs=cls_epochs, head_steps=head_steps,
             max_creative_rows=creative_rows, standin_rows=standin_rows, lora=lora, freeze_item_llm=freeze_item_llm,
             bf16=bf16, gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None,
             lr=lr, head_lr=head_lr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
@@ -83,5 +86,6 @@ def train_cmd(
                "recall@10": {k: ev.get(k, {}).get("recall@10") for k in ("model", "popularity", "random")},
                "ndcg@10": {k: ev.get(k, {}).get("ndcg@10") for k in ("model", "popularity", "random")},
                "auc": {k: ev.get(k, {}).get("auc") for k in ("model", "popularity", "random")},
+               "head_fit": {k: v for k, v in (ev.get("head_fit") or {}).items() if k != "curve"} or None,
                "seconds": res["metrics"]}
     typer.echo(json.dumps(summary, indent=2, default=str))

@@ -40,6 +40,11 @@ class TrainConfig(StepConfig):
     cls_epochs: float = Field(1.0, gt=0, description="passes over ALL users of the dataset for cls")
     cls_users: int | None = Field(None, ge=1, description="cap the users used for cls (tests)")
     creative_epochs: float = Field(1.0, gt=0, description="passes over the creative rows")
+    group_by_length: int = Field(8, ge=1, description="cls users of every N steps are grouped by history "
+                                 "length (less padding in the User LLM); 1 = off")
+    head_steps: int = Field(0, ge=0, description="predictor fit after joint training: steps of the cls "
+                            "objective on frozen user embeddings (train/head_fit.py); 0 = off")
+    head_val_users: int = Field(400, ge=0, description="users held out of the predictor fit to pick its best step")
     # optimisation
     lr: float = Field(1e-4, gt=0, description="backbone (User LLM, LoRA / Creative LLM) learning rate")
     head_lr: float = Field(1e-3, gt=0, description="new parts: predictor, projectors, [ITEM]/[USER], temperature")
@@ -84,13 +89,13 @@ PRESETS: dict[str, dict] = {
                             user_layers=2, creative_llm="smollm2-135m-instruct", max_history=20,
                             item_max_tokens=32),  # same Item LLM as "cpu": the item cache is shared
                  standin_rows=32, creative_per_step=2, cls_per_step=128, cls_negatives=256, cls_epochs=1.0,
-                 lr=2e-4, head_lr=2e-3, eval_users=2000, save_steps=1000),
+                 lr=2e-4, head_lr=2e-3, head_steps=300, eval_users=2000, save_steps=1000),
     # the full CPU run (issue 4 "done when"): ~12 min on 2 free cores
     "cpu": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=2, user_llm="smollm2-135m-instruct",
                            user_layers=4, creative_llm="smollm2-135m-instruct", max_history=30,
                            item_max_tokens=32),
-                standin_rows=192, creative_per_step=2, cls_per_step=96, cls_negatives=256, cls_epochs=2.0,
-                lr=2e-4, head_lr=2e-3, eval_users=None, save_steps=100),
+                standin_rows=160, creative_per_step=2, cls_per_step=96, cls_negatives=256, cls_epochs=1.0,
+                lr=2e-4, head_lr=2e-3, head_steps=600, eval_users=None, save_steps=100),
     # GPU: full backbones, ZeRO-2, bf16, flash-attn when importable, gradient checkpointing
     "gpu": dict(model=dict(item_llm="smollm2-135m-instruct", user_llm="smollm2-135m-instruct",
                            creative_llm="smollm2-135m-instruct"),

@@ -157,8 +157,12 @@ def prepare_train_data(ds, split_users: pd.DataFrame, rows: pd.DataFrame, *, sta
 
 
 def make_bundles(td: TrainData, *, creative_per_step: int, cls_per_step: int, cls_epochs: float,
-                 creative_epochs: float, max_steps: int | None, seed: int) -> list[dict]:
-    """Fixed-size bundles (one per optimizer step), deterministic for a seed."""
+                 creative_epochs: float, max_steps: int | None, seed: int,
+                 group_by_length: int = 1) -> list[dict]:
+    """Fixed-size bundles (one per optimizer step), deterministic for a seed.
+
+    ``group_by_length`` = G > 1 sorts the cls users of every G consecutive steps by history length
+    before cutting them into steps (each user still appears exactly as often)."""
     rng = np.random.default_rng(seed)
     n_cls, n_rows = len(td.cls_pos), len(td.rows)
     steps_cls = int(np.ceil(n_cls * cls_epochs / cls_per_step))
@@ -174,6 +178,18 @@ def make_bundles(td: TrainData, *, creative_per_step: int, cls_per_step: int, cl
         return out[:k]
 
     cls_order = stream(n_cls, steps * cls_per_step)
+    if group_by_length > 1 and n_cls:
+        # like the HF Trainer's group_by_length: within each window of G steps, users of similar
+        # history length share a step (little padding in the User LLM); step order is shuffled again
+        lens = np.array([len(h) for h in td.cls_hist])
+        win = group_by_length * cls_per_step
+        grouped = []
+        for w in range(0, len(cls_order), win):
+            chunk = sorted(cls_order[w:w + win], key=lambda u: (lens[u], u))
+            parts = [chunk[i:i + cls_per_step] for i in range(0, len(chunk), cls_per_step)]
+            for j in rng.permutation(len(parts)):
+                grouped += parts[j]
+        cls_order = grouped
     cre_order = stream(n_rows, steps * creative_per_step) if n_rows else []
     return [{"step": s, "cls": cls_order[s * cls_per_step:(s + 1) * cls_per_step],
              "rows": cre_order[s * creative_per_step:(s + 1) * creative_per_step] if n_rows else []}

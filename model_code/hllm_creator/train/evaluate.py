@@ -1,7 +1,9 @@
 """Evaluation of the representation on held-out targets (leave-last-out).
 
 Each evaluated user's history + valid target (what training saw) -> user embedding; the test target
-(never trained on) is ranked among ALL catalog items by the Item-User predictor's score.
+(never trained on) is ranked among all catalog items the user has not clicked (the usual
+full-ranking protocol; the bundled data has no repeat clicks, so a seen item is never the answer)
+by the Item-User predictor's score.
 Metrics: Recall@10, NDCG@10, AUC (the target against every other item, averaged over users), for
 the model, a popularity baseline (training clicks) and a random baseline.
 """
@@ -20,9 +22,20 @@ def rank_metrics(scores: np.ndarray, target: np.ndarray, k: int = 10) -> dict:
     rank = higher + ties / 2.0  # 0-based, ties split evenly
     hit = rank < k
     ndcg = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
-    auc = 1.0 - rank / max(m - 1, 1)
+    excluded = np.isneginf(scores).sum(1)  # seen items (not candidates) do not count for AUC
+    auc = 1.0 - rank / np.maximum(m - 1 - excluded, 1)
     return {f"recall@{k}": float(hit.mean()), f"ndcg@{k}": float(ndcg.mean()), "auc": float(auc.mean()),
             "mrr": float((1.0 / (rank + 1.0)).mean()), "n_users": int(n), "n_items": int(m)}
+
+
+def seen_pairs(users, index: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of every item each user clicked before the test target (whole history + valid)."""
+    r, c = [], []
+    for n, (h, v) in enumerate(zip(users["history"], users["valid_target"])):
+        cols = {index[x] for x in list(h) + [v]}
+        r += [n] * len(cols)
+        c += sorted(cols)
+    return np.asarray(r, dtype=np.int64), np.asarray(c, dtype=np.int64)
 
 
 def evaluate(model, item_emb, td, split_users, *, eval_users: int | None = None, seed: int = 0,
@@ -38,32 +51,30 @@ def evaluate(model, item_emb, td, split_users, *, eval_users: int | None = None,
             for h, v in zip(users["history"], users["valid_target"])]
     target = np.array([index[x] for x in users["test_target"]])
     item_emb = item_emb.float()
-    user_emb = []
-    rng = range(0, len(hist), 64)
-    if progress:
-        from tqdm.auto import tqdm
-
-        rng = tqdm(rng, desc="eval users", unit="batch")
     with torch.no_grad():
-        for s in rng:
-            user_emb.append(model.encode_users([item_emb[h] for h in hist[s:s + 64]], autocast_bf16=bf16))
-        ue = torch.cat(user_emb)
+        ue = model.encode_users([item_emb[h] for h in hist], autocast_bf16=bf16, progress=progress,
+                                desc="eval users")
         scores = torch.cat([model.predictor(ue[s:s + 256].to(model.device), item_emb.to(model.device)).float().cpu()
                             for s in range(0, len(ue), 256)]).numpy()
     pop = np.log1p(td.popularity.astype(np.float64))
-    pop_scores = np.broadcast_to(pop + np.arange(len(pop)) * 1e-9, scores.shape)  # deterministic tie-break
+    pop_scores = np.repeat((pop + np.arange(len(pop)) * 1e-9)[None, :], len(scores), 0)  # deterministic ties
     rnd = np.random.default_rng(seed).random(scores.shape)
+    # a pointwise AUC of the predictor's scores: test targets vs 100 random items per user
+    neg = np.random.default_rng(seed + 2).integers(0, scores.shape[1], size=(len(target), 100))
+    pos_s, neg_s = scores[np.arange(len(target)), target], scores[np.arange(len(target))[:, None], neg]
+    # full-ranking protocol: items the user already clicked are not candidates (for every ranker alike)
+    seen_r, seen_c = seen_pairs(users, index)
+    for s_ in (scores, pop_scores, rnd):
+        s_[seen_r, seen_c] = -np.inf
     out = {"model": rank_metrics(scores, target), "popularity": rank_metrics(pop_scores, target),
            "random": rank_metrics(rnd, target)}
     out["random"]["expected_recall@10"] = 10.0 / scores.shape[1]
-    # a pointwise AUC of the predictor's probabilities: test targets vs 100 random items per user
-    neg = np.random.default_rng(seed + 2).integers(0, scores.shape[1], size=(len(target), 100))
-    pos_s, neg_s = scores[np.arange(len(target)), target], scores[np.arange(len(target))[:, None], neg]
     from sklearn.metrics import roc_auc_score
 
     y = np.r_[np.ones(len(pos_s)), np.zeros(neg_s.size)]
     out["model"]["pointwise_auc"] = float(roc_auc_score(y, np.r_[pos_s, neg_s.ravel()]))
     out["beats_popularity_recall@10"] = out["model"]["recall@10"] > out["popularity"]["recall@10"]
     out["protocol"] = ("leave-last-out: history + valid target -> user embedding; the test target ranked "
-                       "among all items (history items not excluded); popularity = clicks in training data")
+                       "among all catalog items the user has not clicked (full ranking, seen items "
+                       "excluded for every ranker); popularity = clicks in training data")
     return out

@@ -17,6 +17,7 @@ from hllm_creator.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 LOSSES = ("creative", "recon", "align", "cls")
+PANELS = ("loss_total",) + tuple(f"loss_{x}" for x in LOSSES) + ("loss_cls_head",)
 HEAD_PREFIXES = ("item_token", "user_token", "item_to_user", "projector", "profile_projector",
                  "align_projector", "logit_scale", "predictor")
 
@@ -117,8 +118,8 @@ def loss_figure(history: list):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 5, figsize=(20, 3.6))
-    for ax, k in zip(axes, ("loss_total",) + tuple(f"loss_{x}" for x in LOSSES)):
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.6))
+    for ax, k in zip(axes, PANELS):
         pts = [(h["step"], h[k]) for h in history if k in h]
         if pts:
             ax.plot(*zip(*pts), marker=".")
@@ -131,7 +132,7 @@ def loss_figure(history: list):
 def loss_trend(history: list) -> dict:
     """Mean of the first and last quarter of logged values per loss (``fell`` = last < first)."""
     out = {}
-    for k in ("loss_total",) + tuple(f"loss_{x}" for x in LOSSES):
+    for k in PANELS:
         v = [h[k] for h in history if k in h]
         if len(v) >= 2:
             q = max(1, len(v) // 4)
@@ -272,7 +273,7 @@ def run_train(cfg: TrainConfig) -> dict:
 
     bundles = tdata.make_bundles(td, creative_per_step=cfg.creative_per_step, cls_per_step=cfg.cls_per_step,
                                  cls_epochs=cfg.cls_epochs, creative_epochs=cfg.creative_epochs,
-                                 max_steps=cfg.max_steps, seed=cfg.seed)
+                                 max_steps=cfg.max_steps, seed=cfg.seed, group_by_length=cfg.group_by_length)
     collator = tdata.BundleCollator(model, td, cls_negatives=cfg.cls_negatives,
                                     weights=cfg.weights.model_dump(), seed=cfg.seed, neg_sampling=cfg.neg_sampling)
     ckpt_dir = Path(cfg.checkpoint_dir or f"{cfg.out.rstrip('/')}.checkpoints")
@@ -319,16 +320,35 @@ def run_train(cfg: TrainConfig) -> dict:
 
         is_main = trainer.is_world_process_zero() and rank0
         metrics = {"train_seconds": train_s, "train_loss": float(result.training_loss)}
+        ev = head = None
+        if is_main:
+            item_emb = (model.item_cache if model.item_cache is not None
+                        else model.encode_items(td.item_texts, batch_size=cfg.item_batch_size, progress=True))
+            if cfg.head_steps:
+                from hllm_creator.train.head_fit import head_fit
+
+                step0 = len(bundles)
+
+                def on_log(step, m):
+                    history.append({"step": step0 + step, **m})
+                    tracking.log_metrics(m, step=step0 + step)
+
+                t_head = time.time()
+                head = head_fit(model, td, item_emb, steps=cfg.head_steps, batch_size=cfg.cls_per_step,
+                                negatives=cfg.cls_negatives, lr=cfg.head_lr, seed=cfg.seed, neg_p=collator.neg_p,
+                                val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
+                                log_every=cfg.logging_steps)
+                metrics["head_fit_seconds"] = time.time() - t_head
+                tracking.log_metrics({"head_fit_chosen_step": head["chosen_step"]})
         trend = loss_trend(history)
-        ev = None
         if is_main:
             t_eval = time.time()
-            ev = evaluate(model, model.item_cache if model.item_cache is not None
-                          else model.encode_items(td.item_texts, batch_size=cfg.item_batch_size, progress=True),
-                          td, split.users, eval_users=cfg.eval_users, seed=cfg.seed, bf16=use_bf16)
+            ev = evaluate(model, item_emb, td, split.users, eval_users=cfg.eval_users, seed=cfg.seed, bf16=use_bf16)
             ev["eval_seconds"] = time.time() - t_eval
             ev["loss_trend"] = trend
             ev["standin_data"] = standin
+            if head is not None:
+                ev["head_fit"] = head
             for name in ("model", "popularity", "random"):
                 tracking.log_metrics({f"eval_{name}_{k.replace('@', '_at_')}": v for k, v in ev[name].items()
                                       if isinstance(v, (int, float))})
