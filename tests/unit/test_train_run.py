@@ -40,7 +40,7 @@ def test_train_end_to_end_writes_model_dir_and_mlflow(small_ds, tmp_path):
     from hllm_creator.model import HLLMCreator
     from hllm_creator.train.trainer import run_train
 
-    res = run_train(_cfg(small_ds, tmp_path))
+    res = run_train(_cfg(small_ds, tmp_path, head_steps=20, head_val_users=4))
     out = Path(res["out"])
     for f in ("hllm_config.json", "model.safetensors", "eval.json", "item_embeddings.parquet",
               "train_summary.json", "creative_llm/config.json"):
@@ -49,9 +49,12 @@ def test_train_end_to_end_writes_model_dir_and_mlflow(small_ds, tmp_path):
     for k in ("model", "popularity", "random"):
         assert 0 <= ev[k]["recall@10"] <= 1 and 0 <= ev[k]["auc"] <= 1 and ev[k]["n_users"] == ev["model"]["n_users"]
     assert ev["standin_data"] is True and ev["model"]["n_items"] == len(small_ds.items)
+    assert ev["head_fit"]["steps"] == 20 and ev["head_fit"]["chosen_step"] <= 20
+    assert "seen items excluded" in ev["protocol"]
     # MLflow: the step run has every loss, the eval figures, the loss-curve figure; the model is registered
     run = mlflow.get_run(res["run_id"])
     for k in ("loss_total", "loss_creative", "loss_recon", "loss_align", "loss_cls",
+              "loss_cls_head", "head_val_recall_at_10",
               "eval_model_recall_at_10", "eval_popularity_recall_at_10", "eval_random_ndcg_at_10"):
         assert k in run.data.metrics, k
     assert run.data.tags["step"] == "train" and run.data.params["preset"] == "tiny"
