@@ -20,6 +20,7 @@ def train(
     cls_epochs: float = 0.0,
     creative_rows: int = 0,
     eval_users: int = 0,
+    head_steps: int = -1,
     lora: bool = True,
     bf16: str = "auto",
     deepspeed: str = "",
@@ -40,6 +41,8 @@ def train(
         cls_epochs: Passes over all users for the cls objective (0 = preset).
         creative_rows: Use at most N rows of the training set (0 = all).
         eval_users: Held-out users to evaluate (0 = preset).
+        head_steps: Predictor-fit steps on frozen user embeddings after joint training
+            (-1 = preset, 0 = off).
         lora: LoRA adapters on the Creative LLM (merged into the saved weights).
         bf16: auto | on | off.
         deepspeed: DeepSpeed JSON config path inside the image ("" = none).
@@ -61,7 +64,8 @@ def train(
         train_parquet = str(p / "train.parquet" if p.is_dir() else p)
     cfg = build_config(preset, data=dataset.path, out=model.path, train_parquet=train_parquet,
                        max_steps=max_steps or None, cls_epochs=cls_epochs or None,
-                       max_creative_rows=creative_rows or None, eval_users=eval_users or None, lora=lora,
+                       max_creative_rows=creative_rows or None, eval_users=eval_users or None,
+                       head_steps=head_steps if head_steps >= 0 else None, lora=lora,
                        bf16=bf16, deepspeed=deepspeed or None, register_model=register, seed=seed)
     res = run_train(cfg)
     ev = res["eval"]

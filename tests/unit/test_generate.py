@@ -121,3 +121,15 @@ def test_cli_generate_and_bad_matches(setup, tmp_path):
     with pytest.raises(DataError, match=r"cluster_id 99.*row 3"):
         G.run(cfg, tmp_path / "g3", progress=False)
     assert not (tmp_path / "g3").exists()
+
+
+@pytest.mark.parametrize("title,ok", [
+    ("Laser Infrared Thermometer Temperature Gun, Yellow and Black", True),
+    ("; Quantity: 774 Non-contact Digital Laser Infrared Thermometer", False),   # seen in the full run
+    ("Quantity: 774 Non-contact Digital Laser Infrared Thermometer", False),
+    (". Digital Laser Infrared Thermometer", False),
+    ("Digital Laser Infrared Thermometer...", False),
+])
+def test_title_quality_rejects_continuations_and_field_labels(title, ok):
+    orig = "Etekcity Lasergrip 774 Non-contact Digital Laser Infrared Thermometer Temperature Gun"
+    assert (title_quality(title, orig) == []) is ok, title_quality(title, orig)

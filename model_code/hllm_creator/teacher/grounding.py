@@ -500,7 +500,8 @@ def title_quality(title: str, original_title: str, *, min_words: int = 3) -> lis
 
     Grounding says "no fact outside the ad"; this says "it is a title of THIS product": at least
     ``min_words`` words, names the product (shares a content word with the original title), is not a
-    cut-off copy of the original, and does not trail off. Empty list = usable.
+    cut-off copy of the original, does not trail off, and does not start mid-sentence or with a
+    field label ("Quantity: ..."). Empty list = usable.
     """
     t = " ".join((title or "").split())
     reasons: list[str] = []
@@ -513,4 +514,7 @@ def title_quality(title: str, original_title: str, *, min_words: int = 3) -> lis
         reasons.append("quality: a cut-off copy of the original title")
     if t.endswith(("...", "\u2026")) or (t and t[-1] in ",;:-|/("):
         reasons.append("quality: trails off (ends mid-sentence)")
+    if t and t[0] in ",;:.|/)]}" or re.match(r"^[A-Za-z ]{1,20}:\s", t):
+        # "; Quantity: 774 ..." / "Title: ...": a continuation or a form field, not a title
+        reasons.append("quality: starts mid-sentence or with a field label")
     return reasons
