@@ -235,3 +235,10 @@ def test_encode_users_sorts_by_length_but_keeps_order_and_error_index(model, ite
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="history 3 is empty"):
         model.encode_users([items, items[:1], items[:2], items[:0]], batch_size=2)
+
+
+def test_generate_under_bf16_autocast_returns_one_title_per_prompt(model, items):
+    u = model.encode_users([items[:2], items[1:]])
+    p1, p2 = zip(*[model.build_prompts(AD)] * 2)
+    out = model.generate(u, list(p1), list(p2), do_sample=False, max_new_tokens=4, autocast_bf16=True)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)

@@ -144,6 +144,8 @@ def generate_cmd(
     clusters: Path = typer.Option(..., "--clusters", help="Output dir of `hllm-creator cluster`."),
     out: Path = typer.Option(..., "--out", help="Output dir: creatives.parquet, lookup.parquet, generate_meta.json."),
     batch_size: int = typer.Option(16, "--batch-size", help="(ad, cluster) pairs per generate call."),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast for the Creative LLM (faster prefill on AMX "
+                              "CPUs and GPUs; benchmarks/batched_generation.py measures both)."),
     temperature: float = typer.Option(0.8, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
     top_k: int = typer.Option(50, "--top-k"),
@@ -161,7 +163,7 @@ def generate_cmd(
     from hllm_creator.infer.generate import GenerateConfig, run
 
     cfg = _config(GenerateConfig, model_dir=str(model), data_dir=str(data), matches=str(matches),
-                         clusters_dir=str(clusters), batch_size=batch_size, do_sample=not greedy,
+                         clusters_dir=str(clusters), batch_size=batch_size, bf16=bf16, do_sample=not greedy,
                          temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                          seed=seed, max_pairs=max_pairs)
     meta = run(cfg, out, progress=not quiet)

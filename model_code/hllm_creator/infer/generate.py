@@ -46,6 +46,7 @@ class GenerateConfig(StepConfig):
     max_new_tokens: int = Field(128, ge=1)
     seed: int = 0
     max_pairs: int | None = Field(None, ge=1, description="Only the first N selected pairs (smoke runs).")
+    bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster on AMX CPUs and GPUs).")
 
 
 _QUOTES = "\"'“”‘’`*"
@@ -95,7 +96,10 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
     import inspect
 
     # the whole chunk in one generate batch (when the model's generate takes a batch size)
-    extra = {"batch_size": cfg.batch_size} if "batch_size" in inspect.signature(model.generate).parameters else {}
+    params = inspect.signature(model.generate).parameters
+    extra = {"batch_size": cfg.batch_size} if "batch_size" in params else {}
+    if cfg.bf16 and "autocast_bf16" in params:
+        extra["autocast_bf16"] = True
     with tqdm(total=len(rows), desc="generate titles", unit="title", disable=not progress) as bar:
         for b, s in enumerate(range(0, len(rows), cfg.batch_size)):
             chunk = rows.iloc[s:s + cfg.batch_size]

@@ -446,8 +446,11 @@ class HLLMCreator(nn.Module):
     @torch.no_grad()
     def generate(self, user_emb: torch.Tensor, prompt1: list[str], prompt2: list[str], *, do_sample: bool = True,
                  temperature: float = 0.8, top_p: float = 0.95, top_k: int = 50, max_new_tokens: int = 128,
-                 seed: int | None = None, batch_size: int = 16) -> list[str]:
-        """Batched generation (left padding) from prompt1 + [projector(user_emb)] + prompt2."""
+                 seed: int | None = None, batch_size: int = 16, autocast_bf16: bool = False) -> list[str]:
+        """Batched generation (left padding) from prompt1 + [projector(user_emb)] + prompt2.
+
+        ``autocast_bf16``: run the Creative LLM under bf16 autocast (faster prefill on CPUs with
+        AMX / AVX-512-bf16 and on GPUs; outputs can differ slightly from float32)."""
         if isinstance(prompt1, str) or isinstance(prompt2, str):
             raise TypeError("generate takes lists of prompt1/prompt2 (one per user embedding)")
         if not (len(user_emb) == len(prompt1) == len(prompt2)):
@@ -477,7 +480,8 @@ class HLLMCreator(nn.Module):
                       eos_token_id=stop or None)
             if do_sample:
                 kw.update(temperature=temperature, top_p=top_p, top_k=top_k)
-            out = self.creative.generate(inputs_embeds=emb, attention_mask=b.attention_mask, **kw)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+                out = self.creative.generate(inputs_embeds=emb, attention_mask=b.attention_mask, **kw)
             texts += [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
         self.train(was)
         return texts
