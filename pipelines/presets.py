@@ -114,7 +114,7 @@ def _demo() -> Preset:
         embed={"batch_size": 64, "max_users": 1000, "bf16": True},
         cluster={"k": 16, "min_cluster_size": 5},
         match={"n_ads": 12, "top_k": 2},
-        generate={"max_new_tokens": 24, "max_pairs": 24, "batch_size": 8},
+        generate={"max_new_tokens": 24, "max_pairs": 24, "batch_size": 8, "bf16": True},
         gsb_eval={"max_samples": 12, "judge_max_tokens": 64},
         n_embed_shards=2,
         llm_server_args=["--max-tokens-limit", "256", "--dtype", "bfloat16"],
@@ -133,7 +133,7 @@ def _production() -> Preset:
         embed={"batch_size": 256, "bf16": True},
         cluster={"k_sweep": "128,256,512", "min_cluster_size": 20},
         match={"n_ads": 1000, "top_k": 10},
-        generate={"max_new_tokens": 48, "batch_size": 64},
+        generate={"max_new_tokens": 48, "batch_size": 64, "bf16": True},
         gsb_eval={"max_samples": 500},
         n_embed_shards=8,
         resources=PipelineResources(steps={

@@ -23,6 +23,7 @@ def generate(
     max_new_tokens: int = 128,
     seed: int = 0,
     max_pairs: int = 0,
+    bf16: bool = False,
     mlflow_parent_run_id: str = "",
 ):
     """Personalized titles with the cluster centroid in the user slot; each grounding-checked.
@@ -43,6 +44,7 @@ def generate(
         max_new_tokens: Longest generated title in tokens.
         seed: Batch b is sampled with seed + b.
         max_pairs: Only the first N selected pairs (0 = all).
+        bf16: bf16 autocast for the Creative LLM (2x faster batched prefill on AMX CPUs; GPUs).
         mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
     import os
@@ -53,7 +55,8 @@ def generate(
         os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     cfg = GenerateConfig(model_dir=model.path, data_dir=data_dir, matches=matches.path, clusters_dir=clusters.path,
                          batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                         top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None)
+                         top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None,
+                         bf16=bf16)
     meta = run(cfg, creatives.path, progress=False)
     creatives.metadata.update({k: meta[k] for k in ("generations", "grounded", "fallbacks", "ads")})
     for name in ("generations", "grounded", "fallbacks", "fallback_rate", "personalized_share", "titles_per_second"):
