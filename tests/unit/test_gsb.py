@@ -99,3 +99,22 @@ def test_write_outputs(tmp_path):
     write_outputs(v, s, tmp_path / "o")
     assert pd.read_parquet(tmp_path / "o" / "gsb.parquet")["final"].tolist() == ["G"]
     assert json.loads((tmp_path / "o" / "gsb_summary.json").read_text())["adv"] == pytest.approx(0.3)
+
+
+def test_empty_creative_outputs_are_counted_not_judged(tmp_path, bundled_dataset):
+    # seen in the demo: the Creative LLM wrote nothing for one pair (generate fell back to the
+    # original title); gsb-eval must judge the others and report the skipped row, not crash
+    p = tmp_path / "creatives.parquet"
+    items = bundled_dataset.items.iloc[:3]
+    pd.DataFrame({"item_id": items["item_id"].tolist(), "cluster_id": [0, 1, 2],
+                  "original_title": items["title"].tolist(),
+                  "llm_output": [items["title"].iloc[0] + " for You", "", items["title"].iloc[2]],
+                  "score": [0.9, 0.8, 0.7]}).to_parquet(p)
+    df = load_samples(GSBConfig(input=str(p), data=str(bundled_dataset.path)))
+    assert df["sample"].tolist() == [f"{items['item_id'].iloc[0]}:0", f"{items['item_id'].iloc[2]}:2"]
+    assert df.attrs["skipped_empty_llm_output"] == 1
+    pd.DataFrame({"item_id": items["item_id"].tolist()[:1], "cluster_id": [0],
+                  "original_title": items["title"].tolist()[:1], "llm_output": ["  "],
+                  "score": [0.9]}).to_parquet(p)
+    with pytest.raises(DataError, match="every llm_output is empty"):
+        load_samples(GSBConfig(input=str(p), data=str(bundled_dataset.path)))

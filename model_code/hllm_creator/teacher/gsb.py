@@ -160,12 +160,15 @@ def _from_creatives(df: pd.DataFrame, cfg: GSBConfig, file: str) -> pd.DataFrame
         rep = dict(zip(best["cluster_id"].astype(int), best["user_id"].astype(str)))
         split = leave_last_out(ds.interactions)
         hist = {u: list(h) for u, h in zip(split.users["user_id"], split.users["history"])}
-    rows = []
+    rows, empty = [], []
     for i, r in enumerate(df.to_dict("records")):
         if r["item_id"] not in items:
             raise DataError(f"item_id {r['item_id']!r} not in the dataset", file=file, column="item_id", row=i)
         if not isinstance(r["llm_output"], str) or not r["llm_output"].strip():
-            raise DataError("empty llm_output", file=file, column="llm_output", row=i)
+            # the Creative LLM wrote nothing: generate already fell back to the original title for
+            # this pair; there is nothing to judge. Counted and reported, never silently dropped.
+            empty.append(i)
+            continue
         item = items[r["item_id"]]
         uid = rep.get(int(r["cluster_id"]))
         rows.append({"sample": f"{r['item_id']}:{r['cluster_id']}", "user_id": uid,
@@ -173,7 +176,14 @@ def _from_creatives(df: pd.DataFrame, cfg: GSBConfig, file: str) -> pd.DataFrame
                      "user_profile": "", "original_title": item["title"],
                      "original_description": item.get("description") or "",
                      "title_a": r["llm_output"], "title_b": r["original_title"]})
-    return pd.DataFrame(rows)
+    if empty:
+        log.warning("%s: %d rows with an empty llm_output (rows %s) are not judged", file, len(empty), empty[:10])
+    if not rows:
+        raise DataError(f"every llm_output is empty ({len(empty)} rows): nothing to judge", file=file,
+                        column="llm_output")
+    out = pd.DataFrame(rows)
+    out.attrs["skipped_empty_llm_output"] = len(empty)
+    return out
 
 
 def run_gsb(cfg: GSBConfig, client=None) -> tuple[pd.DataFrame, dict]:
@@ -205,6 +215,7 @@ def run_gsb(cfg: GSBConfig, client=None) -> tuple[pd.DataFrame, dict]:
     c = verdicts["final"].value_counts()
     summary = gsb_stats(int(c.get("G", 0)), int(c.get("S", 0)), int(c.get("B", 0)), bootstrap=cfg.bootstrap,
                         seed=cfg.seed)
+    summary["skipped_empty_llm_output"] = int(df.attrs.get("skipped_empty_llm_output", 0))
     summary.update({"judge_model": client.model, "prompt_version": cfg.prompt_version,
                     "flips": int(((verdicts["verdict_ab"] == verdicts["verdict_ba"])
                                   & verdicts["verdict_ab"].isin(["a", "b"])).sum()),
