@@ -70,7 +70,7 @@ def main() -> None:
         if not res.ok:
             bad.append({"item_id": r.item_id, "cluster_id": int(r.cluster_id), "title": r.title,
                         "reasons": list(res.reasons)})
-    personalized = cre[cre["grounded"]] if "grounded" in cre else cre
+    passed = cre[cre["grounded"]] if "grounded" in cre else cre
     # per fallback row, the kinds of reason (a row can fail several checks of one kind)
     reasons = Counter(k for rs in cre.loc[~cre["grounded"], "reasons"]
                       for k in {str(x).split(":")[0] if str(x).startswith("quality:") else "grounding" for x in rs})
@@ -78,9 +78,9 @@ def main() -> None:
         "model": a.model, "users_embedded": len(emb), "ads": int(cre["item_id"].nunique()),
         "k": a.k, "top_k": a.top_k, "generations": len(cre), "lookup_rows": len(lookup),
         "seconds": {**times, "total": total}, "budget_s": a.budget_s, "within_budget": total <= a.budget_s,
-        "titles": {"emitted": len(cre), "generated_and_passed": int(len(personalized)),
-                   "passed_and_differs_from_original": int((personalized["title"].str.strip(" .") !=
-                                                            personalized["original_title"].str.strip(" .")).sum()),
+        "titles": {"emitted": len(cre), "generated_and_passed": int(len(passed)),
+                   "passed_and_differs_from_original": int((passed["title"].str.strip(" .") !=
+                                                            passed["original_title"].str.strip(" .")).sum()),
                    "fell_back_to_original": int((~cre["grounded"]).sum()),
                    "fallback_reasons": dict(reasons),
                    "emitted_failing_grounding_recheck": len(bad), "failing": bad[:5]},

@@ -48,7 +48,7 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
                                   desc="head fit: encode users").float()
     pos = torch.as_tensor(td.cls_pos, dtype=torch.long)
     pred = model.predictor
-    params = [p for p in pred.parameters()]
+    params = list(pred.parameters())
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
