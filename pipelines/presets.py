@@ -87,8 +87,8 @@ def _tiny() -> Preset:
         common={"seed": 0},
         # SmolLM2's JSON profile needs ~150-200 tokens: at 48 or 96 every profile was cut short (0 rows kept,
         # and train refuses an empty training set)
-        dataset_construct={"users": 3, "history_len": 3, "profile_max_tokens": 200, "rewrite_max_tokens": 32,
-                           "llm_verify": False},
+        dataset_construct={"ads": 3, "users_per_fact": 1, "heldout_per_ad": 1, "candidate_users": 200,
+                           "history_len": 3, "rewrite_max_tokens": 32},
         train={"preset": "tiny"},
         embed={"batch_size": 8, "max_users": 12},
         cluster={"k": 2, "min_cluster_size": 1, "niter": 5},
@@ -105,11 +105,10 @@ def _demo() -> Preset:
         name="demo",
         description="2-core CPU: SmolLM2-135M as teacher, backbone (first layers) and judge; whole pipeline <= 30 min.",
         common={"seed": 0},
-        # SmolLM2 on 2 cores decodes ~20-30 tokens/s batched (7-14 under JSON constraints): 16 users at
-        # concurrency 8 keep the teacher to a few minutes; train tops a small teacher set up with tagged
-        # stand-in rows (train.min_teacher_rows)
-        dataset_construct={"users": 16, "concurrency": 8, "profile_max_tokens": 200, "rewrite_max_tokens": 48,
-                           "llm_verify": False},
+        # the teacher writes for the same 12 ads match offers (one LLM call per (ad, fact phrase));
+        # SmolLM2 on 2 cores decodes ~20-30 tokens/s batched, so ~40 title calls take a minute or two
+        dataset_construct={"ads": 12, "users_per_fact": 3, "heldout_per_ad": 2, "candidate_users": 3000,
+                           "concurrency": 8},
         train={"preset": "demo", "max_steps": 24, "eval_users": 1000},
         embed={"batch_size": 64, "max_users": 1000, "bf16": True},
         cluster={"k": 16, "min_cluster_size": 5},
@@ -126,7 +125,7 @@ def _production() -> Preset:
         name="production",
         description="GPU nodes: full-size backbones, all users, sharded embedding, external OpenAI-compatible teacher/judge.",
         common={"seed": 0},
-        dataset_construct={"users": 20000, "llm_verify": True},
+        dataset_construct={"ads": 1000, "users_per_fact": 20, "heldout_per_ad": 5, "candidate_users": 200000},
         # one process on one GPU with ZeRO-3 (the config ships in the GPU image); multi-GPU / multi-node
         # training goes through torchrun or Kubeflow Trainer outside this single-pod task
         train={"preset": "gpu", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on"},

@@ -13,37 +13,37 @@ def dataset_construct(
     metrics: Output[Metrics],
     base_url: str,
     model: str,
-    users: int = 64,
+    ads: int = 60,
+    users_per_fact: int = 3,
+    heldout_per_ad: int = 2,
+    candidate_users: int = 4000,
     seed: int = 0,
     history_len: int = 10,
-    max_new_words: int = 8,
-    llm_verify: bool = True,
+    llm_title: bool = True,
     concurrency: int = 4,
-    profile_max_tokens: int = 320,
-    rewrite_max_tokens: int = 64,
-    verify_max_tokens: int = 64,
+    rewrite_max_tokens: int = 48,
     cache_path: str = "",
     mlflow_parent_run_id: str = "",
 ):
-    """Personalized-title training set from a teacher LLM: profile -> rewrite -> grounding + LLM filter.
+    """Personalized, contrastive training set: interests -> which fact -> title (teacher LLM) -> gate.
 
     Args:
         dataset: Dataset dir (items.parquet, interactions.parquet, manifest.json) from data prepare.
-        training_set: Output dir: train.parquet (reference schema + extras), rejected.parquet (step, reason),
-            summary.json (acceptance per stage, tokens, timings).
-        metrics: Kept/rejected counts and acceptance per stage.
+        training_set: Output dir: train.parquet (reference schema + split, facts, featured_fact, title_source),
+            rejected.parquet (step, reason), summary.json (acceptance per step, copy rate, titles per ad).
+        metrics: Kept/rejected counts, acceptance per step, distinct titles per ad, copy rate.
         base_url: OpenAI-compatible base URL of the teacher (the key comes from the OPENAI_API_KEY env var,
             e.g. a Kubernetes secret; never a parameter).
         model: Model name at the endpoint.
-        users: Number of users (deterministic sample by seed).
+        ads: Ads to write for: the N most-clicked items (match's default list).
+        users_per_fact: Train users per (ad, fact phrase): those the phrase fits best.
+        heldout_per_ad: Rows per ad for held-out users (evaluation only, never trained on).
+        candidate_users: Train users scored per ad (seeded sample).
         seed: Sampling seed.
-        history_len: Last N clicked titles fed to the profile step.
-        max_new_words: The rewrite may add at most this many words.
-        llm_verify: Run filter stage (b), the LLM verification call.
+        history_len: Last N clicked titles kept in title_list.
+        llm_title: The teacher LLM phrases each title (else the deterministic composition).
         concurrency: Requests in flight at once.
-        profile_max_tokens: Max tokens of the profile reply.
-        rewrite_max_tokens: Max tokens of the rewrite reply.
-        verify_max_tokens: Max tokens of the verification reply.
+        rewrite_max_tokens: Max tokens of the title reply.
         cache_path: sqlite reply cache ("" = $HLLM_WORKDIR/llm_cache/replies.sqlite); reruns resume from it.
         mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
@@ -57,17 +57,20 @@ def dataset_construct(
         os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     llm = LLMConfig(base_url=base_url, model=model, concurrency=concurrency, progress=False,
                     cache_path=cache_path or default_cache_path())
-    cfg = ConstructConfig(data=dataset.path, out=training_set.path, users=users, seed=seed, history_len=history_len,
-                          max_new_words=max_new_words, llm_verify=llm_verify, profile_max_tokens=profile_max_tokens,
-                          rewrite_max_tokens=rewrite_max_tokens, verify_max_tokens=verify_max_tokens, llm=llm)
+    cfg = ConstructConfig(data=dataset.path, out=training_set.path, ads=ads, users_per_fact=users_per_fact,
+                          heldout_per_ad=heldout_per_ad, candidate_users=candidate_users, seed=seed,
+                          history_len=history_len, llm_title=llm_title, rewrite_max_tokens=rewrite_max_tokens,
+                          llm=llm)
     with step_run("dataset-construct", cfg):
         summary = construct(cfg)
         log_summary(summary, training_set.path)
     training_set.metadata.update({"rows": summary["kept"], "rejected": summary["rejected"],
                                   "teacher_model": model, "prompt_version": summary["prompt_version"]})
-    metrics.log_metric("kept", float(summary["kept"]))
-    metrics.log_metric("rejected", float(summary["rejected"]))
+    for name in ("kept", "kept_train", "kept_heldout", "rejected", "ads_with_contrast", "distinct_titles_per_ad",
+                 "copy_rate"):
+        metrics.log_metric(name, float(summary[name]))
     for stage, v in summary["acceptance"].items():
         metrics.log_metric(f"acceptance_{stage}", float(v))
-    metrics.log_metric("llm_cache_hits", float(summary["llm"]["llm_cache_hits"]))
-    metrics.log_metric("llm_total_tokens", float(summary["llm"]["llm_total_tokens"]))
+    if summary["llm"]:
+        metrics.log_metric("llm_cache_hits", float(summary["llm"]["llm_cache_hits"]))
+        metrics.log_metric("llm_total_tokens", float(summary["llm"]["llm_total_tokens"]))

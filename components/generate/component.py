@@ -16,17 +16,19 @@ def generate(
     creatives: Output[Dataset],
     metrics: Output[Metrics],
     batch_size: int = 16,
-    do_sample: bool = True,
+    do_sample: bool = False,
     temperature: float = 0.8,
     top_p: float = 0.95,
     top_k: int = 50,
-    max_new_tokens: int = 128,
+    max_new_tokens: int = 40,
     seed: int = 0,
+    slot: str = "medoid",
+    rescore: bool = True,
     max_pairs: int = 0,
     bf16: bool = False,
     mlflow_parent_run_id: str = "",
 ):
-    """Personalized titles with the cluster centroid in the user slot; each grounding-checked.
+    """Personalized titles with the cluster's slot in the Creative LLM; every title gated.
 
     Args:
         model: Model dir written by the train step (HLLMCreator, its Creative LLM).
@@ -37,12 +39,15 @@ def generate(
             generate_meta.json.
         metrics: Generations, grounded, fallbacks (to the original title), fallback rate.
         batch_size: (ad, cluster) pairs per generate call.
-        do_sample: Sample (True) or greedy decoding.
+        do_sample: Sample (True) or greedy decoding (False, the default for served titles).
         temperature: Sampling temperature.
         top_p: Nucleus sampling mass.
         top_k: Top-k sampling.
         max_new_tokens: Longest generated title in tokens.
         seed: Batch b is sampled with seed + b.
+        slot: Cluster slot: "medoid" (member nearest the centroid) or "mean" (mean member embedding).
+        rescore: A generation that fails the gate or copies the original is replaced by the Creative
+            LLM's most likely gate-passing composition of the ad's core and one fact.
         max_pairs: Only the first N selected pairs (0 = all).
         bf16: bf16 autocast for the Creative LLM (2x faster batched prefill on AMX CPUs; GPUs).
         mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
@@ -56,8 +61,9 @@ def generate(
     cfg = GenerateConfig(model_dir=model.path, data_dir=data_dir, matches=matches.path, clusters_dir=clusters.path,
                          batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
                          top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None,
-                         bf16=bf16)
+                         bf16=bf16, slot=slot, rescore=rescore)
     meta = run(cfg, creatives.path, progress=False)
     creatives.metadata.update({k: meta[k] for k in ("generations", "grounded", "fallbacks", "ads")})
-    for name in ("generations", "grounded", "fallbacks", "fallback_rate", "personalized_share", "titles_per_second"):
+    for name in ("generations", "grounded", "fallbacks", "fallback_rate", "personalized_share", "copy_rate",
+                 "distinct_titles_per_ad", "titles_per_second"):
         metrics.log_metric(name, float(meta[name]))

@@ -43,7 +43,7 @@ def test_ground_uses_the_real_check():
     ok, reasons = G.ground("Tough 3M Scotch Duct Tape, 20 yds", ad)
     assert ok and reasons == []
     ok, reasons = G.ground("FREE iPhone with 99 yds of tape", ad)
-    assert not ok and reasons == check_grounding("FREE iPhone with 99 yds of tape", Ad(**ad)).reasons
+    assert not ok and set(check_grounding("FREE iPhone with 99 yds of tape", Ad(**ad)).reasons) <= set(reasons)
     assert G.ground("", ad) == (False, ["empty output"])
 
 
@@ -57,7 +57,7 @@ def test_ground_rejects_grounded_fragments_that_are_not_titles():
                       ("AcuRite Humidity Monitor for a dry home...", "trails off")):
         ok, reasons = G.ground(frag, ad)
         assert not ok and any(why in r for r in reasons), (frag, reasons)
-    ok, reasons = G.ground("AcuRite 00613 Humidity Monitor: Know When Your Home Is Too Dry", ad)
+    ok, reasons = G.ground("AcuRite 00613 Humidity Monitor - Shows When Humidity Is Too Low", ad)
     assert ok, reasons
 
 
@@ -75,19 +75,27 @@ def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
     assert sorted(zip(cr.item_id, cr.cluster_id)) == sorted(zip(m[m.selected].item_id, m[m.selected].cluster_id))
     assert {"item_id", "cluster_id", "original_title", "llm_output", "score", "grounded", "reasons"} <= set(cr.columns)
     by = {r["item_id"]: r for r in ds.items.to_dict("records")}
+    assert set(cr["source"]) <= {"generated", "rescored", "original"}
     for r in cr.itertuples():
         assert r.original_title == titles[r.item_id]
-        res = check_grounding(r.llm_output, Ad.from_item(by[r.item_id])) if r.llm_output else None
-        assert r.grounded == bool(res and res.ok and not title_quality(r.llm_output, r.original_title))
+        ad = G.ad_of(by[r.item_id])
+        ok, _ = G.ground(r.llm_output, ad)
+        assert r.grounded == (ok and not G.same_title(r.llm_output, r.original_title))
         if r.grounded:
-            assert r.title == r.llm_output and len(r.reasons) == 0
-        else:  # fallback: the original title, with the reason recorded
-            assert r.title == r.original_title and len(r.reasons) > 0
-    assert meta["generations"] == len(cr) and meta["fallbacks"] == int((~cr.grounded).sum())
-    assert meta["grounded"] + meta["fallbacks"] == meta["generations"]
-    # lookup: every (user, ad); personalized only for selected + grounded pairs
+            assert r.source == "generated" and r.title == r.llm_output and len(r.reasons) == 0
+        else:  # not served as generated: a gated composition the Creative LLM scored best, or the original
+            assert len(r.reasons) > 0
+            if r.source == "rescored":
+                assert r.title in G.candidate_titles(ad) and G.ground(r.title, ad)[0]
+            else:
+                assert r.source == "original" and r.title == r.original_title
+        assert r.personalized == (not G.same_title(r.title, r.original_title))
+    assert meta["generations"] == len(cr) and meta["fallbacks"] == int((cr.source == "original").sum())
+    assert meta["source_generated"] + meta["source_rescored"] + meta["source_original"] == meta["generations"]
+    assert meta["copy_rate"] == pytest.approx(float((~cr.personalized).mean()))
+    # lookup: every (user, ad); personalized only where the served title differs from the original
     assert len(lk) == 60 * 3 and set(lk.columns) >= {"user_id", "cluster_id", "item_id", "title"}
-    pers = {(r.item_id, r.cluster_id): r.title for r in cr[cr.grounded].itertuples()}
+    pers = {(r.item_id, r.cluster_id): r.title for r in cr[cr.personalized].itertuples()}
     for r in lk.itertuples():
         assert r.title == pers.get((r.item_id, r.cluster_id), titles[r.item_id])
         assert r.personalized == ((r.item_id, r.cluster_id) in pers)
@@ -112,7 +120,7 @@ def test_cli_generate_and_bad_matches(setup, tmp_path):
                                  "--max-pairs", "2", "--quiet"])
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "g" / "generate_meta.json").read_text())
-    assert meta["generations"] == 2 and "fallbacks" in r.output
+    assert meta["generations"] == 2 and "rescored" in r.output and "copy rate" in r.output
     bad = pd.read_parquet(root / "match" / "matches.parquet")
     bad.loc[3, "cluster_id"] = 99
     bad.to_parquet(tmp_path / "bad.parquet")

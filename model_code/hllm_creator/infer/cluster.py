@@ -50,6 +50,9 @@ class ClusterConfig(StepConfig):
     silhouette_sample: int = Field(5000, ge=100)
     max_points_per_centroid: int = Field(256, ge=1)
     use_gpu: bool | None = Field(None, description="None: faiss GPU when faiss.get_num_gpus() > 0.")
+    standardize: bool = Field(True, description="z-score every feature before k-means (the space the Creative "
+                              "LLM's projector reads: it sees standardized user embeddings); recorded in the meta "
+                              "and applied again by assign().")
 
     @field_validator("k_sweep")
     @classmethod
@@ -73,14 +76,27 @@ class ClusterResult:
     distances: np.ndarray  # [n] float32
     meta: dict
     sweep: list[dict] = field(default_factory=list)
+    medoids: np.ndarray | None = None  # [K, d] float32, the raw embedding of the member nearest each centroid
 
     @property
     def sizes(self) -> np.ndarray:
         return np.bincount(self.cluster_ids, minlength=len(self.centroids))
 
 
-def _space(emb: np.ndarray, normalized: bool) -> np.ndarray:
+def _stdz(meta: dict | None):
+    st = (meta or {}).get("standardize")
+    if not st:
+        return None
+    return np.asarray(st["mean"], dtype=np.float32), np.asarray(st["std"], dtype=np.float32)
+
+
+def _space(emb: np.ndarray, normalized: bool, stdz=None) -> np.ndarray:
     x = np.ascontiguousarray(emb, dtype=np.float32)
+    if stdz is not None:
+        if x.shape[1] != len(stdz[0]):
+            raise DataError(f"embedding dim {x.shape[1]} does not match the clustering's standardization "
+                            f"({len(stdz[0])} features)")
+        x = (x - stdz[0]) / stdz[1]
     if normalized:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return np.ascontiguousarray(x, dtype=np.float32)
@@ -98,7 +114,7 @@ def assign(centroids: np.ndarray, emb: np.ndarray, meta: dict) -> tuple[np.ndarr
     centroids = np.ascontiguousarray(centroids, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[1] != centroids.shape[1]:
         raise DataError(f"embedding dim {emb.shape[-1]} does not match centroid dim {centroids.shape[1]}")
-    x = _space(emb, normalized)
+    x = _space(emb, normalized, _stdz(meta))
     if metric == "l2":
         index = faiss.IndexFlatL2(centroids.shape[1])
     elif metric == "ip":
@@ -186,12 +202,16 @@ def fit(emb: np.ndarray, k: int, cfg: ClusterConfig) -> ClusterResult:
         raise DataError(f"k={k} is larger than the number of embeddings ({n})")
     normalized = cfg.metric == "cosine"
     meta = {"metric": "ip" if normalized else "l2", "normalized": normalized}
-    x = _space(emb, normalized)
+    stdz = None
+    if cfg.standardize:
+        e = emb.astype(np.float64)
+        stdz = (e.mean(0).astype(np.float32), np.maximum(e.std(0), 1e-4).astype(np.float32))
+    x = _space(emb, normalized, stdz)
     gpu = cfg.use_gpu if cfg.use_gpu is not None else faiss.get_num_gpus() > 0
     t0 = time.time()
     centroids = _kmeans(x, k, cfg, spherical=normalized, gpu=gpu)
     train_s = time.time() - t0
-    centroids, ids, dist, merged = _merge_small(centroids, x, meta, cfg.min_cluster_size)
+    centroids, ids, dist, merged = _merge_small(centroids, x, meta, cfg.min_cluster_size)  # x: already in space
     # renumber by size, largest first (stable: ties by old id)
     sizes = np.bincount(ids, minlength=len(centroids))
     order = np.argsort(-sizes, kind="stable")
@@ -202,6 +222,13 @@ def fit(emb: np.ndarray, k: int, cfg: ClusterConfig) -> ClusterResult:
     means = np.zeros((len(centroids), d), dtype=np.float64)
     np.add.at(means, ids, emb.astype(np.float64))
     means = (means / np.maximum(sizes, 1)[:, None]).astype(np.float32)
+    # the medoid: the member nearest its centroid, a real user embedding (a mean of many users sits
+    # near the global mean, off the distribution the Creative LLM was trained on)
+    medoids = np.zeros_like(means)
+    for c in range(len(centroids)):
+        members = np.nonzero(ids == c)[0]
+        if len(members):
+            medoids[c] = emb[members[np.argmin(dist[members])]]
     inertia = float(np.mean(dist if meta["metric"] == "l2" else (2.0 * dist)))  # squared L2 on the unit sphere
     meta.update({
         "k_requested": k, "k": int(len(centroids)), "n": int(n), "dim": int(d),
@@ -209,11 +236,14 @@ def fit(emb: np.ndarray, k: int, cfg: ClusterConfig) -> ClusterResult:
         "faiss_gpu": bool(gpu), "niter": cfg.niter, "nredo": cfg.nredo, "seed": cfg.seed,
         "min_cluster_size": cfg.min_cluster_size, "merged_small_clusters": merged,
         "sizes": [int(s) for s in sizes], "inertia": inertia, "train_seconds": round(train_s, 3),
-        "centroids_space": "unit-normalized" if normalized else "raw",
-        "user_slot": "member_means.npy (mean raw embedding of the members)",
+        "centroids_space": ("standardized, " if stdz is not None else "") + (
+            "unit-normalized" if normalized else "raw"),
+        "user_slot": "medoids.npy (the member nearest each centroid) or member_means.npy (mean raw embedding)",
     })
+    if stdz is not None:
+        meta["standardize"] = {"mean": stdz[0].tolist(), "std": stdz[1].tolist()}
     return ClusterResult(centroids=centroids, member_means=means, cluster_ids=ids.astype(np.int64),
-                         distances=dist, meta=meta)
+                         distances=dist, meta=meta, medoids=medoids)
 
 
 def separation(x: np.ndarray, ids: np.ndarray, sample: int, seed: int) -> dict:
@@ -236,7 +266,7 @@ def cluster(emb: np.ndarray, cfg: ClusterConfig, *, progress: bool = True) -> Cl
 
     if cfg.k is not None:
         res = fit(emb, cfg.k, cfg)
-        res.meta.update(separation(_space(emb, res.meta["normalized"]), res.cluster_ids,
+        res.meta.update(separation(_space(emb, res.meta["normalized"], _stdz(res.meta)), res.cluster_ids,
                                    cfg.silhouette_sample, cfg.seed))
         res.meta["chosen_by"] = "given"
         return res
@@ -247,7 +277,8 @@ def cluster(emb: np.ndarray, cfg: ClusterConfig, *, progress: bool = True) -> Cl
     best, sweep = None, []
     for k in tqdm(ks, desc="k-means sweep", unit="K", disable=not progress):
         res = fit(emb, k, cfg)
-        sep = separation(_space(emb, res.meta["normalized"]), res.cluster_ids, cfg.silhouette_sample, cfg.seed)
+        sep = separation(_space(emb, res.meta["normalized"], _stdz(res.meta)), res.cluster_ids,
+                         cfg.silhouette_sample, cfg.seed)
         res.meta.update(sep)
         row = {"k_requested": k, "k": res.meta["k"], "inertia": res.meta["inertia"], **sep,
                "min_size": int(res.sizes.min()), "max_size": int(res.sizes.max()),
@@ -267,12 +298,15 @@ def cluster(emb: np.ndarray, cfg: ClusterConfig, *, progress: bool = True) -> Cl
 
 def write(res: ClusterResult, user_ids: list[str], out: str | Path) -> Path:
     """centroids.npy, member_means.npy, assignments.parquet, cluster_meta.json (atomic each)."""
-    from hllm_creator.infer.common import ASSIGNMENTS, CENTROIDS, CLUSTER_META, MEMBER_MEANS
+    from hllm_creator.infer.common import ASSIGNMENTS, CENTROIDS, CLUSTER_META, MEDOIDS, MEMBER_MEANS
     from hllm_creator.io import atomic_path, write_json, write_parquet
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, arr in ((CENTROIDS, res.centroids), (MEMBER_MEANS, res.member_means)):
+    arrays = [(CENTROIDS, res.centroids), (MEMBER_MEANS, res.member_means)]
+    if res.medoids is not None:
+        arrays.append((MEDOIDS, res.medoids))
+    for name, arr in arrays:
         with atomic_path(out / name) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, arr.astype(np.float32))
@@ -311,6 +345,27 @@ def load(path: str | Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
     return cents.astype(np.float32), means.astype(np.float32), asg, meta
 
 
+def load_slots(path: str | Path, kind: str = "medoid") -> np.ndarray:
+    """What fills the Creative LLM's user slot per cluster: ``medoid`` (the member nearest the
+    centroid; falls back to the member means for cluster dirs written before medoids existed) or
+    ``mean`` (the mean member embedding)."""
+    from hllm_creator.infer.common import MEDOIDS
+
+    _, means, _, _ = load(path)
+    if kind == "mean":
+        return means
+    if kind != "medoid":
+        raise ValueError(f"slot must be 'medoid' or 'mean', got {kind!r}")
+    p = Path(path) / MEDOIDS
+    if not p.exists():
+        log.warning("%s has no %s (written before medoids): using member means", path, MEDOIDS)
+        return means
+    med = np.load(p).astype(np.float32)
+    if med.shape != means.shape:
+        raise DataError(f"medoids shape {med.shape} does not match member means {means.shape}", file=str(p))
+    return med
+
+
 def plots(emb: np.ndarray, res: ClusterResult, *, sample: int = 5000, seed: int = 0):
     """(cluster-size histogram, 2-D PCA projection coloured by cluster) as matplotlib figures."""
     import matplotlib
@@ -329,7 +384,7 @@ def plots(emb: np.ndarray, res: ClusterResult, *, sample: int = 5000, seed: int 
 
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(emb), size=min(sample, len(emb)), replace=False)
-    x = _space(emb, res.meta["normalized"])
+    x = _space(emb, res.meta["normalized"], _stdz(res.meta))
     pca = PCA(n_components=2, random_state=seed).fit(x[idx])
     xy = pca.transform(x[idx])
     cxy = pca.transform(res.centroids)

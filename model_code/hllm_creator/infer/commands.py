@@ -149,26 +149,37 @@ def generate_cmd(
     temperature: float = typer.Option(0.8, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
     top_k: int = typer.Option(50, "--top-k"),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
-    greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding instead of sampling."),
+    max_new_tokens: int = typer.Option(40, "--max-new-tokens"),
+    sample: bool = typer.Option(False, "--sample/--greedy", help="Sample (temperature/top-p/top-k) instead of "
+                                "greedy decoding; served titles are greedy by default, so they differ across "
+                                "clusters because the slots differ, not by chance."),
+    slot: str = typer.Option("medoid", "--slot", help="Cluster slot: medoid (the member nearest the centroid) "
+                             "or mean (the mean member embedding)."),
+    rescore: bool = typer.Option(True, "--rescore/--no-rescore", help="When a generation fails the gate or "
+                                 "copies the original, serve the Creative LLM's most likely gate-passing "
+                                 "composition of the ad's core and one of its facts (source 'rescored')."),
     seed: int = typer.Option(0, "--seed", help="Batch b is sampled with seed + b."),
     max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="Only the first N selected pairs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """One title per selected (ad, cluster), centroid in the user slot, grounding-checked.
+    """One title per selected (ad, cluster), the cluster's slot in the Creative LLM, every title gated.
 
-    A title that fails the grounding check falls back to the ad's original title (reason recorded).
-    Writes creatives.parquet and a per-user lookup (user -> cluster -> title per ad).
+    Served: the generation when it passes the gate and is not the original (source 'generated'),
+    else the Creative LLM's most likely gate-passing core+fact composition ('rescored'), else the
+    ad's original title ('original', reasons recorded). Writes creatives.parquet and a per-user lookup
+    (user -> cluster -> title per ad).
     """
     from hllm_creator.infer.generate import GenerateConfig, run
 
     cfg = _config(GenerateConfig, model_dir=str(model), data_dir=str(data), matches=str(matches),
-                         clusters_dir=str(clusters), batch_size=batch_size, bf16=bf16, do_sample=not greedy,
+                         clusters_dir=str(clusters), batch_size=batch_size, bf16=bf16, do_sample=sample,
+                         slot=slot, rescore=rescore,
                          temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                          seed=seed, max_pairs=max_pairs)
     meta = run(cfg, out, progress=not quiet)
-    typer.echo(f"wrote {out}: {meta['generations']} generations, {meta['grounded']} grounded, "
-               f"{meta['fallbacks']} fallbacks to the original title ({meta['fallback_rate']:.0%}), "
+    typer.echo(f"wrote {out}: {meta['generations']} titles: {meta['source_generated']} generated, "
+               f"{meta['source_rescored']} rescored, {meta['source_original']} original "
+               f"(copy rate {meta['copy_rate']:.0%}, {meta['distinct_titles_per_ad']:.2f} distinct titles per ad), "
                f"{meta['lookup_rows']:,} lookup rows")
 
 

@@ -13,6 +13,7 @@ from hllm_creator.data.schema import DataError
 USER_EMBEDDINGS = "user_embeddings.parquet"
 CENTROIDS = "centroids.npy"
 MEMBER_MEANS = "member_means.npy"
+MEDOIDS = "medoids.npy"
 ASSIGNMENTS = "assignments.parquet"
 CLUSTER_META = "cluster_meta.json"
 MATCHES = "matches.parquet"

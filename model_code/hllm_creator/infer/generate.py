@@ -1,34 +1,43 @@
 """One personalized title per selected (ad, cluster) (paper, Inference step 6).
 
-- The cluster's member-mean embedding (the centroid for L2 k-means) fills the Creative LLM's user
-  slot; prompts come from ``HLLMCreator.build_prompts(ad)``.
-- Generation is batched (``HLLMCreator.generate``, left padding); sampling defaults as in the
-  reference: temperature 0.8, top_p 0.95, top_k 50, at most 128 new tokens; batch b is seeded with
-  ``seed + b``, so a run is reproducible.
-- The candidate title is the first non-empty line of the output, stripped of quotes and a leading
-  ``Title:``. Every candidate goes through ``teacher.grounding.check_grounding``; a failing one is
-  replaced by the ad's original title (``grounded`` false, ``reasons`` say why): a fallback. Every
-  emitted title (``title``) therefore passes the grounding check or is the original.
+- The cluster's slot embedding (``slot``: the medoid, i.e. the member nearest the centroid, a real
+  user embedding; or the member mean) fills the Creative LLM's user slot; prompts come from
+  ``HLLMCreator.build_prompts(ad)`` (the one creative template: the ad's core and its fact phrases).
+- Decoding is greedy by default (``do_sample`` false): a served title differs across clusters
+  because their slots differ, not because of sampling noise. Sampling stays available (batch b is
+  seeded with ``seed + b``, so a run is reproducible).
+- Every output is cleaned (``creative.titles.clean_title``) and goes through the one gate
+  (``creative.check.title_reasons``: every content word from the ad, no claims or other catalog
+  brands, no repetition, not cut off, at most 100 characters, a usable title of this product).
+- What is served (``title``, with ``source``):
+  ``generated`` when the generation passes the gate and is not the original title;
+  else, with ``rescore`` on, ``rescored``: the Creative LLM's most likely (lowest NLL per token
+  under this cluster's slot) of the ad's gate-passing compositions ``core - fact``;
+  else ``original`` (the ad's original title; ``reasons`` say why).
+- ``personalized`` is true only when the served title differs from the original (case,
+  punctuation and whitespace folded).
 - ``lookup.parquet``: for each clustered user and each ad: the user's cluster and the title the
-  user gets (personalized when the pair was selected and grounded, else the original title).
+  user gets (the served title of a selected pair, else the original title).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
+from hllm_creator.creative.titles import clean_title, same_title  # noqa: F401  (clean_title: the one cleaner)
 from hllm_creator.data.schema import DataError
 
 log = logging.getLogger(__name__)
 GENERATE_META = "generate_meta.json"
+SOURCES = ("generated", "rescored", "original")
 
 
 class GenerateConfig(StepConfig):
@@ -39,63 +48,74 @@ class GenerateConfig(StepConfig):
     matches: str
     clusters_dir: str
     batch_size: int = Field(16, ge=1, description="(ad, cluster) pairs per generate call.")
-    do_sample: bool = True
+    do_sample: bool = Field(False, description="sample instead of greedy decoding (served titles should be greedy)")
     temperature: float = Field(0.8, gt=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     top_k: int = Field(50, ge=0)
-    max_new_tokens: int = Field(128, ge=1)
+    max_new_tokens: int = Field(40, ge=1)
     seed: int = 0
+    slot: Literal["medoid", "mean"] = Field("medoid", description="cluster slot: the member nearest the centroid "
+                                            "(medoid) or the mean member embedding")
+    rescore: bool = Field(True, description="when a generation fails the gate or copies the original, serve the "
+                          "Creative LLM's most likely gate-passing composition of the ad's core and one fact")
     max_pairs: int | None = Field(None, ge=1, description="Only the first N selected pairs (smoke runs).")
     bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster on AMX CPUs and GPUs).")
 
 
-_QUOTES = "\"'“”‘’`*"
-
-
-def clean_title(text: str) -> str:
-    """First non-empty line, without a leading ``Title:``/list marker and surrounding quotes."""
-    for line in (text or "").splitlines():
-        line = line.strip().strip(_QUOTES).strip()
-        line = re.sub(r"^([-*•]|\d+[.)])\s+", "", line).strip().strip(_QUOTES).strip()
-        line = re.sub(r"^(personalized\s+)?(ad\s+)?title\s*[:\-]\s*", "", line, flags=re.I)
-        line = line.strip().strip(_QUOTES).strip()
-        if line:
-            return line
-    return ""
-
-
 def ad_of(item: dict) -> dict:
-    sp = item.get("selling_points")
+    sp, cats = item.get("selling_points"), item.get("categories")
     return {"title": item["title"], "description": item.get("description") or "",
-            "selling_points": list(sp) if sp is not None else [], "brand": item.get("brand") or None}
+            "selling_points": list(sp) if sp is not None else [], "brand": item.get("brand") or None,
+            "categories": list(cats) if cats is not None else []}
 
 
-def ground(title: str, ad: dict) -> tuple[bool, list[str]]:
-    """The checks every emitted title passes: grounded in the ad, and usable as a title of it."""
-    from hllm_creator.teacher.grounding import Ad, check_grounding, title_quality
+def ground(title: str, ad: dict, known_names=None) -> tuple[bool, list[str]]:
+    """The checks every served title passes: the gate, for this ad."""
+    from hllm_creator.creative.check import title_reasons
 
-    if not title.strip():
-        return False, ["empty output"]
-    res = check_grounding(title, Ad(**ad))
-    reasons = [str(r) for r in res.reasons] + title_quality(title, ad["title"])
+    reasons = title_reasons(title, ad, known_names)
     return not reasons, reasons
 
 
+def candidate_titles(ad: dict, known_names=None) -> list[str]:
+    """The ad's gate-passing compositions ``core - fact`` (what a rescored title is chosen from)."""
+    from hllm_creator.creative.facts import compose, core_title, fact_phrases
+    from hllm_creator.creative.prompts import N_FACTS
+
+    core = core_title(ad["title"])
+    out = []
+    for f in fact_phrases(ad, N_FACTS):
+        t = compose(core, f)
+        if ground(t, ad, known_names)[0] and not same_title(t, ad["title"]):
+            out.append(t)
+    return out
+
+
+def rescore(model, slot: np.ndarray, prompt: tuple[str, str], candidates: list[str], bf16: bool = False) -> int:
+    """Index of the candidate with the lowest NLL per token under ``slot`` (the Creative LLM's choice)."""
+    import torch
+
+    n = len(candidates)
+    b = model.creative_batch([prompt[0]] * n, [prompt[1]] * n, candidates)
+    u = torch.from_numpy(np.repeat(np.asarray(slot, dtype=np.float32)[None], n, 0))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        nll, cnt = model.response_nll(model.slot_embedding(u.to(model.device)), b)
+    return int(torch.argmin(nll.float() / cnt.clamp(min=1)).item())
+
+
 def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: np.ndarray,
-                   cfg: GenerateConfig, *, progress: bool = True) -> pd.DataFrame:
-    """pairs (item_id, cluster_id, score) -> creatives (one generation per row, grounding-checked)."""
+                   cfg: GenerateConfig, *, progress: bool = True, known_names=None) -> pd.DataFrame:
+    """pairs (item_id, cluster_id, score) -> creatives (one generation per row, gated, served title)."""
+    import inspect
+
     import torch
     from tqdm.auto import tqdm
 
     by_id = {r["item_id"]: r for r in items.to_dict("records")}
     ads = {iid: ad_of(by_id[iid]) for iid in pairs["item_id"].unique()}
-    prompts = {iid: model.build_prompts({k: ad[k] for k in ("title", "description", "selling_points")})
-               for iid, ad in ads.items()}
+    prompts = {iid: model.build_prompts(ad) for iid, ad in ads.items()}
     rows = pairs.reset_index(drop=True)
     raw: list[str] = []
-    import inspect
-
-    # the whole chunk in one generate batch (when the model's generate takes a batch size)
     params = inspect.signature(model.generate).parameters
     extra = {"batch_size": cfg.batch_size} if "batch_size" in params else {}
     if cfg.bf16 and "autocast_bf16" in params:
@@ -114,24 +134,38 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
                 raise RuntimeError(f"generate returned {len(outs)} outputs for {len(chunk)} prompts")
             raw += list(outs)
             bar.update(len(chunk))
+    cands: dict[str, list[str]] = {}
     recs = []
     for r, out in zip(rows.to_dict("records"), raw):
-        ad = ads[r["item_id"]]
+        iid = r["item_id"]
+        ad = ads[iid]
         cand = clean_title(out)
-        ok, reasons = ground(cand, ad)
-        recs.append({"item_id": r["item_id"], "cluster_id": int(r["cluster_id"]), "original_title": ad["title"],
+        ok, reasons = ground(cand, ad, known_names)
+        if ok and same_title(cand, ad["title"]):
+            ok, reasons = False, ["copy: the generation is the original title"]
+        title, source = (cand, "generated") if ok else (ad["title"], "original")
+        if not ok and cfg.rescore and hasattr(model, "response_nll"):
+            if iid not in cands:
+                cands[iid] = candidate_titles(ad, known_names)
+            if cands[iid]:
+                k = rescore(model, user_slot[int(r["cluster_id"])], prompts[iid], cands[iid], cfg.bf16)
+                title, source = cands[iid][k], "rescored"
+        recs.append({"item_id": iid, "cluster_id": int(r["cluster_id"]), "original_title": ad["title"],
                      "llm_output": cand, "raw_output": out, "score": float(r["score"]), "grounded": ok,
-                     "reasons": reasons, "title": cand if ok else ad["title"]})
+                     "reasons": reasons, "title": title, "source": source,
+                     "personalized": not same_title(title, ad["title"])})
     cols = ["item_id", "cluster_id", "original_title", "llm_output", "raw_output", "score", "grounded",
-            "reasons", "title"]
-    return pd.DataFrame(recs, columns=cols).astype({"cluster_id": "int64", "score": "float32", "grounded": bool})
+            "reasons", "title", "source", "personalized"]
+    return pd.DataFrame(recs, columns=cols).astype({"cluster_id": "int64", "score": "float32", "grounded": bool,
+                                                    "personalized": bool})
 
 
 def lookup(assignments: pd.DataFrame, creatives: pd.DataFrame, items: pd.DataFrame,
            ad_ids: list[str]) -> pd.DataFrame:
     """user -> cluster -> title per ad (personalized for selected + grounded pairs, else original)."""
     titles = dict(zip(items["item_id"], items["title"]))
-    pers = {(r.item_id, int(r.cluster_id)): r.title for r in creatives[creatives["grounded"]].itertuples()}
+    pers = {(r.item_id, int(r.cluster_id)): r.title for r in creatives.itertuples()
+            if getattr(r, "personalized", r.grounded)}
     u = assignments["user_id"].astype(str).to_numpy()
     c = assignments["cluster_id"].to_numpy().astype(np.int64)
     parts = []
@@ -166,7 +200,8 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
 
     t0 = time.time()
     ds = load_dataset(cfg.data_dir)
-    _, user_slot, asg, _ = cl.load(cfg.clusters_dir)
+    _, _, asg, _ = cl.load(cfg.clusters_dir)
+    user_slot = cl.load_slots(cfg.clusters_dir, cfg.slot)
     m = load_matches(cfg.matches)
     known = set(ds.items["item_id"])
     for k, (iid, cid) in enumerate(zip(m["item_id"], m["cluster_id"])):
@@ -185,26 +220,34 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
     model = model if model is not None else load_model(cfg.model_dir)
     with tracking.step_run("generate", cfg):
         t1 = time.time()
-        cr = generate_pairs(model, pairs, ds.items, user_slot, cfg, progress=progress)
+        from hllm_creator.teacher.grounding import catalog_names
+
+        cr = generate_pairs(model, pairs, ds.items, user_slot, cfg, progress=progress,
+                            known_names=catalog_names(ds.items))
         gen_s = time.time() - t1
         lk = lookup(asg, cr, ds.items, ad_ids)
         out = Path(out)
         write_parquet(cr, out / CREATIVES)
         write_parquet(lk, out / LOOKUP)
         n = len(cr)
-        fallbacks = int((~cr["grounded"]).sum())
+        fallbacks = int((cr["source"] == "original").sum())
         reasons = pd.Series([r for rs in cr.loc[~cr["grounded"], "reasons"] for r in rs]).value_counts()
-        meta = {"generations": n, "grounded": n - fallbacks, "fallbacks": fallbacks,
+        per_ad = cr.groupby("item_id")["title"].nunique() if n else pd.Series(dtype=float)
+        meta = {"generations": n, "grounded": int(cr["grounded"].sum()), "fallbacks": fallbacks,
                 "fallback_rate": fallbacks / n if n else 0.0,
+                **{f"source_{k}": int((cr["source"] == k).sum()) for k in SOURCES},
+                "copy_rate": float((~cr["personalized"]).mean()) if n else 0.0,
+                "distinct_titles_per_ad": float(per_ad.mean()) if n else 0.0,
                 "fallback_reasons": {str(k): int(v) for k, v in reasons.head(20).items()},
                 "ads": len(ad_ids), "users": int(len(asg)), "lookup_rows": int(len(lk)),
                 "personalized_share": float(lk["personalized"].mean()) if len(lk) else 0.0,
-                "changed_titles": int((cr["grounded"] & (cr["title"] != cr["original_title"])).sum()),
+                "changed_titles": int(cr["personalized"].sum()),
                 "generate_seconds": round(gen_s, 2), "total_seconds": round(time.time() - t0, 2),
                 "titles_per_second": round(n / max(gen_s, 1e-9), 3), "model_hash": model.model_hash}
         write_json(meta, out / GENERATE_META)
         tracking.log_metrics({k: v for k, v in meta.items() if isinstance(v, (int, float))})
-        table = cr[["cluster_id", "item_id", "original_title", "llm_output", "title", "grounded", "score"]].copy()
+        table = cr[["cluster_id", "item_id", "original_title", "llm_output", "title", "source", "grounded",
+                    "score"]].copy()
         table["reasons"] = cr["reasons"].map(lambda r: "; ".join(r))
         tracking.log_table(table.sort_values(["cluster_id", "item_id"]), "titles_per_cluster")
         tracking.log_json(meta, GENERATE_META)

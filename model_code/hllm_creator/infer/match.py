@@ -43,12 +43,23 @@ class MatchConfig(StepConfig):
     item_cache: str | None = None
 
 
+def usable_ad(title: str) -> bool:
+    """An item that can run as an ad: a title of at least 3 words with no markup left in it (the
+    bundled catalog has a few titles such as "Industrial & Scientific />")."""
+    t = str(title or "")
+    return len(t.split()) >= 3 and not any(c in t for c in "<>{}")
+
+
 def default_ads(items: pd.DataFrame, interactions: pd.DataFrame, n: int) -> list[str]:
-    """The ``n`` most-clicked items (ties by item_id): deterministic."""
+    """The ``n`` most-clicked usable items (ties by item_id), one per distinct title: deterministic.
+    The teacher (dataset-construct) writes for the same list."""
     clicks = interactions.loc[interactions["label"] == 1, "item_id"].value_counts()
     df = pd.DataFrame({"item_id": clicks.index.astype(str), "clicks": clicks.to_numpy()})
-    df = df[df["item_id"].isin(set(items["item_id"]))]
+    titles = dict(zip(items["item_id"].astype(str), items["title"]))
+    df = df[df["item_id"].isin(set(titles))]
     df = df.sort_values(["clicks", "item_id"], ascending=[False, True], kind="stable")
+    df["title"] = df["item_id"].map(titles)
+    df = df[df["title"].map(usable_ad)].drop_duplicates("title", keep="first")
     return df["item_id"].head(n).tolist()
 
 

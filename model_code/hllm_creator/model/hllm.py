@@ -244,6 +244,13 @@ class HLLMCreator(nn.Module):
         version = self.cfg.prompt_version if (self.cfg.prompt_version or "").startswith("v") else "v1"
         return creative_prompts(ad, version=version)
 
+    def facts(self, ad: dict) -> list[str]:
+        """The fact phrases the prompt offers for ``ad`` (the choices a personalized title features)."""
+        from hllm_creator.creative.facts import fact_phrases
+        from hllm_creator.creative.prompts import N_FACTS
+
+        return fact_phrases(ad, N_FACTS)
+
     # ------------------------------------------------------------------ item LLM
     def item_forward(self, batch: SlotBatch) -> torch.Tensor:
         """Tokenized item texts with one slot each -> hidden state at [ITEM] [B, dI] (with grad)."""
@@ -389,6 +396,38 @@ class HLLMCreator(nn.Module):
     def creative_loss(self, user_emb: torch.Tensor, batch: SlotBatch) -> torch.Tensor:
         return self._slot_forward(batch, self.slot_embedding(user_emb)).loss
 
+    def response_nll(self, slot_values: torch.Tensor, batch: SlotBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row summed NLL of the response tokens [B] and their counts [B], with ``slot_values``
+        [B, creative_hidden] in the slot (grad flows)."""
+        out = self._slot_forward(batch, slot_values, labels=False)
+        labels = batch.labels.to(self.device)
+        logits = out.logits[:, :-1].float()
+        tgt = labels[:, 1:]
+        mask = tgt != -100
+        nll = F.cross_entropy(logits.transpose(1, 2), tgt.clamp(min=0), reduction="none") * mask
+        return nll.sum(1), mask.sum(1)
+
+    def creative_contrast_losses(self, user_emb: torch.Tensor, batch: SlotBatch, swap: torch.Tensor,
+                                 margin: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The creative NLL (mean per response token) and the slot contrast: for row i with a partner
+        ``swap[i]`` (same ad, another user, another target), the response must be likelier with the
+        own user's slot than with the partner's: ``softplus(margin - (NLL_partner - NLL_own))``,
+        NLLs summed over the response tokens. Both in ONE forward of 2B rows."""
+        slot = self.slot_embedding(user_emb)
+        swap = swap.to(self.device)
+        valid = swap != torch.arange(len(swap), device=self.device)
+        if not bool(valid.any()):
+            nll, cnt = self.response_nll(slot, batch)
+            return nll.sum() / cnt.sum().clamp(min=1), None
+        both = SlotBatch(*(torch.cat([t, t]) for t in (batch.input_ids, batch.attention_mask, batch.slot_mask,
+                                                          batch.labels)))
+        nll, cnt = self.response_nll(torch.cat([slot, slot[swap]]), both)
+        B = len(swap)
+        own, other = nll[:B], nll[B:]
+        creative = own.sum() / cnt[:B].sum().clamp(min=1)
+        contrast = F.softplus(margin - (other - own))[valid].mean()
+        return creative, contrast
+
     def recon_loss(self, user_emb: torch.Tensor, batch: SlotBatch) -> torch.Tensor:
         return self._slot_forward(batch, self.profile_projector(self.predictor.std_user(user_emb))).loss
 
@@ -432,7 +471,7 @@ class HLLMCreator(nn.Module):
 
         return slot_batch(self.tokenizers["creative"], list(prompt1), list(prompt2),
                           None if response is None else list(response), padding_side=padding_side,
-                          response_suffix=RESPONSE_END)
+                          response_suffix=RESPONSE_END, max_prompt2_tokens=None)
 
     def recon_batch(self, profiles: list[str], padding_side="right") -> SlotBatch:
         n = len(profiles)
@@ -500,7 +539,7 @@ class HLLMCreator(nn.Module):
         return self.item_forward(sub)
 
     def forward(self, hist_idx, hist_len, pos_idx, neg_idx=None, cre_rows=None, creative=None, recon=None,
-                profile=None, weights=None, **_) -> dict:
+                profile=None, weights=None, swap=None, contrast_margin: float = 2.0, **_) -> dict:
         """One training step's losses. ``hist_idx`` [B, L] catalog indices (right padded, lengths
         ``hist_len``); the first ``cre_rows`` users carry the creative/recon/profile batches, the
         other ``B - cre_rows`` users are the cls users with targets ``pos_idx`` [B - cre_rows];
@@ -521,7 +560,11 @@ class HLLMCreator(nn.Module):
                                      None if neg_idx is None else neg_idx.to(self.device))
         if n:
             u = users[:n]
-            if creative is not None and w.get("creative", 1.0):
+            if creative is not None and swap is not None and w.get("contrast", 0.0):
+                losses["creative"], c = self.creative_contrast_losses(u, creative, swap, contrast_margin)
+                if c is not None:
+                    losses["contrast"] = c
+            elif creative is not None and w.get("creative", 1.0):
                 losses["creative"] = self.creative_loss(u, creative)
             if recon is not None and w.get("recon", 1.0):
                 losses["recon"] = self.recon_loss(u, recon)

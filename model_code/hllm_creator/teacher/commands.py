@@ -33,45 +33,52 @@ def _llm(base_url, model, concurrency, cache, cost_p, cost_c, reasks=2, no_respo
 def construct_cmd(
     data: Path = typer.Option(..., "--data", help="dataset dir written by `hllm-creator data prepare`"),
     out: Path = typer.Option(..., "--out", help="output dir: train.parquet, rejected.parquet, summary.json"),
-    users: int = typer.Option(64, "--users", help="number of users (deterministic sample by --seed)"),
+    ads: int = typer.Option(60, "--ads", help="ads to write for: the N most-clicked items (match's default list)"),
+    users_per_fact: int = typer.Option(3, "--users-per-fact", help="train users per (ad, fact phrase): the "
+                                       "users that phrase fits best; several phrases per ad give the contrast"),
+    heldout_per_ad: int = typer.Option(2, "--heldout-per-ad", help="rows per ad for held-out users "
+                                       "(split=heldout: evaluation only, never trained on)"),
+    candidate_users: int = typer.Option(4000, "--candidate-users", help="train users scored per ad (seeded sample)"),
     seed: int = typer.Option(0, "--seed"),
-    history_len: int = typer.Option(10, "--history-len", help="last N clicked titles fed to the profile step"),
-    target: str = typer.Option("valid", "--target", help="rewrite the 'valid' target (training; test stays "
-                               "held out) or the 'test' target"),
-    max_new_words: int = typer.Option(8, "--max-new-words", help="rewrite may add at most this many words"),
-    no_verify: bool = typer.Option(False, "--no-verify", help="skip filter stage (b), the LLM verification"),
-    profile_max_tokens: int = typer.Option(320, "--profile-max-tokens"),
-    rewrite_max_tokens: int = typer.Option(64, "--rewrite-max-tokens"),
-    verify_max_tokens: int = typer.Option(64, "--verify-max-tokens"),
+    history_len: int = typer.Option(10, "--history-len", help="last N clicked titles kept in title_list"),
+    llm_title: bool = typer.Option(True, "--llm-title/--no-llm-title", help="the teacher LLM phrases each "
+                                   "title (gated; the deterministic composition 'core - Fact' when it fails)"),
+    rewrite_max_tokens: int = typer.Option(48, "--rewrite-max-tokens"),
     reasks: int = typer.Option(2, "--reasks", help="re-asks after a reply that fails its JSON schema"),
     base_url: str = _BASE, model: str = _MODEL, concurrency: int = _CONC, cache: Path = _CACHE,
     cost_per_1k_prompt: float = _COST_P, cost_per_1k_completion: float = _COST_C,
 ) -> None:
-    """Build the personalized-title training set with a teacher LLM in three CoT steps.
+    """Build the personalized, contrastive training set (the chain-of-thought teacher).
 
-    1 Profile (JSON interests from the click history), 2 Rewrite (personalized title of the user's next
-    ad using only the ad's facts), 3 Filter (a: deterministic grounding check, b: LLM verification).
-    Kept rows -> train.parquet (reference schema + extras); rejected rows -> rejected.parquet with
-    step and reason. Interrupted runs resume from the reply cache.
+    Per ad: 1 interests of each candidate user from the click history (computed), 2 which of the ad's
+    fact phrases fits each user (computed; the best-fitting users per phrase are kept, so one ad has
+    users of different interests and different targets), 3 the title (the teacher LLM phrases core +
+    fact, or the deterministic composition), 4 the gate (every content word from the ad) and the copy
+    check. Kept rows -> train.parquet (split train / heldout), rejected -> rejected.parquet with step
+    and reason. Interrupted runs resume from the reply cache.
     """
     from hllm_creator.teacher.construct import ConstructConfig, construct, log_summary
     from hllm_creator.tracking import step_run
 
-    llm = _llm(base_url, model, concurrency, cache, cost_per_1k_prompt, cost_per_1k_completion, reasks)
-    cfg = ConstructConfig(data=str(data), out=str(out), users=users, seed=seed, history_len=history_len,
-                          target=target, max_new_words=max_new_words, llm_verify=not no_verify,
-                          profile_max_tokens=profile_max_tokens, rewrite_max_tokens=rewrite_max_tokens,
-                          verify_max_tokens=verify_max_tokens, llm=llm)
+    llm = _llm(base_url, model, concurrency, cache, cost_per_1k_prompt, cost_per_1k_completion, reasks) \
+        if llm_title else None
+    cfg = ConstructConfig(data=str(data), out=str(out), ads=ads, users_per_fact=users_per_fact,
+                          heldout_per_ad=heldout_per_ad, candidate_users=candidate_users, seed=seed,
+                          history_len=history_len, llm_title=llm_title, rewrite_max_tokens=rewrite_max_tokens,
+                          **({"llm": llm} if llm is not None else {}))
     with step_run("dataset-construct", cfg):
         summary = construct(cfg)
         log_summary(summary, out)
+    typer.echo(f"kept {summary['kept']} rows ({summary['kept_train']} train, {summary['kept_heldout']} held-out) "
+               f"for {summary['ads']} ads -> {out}/train.parquet; rejected {summary['rejected']} -> "
+               f"{out}/rejected.parquet")
+    typer.echo(f"{summary['ads_with_contrast']} ads with contrast, {summary['distinct_titles_per_ad']:.2f} distinct "
+               f"titles per ad, copy rate {summary['copy_rate']:.0%}, titles by {summary['title_source']}")
     s = summary["llm"]
-    typer.echo(f"kept {summary['kept']}/{summary['users']} rows -> {out}/train.parquet; "
-               f"rejected {summary['rejected']} -> {out}/rejected.parquet")
-    typer.echo("acceptance: " + ", ".join(f"{k} {v:.0%}" for k, v in summary["acceptance"].items()))
-    typer.echo(f"LLM calls {s['llm_calls']} ({s['llm_cache_hits']} from cache), tokens {s['llm_total_tokens']}, "
-               f"retries {s['llm_retries']}, re-asks {s['llm_reasks']}, cost {s['llm_cost']}, "
-               f"time {summary['timings_s']['total_s']:.1f}s")
+    if s:
+        typer.echo(f"LLM calls {s['llm_calls']} ({s['llm_cache_hits']} from cache), tokens {s['llm_total_tokens']}, "
+                   f"retries {s['llm_retries']}, re-asks {s['llm_reasks']}, cost {s['llm_cost']}, "
+                   f"time {summary['timings_s']['total_s']:.1f}s")
 
 
 def gsb_cmd(

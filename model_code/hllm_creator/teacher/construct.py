@@ -1,21 +1,37 @@
-"""dataset-construct: the CoT teacher (DESIGN section 1) over any OpenAI-compatible endpoint.
+"""dataset-construct: the chain-of-thought teacher (paper: CoT dataset construction), built so that
+even a 135M embedded teacher yields personalized, CONTRASTIVE and grounded rows.
 
-Per user: (1) Profile from the last N clicked titles (oldest first); (2) Rewrite the title of the
-user's next item (the *valid* target of the leave-last-out split, so the test target stays held
-out); (3) Filter: (a) the deterministic grounding check, (b) an LLM verification that lists
-unsupported claims. Kept rows -> ``train.parquet`` (the reference schema plus extras); every other
-row -> ``rejected.parquet`` with the step and the reason; ``summary.json`` with acceptance per stage.
+For each ad (the most-clicked items, the same list ``match`` offers by default), per step:
+
+1. **Interests** (deterministic, ``creative.interests``): each candidate user's interests from the
+   click history: idf- and recency-weighted words of the clicked titles and leaf categories, plus top
+   categories and brands. The JSON profile that recon/align regenerate is built from them.
+2. **Which fact** (deterministic): the ad's fact phrases (``creative.facts.fact_phrases``, short
+   phrases copied from the ad's own text that add a content word to the original title); each user
+   is matched to the phrase that carries most of their interest weight. For every phrase, the users
+   it fits best (by margin over the ad's other phrases) are taken: the same ad, users of different
+   interests, different targets. That contrast is what teaches the Creative LLM's user slot.
+3. **The title** (the teacher LLM, optional): the LLM phrases core + featured fact as a title; its
+   reply must pass the gate (every content word from the ad, no claims, no repetition, <= 100
+   characters) and keep the product's name and the fact. A reply that does not is replaced by the
+   deterministic composition ``core - Fact`` (``title_source`` says which, the LLM's reason is in
+   ``rejected.parquet``).
+4. **Filter**: every kept title passes the gate and adds a content word beyond the original title,
+   else the row is rejected (``copy``, ``grounding``).
+
+Users in the evaluation hold-out (``creative.holdout``) never get ``split == "train"`` rows; a few
+of them get ``split == "heldout"`` rows for the slot-sensitivity evaluation. No user's last click
+(test target) is read. Outputs: ``train.parquet`` (reference columns + extras), ``rejected.parquet``
+(step, reason), ``summary.json`` (acceptance per step, copy rate, titles per ad, timings).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -26,258 +42,278 @@ log = logging.getLogger(__name__)
 
 REFERENCE_COLUMNS = ["user_profile", "original_title", "original_description", "prompt1", "prompt2", "response",
                      "title_list", "item_id_list"]
-EXTRA_COLUMNS = ["user_id", "target_item_id", "teacher_model", "prompt_version", "grounding_ok",
-                 "grounding_reasons", "verify_ok", "verify_unsupported"]
+EXTRA_COLUMNS = ["user_id", "target_item_id", "split", "facts", "fact_index", "featured_fact", "fit",
+                 "interests", "title_source", "teacher_model", "prompt_version", "grounding_ok", "grounding_reasons"]
 REJECT_COLUMNS = ["user_id", "target_item_id", "step", "reason", "candidate_title", "raw_reply"]
-
-# tight limits: a 135M model copies whole titles into every field and runs out of tokens otherwise
-_STR_LIST = {"type": "array", "items": {"type": "string", "maxLength": 30}, "maxItems": 2}
-PROFILE_SCHEMA = {
-    "type": "object",
-    "properties": {"long_term_interests": _STR_LIST, "short_term_interests": _STR_LIST,
-                   "preferences": _STR_LIST, "needs": _STR_LIST,
-                   "description": {"type": "string", "minLength": 1, "maxLength": 120}},
-    "required": ["long_term_interests", "short_term_interests", "preferences", "needs", "description"],
-    "additionalProperties": False,
-}
-REWRITE_SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "minLength": 3, "maxLength": 160}},
+REWRITE_SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "minLength": 3, "maxLength": 100}},
                   "required": ["title"], "additionalProperties": False}
-VERIFY_SCHEMA = {"type": "object", "properties": {"unsupported_claims": _STR_LIST},
-                 "required": ["unsupported_claims"], "additionalProperties": False}
 
 
 class ConstructConfig(StepConfig):
     data: str = Field(..., description="dataset dir (hllm-creator data prepare)")
     out: str = Field(..., description="output dir")
-    users: int = Field(64, ge=1, description="number of users (deterministic sample)")
+    ads: int = Field(60, ge=1, description="ads: the N most-clicked items (match's default ad list)")
+    users_per_fact: int = Field(3, ge=1, description="train users per (ad, fact): the ones the fact fits best")
+    heldout_per_ad: int = Field(2, ge=0, description="held-out users per ad (split=heldout rows, never trained on)")
+    candidate_users: int = Field(4000, ge=10, description="users scored per ad (seeded sample of the train pool)")
+    max_facts: int = Field(4, ge=1, le=8, description="fact phrases per ad")
+    history_len: int = Field(10, ge=1, le=50, description="last N clicked titles kept in title_list")
+    max_history: int = Field(50, ge=1, description="item_id_list keeps the last N clicks")
     seed: int = 0
-    history_len: int = Field(10, ge=1, le=50, description="last N clicked titles fed to the profile step")
-    target: str = Field("valid", pattern="^(valid|test)$", description="which split target to rewrite")
-    max_new_words: int = Field(8, ge=0, description="rewrite may add at most this many words")
-    desc_chars: int = Field(600, ge=0, description="description characters shown to the teacher")
-    prompt_version: str = "v1"
-    profile_max_tokens: int = 320
-    rewrite_max_tokens: int = 64
-    verify_max_tokens: int = 64
-    llm_verify: bool = Field(True, description="run filter stage (b), the LLM verification call")
+    llm_title: bool = Field(True, description="step 3 by the teacher LLM (else the deterministic composition)")
+    rewrite_max_tokens: int = Field(48, ge=8)
+    max_title_words: int = Field(16, ge=3)
+    max_title_chars: int = Field(100, ge=20)
+    prompt_version: str = "v2"
     llm: LLMConfig = Field(default_factory=LLMConfig)
 
 
-def select_users(split_users: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """A deterministic sample of ``n`` users (all when fewer), sorted by user_id."""
-    if len(split_users) <= n:
-        return split_users.sort_values("user_id").reset_index(drop=True)
-    return split_users.sample(n=n, random_state=seed).sort_values("user_id").reset_index(drop=True)
+def gate_title(title: str, item: dict, known: set[str]) -> list[str]:
+    """Reasons a title cannot be served for ``item`` (the one gate of construct, generate, serving)."""
+    from hllm_creator.creative.check import title_reasons
+
+    return title_reasons(title, item, known)
 
 
-def profile_request(titles: list[str], cfg: ConstructConfig, tag: Any) -> Request:
-    from hllm_creator.teacher.prompts import history_block, render_chat
+def adds_content_word(title: str, original: str) -> bool:
+    from hllm_creator.creative.facts import content_words
 
-    msgs = render_chat("profile", {"history": history_block(titles)}, cfg.prompt_version)
-    return Request(messages=msgs, schema=PROFILE_SCHEMA, name="profile", max_tokens=cfg.profile_max_tokens, tag=tag)
-
-
-def profile_text(profile: dict) -> str:
-    """The profile as the compact JSON text stored in ``user_profile`` (what recon regenerates)."""
-    return json.dumps(profile, ensure_ascii=False, separators=(", ", ": "))
+    return bool(set(content_words(title)) - set(content_words(original)))
 
 
-def ad_values(item: dict, desc_chars: int) -> dict[str, str]:
-    from hllm_creator.teacher.prompts import selling_points_text, untrusted
+def keeps_product_and_fact(title: str, core: str, fact: str) -> list[str]:
+    from hllm_creator.creative.facts import content_words
 
-    return {"title": untrusted(item["title"]), "description": untrusted(item.get("description") or "", desc_chars),
-            "selling_points": selling_points_text(item.get("selling_points"))}
+    t = set(content_words(title))
+    reasons = []
+    core_w = set(content_words(core))
+    if core_w and len(t & core_w) < max(1, int(0.6 * len(core_w))):
+        reasons.append("drops the product's name")
+    if not set(content_words(fact)) <= t:
+        reasons.append("leaves out the featured fact")
+    return reasons
 
 
-def rewrite_request(profile: dict, item: dict, cfg: ConstructConfig, tag: Any) -> Request:
+def title_request(core: str, fact: str, interests: list[str], cfg: ConstructConfig, tag) -> Request:
     from hllm_creator.teacher.prompts import render_chat, untrusted
 
-    values = {"profile": untrusted(profile_text(profile), 1500), "max_new_words": cfg.max_new_words,
-              **ad_values(item, cfg.desc_chars)}
+    values = {"core": untrusted(core, 120), "fact": untrusted(fact, 80),
+              "interests": untrusted(", ".join(interests) or "varied products", 120)}
     return Request(messages=render_chat("rewrite", values, cfg.prompt_version), schema=REWRITE_SCHEMA,
-                   name="rewrite", max_tokens=cfg.rewrite_max_tokens, tag=tag)
+                   name="title", max_tokens=cfg.rewrite_max_tokens, tag=tag)
 
 
-def verify_request(candidate: str, item: dict, cfg: ConstructConfig, tag: Any) -> Request:
-    from hllm_creator.teacher.prompts import render_chat, untrusted
-
-    values = {"candidate": untrusted(candidate, 300), **ad_values(item, cfg.desc_chars)}
-    return Request(messages=render_chat("verify", values, cfg.prompt_version), schema=VERIFY_SCHEMA,
-                   name="verify", max_tokens=cfg.verify_max_tokens, tag=tag)
-
-
-def clean_title(title: str) -> str:
-    t = " ".join((title or "").split()).strip().strip('"').strip("'").strip()
-    return re.sub(r"^(personalized )?title:\s*", "", t, flags=re.I)
-
-
-def effective_unsupported(claims: list[str], item: dict) -> list[str]:
-    """The verifier's claims that the ad's text does not literally contain (a small model sometimes
-    lists a phrase that is in the ad: that is the verifier's error, not the title's)."""
-    from hllm_creator.teacher.grounding import Ad, normalize, support_text
-
-    src, _ = support_text(Ad.from_item(item))
+def _pick_users(fits: np.ndarray, per_fact: int) -> list[tuple[int, int]]:
+    """[(user row, fact index)]: per fact, the users whose best fact it is, by margin, fit > 0."""
+    n, k = fits.shape
+    best = fits.argmax(1)
+    if k > 1:
+        other = np.where(np.eye(k, dtype=bool)[best], -np.inf, fits).max(1)
+        margin = fits[np.arange(n), best] - other
+    else:
+        margin = fits[:, 0]
     out = []
-    for c in claims:
-        n = normalize(c).strip(" .,:;!-\"'")
-        if n and n not in src:
-            out.append(c)
+    for j in range(k):
+        cand = np.where((best == j) & (fits[:, j] > 0))[0]
+        cand = cand[np.argsort(-margin[cand], kind="stable")][:per_fact]
+        out += [(int(u), j) for u in cand]
     return out
 
 
 def construct(cfg: ConstructConfig, client=None) -> dict:
-    """Run the three CoT steps; write train.parquet, rejected.parquet, summary.json into ``cfg.out``."""
+    """Run the four steps; write train.parquet, rejected.parquet, summary.json into ``cfg.out``."""
+    from hllm_creator.creative import interests as I
+    from hllm_creator.creative.facts import compose, core_title, fact_phrases
+    from hllm_creator.teacher.grounding import catalog_names
+    from hllm_creator.creative.holdout import is_heldout
+    from hllm_creator.creative.prompts import VERSION, creative_prompts
+    from hllm_creator.creative.titles import clean_title
     from hllm_creator.data import leave_last_out, load_dataset
+    from hllm_creator.infer.match import default_ads
     from hllm_creator.io import atomic_dir, write_json, write_parquet
-    from hllm_creator.llm.client import LLMClient, default_cache_path
-    from hllm_creator.teacher.grounding import Ad, catalog_names, check_grounding
-    from hllm_creator.teacher.prompts import creative_prompts
 
     t_start = time.perf_counter()
     ds = load_dataset(cfg.data)
-    if client is None:
-        llm_cfg = cfg.llm if cfg.llm.cache_path else cfg.llm.model_copy(update={"cache_path": default_cache_path()})
-        client = LLMClient(llm_cfg)
     items = {r["item_id"]: r for r in ds.items.to_dict("records")}
     split = leave_last_out(ds.interactions)
-    users = select_users(split.users, cfg.users, cfg.seed)
+    vocab = I.Vocabulary(list(items.values()))
     known = catalog_names(ds.items)
-    target_col = f"{cfg.target}_target"
+    ad_ids = default_ads(ds.items, ds.interactions, cfg.ads)
+    users = split.users.reset_index(drop=True)
+    held = users["user_id"].map(lambda u: is_heldout(str(u))).to_numpy()
+    rng = np.random.default_rng(cfg.seed)
+    pools = {}
+    for name, mask in (("train", ~held), ("heldout", held)):
+        idx = np.where(mask)[0]
+        if name == "train" and len(idx) > cfg.candidate_users:
+            idx = np.sort(rng.choice(idx, size=cfg.candidate_users, replace=False))
+        pools[name] = idx
+    # 1. interests of every candidate user (history only: the valid and test targets are not read)
+    t0 = time.perf_counter()
+    hist = {int(i): [str(x) for x in users.at[i, "history"]] for p in pools.values() for i in p}
+    intr = {i: I.interests([items[x] for x in h], vocab) for i, h in hist.items()}
+    clicked = {i: set(h) | {str(users.at[i, "valid_target"]), str(users.at[i, "test_target"])} for i, h in hist.items()}
+    timings = {"interests_s": time.perf_counter() - t0}
 
-    rows: dict[str, dict] = {}
     rejected: list[dict] = []
-    timings: dict[str, float] = {}
-
-    def reject(uid, step, reason, cand=None, raw=None):
-        rejected.append({"user_id": uid, "target_item_id": rows[uid]["target_item_id"], "step": step,
-                         "reason": reason, "candidate_title": cand, "raw_reply": (raw or "")[:2000]})
-
-    for u in users.to_dict("records"):
-        hist = list(u["history"]) if cfg.target == "valid" else [*u["history"], u["valid_target"]]
-        hist = hist[-cfg.history_len:]
-        rows[u["user_id"]] = {"user_id": u["user_id"], "target_item_id": u[target_col], "item_id_list": hist,
-                              "title_list": [items[i]["title"] for i in hist]}
-    # -- 1. profile
+    rows: list[dict] = []
+    n_facts_total = n_facts_kept = 0
+    ads_contrast = 0
+    pending: dict[tuple[str, int], dict] = {}  # (ad, fact) -> title job
     t0 = time.perf_counter()
-    res = client.map([profile_request(r["title_list"], cfg, uid) for uid, r in rows.items()], desc="1/3 profile")
-    timings["profile_s"] = time.perf_counter() - t0
-    alive = []
-    for r in res:
-        if r.ok:
-            rows[r.tag]["profile"] = r.value
-            alive.append(r.tag)
-        else:
-            reject(r.tag, "profile", r.error, raw=r.raw)
-    n_profile = len(alive)
-    # -- 2. rewrite
-    t0 = time.perf_counter()
-    res = client.map([rewrite_request(rows[u]["profile"], items[rows[u]["target_item_id"]], cfg, u) for u in alive],
-                     desc="2/3 rewrite")
-    timings["rewrite_s"] = time.perf_counter() - t0
-    alive = []
-    for r in res:
-        if not r.ok:
-            reject(r.tag, "rewrite", r.error, raw=r.raw)
-            continue
-        title = clean_title(r.value["title"])
-        if not title:
-            reject(r.tag, "rewrite", "empty title", raw=r.raw)
-            continue
-        rows[r.tag]["response"] = title
-        alive.append(r.tag)
-    n_rewrite = len(alive)
-    # -- 3a. deterministic grounding
-    t0 = time.perf_counter()
-    kept = []
-    for u in alive:
-        row = rows[u]
-        item = items[row["target_item_id"]]
-        hist_brands = {items[i]["brand"] for i in row["item_id_list"] if items[i].get("brand")}
-        g = check_grounding(row["response"], Ad.from_item(item), known_names=known | hist_brands,
-                            max_new_words=cfg.max_new_words)
-        row["grounding_ok"], row["grounding_reasons"] = g.ok, g.reasons
-        if g.ok:
-            kept.append(u)
-        else:
-            reject(u, "grounding", "; ".join(g.reasons), cand=row["response"])
-    timings["grounding_s"] = time.perf_counter() - t0
-    n_grounding = len(kept)
-    # -- 3b. LLM verification
-    alive, kept = kept, []
-    if cfg.llm_verify:
-        t0 = time.perf_counter()
-        res = client.map([verify_request(rows[u]["response"], items[rows[u]["target_item_id"]], cfg, u)
-                          for u in alive], desc="3/3 verify")
-        timings["verify_s"] = time.perf_counter() - t0
-        for r in res:
-            row = rows[r.tag]
-            if not r.ok:
-                reject(r.tag, "verify", r.error, cand=row["response"], raw=r.raw)
-                continue
-            unsupported = effective_unsupported(r.value["unsupported_claims"], items[row["target_item_id"]])
-            row["verify_ok"], row["verify_unsupported"] = not unsupported, unsupported
-            if unsupported:
-                reject(r.tag, "verify", "unsupported claims: " + "; ".join(unsupported), cand=row["response"],
-                       raw=r.raw)
+    for ad in ad_ids:
+        item = items[ad]
+        core = core_title(item["title"])
+        facts = []
+        for f in fact_phrases(item, cfg.max_facts):
+            n_facts_total += 1
+            t = compose(core, f)
+            why = gate_title(t, item, known)
+            if len(t) > cfg.max_title_chars:
+                why.append(f"composed title longer than {cfg.max_title_chars} characters")
+            if why:
+                rejected.append({"user_id": None, "target_item_id": ad, "step": "fact", "reason": "; ".join(why),
+                                 "candidate_title": t, "raw_reply": ""})
             else:
-                kept.append(r.tag)
-    else:
-        for u in alive:
-            rows[u]["verify_ok"], rows[u]["verify_unsupported"] = None, []
-        kept = alive
-    # -- outputs
+                facts.append(f)
+        n_facts_kept += len(facts)
+        if not facts:
+            rejected.append({"user_id": None, "target_item_id": ad, "step": "fact",
+                             "reason": "the ad has no fact phrase beyond its title", "candidate_title": None,
+                             "raw_reply": ""})
+            continue
+        for name in ("train", "heldout"):
+            # users who clicked the ad (at any time, test target included) are not written for: a row
+            # pairing a user with their own future click would leak it into training
+            pool = [int(i) for i in pools[name] if ad not in clicked[int(i)]]
+            if not pool:
+                continue
+            fits = np.array([[I.fit(f, intr[i]) for f in facts] for i in pool])
+            if name == "train":
+                picks = _pick_users(fits, cfg.users_per_fact)
+            else:  # a few held-out users, different best facts first
+                picks = _pick_users(fits, 1)[:cfg.heldout_per_ad]
+            used_facts = set()
+            for u, j in picks:
+                i = pool[u]
+                used_facts.add(j)
+                pending.setdefault((ad, j), {"core": core, "fact": facts[j], "interests": set()})
+                pending[(ad, j)]["interests"].update(
+                    w for w in intr[i].top_words(8) if w in set(I.content_words(facts[j])))
+                rows.append({"ad": ad, "user": i, "split": name, "facts": facts, "fact_index": j,
+                             "fit": float(fits[u, j])})
+            if name == "train" and len(used_facts) >= 2:
+                ads_contrast += 1
+    timings["facts_and_users_s"] = time.perf_counter() - t0
+
+    # 3. the title of each (ad, fact): the teacher LLM phrases it, the gate decides
+    titles: dict[tuple[str, int], tuple[str, str]] = {}
+    n_llm_ok = n_llm = 0
+    t0 = time.perf_counter()
+    if cfg.llm_title and pending:
+        if client is None:
+            from hllm_creator.llm.client import LLMClient, default_cache_path
+
+            llm_cfg = cfg.llm if cfg.llm.cache_path else cfg.llm.model_copy(update={"cache_path": default_cache_path()})
+            client = LLMClient(llm_cfg)
+        keys = list(pending)
+        res = client.map([title_request(pending[k]["core"], pending[k]["fact"], sorted(pending[k]["interests"]),
+                                        cfg, n) for n, k in enumerate(keys)], desc="teacher titles")
+        for r in res:
+            k = keys[r.tag]
+            n_llm += 1
+            item = items[k[0]]
+            if not r.ok:
+                why = [f"teacher reply unusable: {r.error}"]
+                cand = None
+            else:
+                cand = clean_title(r.value["title"])
+                why = gate_title(cand, item, known) + keeps_product_and_fact(cand, pending[k]["core"],
+                                                                              pending[k]["fact"])
+                if not why and not adds_content_word(cand, item["title"]):
+                    why = ["copy: adds no content word beyond the original title"]
+            if why:
+                rejected.append({"user_id": None, "target_item_id": k[0], "step": "llm_title",
+                                 "reason": "; ".join(why) + " (template used instead)", "candidate_title": cand,
+                                 "raw_reply": (r.raw or "")[:2000]})
+            else:
+                titles[k] = (cand, "llm")
+                n_llm_ok += 1
+    for k, job in pending.items():
+        titles.setdefault(k, (compose(job["core"], job["fact"]), "template"))
+    timings["titles_s"] = time.perf_counter() - t0
+
+    # 4. filter + rows
     out_rows = []
-    for u in sorted(kept):
-        row = rows[u]
-        item = items[row["target_item_id"]]
-        p1, p2 = creative_prompts(item, cfg.prompt_version)
+    for r in rows:
+        item = items[r["ad"]]
+        title, source = titles[(r["ad"], r["fact_index"])]
+        uid = str(users.at[r["user"], "user_id"])
+        why = gate_title(title, item, known)
+        if not adds_content_word(title, item["title"]):
+            why.append("copy: adds no content word beyond the original title")
+        if why:
+            rejected.append({"user_id": uid, "target_item_id": r["ad"], "step": "grounding" if not why[-1].startswith(
+                "copy") else "copy", "reason": "; ".join(why), "candidate_title": title, "raw_reply": ""})
+            continue
+        h = hist[r["user"]][-cfg.max_history:]
+        it = intr[r["user"]]
+        p1, p2 = creative_prompts(item, facts=r["facts"])
         out_rows.append({
-            "user_profile": profile_text(row["profile"]), "original_title": item["title"],
+            "user_profile": I.profile_text(I.profile(it)), "original_title": item["title"],
             "original_description": item.get("description") or "", "prompt1": p1, "prompt2": p2,
-            "response": row["response"], "title_list": row["title_list"], "item_id_list": row["item_id_list"],
-            "user_id": u, "target_item_id": row["target_item_id"], "teacher_model": client.model,
-            "prompt_version": cfg.prompt_version, "grounding_ok": row["grounding_ok"],
-            "grounding_reasons": row["grounding_reasons"], "verify_ok": row["verify_ok"],
-            "verify_unsupported": row["verify_unsupported"]})
+            "response": title, "title_list": [items[x]["title"] for x in h[-cfg.history_len:]],
+            "item_id_list": h, "user_id": uid, "target_item_id": r["ad"], "split": r["split"],
+            "facts": list(r["facts"]), "fact_index": int(r["fact_index"]),
+            "featured_fact": r["facts"][r["fact_index"]], "fit": r["fit"], "interests": it.top_words(5),
+            "title_source": source, "teacher_model": client.model if client is not None else "deterministic",
+            "prompt_version": VERSION, "grounding_ok": True, "grounding_reasons": []})
     train = pd.DataFrame(out_rows, columns=REFERENCE_COLUMNS + EXTRA_COLUMNS)
     rej = pd.DataFrame(rejected, columns=REJECT_COLUMNS)
-    n = len(rows)
-    stats = client.stats()
+    tr = train[train["split"] == "train"] if len(train) else train
+    per_ad = tr.groupby("target_item_id")["response"].nunique() if len(tr) else pd.Series(dtype=float)
+    stats = client.stats() if client is not None else {}
     summary = {
-        "users": n, "kept": len(train), "rejected": len(rej),
-        "acceptance": {"profile": n_profile / n if n else 0.0,
-                       "rewrite": n_rewrite / max(n_profile, 1),
-                       "grounding": n_grounding / max(n_rewrite, 1),
-                       "verify": len(kept) / max(n_grounding, 1),
-                       "overall": len(kept) / n if n else 0.0},
+        "ads": len(ad_ids), "ads_with_contrast": ads_contrast, "kept": len(train),
+        "kept_train": int((train["split"] == "train").sum()), "kept_heldout": int((train["split"] == "heldout").sum()),
+        "rejected": len(rej), "distinct_titles_per_ad": float(per_ad.mean()) if len(per_ad) else 0.0,
+        "copy_rate": float(np.mean([not adds_content_word(t, o) for t, o in
+                                    zip(train["response"], train["original_title"])])) if len(train) else 0.0,
+        "title_source": train["title_source"].value_counts().to_dict() if len(train) else {},
+        "acceptance": {"fact": n_facts_kept / max(n_facts_total, 1),
+                       "llm_title": n_llm_ok / max(n_llm, 1) if cfg.llm_title else 0.0,
+                       "overall": len(train) / max(len(rows), 1)},
         "rejected_by_step": rej["step"].value_counts().to_dict(),
         "timings_s": {**{k: round(v, 3) for k, v in timings.items()},
                       "total_s": round(time.perf_counter() - t_start, 3)},
-        "llm": stats, "teacher_model": client.model, "prompt_version": cfg.prompt_version,
-        "dataset": ds.name, "target": cfg.target,
+        "llm": stats, "teacher_model": client.model if client is not None else "deterministic",
+        "prompt_version": VERSION, "dataset": ds.name,
     }
     with atomic_dir(cfg.out) as tmp:
         write_parquet(train, tmp / "train.parquet")
         write_parquet(rej, tmp / "rejected.parquet")
         write_json(summary, tmp / "summary.json")
-    log.info("construct: %d users -> %d kept, %d rejected; %d/%d LLM calls from cache", n, len(train), len(rej),
-             stats["llm_cache_hits"], stats["llm_calls"])
+    log.info("construct: %d ads -> %d rows (%d train, %d held-out), %.2f distinct titles per ad, %d rejected",
+             len(ad_ids), len(train), summary["kept_train"], summary["kept_heldout"],
+             summary["distinct_titles_per_ad"], len(rej))
     return summary
 
 
 def log_summary(summary: dict, out: str | Path) -> None:
-    """Acceptance per stage, token use and timings to the active MLflow run, plus the outputs."""
+    """Acceptance per step, copy rate, token use and timings to the active MLflow run, plus the outputs."""
     from hllm_creator.tracking import log_artifact, log_json, log_metrics, log_table
 
     m = {f"acceptance_{k}": v for k, v in summary["acceptance"].items()}
-    m.update({"users": summary["users"], "kept": summary["kept"], "rejected": summary["rejected"]})
+    m.update({k: summary[k] for k in ("ads", "ads_with_contrast", "kept", "kept_train", "kept_heldout", "rejected",
+                                      "distinct_titles_per_ad", "copy_rate")})
     m.update({f"time_{k}": v for k, v in summary["timings_s"].items()})
-    m.update(summary["llm"])
+    m.update({k: v for k, v in summary["llm"].items() if isinstance(v, (int, float))})
     log_metrics(m)
     log_json(summary, "construct_summary.json")
     out = Path(out)
     train = pd.read_parquet(out / "train.parquet")
     if len(train):
-        log_table(train[["user_id", "original_title", "response"]].head(50), "sample_titles")
+        log_table(train[["target_item_id", "user_id", "split", "interests", "featured_fact", "response",
+                         "title_source"]].head(200).astype(str), "sample_titles")
     for f in ("train.parquet", "rejected.parquet"):
         log_artifact(out / f, "construct")

@@ -38,6 +38,12 @@ def train_cmd(
     w_recon: Optional[float] = typer.Option(None, help="Weight of the profile-reconstruction loss (default 1)."),
     w_align: Optional[float] = typer.Option(None, help="Weight of the InfoNCE align loss (default 1)."),
     w_cls: Optional[float] = typer.Option(None, help="Weight of the (user, item) BCE loss (default 1)."),
+    w_contrast: Optional[float] = typer.Option(None, help="Weight of the slot contrast loss: a row's response "
+                                               "likelier under its own user's slot than under the slot of "
+                                               "another user of the same ad (default 1; 0 = off)."),
+    creative_per_step: Optional[int] = typer.Option(None, help="Creative rows per step (pairs of the same ad "
+                                                    "with different targets stay together)."),
+    creative_epochs: Optional[float] = typer.Option(None, help="Passes over the creative rows."),
     lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="LoRA (peft) on the Creative LLM."),
     freeze_item_llm: Optional[bool] = typer.Option(
         None, "--freeze-item-llm/--train-item-llm", help="Freeze the Item LLM and encode the catalog once (cached)."),
@@ -66,13 +72,15 @@ def train_cmd(
     model = {k: v for k, v in dict(item_llm=item_llm, user_llm=user_llm, creative_llm=creative_llm,
                                     item_layers=item_layers, user_layers=user_layers,
                                     creative_layers=creative_layers).items() if v is not None}
-    weights = {k: v for k, v in dict(creative=w_creative, recon=w_recon, align=w_align, cls=w_cls).items()
+    weights = {k: v for k, v in dict(creative=w_creative, recon=w_recon, align=w_align, cls=w_cls,
+                                     contrast=w_contrast).items()
                if v is not None}
     try:
         cfg = build_config(
             preset, data=str(data), out=str(out), train_parquet=str(train_parquet) if train_parquet else None,
             model=model, weights=weights or None, max_steps=max_steps, cls_epochs=cls_epochs, head_steps=head_steps,
-            max_creative_rows=creative_rows, standin_rows=standin_rows, lora=lora, freeze_item_llm=freeze_item_llm,
+            max_creative_rows=creative_rows, creative_per_step=creative_per_step,
+            creative_epochs=creative_epochs, standin_rows=standin_rows, lora=lora, freeze_item_llm=freeze_item_llm,
             bf16=bf16, gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None,
             lr=lr, head_lr=head_lr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
             save_steps=save_steps, resume=resume or None, eval_users=eval_users, threads=threads, seed=seed,

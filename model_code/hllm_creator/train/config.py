@@ -15,6 +15,8 @@ class LossWeights(StepConfig):
     recon: float = Field(1.0, ge=0)
     align: float = Field(1.0, ge=0)
     cls: float = Field(1.0, ge=0)
+    contrast: float = Field(1.0, ge=0, description="slot contrast: the own user's response likelier than under "
+                            "the slot of another user of the same ad with another target (0 = off)")
 
 
 class TrainConfig(StepConfig):
@@ -40,6 +42,8 @@ class TrainConfig(StepConfig):
     cls_epochs: float = Field(1.0, gt=0, description="passes over ALL users of the dataset for cls")
     cls_users: int | None = Field(None, ge=1, description="cap the users used for cls (tests)")
     creative_epochs: float = Field(1.0, gt=0, description="passes over the creative rows")
+    contrast_margin: float = Field(2.0, ge=0, description="margin (nats, summed over the response) of the slot "
+                                   "contrast loss")
     group_by_length: int = Field(8, ge=1, description="cls users of every N steps are grouped by history "
                                  "length (less padding in the User LLM); 1 = off")
     head_steps: int = Field(0, ge=0, description="predictor fit after joint training: steps of the cls "

@@ -56,7 +56,7 @@ def build_standin(ds, users: pd.DataFrame, n_rows: int, seed: int = 0) -> pd.Dat
     For ``n_rows`` users (seeded sample): history = the user's train history, ad = the valid target
     (never the held-out test target), prompts from ``creative_prompts``, response = original title.
     """
-    from hllm_creator.model.prompts import creative_prompts
+    from hllm_creator.creative.prompts import creative_prompts
 
     items = ds.items.set_index("item_id", drop=False)
     rng = np.random.default_rng(seed)
@@ -74,7 +74,7 @@ def build_standin(ds, users: pd.DataFrame, n_rows: int, seed: int = 0) -> pd.Dat
                      "response": " ".join(str(ad["title"]).split()[:20]),
                      "title_list": [h["title"] for h in hitems], "item_id_list": hist,
                      "user_id": u["user_id"], "target_item_id": u["valid_target"],
-                     "teacher_model": "standin-template", "prompt_version": "standin-v1"})
+                     "teacher_model": "standin-template", "prompt_version": "standin-v2"})
     return pd.DataFrame(rows)
 
 
@@ -92,6 +92,11 @@ def load_train_parquet(path: str | Path, item_index: dict[str, int], *, allow_em
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataError(f"missing column(s) {missing}; found {list(df.columns)}", file=str(path), column=missing[0])
+    if "split" in df.columns:  # construct's held-out rows are for evaluation only, never trained on
+        n_held = int((df["split"] != "train").sum())
+        df = df[df["split"] == "train"]
+        if n_held:
+            log.info("%s: %d held-out rows left out of training (evaluation only)", path, n_held)
     if len(df) == 0:
         if allow_empty:
             return df
@@ -190,10 +195,61 @@ def make_bundles(td: TrainData, *, creative_per_step: int, cls_per_step: int, cl
             for j in rng.permutation(len(parts)):
                 grouped += parts[j]
         cls_order = grouped
-    cre_order = stream(n_rows, steps * creative_per_step) if n_rows else []
+    cre_order = creative_stream(td.rows, steps * creative_per_step, rng) if n_rows else []
     return [{"step": s, "cls": cls_order[s * cls_per_step:(s + 1) * cls_per_step],
              "rows": cre_order[s * creative_per_step:(s + 1) * creative_per_step] if n_rows else []}
             for s in range(steps)]
+
+
+def contrast_pairs(rows: pd.DataFrame) -> list[tuple[int, int]]:
+    """Pairs of row indices for the same ad (``target_item_id``) with different responses: the
+    contrast that teaches the user slot. Each row is in at most one pair per call."""
+    if "target_item_id" not in rows.columns or len(rows) < 2:
+        return []
+    pairs = []
+    for _, g in rows.groupby("target_item_id", sort=True):
+        by_resp: dict[str, list[int]] = {}
+        for i, r in zip(g.index, g["response"]):
+            by_resp.setdefault(str(r), []).append(int(i))
+        groups = sorted(by_resp.values(), key=len, reverse=True)
+        # round-robin over the responses: consecutive picks come from different responses
+        order = [grp[k] for k in range(max(map(len, groups))) for grp in groups if k < len(grp)]
+        resp = {i: r for r, idx in by_resp.items() for i in idx}
+        k = 0
+        while k + 1 < len(order):
+            if resp[order[k]] != resp[order[k + 1]]:
+                pairs.append((order[k], order[k + 1]))
+                k += 2
+            else:
+                k += 1
+    return pairs
+
+
+def creative_stream(rows: pd.DataFrame, n: int, rng) -> list[int]:
+    """``n`` row indices for the creative objective: contrast pairs first (shuffled each pass, a pair
+    stays adjacent), then the rows no pair holds; repeated until ``n``."""
+    pairs = contrast_pairs(rows)
+    paired = {i for p in pairs for i in p}
+    single = [i for i in range(len(rows)) if i not in paired]
+    out: list[int] = []
+    while len(out) < n:
+        units = [list(p) for p in pairs] + [[i] for i in single]
+        for j in rng.permutation(len(units)):
+            out += units[j]
+    return out[:n]
+
+
+def swap_index(rows: pd.DataFrame) -> list[int]:
+    """For a bundle's creative rows: each row's partner (same ad, different response, the row next to
+    it in the stream), or itself when it has none."""
+    idx = list(range(len(rows)))
+    if "target_item_id" not in rows.columns:
+        return idx
+    ads, resp = rows["target_item_id"].tolist(), rows["response"].tolist()
+    for k in range(0, len(rows) - 1, 2):
+        if ads[k] == ads[k + 1] and resp[k] != resp[k + 1]:
+            idx[k], idx[k + 1] = k + 1, k
+    return idx
 
 
 class BundleDataset:
@@ -213,8 +269,9 @@ class BundleCollator:
     """One bundle -> model inputs: histories, cls targets, sampled negatives, slot batches."""
 
     def __init__(self, model, td: TrainData, *, cls_negatives: int, weights: dict, seed: int = 0,
-                 neg_sampling: str = "uniform"):
+                 neg_sampling: str = "uniform", contrast_margin: float = 2.0):
         self.model, self.td, self.k, self.weights, self.seed = model, td, cls_negatives, weights, seed
+        self.contrast_margin = contrast_margin
         if neg_sampling not in ("uniform", "pop"):
             raise ValueError(f"neg_sampling must be 'uniform' or 'pop', got {neg_sampling!r}")
         p = td.popularity.astype(np.float64) + 1.0
@@ -245,6 +302,8 @@ class BundleCollator:
             m = self.model
             out["creative"] = m.creative_batch(rows["prompt1"].tolist(), rows["prompt2"].tolist(),
                                                rows["response"].tolist())
+            out["swap"] = torch.tensor(swap_index(rows.reset_index(drop=True)), dtype=torch.long)
+            out["contrast_margin"] = self.contrast_margin
             out["recon"] = m.recon_batch(rows["user_profile"].tolist())
             out["profile"] = m.profile_batch(rows["user_profile"].tolist())
         return out

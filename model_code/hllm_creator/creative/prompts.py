@@ -1,0 +1,72 @@
+"""The Creative LLM's prompt, one template for teacher, training, generation and serving.
+
+``prompt1`` + [user slot] + ``prompt2`` (+ response in training), in the ChatML frame of SmolLM2 /
+Qwen instruct models. ``prompt2`` carries the ad: its core and its numbered fact phrases (the
+choices a personalized title features one of), all cut from the ad's own text. Every ad field is cut to a
+token budget BEFORE framing, so the frame's closing tail (``<|im_end|>`` + the assistant header)
+is always there, whatever the ad's length (tested over every bundled ad).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hllm_creator.creative.facts import core_title, fact_phrases
+
+VERSION = "v2"
+SYSTEM = "Write a short ad title for this shopper: the product plus the fact they care about."
+CHAT_OPEN = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"
+CHAT_CLOSE = "<|im_end|>\n<|im_start|>assistant\n"
+RESPONSE_END = "<|im_end|>"
+PROMPT1 = CHAT_OPEN.format(system=SYSTEM) + "Shopper:"
+# token budgets per field (with a tokenizer) and their character stand-ins (without one)
+TITLE_TOKENS, FACT_TOKENS, CORE_TOKENS = 40, 16, 24
+CHARS_PER_TOKEN = 4
+N_FACTS = 4
+MAX_PROMPT2_TOKENS = CORE_TOKENS + N_FACTS * (FACT_TOKENS + 3) + 24
+
+
+def _untrusted(text: Any) -> str:
+    from hllm_creator.teacher.prompts import untrusted
+
+    return untrusted(text)
+
+
+def cut(text: str, n_tokens: int, tokenizer=None) -> str:
+    """``text`` cut to at most ``n_tokens`` tokens (``tokenizer``) or ``n_tokens * 4`` characters,
+    at a word boundary."""
+    text = " ".join(str(text or "").split())
+    if tokenizer is None:
+        lim = n_tokens * CHARS_PER_TOKEN
+        if len(text) <= lim:
+            return text
+        return text[:lim].rsplit(" ", 1)[0] if " " in text[:lim] else text[:lim]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= n_tokens:
+        return text
+    out = tokenizer.decode(ids[:n_tokens])
+    return out.rsplit(" ", 1)[0] if " " in out else out
+
+
+def ad_fields(ad: Any) -> dict:
+    """title / description / selling_points / brand / categories of a dict, items row or ``Ad``."""
+    get = ad.get if isinstance(ad, dict) else (lambda k, d=None: getattr(ad, k, d))
+    title = get("title")
+    if not title or not str(title).strip():
+        raise ValueError(f"ad has no title; got {ad!r:.120}")
+    sp = get("selling_points")
+    cats = get("categories")
+    return {"title": str(title), "description": get("description") or "",
+            "selling_points": list(sp.tolist() if hasattr(sp, "tolist") else (sp or [])),
+            "brand": get("brand") or None,
+            "categories": list(cats.tolist() if hasattr(cats, "tolist") else (cats or []))}
+
+
+def creative_prompts(ad: Any, tokenizer=None, *, facts: list[str] | None = None) -> tuple[str, str]:
+    """``(prompt1, prompt2)`` for an ad; ``facts`` default to ``fact_phrases(ad)``."""
+    a = ad_fields(ad)
+    facts = fact_phrases(a, N_FACTS) if facts is None else facts[:N_FACTS]
+    core = cut(_untrusted(core_title(a["title"])), CORE_TOKENS, tokenizer)
+    lines = [f"\nProduct: {core}", "Facts:"]
+    lines += [f"{i + 1}. {cut(_untrusted(f), FACT_TOKENS, tokenizer)}" for i, f in enumerate(facts)] or ["1. -"]
+    return PROMPT1, "\n".join(lines) + "\n" + CHAT_CLOSE

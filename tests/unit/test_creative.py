@@ -1,0 +1,133 @@
+"""The creative contract: fact phrases copied from the ad, the prompt that survives every ad, the
+hold-out, the contrastive training rows and the slot contrast loss."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hllm_creator.creative.facts import compose, content_words, core_title, fact_phrases
+from hllm_creator.creative.holdout import is_heldout
+from hllm_creator.creative.prompts import CHAT_CLOSE, MAX_PROMPT2_TOKENS, PROMPT1, creative_prompts
+from hllm_creator.creative.titles import clean_title, same_title
+
+
+def _ad_words(item) -> set[str]:
+    text = " ".join([item["title"], item["description"] or "", *list(item["selling_points"]),
+                     *list(item["categories"])])
+    return {w.lower() for w in re.findall(r"[A-Za-z0-9]+", text)}
+
+
+def test_facts_and_titles_use_only_the_ads_words(bundled_dataset):
+    items = bundled_dataset.items.sample(400, random_state=0).to_dict("records")
+    n_with = 0
+    for it in items:
+        core = core_title(it["title"])
+        assert 1 <= len(core.split()) <= 10 and len(core) <= 70
+        facts = fact_phrases(it)
+        n_with += bool(facts)
+        src = _ad_words(it)
+        title_cw = set(content_words(it["title"]))
+        for f in facts:
+            assert 2 <= len(f.split()) <= 7, f
+            assert {w.lower() for w in re.findall(r"[A-Za-z0-9]+", f)} <= src, (f, it["title"])
+            assert set(content_words(f)) - title_cw, f"{f!r} adds nothing to {it['title']!r}"
+            t = compose(core, f)
+            assert t.startswith(core) and not same_title(t, it["title"])
+    assert n_with > 0.8 * len(items)
+
+
+def test_a_negated_sentence_gives_no_fact():
+    ad = {"title": "Arctic Silver 5 Thermal Paste 3.5g", "selling_points": [],
+          "description": "Will not separate, migrate or bleed. Fills gaps on computer heatsinks."}
+    facts = fact_phrases(ad)
+    assert not any("migrate" in f.lower() for f in facts)
+    assert any("heatsinks" in f.lower() for f in facts)
+
+
+def test_prompt_tail_survives_every_bundled_ad(bundled_dataset):
+    from hllm_creator.llm.backbone import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    lens = []
+    for it in bundled_dataset.items.to_dict("records"):
+        p1, p2 = creative_prompts(it)
+        assert p1 == PROMPT1 and p2.endswith(CHAT_CLOSE)
+        lens.append(len(tok(p2, add_special_tokens=False)["input_ids"]))
+    assert max(lens) <= MAX_PROMPT2_TOKENS, max(lens)
+    with pytest.raises(ValueError, match="no title"):
+        creative_prompts({"title": " "})
+
+
+def test_model_prompts_are_the_creative_contract(bundled_dataset):
+    from hllm_creator.model.prompts import creative_prompts as model_prompts
+
+    it = bundled_dataset.items.iloc[3].to_dict()
+    assert model_prompts(it) == creative_prompts(it)
+    p1, p2 = model_prompts(it, version="v1")  # model dirs trained with the first template
+    assert p2.endswith(CHAT_CLOSE) and "Original title" in p2
+
+
+def test_clean_title_and_same_title():
+    assert clean_title('\n  "Title: Fast Glue for Hobbyists"\nmore') == "Fast Glue for Hobbyists"
+    assert clean_title("1. **Strong tape**") == "Strong tape"
+    assert clean_title("  \n ") == ""
+    assert same_title("Gorilla Tape, Black.", "gorilla  tape black")
+    assert not same_title("Gorilla Tape - Duct", "Gorilla Tape")
+
+
+def test_holdout_is_stable_and_near_its_share():
+    ids = [str(i) for i in range(20000)]
+    share = np.mean([is_heldout(u) for u in ids])
+    assert 0.09 < share < 0.11
+    assert [is_heldout(u) for u in ids[:50]] == [is_heldout(u) for u in ids[:50]]
+
+
+def test_contrast_pairs_and_swap():
+    from hllm_creator.train.data import contrast_pairs, creative_stream, swap_index
+
+    rows = pd.DataFrame({"target_item_id": ["a", "a", "a", "b", "b", "c"],
+                         "response": ["A1", "A2", "A1", "B1", "B1", "C1"]})
+    pairs = contrast_pairs(rows)
+    assert pairs and all(rows.at[i, "target_item_id"] == rows.at[j, "target_item_id"]
+                         and rows.at[i, "response"] != rows.at[j, "response"] for i, j in pairs)
+    assert not any(rows.at[i, "target_item_id"] == "b" for p in pairs for i in p)  # same response: no pair
+    order = creative_stream(rows, 12, np.random.default_rng(0))
+    assert len(order) == 12 and set(order) <= set(range(6))
+    bundle = rows.iloc[[0, 1, 3, 5]].reset_index(drop=True)
+    assert swap_index(bundle) == [1, 0, 2, 3]
+
+
+def test_slot_contrast_loss_trains_the_slot():
+    """The contrast term flows into the projector and falls when the slot decides the response."""
+    import torch
+
+    from hllm_creator.model.testing import tiny_model
+
+    torch.manual_seed(0)
+    m = tiny_model()
+    p1 = [PROMPT1] * 4
+    p2 = ["\nProduct: Glue\nFacts:\n1. fast set\n2. clear dry\n" + CHAT_CLOSE] * 4
+    resp = ["Glue - Fast set", "Glue - Clear dry", "Glue - Fast set", "Glue - Clear dry"]
+    b = m.creative_batch(p1, p2, resp)
+    u = torch.randn(4, m.user_hidden_size)
+    swap = torch.tensor([1, 0, 3, 2])
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
+    first = None
+    for _ in range(25):
+        cre, con = m.creative_contrast_losses(u, b, swap, margin=2.0)
+        (cre + con).backward()
+        assert m.projector[0].weight.grad is not None and m.projector[0].weight.grad.abs().sum() > 0
+        opt.step()
+        opt.zero_grad()
+        first = float(con) if first is None else first
+    assert float(con) < first
+    nll, cnt = m.response_nll(m.slot_embedding(u), b)
+    nll_sw, _ = m.response_nll(m.slot_embedding(u[swap]), b)
+    assert (nll_sw - nll).mean() > 0  # the own slot makes the own response likelier
+    # no partner: no contrast term
+    cre, con = m.creative_contrast_losses(u, b, torch.arange(4), margin=2.0)
+    assert con is None and torch.isfinite(cre)
