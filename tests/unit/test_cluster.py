@@ -29,7 +29,7 @@ def purity(pred, true):
 
 def test_l2_recovers_blobs_and_assign_matches_training():
     x, lab = blobs()
-    res = cl.cluster(x, cl.ClusterConfig(k=4), progress=False)
+    res = cl.cluster(x, cl.ClusterConfig(k=4, standardize=False), progress=False)
     assert res.meta["metric"] == "l2" and res.meta["normalized"] is False
     assert purity(res.cluster_ids, lab) > 0.99
     # assignments are exactly the nearest centroid in squared L2
@@ -43,10 +43,34 @@ def test_l2_recovers_blobs_and_assign_matches_training():
     np.testing.assert_allclose(res.member_means[0], x[res.cluster_ids == 0].mean(0), atol=1e-4)
 
 
+def test_standardized_space_is_recorded_and_applied_at_assign(tmp_path):
+    """Default: k-means on z-scored features (what the Creative LLM's projector reads); assign()
+    applies the same transform from the meta; medoids are real members' embeddings."""
+    x, lab = blobs(seed=2)
+    x[:, 0] *= 1000.0  # one huge feature (LLM "massive activations") would dominate raw L2
+    res = cl.cluster(x, cl.ClusterConfig(k=4), progress=False)
+    assert purity(res.cluster_ids, lab) > 0.99
+    mean, std = np.asarray(res.meta["standardize"]["mean"]), np.asarray(res.meta["standardize"]["std"])
+    np.testing.assert_allclose(mean, x.mean(0), rtol=1e-4, atol=1e-2)
+    z = (x - mean) / std
+    d2 = ((z[:, None, :] - res.centroids[None]) ** 2).sum(-1)
+    assert (d2.argmin(1) == res.cluster_ids).all()
+    ids, _ = cl.assign(res.centroids, x, res.meta)
+    assert (ids == res.cluster_ids).all()
+    for c in range(len(res.centroids)):  # the medoid is the member nearest its centroid
+        members = np.nonzero(res.cluster_ids == c)[0]
+        assert any(np.array_equal(res.medoids[c], x[m]) for m in members)
+    cl.write(res, [str(i) for i in range(len(x))], tmp_path / "c")
+    np.testing.assert_array_equal(cl.load_slots(tmp_path / "c", "medoid"), res.medoids)
+    np.testing.assert_allclose(cl.load_slots(tmp_path / "c", "mean"), res.member_means)
+    with pytest.raises(ValueError, match="medoid"):
+        cl.load_slots(tmp_path / "c", "centroid")
+
+
 def test_cosine_normalizes_at_assign_too():
     x, lab = blobs(seed=1)
     scaled = x * np.random.default_rng(0).uniform(0.1, 10, size=(len(x), 1)).astype(np.float32)
-    res = cl.cluster(scaled, cl.ClusterConfig(k=4, metric="cosine"), progress=False)
+    res = cl.cluster(scaled, cl.ClusterConfig(k=4, metric="cosine", standardize=False), progress=False)
     assert res.meta["metric"] == "ip" and res.meta["normalized"] is True
     np.testing.assert_allclose(np.linalg.norm(res.centroids, axis=1), 1.0, atol=1e-4)
     xn = scaled / np.linalg.norm(scaled, axis=1, keepdims=True)

@@ -131,3 +131,33 @@ def test_slot_contrast_loss_trains_the_slot():
     # no partner: no contrast term
     cre, con = m.creative_contrast_losses(u, b, torch.arange(4), margin=2.0)
     assert con is None and torch.isfinite(cre)
+
+
+def test_slot_fact_loss_points_the_slot_at_the_chosen_fact():
+    import torch
+
+    from hllm_creator.model.testing import tiny_model
+    from hllm_creator.train.data import fact_tensors
+
+    torch.manual_seed(0)
+    m = tiny_model()
+    rows = pd.DataFrame({"facts": [["fast set", "clear dry", "metal bond"]] * 3 + [[]],
+                         "fact_index": [0, 1, 2, None]})
+    t = fact_tensors(m.tokenizers["creative"], rows)
+    assert t["fact_ids"].shape[:2] == (4, 3) and t["fact_chosen"].tolist() == [0, 1, 2, -1]
+    u = torch.randn(4, m.user_hidden_size)
+    opt = torch.optim.Adam(m.projector.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        loss = m.slot_fact_loss(u, t["fact_ids"], t["fact_mask"], t["fact_chosen"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = float(loss.detach()) if first is None else first
+    assert float(loss.detach()) < 0.5 * first
+    with torch.no_grad():  # each user's slot is now nearest (in the LLM's word space) to its fact
+        e = m.creative.get_input_embeddings()(t["fact_ids"][:3]).float()
+        fe = (e * t["fact_mask"][:3, ..., None]).sum(2) / t["fact_mask"][:3].sum(2, keepdim=True)
+        cos = torch.nn.functional.cosine_similarity(m.slot_embedding(u[:3])[:, None], fe, dim=-1)
+    assert cos.argmax(1).tolist() == [0, 1, 2]
+    assert m.slot_fact_loss(u, t["fact_ids"], t["fact_mask"], torch.full((4,), -1)) is None

@@ -62,11 +62,15 @@ def test_select_rejects_bad_scores():
 
 
 def test_default_ads_most_clicked_deterministic():
-    items = pd.DataFrame({"item_id": ["i1", "i2", "i3", "i4"]})
-    inter = pd.DataFrame({"user_id": list("uuuvvvw"), "item_id": ["i2", "i3", "i1", "i3", "i2", "i4", "i4"],
-                          "label": [1, 1, 1, 1, 1, 0, 0]})
+    items = pd.DataFrame({"item_id": ["i1", "i2", "i3", "i4", "i5", "i6"],
+                          "title": ["Red Glass Beaker", "Blue Nitrile Gloves", "Steel Wood Screws", "Brass Hex Nut",
+                                    "Blue Nitrile Gloves", "Industrial & Scientific />"]})
+    inter = pd.DataFrame({"user_id": list("uuuvvvwwxxx"),
+                          "item_id": ["i2", "i3", "i1", "i3", "i2", "i4", "i4", "i5", "i5", "i6", "i6"],
+                          "label": [1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1]})
     assert default_ads(items, inter, 2) == ["i2", "i3"]  # 2 clicks each, tie by id; i4 only exposures
-    assert default_ads(items, inter.sample(frac=1, random_state=1), 3) == ["i2", "i3", "i1"]
+    # i5 repeats i2's title and i6's title is markup: neither runs as an ad
+    assert default_ads(items, inter.sample(frac=1, random_state=1), 4) == ["i2", "i3", "i1"]
 
 
 def test_check_ads_names_the_bad_id():

@@ -106,7 +106,7 @@ def test_bad_training_parquet_names_file_column_row(small_ds, tmp_path):
     from hllm_creator.model.prompts import CHAT_CLOSE
 
     p2 = ok["prompt2"].iloc[0]  # prompts built when absent, in the same chat frame as inference
-    assert "Original title: Drill" in p2 and p2.endswith(CHAT_CLOSE)
+    assert "Product: Drill" in p2 and p2.endswith(CHAT_CLOSE)
     assert ok["prompt1"].iloc[0].startswith("<|im_start|>system")
 
 

@@ -407,6 +407,25 @@ class HLLMCreator(nn.Module):
         nll = F.cross_entropy(logits.transpose(1, 2), tgt.clamp(min=0), reduction="none") * mask
         return nll.sum(1), mask.sum(1)
 
+    def slot_fact_loss(self, user_emb: torch.Tensor, fact_ids: torch.Tensor, fact_mask: torch.Tensor,
+                       chosen: torch.Tensor, temperature: float = 0.1) -> torch.Tensor | None:
+        """The slot points at the fact its user cares about: over each row's ad facts ([R, F, T] token
+        ids), cross-entropy of cos(slot, mean input embedding of fact j) / T against the teacher's
+        chosen fact. The slot then carries the user's interests in the Creative LLM's own word space,
+        where attention can match it to the prompt's facts (the input embeddings are not trained)."""
+        ok = (chosen >= 0) & (fact_mask.any(-1).sum(-1) >= 2)
+        if not bool(ok.any()):
+            return None
+        slot = self.slot_embedding(user_emb[ok.to(user_emb.device)])
+        ids, mask = fact_ids[ok].to(self.device), fact_mask[ok].to(self.device)
+        with torch.no_grad():
+            e = self.creative.get_input_embeddings()(ids).float()
+            m = mask[..., None].float()
+            fe = (e * m).sum(2) / m.sum(2).clamp(min=1)  # [R, F, d]
+        logits = F.cosine_similarity(slot.float()[:, None, :], fe, dim=-1) / temperature
+        logits = logits.masked_fill(~mask.any(-1), float("-inf"))
+        return F.cross_entropy(logits, chosen[ok].to(self.device))
+
     def creative_contrast_losses(self, user_emb: torch.Tensor, batch: SlotBatch, swap: torch.Tensor,
                                  margin: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The creative NLL (mean per response token) and the slot contrast: for row i with a partner
@@ -539,7 +558,8 @@ class HLLMCreator(nn.Module):
         return self.item_forward(sub)
 
     def forward(self, hist_idx, hist_len, pos_idx, neg_idx=None, cre_rows=None, creative=None, recon=None,
-                profile=None, weights=None, swap=None, contrast_margin: float = 2.0, **_) -> dict:
+                profile=None, weights=None, swap=None, contrast_margin: float = 2.0, fact_ids=None,
+                fact_mask=None, fact_chosen=None, **_) -> dict:
         """One training step's losses. ``hist_idx`` [B, L] catalog indices (right padded, lengths
         ``hist_len``); the first ``cre_rows`` users carry the creative/recon/profile batches, the
         other ``B - cre_rows`` users are the cls users with targets ``pos_idx`` [B - cre_rows];
@@ -566,10 +586,15 @@ class HLLMCreator(nn.Module):
                     losses["contrast"] = c
             elif creative is not None and w.get("creative", 1.0):
                 losses["creative"] = self.creative_loss(u, creative)
+            if fact_ids is not None and w.get("slot_fact", 0.0):
+                sf = self.slot_fact_loss(u, fact_ids, fact_mask, fact_chosen)
+                if sf is not None:
+                    losses["slot_fact"] = sf
+            # recon/align may run on the first rows only (aux_rows): their batches say how many
             if recon is not None and w.get("recon", 1.0):
-                losses["recon"] = self.recon_loss(u, recon)
+                losses["recon"] = self.recon_loss(u[:len(recon.input_ids)], recon)
             if profile is not None and w.get("align", 1.0):
-                losses["align"] = self.align_loss(u, profile)
+                losses["align"] = self.align_loss(u[:len(profile.input_ids)], profile)
         total = sum(w.get(k, 1.0) * v for k, v in losses.items())
         return {"loss": total, **{k: v.detach() for k, v in losses.items()}}
 

@@ -41,6 +41,9 @@ def train_cmd(
     w_contrast: Optional[float] = typer.Option(None, help="Weight of the slot contrast loss: a row's response "
                                                "likelier under its own user's slot than under the slot of "
                                                "another user of the same ad (default 1; 0 = off)."),
+    w_slot_fact: Optional[float] = typer.Option(None, help="Weight of the slot-fact loss: the slot points, in the "
+                                                "Creative LLM's word space, at the fact the teacher chose for "
+                                                "its user (default 1; 0 = off)."),
     creative_per_step: Optional[int] = typer.Option(None, help="Creative rows per step (pairs of the same ad "
                                                     "with different targets stay together)."),
     creative_epochs: Optional[float] = typer.Option(None, help="Passes over the creative rows."),
@@ -73,7 +76,7 @@ def train_cmd(
                                     item_layers=item_layers, user_layers=user_layers,
                                     creative_layers=creative_layers).items() if v is not None}
     weights = {k: v for k, v in dict(creative=w_creative, recon=w_recon, align=w_align, cls=w_cls,
-                                     contrast=w_contrast).items()
+                                     contrast=w_contrast, slot_fact=w_slot_fact).items()
                if v is not None}
     try:
         cfg = build_config(

@@ -15,6 +15,9 @@ class LossWeights(StepConfig):
     recon: float = Field(1.0, ge=0)
     align: float = Field(1.0, ge=0)
     cls: float = Field(1.0, ge=0)
+    slot_fact: float = Field(1.0, ge=0, description="the slot points at the fact its user cares about: the slot vs "
+                             "the mean word embedding of each of the ad's facts, cross-entropy on the teacher's "
+                             "choice (0 = off)")
     contrast: float = Field(1.0, ge=0, description="slot contrast: the own user's response likelier than under "
                             "the slot of another user of the same ad with another target (0 = off)")
 
@@ -42,6 +45,8 @@ class TrainConfig(StepConfig):
     cls_epochs: float = Field(1.0, gt=0, description="passes over ALL users of the dataset for cls")
     cls_users: int | None = Field(None, ge=1, description="cap the users used for cls (tests)")
     creative_epochs: float = Field(1.0, gt=0, description="passes over the creative rows")
+    aux_rows_per_step: int | None = Field(None, ge=1, description="recon/align on the first N creative rows of a "
+                                          "step only (each costs two more Creative-LLM passes); None = all")
     contrast_margin: float = Field(2.0, ge=0, description="margin (nats, summed over the response) of the slot "
                                    "contrast loss")
     group_by_length: int = Field(8, ge=1, description="cls users of every N steps are grouped by history "

@@ -252,6 +252,27 @@ def swap_index(rows: pd.DataFrame) -> list[int]:
     return idx
 
 
+def fact_tensors(tokenizer, rows: pd.DataFrame, max_tokens: int = 16) -> dict:
+    """Each row's fact phrases as token ids [R, F, T] (+ mask) and the teacher's chosen index [R]
+    (-1 for a row without facts): the targets of the slot-fact loss."""
+    import torch
+
+    facts = [[str(f) for f in _list(v)] for v in rows["facts"]]
+    F_ = max([len(f) for f in facts] + [1])
+    toks = [[tokenizer(f, add_special_tokens=False)["input_ids"][:max_tokens] for f in fs] for fs in facts]
+    T = max([len(t) for ts in toks for t in ts] + [1])
+    ids = torch.zeros(len(rows), F_, T, dtype=torch.long)
+    mask = torch.zeros(len(rows), F_, T, dtype=torch.bool)
+    for r, ts in enumerate(toks):
+        for j, t in enumerate(ts):
+            if t:
+                ids[r, j, :len(t)] = torch.tensor(t)
+                mask[r, j, :len(t)] = True
+    chosen = torch.tensor([int(i) if fs and i is not None and not (isinstance(i, float) and np.isnan(i)) else -1
+                           for i, fs in zip(rows["fact_index"], facts)], dtype=torch.long)
+    return {"fact_ids": ids, "fact_mask": mask, "fact_chosen": chosen}
+
+
 class BundleDataset:
     """torch-style map dataset of bundles (the Trainer runs it with batch size 1)."""
 
@@ -269,9 +290,9 @@ class BundleCollator:
     """One bundle -> model inputs: histories, cls targets, sampled negatives, slot batches."""
 
     def __init__(self, model, td: TrainData, *, cls_negatives: int, weights: dict, seed: int = 0,
-                 neg_sampling: str = "uniform", contrast_margin: float = 2.0):
+                 neg_sampling: str = "uniform", contrast_margin: float = 2.0, aux_rows: int | None = None):
         self.model, self.td, self.k, self.weights, self.seed = model, td, cls_negatives, weights, seed
-        self.contrast_margin = contrast_margin
+        self.contrast_margin, self.aux_rows = contrast_margin, aux_rows
         if neg_sampling not in ("uniform", "pop"):
             raise ValueError(f"neg_sampling must be 'uniform' or 'pop', got {neg_sampling!r}")
         p = td.popularity.astype(np.float64) + 1.0
@@ -303,7 +324,10 @@ class BundleCollator:
             out["creative"] = m.creative_batch(rows["prompt1"].tolist(), rows["prompt2"].tolist(),
                                                rows["response"].tolist())
             out["swap"] = torch.tensor(swap_index(rows.reset_index(drop=True)), dtype=torch.long)
+            if "facts" in rows.columns and "fact_index" in rows.columns:
+                out.update(fact_tensors(m.tokenizers["creative"], rows))
             out["contrast_margin"] = self.contrast_margin
-            out["recon"] = m.recon_batch(rows["user_profile"].tolist())
-            out["profile"] = m.profile_batch(rows["user_profile"].tolist())
+            aux = rows["user_profile"].tolist()[:self.aux_rows or None]  # recon/align on the first rows
+            out["recon"] = m.recon_batch(aux)
+            out["profile"] = m.profile_batch(aux)
         return out

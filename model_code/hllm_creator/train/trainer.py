@@ -16,7 +16,7 @@ from pathlib import Path
 from hllm_creator.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
-LOSSES = ("creative", "contrast", "recon", "align", "cls")
+LOSSES = ("creative", "contrast", "slot_fact", "recon", "align", "cls")
 PANELS = ("loss_total",) + tuple(f"loss_{x}" for x in LOSSES) + ("loss_cls_head",)
 HEAD_PREFIXES = ("item_token", "user_token", "item_to_user", "projector", "profile_projector",
                  "align_projector", "logit_scale", "predictor")
@@ -276,7 +276,7 @@ def run_train(cfg: TrainConfig) -> dict:
                                  max_steps=cfg.max_steps, seed=cfg.seed, group_by_length=cfg.group_by_length)
     collator = tdata.BundleCollator(model, td, cls_negatives=cfg.cls_negatives,
                                     weights=cfg.weights.model_dump(), seed=cfg.seed, neg_sampling=cfg.neg_sampling,
-                                    contrast_margin=cfg.contrast_margin)
+                                    contrast_margin=cfg.contrast_margin, aux_rows=cfg.aux_rows_per_step)
     ckpt_dir = Path(cfg.checkpoint_dir or f"{cfg.out.rstrip('/')}.checkpoints")
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=1, num_train_epochs=1, max_steps=len(bundles),
