@@ -376,11 +376,9 @@ def _source_facts(title: str, description: str, selling_points: tuple[str, ...],
         else:
             pos.add(r)
     compounds = set()
-    for a, b, c in zip(words_seq, words_seq[1:] + [""], words_seq[2:] + ["", ""]):
-        if a and b:
+    for a, b in zip(words_seq, words_seq[1:]):
+        if a and b and a.isalpha() and b.isalpha():
             compounds.add(_root(a + b))
-            if c:
-                compounds.add(_root(a + b + c))
     for tok in re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)+", src):
         compounds.add(_root(tok.replace("-", "")))
     raw_text = " ".join([title, description, *selling_points, brand or "", *categories])
@@ -418,7 +416,7 @@ _ACRONYM_OK = frozenset("diy new hot top pro for and the you your with all ok".s
 
 # claims: (pattern, canonical name); each must be backed by the same phrase in the ad's text
 _CLAIMS = [
-    (re.compile(r"#\s*1\b|\bno\.?\s*1\b|\bnumber\s*(?:one|1)\b|\b(?:1st|first)[- ]choice\b"), "#1"),
+    (re.compile(r"#\s*1\b|\bno\.?\s*1\b|\bnumber\s*(?:one|1)\b|\b(?:1st|first)[- ]choice\b"), "rank claim"),
     (re.compile(r"\bmade\s+in\s+(?:the\s+)?(?:u\.?\s?s\.?(?:a\.?)?(?![a-z])|[a-z]+)"), "origin claim"),
     (re.compile(r"\b(?:loved|trusted|used|chosen|preferred|recommended)\s+by\s+(?:over\s+)?"
                 r"(?:millions|thousands|hundreds|pros|professionals|experts|doctors|dentists|vets|scientists|"
@@ -428,10 +426,10 @@ _CLAIMS = [
                 r"|\b(?:doctor|dentist|expert|vet|pro)[- ]recommended\b|\bmost[- ]popular\b|\bbest[- ]?in[- ]class\b"),
      "popularity claim"),
     (re.compile(r"\b100\s*%\s*(?:customer\s+)?satisf\w*|\bsatisfaction\b"), "satisfaction claim"),
-    (re.compile(r"\bfree\b"), "free"),
-    (re.compile(r"\bbest(?:[- ]?sell(?:ing|er))?\b"), "best"),
-    (re.compile(r"\bguarantee[ds]?\b"), "guaranteed"),
-    (re.compile(r"\btop[- ]?(?:rated|selling|quality|\d+)\b"), "top-rated"),
+    (re.compile(r"\bfree\b"), "free claim"),
+    (re.compile(r"\bbest(?:[- ]?sell(?:ing|ers?))?\b"), "best claim"),
+    (re.compile(r"\bguarantee[ds]?\b"), "guarantee claim"),
+    (re.compile(r"\btop[- ]?(?:rated|selling|quality|\d+)\b"), "rating claim"),
     (re.compile(r"\b(?:cheapest|lowest price|low price|bargain|clearance|discount(?:ed)?|on sale|sale|deal|"
                 r"save|savings|\d+\s*% off|half price)\b"), "price claim"),
     (re.compile(r"\blimited[- ](?:time|edition|offer|stock)\b|\bhurry\b|\btoday only\b"), "urgency claim"),
@@ -461,8 +459,9 @@ _SENSITIVE = [
 
 
 def _phrase_supported(title_norm: str, span: tuple[int, int], source: str) -> bool:
-    """A claim at ``span`` is backed when the claim with one neighbouring word occurs in ``source``
-    (or the claim alone when it has no neighbour)."""
+    """A one-word claim at ``span`` is backed when it occurs in ``source`` with the title's word before
+    it, or with the title's (up to) two words after it, or alone when it has no neighbour; a claim
+    phrase of two or more words ("made in usa", "best seller") is backed by the phrase itself."""
     claim = title_norm[span[0]:span[1]]
     if not re.search(rf"(?<![a-z0-9]){re.escape(claim)}(?![a-z0-9])", source):
         return False
@@ -478,8 +477,8 @@ def _phrase_supported(title_norm: str, span: tuple[int, int], source: str) -> bo
     candidates = []
     if before:
         candidates.append([before[-1], *claim_words])
-    if after:
-        candidates.append([*claim_words, after[0]])
+    if after:  # after the claim, two words: "free flir tools" in the ad does not back "FREE FLIR E8"
+        candidates.append([*claim_words, *after[:2]])
     if not candidates:
         return True
     joined = " " + " ".join(src_words) + " "
@@ -640,6 +639,14 @@ def check_grounding(title: str, ad: Ad, *, known_names: Iterable[str] | None = N
             reasons.append(f"quantity '{shown}' is not in the ad"
                            + (f" (the ad has {u}: {', '.join(sorted(src_vals_by_unit[u]))})"
                               if u in src_vals_by_unit else ""))
+    # claims (first: the words of an unbacked claim are reported once, as the claim)
+    claim_reasons = []
+    for pat, kind in _CLAIMS:
+        for m in pat.finditer(t):
+            if not _phrase_supported(t, m.span(), src):
+                claim_reasons.append(f"{kind} '{m.group(0)}' is not backed by the ad")
+                flagged.update(re.findall(r"[a-z0-9]+", m.group(0)))
+    claimed = set(flagged)
     # codes, names, acronyms
     seen: set[str] = set()
     for tok in _WORD.findall(raw):
@@ -654,7 +661,7 @@ def check_grounding(title: str, ad: Ad, *, known_names: Iterable[str] | None = N
         parts = [p for p in re.split(r"[-']", tok) if p] or [tok]
         for part in parts:
             plow = part.lower()
-            if _stem(plow) in src_words or plow in src_words:
+            if _stem(plow) in src_words or plow in src_words or plow in claimed:
                 continue
             reason = _name_reason(part)
             if reason:
@@ -675,16 +682,13 @@ def check_grounding(title: str, ad: Ad, *, known_names: Iterable[str] | None = N
                     if f" {name} " not in s_tokens:
                         reasons.append(f"name '{name}' is not in the ad (another catalog brand or name)")
                         flagged.update(name.split())
-    # claims
-    for pat, kind in _CLAIMS:
-        for m in pat.finditer(t):
-            if not _phrase_supported(t, m.span(), src):
-                reasons.append(f"{kind} '{m.group(0)}' is not backed by the ad")
-                flagged.update(re.findall(r"[a-z]+", m.group(0)))
+    reasons.extend(claim_reasons)
     # sensitive attributes
     for pat in _SENSITIVE:
         for m in pat.finditer(t):
             phrase = m.group(0)
+            if set(re.findall(r"[a-z0-9]+", phrase)) <= claimed:
+                continue  # "made in usa": already reported as a claim
             if not re.search(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", src):
                 reasons.append(f"mentions age/gender/location ('{phrase}') not in the ad")
                 flagged.update(re.findall(r"[a-z]+", phrase))
@@ -797,7 +801,7 @@ def _form_reasons(title: str, original: str, facts: _Facts, max_words: int, max_
     is_original = f.norm == o.norm
     # repetition: the original's own repetitions are allowed
     reps = [f"'{w}' {c} times" for w, c in f.counts.items() if c >= 3 and c > o.counts.get(w, 0)]
-    runs = [f"'{r} {r}'" for r in sorted(f.runs - o.runs)]
+    runs = [f"'{r} {r}'" for r in sorted(f.runs - o.runs) if len(set(r.split())) > 1]
     if reps or runs:
         reasons.append("repetition: " + ", ".join(reps + runs))
     # cut off
