@@ -224,6 +224,11 @@ NEGATION = [
     ("57", "", "Gorilla 2 Part Epoxy, Nontoxic, Water Resistant", True, None),
     ("4", "", "Dico Nyalox Cup Brush Sheds Bristles", False, "negation"),
     ("4", "", "Dico Nyalox Cup Brush, Will Not Shed Bristles", True, None),
+    # statement level: "rust" also occurs un-negated ("removing ... surface rust"), "will rust" does not
+    ("4", "", "Dico Nyalox Cup Brush Will Rust", False, "will not rust"),
+    ("4", "", "Dico Nyalox Cup Brush for Removing Surface Rust", True, None),
+    ("1", "Not waterproof.", "Stanley Sharpshooter Staples Isn't Waterproof", True, None),
+    ("1", "", "Stanley Sharpshooter Staples Not for Roofing Felt", False, "negated in the title"),
     ("48", "", "HATCHBOX PLA 3D Printer Filament Requires a Heated Print Bed", False, "negation"),
     ("48", "", "HATCHBOX PLA 3D Printer Filament, Does Not Require a Heated Print Bed", True, None),
     ("1", "Not waterproof.", "Stanley Sharpshooter Staples, Waterproof", False, "waterproof"),
@@ -240,6 +245,9 @@ NEGATION = [
     ("168", "", "Camco TastePURE Drinking Water Hose - Lead and BPA Free", True, None),
     ("168", "", "Camco TastePURE Drinking Water Hose - BPA Free", True, None),
     ("168", "", "Camco TastePURE Drinking Water Hose, Free Lead", False, "free"),
+    # "use the free FLIR Tools reporting software": the software is free, not the camera
+    ("2623", "", "FREE FLIR E8 Compact Thermal Imaging Camera", False, "free"),
+    ("2623", "", "FLIR E8 Compact Thermal Imaging Camera - Free FLIR Tools Reporting Software", True, None),
 ]
 
 
@@ -291,6 +299,12 @@ def test_format_characters_inside_claim_words(items):
                           ("Stanley Sharpshooter Staples \u202eNumber 1\u202c", "number 1"),
                           ("\uff26\uff32\uff25\uff25 Stanley Sharpshooter Staples", "free")]:
         check(gate(title, ad), False, needle, title)
+
+
+def test_symbols_and_markup_need_the_ad(items):
+    ad = Ad.from_item(items["1"])
+    check(gate("\U0001F525 Stanley Sharpshooter Staples", ad), False, "symbols", "emoji")
+    check(gate("<b>Stanley</b> Sharpshooter Staples", ad), False, "markup", "markup")
 
 
 def test_hidden_instruction_in_description_is_detected_after_normalization(items):

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections import Counter
 from decimal import Decimal, InvalidOperation
 from typing import Iterable, NamedTuple
@@ -350,6 +351,10 @@ class _Facts(NamedTuple):
     compounds: frozenset           # roots of compact compounds: "non-slip" / "non slip" -> "nonslip"
     scripts: frozenset             # scripts of the ad's letters (before folding)
     raw_words: frozenset           # the ad's words before folding (lowercase), for mixed-script words
+    symbols: frozenset             # the ad's symbol characters (category So: emoji, (TM), (R), degree...)
+    negates: bool                  # the ad negates something (so a title's "no"/"not" may too)
+    neg_pairs: dict                # (word before a negator, root after it) -> the ad's phrase: "will not rust"
+    pairs: frozenset               # (word, root of the next word) of the ad, un-negated
 
 
 @functools.lru_cache(maxsize=4096)
@@ -375,6 +380,16 @@ def _source_facts(title: str, description: str, selling_points: tuple[str, ...],
                 neg[r] = " ".join(ctx)
         else:
             pos.add(r)
+    # statement-level negation: "will not rust" does not back "Will Rust" even where "rust" also
+    # occurs un-negated ("removes surface rust")
+    neg_pairs, pairs = {}, set()
+    for i in range(1, len(words_seq) - 1):
+        a, x, b = words_seq[i - 1], words_seq[i], words_seq[i + 1]
+        if a and x in _NEGATORS and b and a not in _NEGATORS:
+            neg_pairs.setdefault((a, _root(b)), f"{a} {x} {b}")
+    for (a, an), (b, bn) in zip(stream, stream[1:]):
+        if a and b and not bn:
+            pairs.add((a, _root(b)))
     compounds = set()
     for a, b in zip(words_seq, words_seq[1:]):
         if a and b and a.isalpha() and b.isalpha():
@@ -388,7 +403,10 @@ def _source_facts(title: str, description: str, selling_points: tuple[str, ...],
                   pos_roots=frozenset(pos), neg_roots=neg, compounds=frozenset(compounds),
                   scripts=frozenset(scripts_of(raw)),
                   raw_words=frozenset(w.lower() for w in re.findall(r"\w+", raw)) if not raw.isascii()
-                  else frozenset())
+                  else frozenset(),
+                  symbols=frozenset(c for c in raw if not c.isascii() and unicodedata.category(c) == "So"),
+                  negates=bool(neg) or any(w in _NEGATORS for w in words_seq),
+                  neg_pairs=neg_pairs, pairs=frozenset(pairs))
 
 
 def _facts(ad: Ad) -> _Facts:
@@ -567,7 +585,13 @@ def _content_word_reasons(t: str, facts: _Facts, skip: set[str]) -> list[str]:
     for i, (w, neg) in enumerate(stream):
         if not w or i in done or len(w) < 2 or w in CONNECTIVES or w in skip or any(c.isdigit() for c in w):
             continue
+        if w in _NEGATORS and facts.negates:
+            continue  # a negator is checked through the words it negates (their polarity in the ad)
         r = _root(w)
+        prv = words[i - 1] if i > 0 else ""
+        if not neg and prv and (prv, r) in facts.neg_pairs and (prv, r) not in facts.pairs:
+            flipped.append(f"'{prv} {w}' (the ad says '{facts.neg_pairs[(prv, r)]}')")
+            continue
         if r in (facts.neg_roots if neg else facts.pos_roots):
             continue
         if r in facts.compounds:  # "nonslip" vs the ad's "non-slip"
@@ -615,10 +639,17 @@ def check_grounding(title: str, ad: Ad, *, known_names: Iterable[str] | None = N
                                                       facts.quantities)
     flagged: set[str] = set()  # words a specific rule already reported (not repeated as "content words")
 
-    # scripts (before folding)
+    # scripts (before folding), symbols and markup
     sr = _script_reason(title or "", facts)
     if sr:
         reasons.append(sr)
+    if not raw.isascii():
+        syms = [c for c in dict.fromkeys(raw) if not c.isascii() and unicodedata.category(c) == "So"
+                and c not in facts.symbols]
+        if syms:
+            reasons.append(f"symbols not in the ad: {' '.join(syms)}")
+    if _MARKUP.search(raw):
+        reasons.append(f"markup in the title: '{_MARKUP.search(raw).group(0)}'")
     # numbers
     for value, _unit, _pos in _numbers(t):
         if value not in src_values:
