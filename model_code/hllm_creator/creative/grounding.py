@@ -548,12 +548,17 @@ def _name_reason(tok: str) -> str | None:
 _WORD_TOK = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
+@functools.lru_cache(maxsize=65536)
+def _name_key(name: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", normalize(name or "")))
+
+
 @functools.lru_cache(maxsize=64)
 def _name_index(names: frozenset) -> dict[str, tuple[str, ...]]:
     """known_names -> {first word: (normalized names starting with it)} (cached per distinct set)."""
     idx: dict[str, list[str]] = {}
     for n in names:
-        key = " ".join(re.findall(r"[a-z0-9]+", normalize(n or "")))
+        key = _name_key(n) if isinstance(n, str) else ""
         if len(key) >= 2:
             idx.setdefault(key.split(" ", 1)[0], []).append(key)
     return {k: tuple(sorted(set(v))) for k, v in idx.items()}
@@ -798,7 +803,8 @@ _PAIRS = (("(", ")"), ("[", "]"), ("{", "}"))
 
 
 class _Form(NamedTuple):
-    counts: dict       # word -> count (words of 2+ characters, connectives left out)
+    counts: dict       # root -> count (words of 2+ characters, connectives left out)
+    forms: dict        # root -> its first spelling in the text
     runs: frozenset    # repeated adjacent 2-3-word runs
     unbalanced: frozenset
     last: str          # last word
@@ -811,7 +817,7 @@ class _Form(NamedTuple):
 def _form(text: str) -> _Form:
     t = normalize(text)
     words = _WORD_TOK.findall(t)
-    counts = Counter(w for w in words if len(w) >= 2 and w not in CONNECTIVES)
+    counts = Counter(_root(w) for w in words if len(w) >= 2 and w not in CONNECTIVES)  # by root: pla/plas
     runs = set()
     for n in (2, 3):
         for i in range(len(words) - 2 * n + 1):
@@ -822,7 +828,10 @@ def _form(text: str) -> _Form:
     if body.count('"') % 2:
         unb.add('"')
     n_words = len([w for w in t.split() if re.search(r"[a-z0-9]", w)])
-    return _Form(counts=dict(counts), runs=frozenset(runs), unbalanced=frozenset(unb),
+    forms = {}
+    for w in words:
+        forms.setdefault(_root(w), w)
+    return _Form(counts=dict(counts), forms=forms, runs=frozenset(runs), unbalanced=frozenset(unb),
                  last=words[-1] if words else "", n_words=n_words, n_chars=len(" ".join(text.split())), norm=t)
 
 
@@ -831,7 +840,7 @@ def _form_reasons(title: str, original: str, facts: _Facts, max_words: int, max_
     reasons = []
     is_original = f.norm == o.norm
     # repetition: the original's own repetitions are allowed
-    reps = [f"'{w}' {c} times" for w, c in f.counts.items() if c >= 3 and c > o.counts.get(w, 0)]
+    reps = [f"'{f.forms[r]}' {c} times" for r, c in f.counts.items() if c >= 3 and c > o.counts.get(r, 0)]
     runs = [f"'{r} {r}'" for r in sorted(f.runs - o.runs) if len(set(r.split())) > 1]
     if reps or runs:
         reasons.append("repetition: " + ", ".join(reps + runs))
