@@ -98,8 +98,10 @@ _INJECTION = [
     re.compile(r"\b(ignore|disregard|forget|override|bypass)\b.{0,60}\b(instruction|instructions|rule|rules|"
                r"prompt|above|previous|prior|guideline|guidelines|system)\b", re.I),
     re.compile(r"\b(system|assistant|user)\s*:", re.I),
-    re.compile(r"\byou (must|should|have to|are required to|will)\s+(write|say|output|print|respond|reply|"
+    re.compile(r"\byou (must|should|have to|are required to)\s+(write|say|output|print|respond|reply|"
                r"include|add|use|generate|call|answer|return|put)\b", re.I),
+    # "you will use less nails" is product copy; "you will write/output ..." is not
+    re.compile(r"\byou will\s+(write|say|output|print|respond|reply|generate|answer|return)\b", re.I),
     re.compile(r"\b(write|output|print|respond with|reply with|generate|return|answer|put|include|add|use)\b"
                r".{0,40}\b(in|as|into|to)?\s*(the|your|a)?\s*(title|headline|output|response|answer|reply)\b",
                re.I),
@@ -142,7 +144,8 @@ def support_text(ad: Ad) -> tuple[str, list[str]]:
 # numbers and quantities
 
 _NUM = re.compile(r"(?<![a-z0-9.])((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:\s*/\s*(\d+))?(?![0-9])")
-_UNIT_AFTER = re.compile(r"\s*-?\s*(fl\.?\s*oz|sq\.?\s*ft|[a-z]+|%|\"|')")
+# a unit right after a number: "1.75mm", "2 lbs", "1/2-Inch"; not across a " - " separator ("400/170 - A ...")
+_UNIT_AFTER = re.compile(r"(?:\s*-(?!\s)|\s*)(fl\.?\s*oz|sq\.?\s*ft|[a-z]+|%|\"|')")
 
 _UNITS: dict[str, str] = {}
 for canon, spellings in {
@@ -314,11 +317,13 @@ _STREAM = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[.,;:!?()\[\]{}|\"]|\s-\s")
 def _stream(norm: str) -> list[tuple[str, bool]]:
     """[(word, negated)] of a normalized text, with "" as a clause break. A word is negated when a
     negator stands at most three words before it in the same clause (``not only`` excepted), when
-    it is followed by ``free`` (``lead-free``, ``BPA free``) or preceded by ``free of``."""
-    toks = []
+    it is followed by ``free`` (``lead-free``; ``BPA free`` at the end of a clause or before and/or)
+    or preceded by ``free of``."""
+    toks, spans = [], []
     for m in _STREAM.finditer(norm):
         tok = m.group(0)
         toks.append(tok.replace("'", "") if tok[0].isalnum() else "")
+        spans.append(m.span())
     out = []
     for i, tok in enumerate(toks):
         if not tok:
@@ -333,7 +338,10 @@ def _stream(norm: str) -> list[tuple[str, bool]]:
                 neg = True
                 break
         if not neg and i + 1 < len(toks) and toks[i + 1] == "free" and tok not in CONNECTIVES:
-            neg = True
+            # "lead-free", "BPA free." / "BPA free and ...": X free means without X;
+            # "Bonus Pack Free Base" does not
+            after = toks[i + 2] if i + 2 < len(toks) else ""
+            neg = norm[spans[i][1]:spans[i + 1][0]] == "-" or not after or after in ("and", "or", "nor")
         if not neg and i >= 2 and toks[i - 2] == "free" and toks[i - 1] == "of":
             neg = True
         out.append((tok, neg))
