@@ -1,11 +1,12 @@
 """The grounding gate (``creative.grounding.gate``) on a table of real bundled ads (issue 11).
 
 Ads are picked deterministically from the bundled dataset (every 120th item, by item id, among those
-with a selling point of 4+ words that does not open with a word of the title's core). Must-pass titles use only the ad's own words: the core of its title
-plus the opening phrase of a selling point. Must-fail titles break one rule each: an invented content
-word, another catalog brand, a negation flip, a meaning shift ("BPA free" -> "FREE"), a claim,
-Cyrillic look-alikes, soft hyphens / zero-width characters, repetition, cut-offs, too long; plus the
-three bad titles of issue 11 against ads whose titles start with similar words.
+with a selling point of 4+ words that does not open with a word of the title's core). Must-pass titles
+use only the ad's own words: the core of its title plus the opening phrase of a selling point.
+Must-fail titles break one rule each: an invented content word, another catalog brand, a negation
+flip, a meaning shift ("BPA free" -> "FREE"), a claim, Cyrillic look-alikes, soft hyphens / zero-width
+characters, symbols, markup, repetition, cut-offs, too long; plus the three bad titles of issue 11
+against ads whose titles start with similar words.
 """
 
 from __future__ import annotations

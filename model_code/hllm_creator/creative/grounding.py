@@ -854,7 +854,8 @@ def _form_reasons(title: str, original: str, facts: _Facts, max_words: int, max_
         reasons.append("repetition: " + ", ".join(reps + runs))
     # cut off
     t = f.norm.rstrip()  # a title ending in "..." is reported by title_quality ("trails off")
-    if not t.endswith("...") and f.last in _TRAILING and re.search(rf"\b{re.escape(f.last)}\W*$", t) and f.last != o.last:
+    if not t.endswith("...") and f.last in _TRAILING and f.last != o.last \
+            and re.search(rf"\b{re.escape(f.last)}\W*$", t):
         reasons.append(f"cut off: ends with the connective '{f.last}'")
     for u in sorted(f.unbalanced - o.unbalanced):
         reasons.append(f"cut off: unbalanced {u} (an opened bracket or quote is not closed)")
