@@ -195,7 +195,7 @@ def test_too_long_fails(items, sample, k):
     check(gate(composed(ad), ad, max_chars=20), False, "characters", composed(ad))
 
 
-CLAIMS = ["Made in USA", "Made in America", "Number 1", "No. 1", "#1 Choice", "Loved by Millions",
+CLAIMS = ["Made in USA", "Made-in-China", "Made in America", "Number 1", "No. 1", "#1 Choice", "Loved by Millions",
           "Best Seller", "Top Rated", "100% Satisfaction", "Trusted by Pros", "Lifetime Warranty"]
 
 
@@ -300,6 +300,25 @@ def test_format_characters_inside_claim_words(items):
                           ("Stanley Sharpshooter Staples \u202eNumber 1\u202c", "number 1"),
                           ("\uff26\uff32\uff25\uff25 Stanley Sharpshooter Staples", "free")]:
         check(gate(title, ad), False, needle, title)
+
+
+CUT = [
+    ('Stanley Sharpshooter Staples "Heavy Duty', 'unbalanced "'),
+    ("Stanley Sharpshooter Staples [Heavy Duty", "unbalanced []"),
+    ("Stanley Sharpshooter Staples for Roofing Felt\u2026", "trails off"),
+    ("Stanley Sharpshooter Staples for Roofing Felt -", "trails off"),
+    ("Stanley Sharpshooter Staples for Roofing Felt and", "connective 'and'"),
+    ("Stanley Sharpshooter Staples for Roofing Felt, Ins", "ends mid-word ('ins')"),
+]
+
+
+@pytest.mark.parametrize("title,needle", CUT)
+def test_cut_offs_on_a_real_ad(items, title, needle):
+    ad = Ad.from_item(items["1"])
+    check(gate(title, ad), False, needle, title)
+    # inch marks are no quotes: the original's own 1/2" style and a closed quote pass
+    check(gate('Stanley Sharpshooter 1/2" Staples, "Heavy Duty"', ad.model_copy(update={"title": ad.title})),
+          True, None, "inch mark")
 
 
 def test_symbols_and_markup_need_the_ad(items):

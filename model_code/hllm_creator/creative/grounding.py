@@ -685,9 +685,13 @@ def check_grounding(title: str, ad: Ad, *, known_names: Iterable[str] | None = N
                               if u in src_vals_by_unit else ""))
     # claims (first: the words of an unbacked claim are reported once, as the claim)
     claim_reasons = []
+    t_c = t.replace("-", " ")  # "Made-in-China" is "made in china"
+    src_c = None
     for pat, kind in _CLAIMS:
-        for m in pat.finditer(t):
-            if not _phrase_supported(t, m.span(), src):
+        for m in pat.finditer(t_c):
+            if src_c is None:
+                src_c = src.replace("-", " ")
+            if not _phrase_supported(t_c, m.span(), src_c):
                 claim_reasons.append(f"{kind} '{m.group(0)}' is not backed by the ad")
                 flagged.update(re.findall(r"[a-z0-9]+", m.group(0)))
     claimed = set(flagged)
