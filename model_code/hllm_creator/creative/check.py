@@ -9,16 +9,9 @@ def title_reasons(title: str, ad: Any, known_names=None) -> list[str]:
     """Why ``title`` cannot be served for ``ad`` (an items row / dict / ``Ad``); [] = servable.
     The gate: every content word from the ad, no claims or other brands, no repetition, not cut
     off, short, and a usable title of this product."""
-    try:
-        from hllm_creator.creative.ad import Ad
-        from hllm_creator.creative.grounding import gate
-    except ImportError:  # TEMP until the gate lands
-        from hllm_creator.teacher.grounding import Ad, check_grounding, title_quality
+    from hllm_creator.creative.ad import Ad
+    from hllm_creator.creative.grounding import gate
 
-        a = ad if isinstance(ad, Ad) else Ad.from_item(dict(ad))
-        if not (title or "").strip():
-            return ["empty output"]
-        return list(check_grounding(title, a, known_names=known_names).reasons) + title_quality(title, a.title)
     a = ad if isinstance(ad, Ad) else Ad.from_item(dict(ad))
     if not (title or "").strip():
         return ["empty output"]

@@ -220,7 +220,7 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
     model = model if model is not None else load_model(cfg.model_dir)
     with tracking.step_run("generate", cfg):
         t1 = time.time()
-        from hllm_creator.teacher.grounding import catalog_names
+        from hllm_creator.creative.grounding import catalog_names
 
         cr = generate_pairs(model, pairs, ds.items, user_slot, cfg, progress=progress,
                             known_names=catalog_names(ds.items))

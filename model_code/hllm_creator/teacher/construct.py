@@ -124,7 +124,7 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
     """Run the four steps; write train.parquet, rejected.parquet, summary.json into ``cfg.out``."""
     from hllm_creator.creative import interests as I
     from hllm_creator.creative.facts import compose, core_title, fact_phrases
-    from hllm_creator.teacher.grounding import catalog_names
+    from hllm_creator.creative.grounding import catalog_names
     from hllm_creator.creative.holdout import is_heldout
     from hllm_creator.creative.prompts import VERSION, creative_prompts
     from hllm_creator.creative.titles import clean_title
