@@ -16,6 +16,7 @@ def cluster(
     metric: str = "l2",
     min_cluster_size: int = 5,
     niter: int = 25,
+    standardize: bool = True,
     seed: int = 0,
     mlflow_parent_run_id: str = "",
 ):
@@ -23,13 +24,15 @@ def cluster(
 
     Args:
         embeddings: Dir (or file) with user_embeddings.parquet from embed / embed_merge.
-        clusters: Output dir: centroids.npy, member_means.npy, assignments.parquet, cluster_meta.json.
+        clusters: Output dir: centroids.npy, member_means.npy, medoids.npy, assignments.parquet,
+            cluster_meta.json.
         metrics: K, inertia, silhouette, Davies-Bouldin, min/max cluster size.
         k: Number of clusters (0 = use k_sweep).
         k_sweep: Comma-separated candidate Ks, e.g. "8,16,32": the best silhouette wins.
         metric: "l2" (L2 k-means, L2 assignment) or "cosine" (normalized, spherical, inner product).
         min_cluster_size: Clusters with fewer members are merged into the nearest other cluster.
         niter: k-means iterations.
+        standardize: z-score every feature first (the space the Creative LLM's projector reads).
         seed: Seed of the k-means++ initialisation and the silhouette sample.
         mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
@@ -41,7 +44,7 @@ def cluster(
         os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     sweep = [int(x) for x in k_sweep.split(",") if x.strip()]
     cfg = ClusterConfig(k=k or None, k_sweep=sweep if not k else [], metric=metric,
-                        min_cluster_size=min_cluster_size, niter=niter, seed=seed)
+                        min_cluster_size=min_cluster_size, niter=niter, seed=seed, standardize=standardize)
     res = run(embeddings.path, clusters.path, cfg, progress=False)
     m = res.meta
     clusters.metadata.update({"k": m["k"], "metric": m["metric"], "normalized": m["normalized"], "users": m["n"]})

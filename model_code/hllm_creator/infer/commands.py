@@ -97,6 +97,8 @@ def cluster_cmd(
     min_cluster_size: int = typer.Option(5, "--min-cluster-size",
                                          help="Clusters with fewer members are merged into the nearest other."),
     niter: int = typer.Option(25, "--niter", help="k-means iterations."),
+    standardize: bool = typer.Option(True, "--standardize/--no-standardize", help="z-score every feature first: "
+                                     "the space the Creative LLM's projector reads (recorded; assign applies it)."),
     seed: int = typer.Option(0, "--seed"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -104,7 +106,7 @@ def cluster_cmd(
     from hllm_creator.infer.cluster import ClusterConfig, run
 
     cfg = _config(ClusterConfig, k=k, k_sweep=_csv_list(k_sweep, "--k-sweep", int), metric=metric,
-                        min_cluster_size=min_cluster_size, niter=niter, seed=seed)
+                        min_cluster_size=min_cluster_size, niter=niter, seed=seed, standardize=standardize)
     res = run(embeddings, out, cfg, progress=not quiet)
     m = res.meta
     typer.echo(f"wrote {out}: K={m['k']} ({m['chosen_by']}), sizes {min(m['sizes'])}..{max(m['sizes'])}, "
