@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
@@ -254,10 +255,11 @@ class LLMClient:
         return text, int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
 
     def call(self, req: Request) -> Result:
-        """Ask once (plus transport retries and schema re-asks); cached by (model, messages, params)."""
+        """Ask once (plus transport retries and schema re-asks); cached by (endpoint, model, messages,
+        params). Only a successful reply is served from the cache: a schema failure is asked again."""
         from hllm_creator.llm.cache import cache_key
 
-        key = cache_key(self.config.model, req.messages, self._params(req))
+        key = cache_key(self.config.model, req.messages, self._params(req), endpoint=self.config.base_url)
         with self._lock:
             self._stats.calls += 1
         if self.cache is not None:
@@ -361,8 +363,12 @@ class LLMClient:
 
 
 def default_cache_path() -> str:
-    """``$HLLM_WORKDIR/llm_cache/replies.sqlite``: outside any step's output dir, so an atomic
-    rewrite of the output keeps the cache, and a re-run (same model, prompts, params) reuses it."""
+    """``$HLLM_STATE_DIR/llm_cache/replies.sqlite`` when set (on a cluster: the durable work PVC,
+    pipelines.hllm_pipeline.STATE_STEPS), else ``$HLLM_WORKDIR/llm_cache/replies.sqlite``: outside
+    any step's output dir, so an atomic rewrite of the output keeps the cache, and a re-run (same
+    endpoint, model, prompts, params) reuses it."""
     from hllm_creator.paths import work_dir
 
-    return str(work_dir() / "llm_cache" / "replies.sqlite")
+    state = os.environ.get("HLLM_STATE_DIR")
+    root = Path(state) if state else work_dir()
+    return str(root / "llm_cache" / "replies.sqlite")
