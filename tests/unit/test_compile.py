@@ -201,3 +201,23 @@ def test_every_preset_wires_into_the_pipeline(name):
 
     p = build_pipeline(get_preset(name))
     assert p is not None
+
+
+def test_images_by_digest_at_compile_time():
+    """A release compiles with HLLM_IMAGE_DIGEST_*: every base image then names a digest, not a tag."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    d = "sha256:" + "ab" * 32
+    env = {**os.environ, "HLLM_IMAGE_DIGEST_CPU": d, "HLLM_IMAGE_DIGEST_GPU": d, "PYTHONPATH": str(repo)}
+    code = "from components._images import CPU_IMAGE, GPU_IMAGE, SERVING_IMAGE as S; print(CPU_IMAGE, GPU_IMAGE, S)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    cpu, gpu, serving = out.stdout.split()
+    assert cpu.endswith(f"hllm-creator-cpu@{d}") and gpu.endswith(f"hllm-creator-gpu@{d}")
+    assert serving.endswith(":0.1.0") or ":" in serving.rsplit("/", 1)[1]
+    bad = subprocess.run([sys.executable, "-c", code], env={**env, "HLLM_IMAGE_DIGEST_CPU": "latest"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "HLLM_IMAGE_DIGEST_CPU" in bad.stderr
