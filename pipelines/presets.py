@@ -4,7 +4,7 @@
 - ``demo``: the README's main command on a 2-core CPU (SmolLM2 as teacher, backbone and judge;
   truncated Item/User LLMs; LoRA creative LLM), whole pipeline in <= 30 minutes.
 - ``production``: GPU nodes (TinyLlama/Qwen backbones, DeepSpeed), sharded embedding, the
-  teacher/judge behind an OpenAI-compatible endpoint from the ``hllm-creator-env`` secret.
+  teacher/judge behind an OpenAI-compatible endpoint from the ``hllm-creator-llm`` secret.
 
 Each step section holds the arguments of that step's component (names as in
 ``components/<step>/component.py``); ``PipelineResources`` holds what only a cluster uses
