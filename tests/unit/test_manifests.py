@@ -340,6 +340,13 @@ def test_pipeline_settings_match_the_manifests():
         assert res.data_pvc in pvcs and res.work_pvc in pvcs
         # the work PVC holds a sqlite WAL: one host only
         assert pvcs[res.work_pvc]["spec"]["accessModes"] == ["ReadWriteOnce"]
+        # task pods run as uid/gid run_as_user and cannot set fsGroup: the pvc-init Job makes both PVCs
+        # group-writable for them
+        init = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "pvc-init")["spec"]["template"]
+        assert init["spec"]["securityContext"]["fsGroup"] == res.run_as_user
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in init["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        assert claims == {res.data_pvc, res.work_pvc}
+        assert f"{res.work_mount}/state" in init["spec"]["containers"][0]["args"][0]
         for pvc in pvcs.values():
             assert pvc["spec"]["accessModes"] and set(pvc["spec"]["accessModes"]) <= {
                 "ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"}
