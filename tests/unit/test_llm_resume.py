@@ -117,20 +117,29 @@ def test_same_model_name_at_another_endpoint_is_asked_again(server_factory, tmp_
     assert LLMClient(LLMConfig(base_url=a.url + "/", **cfg)).call(req).cached
 
 
-def test_schema_failure_is_asked_again_on_the_next_run(server_factory, tmp_path):
+def test_schema_failure_is_not_cached_for_good(server_factory, tmp_path):
     srv = server_factory([], default="badschema")
     cfg = dict(base_url=srv.url, model="m", progress=False, cache_path=str(tmp_path / "c.sqlite"), api_key="k",
-               reasks=0)
+               reasks=0, failure_ttl_s=1.0)
     req = Request(messages=[{"role": "user", "content": "hi"}], schema=SCHEMA, max_tokens=16)
     r1 = LLMClient(LLMConfig(**cfg)).call(req)
     assert not r1.ok and "schema" in r1.error
     srv.default = "ok"
-    r2 = LLMClient(LLMConfig(**cfg)).call(req)  # a re-run asks again: the failure was not served
-    assert r2.ok and not r2.cached and len(srv.requests) == 2
-    r3 = LLMClient(LLMConfig(**cfg)).call(req)  # the success is
-    assert r3.ok and r3.cached and len(srv.requests) == 2
-    cache = ReplyCache(tmp_path / "c.sqlite")
-    assert len(cache) == 1
+    r2 = LLMClient(LLMConfig(**cfg)).call(req)  # a resume right after: the known failure is not re-paid...
+    assert not r2.ok and r2.cached and len(srv.requests) == 1
+    time.sleep(1.1)
+    r3 = LLMClient(LLMConfig(**cfg)).call(req)  # ...a later run asks again (and the success replaces it)
+    assert r3.ok and not r3.cached and len(srv.requests) == 2
+    r4 = LLMClient(LLMConfig(**{**cfg, "failure_ttl_s": 0.0})).call(req)  # a success is served for good
+    assert r4.ok and r4.cached and len(srv.requests) == 2
+    assert len(ReplyCache(tmp_path / "c.sqlite")) == 1
+    # failure_ttl_s=0: a failure is always asked again
+    srv.default = "badschema"
+    req2 = Request(messages=[{"role": "user", "content": "again"}], schema=SCHEMA, max_tokens=16)
+    zero = {**cfg, "failure_ttl_s": 0.0}
+    assert not LLMClient(LLMConfig(**zero)).call(req2).ok
+    r5 = LLMClient(LLMConfig(**zero)).call(req2)
+    assert not r5.ok and not r5.cached and len(srv.requests) == 4
 
 
 def test_cache_on_the_state_dir_and_journal_choice(tmp_path, monkeypatch):

@@ -2,9 +2,10 @@
 
 Keyed by sha256 of (endpoint, model, messages, generation parameters, schema): a re-run after a
 crash finds every finished call here and does not ask again, and a reply of one endpoint is never
-served for another that hosts a model of the same name. Only SUCCESSFUL replies are served from the
-cache; a reply that failed its schema is recorded (for the record, and overwritten by a later
-success) but asked again on the next run, so a transient failure is never cached for good.
+served for another that hosts a model of the same name. A successful reply is served for good; a
+reply that failed its schema only for ``max_failure_age_s`` after it was recorded (the client's
+``failure_ttl_s``): a resume soon after a crash does not pay for known failures again, a later run
+asks them again (and a success overwrites the failure), so a failure is never cached for good.
 
 Each write is one short committed transaction (``synchronous=FULL``: a finished call survives a
 SIGKILL or a power cut). WAL mode + busy timeout let several writers (threads of one run, or two
@@ -65,14 +66,16 @@ class ReplyCache:
             self._local.conn = conn
         return conn
 
-    def get(self, key: str, *, ok_only: bool = True) -> dict | None:
-        """The cached reply for ``key``; a recorded failure counts as a miss unless ``ok_only=False``."""
-        row = self._conn().execute("SELECT value FROM replies WHERE key = ?", (key,)).fetchone()
+    def get(self, key: str, *, max_failure_age_s: float | None = None) -> dict | None:
+        """The cached reply for ``key``. A recorded failure counts only while it is younger than
+        ``max_failure_age_s`` (None: any age; 0: never)."""
+        row = self._conn().execute("SELECT value, created FROM replies WHERE key = ?", (key,)).fetchone()
         if not row:
             return None
         value = json.loads(row[0])
-        if ok_only and not value.get("ok", True):
-            return None
+        if not value.get("ok", True) and max_failure_age_s is not None:
+            if time.time() - float(row[1] or 0) >= max_failure_age_s:
+                return None
         return value
 
     def put(self, key: str, model: str, value: dict) -> None:

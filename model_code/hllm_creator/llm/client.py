@@ -51,6 +51,8 @@ class LLMConfig(StepConfig):
     seed: int | None = 0
     response_format: bool = Field(True, description="send response_format json_schema")
     cache_path: str | None = Field(None, description="sqlite reply cache (None: no cache)")
+    failure_ttl_s: float = Field(6 * 3600.0, ge=0, description="a reply that failed its schema is served from "
+                                 "the cache this long, then asked again (0: always ask again)")
     cost_per_1k_prompt: float = Field(0.0, ge=0)
     cost_per_1k_completion: float = Field(0.0, ge=0)
     progress: bool = True
@@ -256,14 +258,15 @@ class LLMClient:
 
     def call(self, req: Request) -> Result:
         """Ask once (plus transport retries and schema re-asks); cached by (endpoint, model, messages,
-        params). Only a successful reply is served from the cache: a schema failure is asked again."""
+        params). A successful reply is served from the cache for good, a schema failure only for
+        ``failure_ttl_s`` (then it is asked again)."""
         from hllm_creator.llm.cache import cache_key
 
         key = cache_key(self.config.model, req.messages, self._params(req), endpoint=self.config.base_url)
         with self._lock:
             self._stats.calls += 1
         if self.cache is not None:
-            hit = self.cache.get(key)
+            hit = self.cache.get(key, max_failure_age_s=self.config.failure_ttl_s)
             if hit is not None:
                 with self._lock:
                     self._stats.cache_hits += 1
