@@ -67,7 +67,7 @@ def submit(preset: Preset, *, host: str, experiment: str, run_name: str, namespa
     The parent run is a container: it is closed at once and the steps nest under it by the
     ``mlflow.parentRunId`` tag (no need for it to stay active); it is tagged with the KFP run id
     once the backend answers. ``MLFLOW_TRACKING_URI`` here must be the same server the cluster's
-    steps use (the ``hllm-creator-env`` secret), e.g. a port-forward of the in-cluster MLflow.
+    steps use (the ``hllm-creator-mlflow`` secret: URI and the pipeline user's credentials), e.g. a port-forward of the in-cluster MLflow.
     """
     import kfp
 

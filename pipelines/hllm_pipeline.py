@@ -14,8 +14,10 @@ fewer knobs than a preset offers, but never silently lose a required one.
 
 Cluster settings (``resources`` of the preset): CPU/memory requests and limits, GPU requests via
 ``set_accelerator_type``/``set_accelerator_limit`` (train, embed, generate in ``production``), GPU
-node selector + toleration, and the ``hllm-creator-env`` secret (OPENAI_*, MLFLOW_*) as env on every
-task via kfp-kubernetes. The local runner ignores all of them (KFP warns for the accelerator/CPU/
+node selector + toleration; via kfp-kubernetes: the MLflow client secret as env on every task, the
+LLM secret (OPENAI_*) only on ``LLM_STEPS``, the durable work PVC only on ``STATE_STEPS``, a non-root
+security context, an emptyDir for /tmp, the MLflow NetworkPolicy's pod label, and OMP_NUM_THREADS
+from the CPU limit. The local runner ignores all of them (KFP warns for the accelerator/CPU/
 memory calls; kfp-kubernetes settings are silently skipped).
 """
 
@@ -42,6 +44,12 @@ COMPONENTS = {
     "generate": ("components.generate.component", ["generate"]),
     "gsb_eval": ("components.gsb_eval.component", ["gsb_eval"]),
 }
+
+# The steps that call an LLM (teacher / judge): the only ones that get the LLM secret on a cluster.
+LLM_STEPS = ("dataset_construct", "gsb_eval", "personalization_eval")
+# The steps whose state must survive a killed pod (reply cache, training checkpoints): they mount
+# the durable work PVC and get HLLM_STATE_DIR.
+STATE_STEPS = (*LLM_STEPS, "train")
 
 # Names the components may use for the same thing: an input named like any member of a group
 # takes the value of the first member present among the available values.
@@ -143,6 +151,13 @@ def _outputs(task: dsl.PipelineTask, step: str) -> dict[str, Any]:
     return outs
 
 
+def cpu_threads(cpu: str) -> int:
+    """Whole cores in a Kubernetes CPU quantity ("4", "2.5", "500m"), at least 1."""
+    q = str(cpu).strip()
+    cores = float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+    return max(1, int(cores))
+
+
 def _configure(task: dsl.PipelineTask, step: str, preset: Preset, *, local: bool,
                parent_run_id: str | None) -> dsl.PipelineTask:
     task.set_display_name(step.replace("_", "-"))
@@ -167,10 +182,24 @@ def _configure(task: dsl.PipelineTask, step: str, preset: Preset, *, local: bool
                                           value=t.get("value"), effect=t.get("effect"))
     from kfp import kubernetes
 
-    if preset.resources.data_pvc:
-        kubernetes.mount_pvc(task, pvc_name=preset.resources.data_pvc, mount_path=preset.resources.data_mount)
-    kubernetes.use_secret_as_env(task, secret_name=preset.resources.secret_name,
-                                 secret_key_to_env={k: k for k in preset.resources.secret_keys})
+    r = preset.resources
+    if res is not None and res.cpu:  # torch/OpenMP threads = the CPU limit, not the node's cores
+        task.set_env_variable("OMP_NUM_THREADS", str(cpu_threads(res.cpu)))
+    if r.data_pvc:
+        kubernetes.mount_pvc(task, pvc_name=r.data_pvc, mount_path=r.data_mount)
+    kubernetes.use_secret_as_env(task, secret_name=r.mlflow_secret_name,
+                                 secret_key_to_env={k: k for k in r.mlflow_secret_keys})
+    if step in LLM_STEPS:
+        kubernetes.use_secret_as_env(task, secret_name=r.llm_secret_name,
+                                     secret_key_to_env={k: k for k in r.llm_secret_keys})
+    if step in STATE_STEPS and r.work_pvc:
+        kubernetes.mount_pvc(task, pvc_name=r.work_pvc, mount_path=r.work_mount)
+        task.set_env_variable("HLLM_STATE_DIR", f"{r.work_mount}/state")
+    kubernetes.set_security_context(task, run_as_user=r.run_as_user, run_as_group=r.run_as_user,
+                                    run_as_non_root=True)
+    kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=r.scratch_mount)
+    for k, v in r.pod_labels.items():
+        kubernetes.add_pod_label(task, label_key=k, label_value=v)
     if parent_run_id:  # the MLflow parent run made by `hllm-creator submit`
         task.set_env_variable("HLLM_PARENT_RUN_ID", parent_run_id)
     return task

@@ -4,7 +4,7 @@
 - ``demo``: the README's main command on a 2-core CPU (SmolLM2 as teacher, backbone and judge;
   truncated Item/User LLMs; LoRA creative LLM), whole pipeline in <= 30 minutes.
 - ``production``: GPU nodes (TinyLlama/Qwen backbones, DeepSpeed), sharded embedding, the
-  teacher/judge behind an OpenAI-compatible endpoint from the ``hllm-creator-env`` secret.
+  teacher/judge behind an OpenAI-compatible endpoint from the ``hllm-creator-llm`` secret.
 
 Each step section holds the arguments of that step's component (names as in
 ``components/<step>/component.py``); ``PipelineResources`` holds what only a cluster uses
@@ -38,9 +38,25 @@ class StepResources(_Strict):
 class PipelineResources(_Strict):
     """Cluster-only settings (compiled into the YAML; the local runner ignores them)."""
 
-    secret_name: str = "hllm-creator-env"
-    secret_keys: list[str] = Field(default_factory=lambda: [
-        "OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"])
+    # Secrets as env (kfp-kubernetes use_secret_as_env). The LLM key reaches ONLY the steps that
+    # call an LLM (pipelines.hllm_pipeline.LLM_STEPS); every step gets the MLflow client settings
+    # (the pipeline's MLflow user: manifests/base/mlflow.yaml, docs/pipeline.md "Security").
+    llm_secret_name: str = "hllm-creator-llm"
+    llm_secret_keys: list[str] = Field(default_factory=lambda: ["OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"])
+    mlflow_secret_name: str = "hllm-creator-mlflow"
+    mlflow_secret_keys: list[str] = Field(default_factory=lambda: [
+        "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"])
+    # Pod security (namespace enforces Pod Security "restricted"): the images' non-root user, an
+    # emptyDir for scratch (HLLM_WORKDIR, HF_HOME, MPLCONFIGDIR live under /tmp), and the label the
+    # MLflow NetworkPolicy admits.
+    run_as_user: int = 10001
+    scratch_mount: str = "/tmp"
+    pod_labels: dict[str, str] = Field(default_factory=lambda: {"hllm-creator.io/mlflow-client": "true"})
+    # Durable state that must outlive a pod (the teacher/judge reply cache, training checkpoints):
+    # an RWO PVC (manifests/base/work-pvc.yaml) mounted on the steps that keep state
+    # (pipelines.hllm_pipeline.STATE_STEPS); HLLM_STATE_DIR points the library at it.
+    work_pvc: str = "hllm-creator-work"
+    work_mount: str = "/work"
     # Steps read the dataset dir by path (`data_dir`): on a cluster it lives on this PVC, mounted
     # at `data_mount` on every task (manifests/base/data-pvc.yaml); submit's default data_dir is
     # <data_mount>/amazon_scientific. Train's dataset artifact is imported from `dataset_uri`.

@@ -110,6 +110,10 @@ def test_register_alias_and_download(server, tmp_path):
     assert got.is_dir()
     assert json.loads((got / "hllm_config.json").read_text()) == {"version": 1}
     assert (got / "weights.bin").stat().st_size == 1024
+    # the model's environment: pinned packages, never the bare (unpublished) project name (issue 16)
+    reqs = [ln.strip() for ln in (got.parent.parent / "requirements.txt").read_text().splitlines() if ln.strip()]
+    assert f"mlflow=={mlflow.__version__}" in reqs and "hllm-creator" not in reqs
+    assert all("==" in r or " @ " in r for r in reqs), reqs
 
     tracking.set_alias("champion", v1.version)
     assert client.get_model_version_by_alias(tracking.MODEL_NAME, "champion").version == v1.version

@@ -48,14 +48,76 @@ def test_kubernetes_settings(compiled):
     for step in STEP_EXECUTORS:
         ex = k8s[f"exec-{step}"]
         envs = {e["envVar"] for s in ex["secretAsEnv"] for e in s["keyToEnv"]}
-        assert {"OPENAI_BASE_URL", "OPENAI_API_KEY", "MLFLOW_TRACKING_URI"} <= envs
-        assert ex["secretAsEnv"][0]["secretName"] == res.secret_name
+        assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= envs
+        assert res.mlflow_secret_name in {s["secretName"] for s in ex["secretAsEnv"]}
         assert ex["pvcMount"][0]["mountPath"] == res.data_mount
     for step in ("train", "embed", "generate"):
         ex = k8s[f"exec-{step}"]
         assert ex["nodeSelector"]["labels"] == res.gpu_node_selector
         assert ex["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "nodeSelector" not in k8s["exec-cluster"]
+
+
+def test_llm_secret_only_in_the_steps_that_call_an_llm(compiled):
+    """OPENAI_API_KEY (the hllm-creator-llm secret) reaches dataset-construct and gsb-eval (the
+    LLM_STEPS present in the DAG) and no other task; the key's value is nowhere in the YAML."""
+    from pipelines.hllm_pipeline import LLM_STEPS
+    from pipelines.presets import get_preset
+
+    path, rep = compiled
+    res = get_preset("production").resources
+    with_llm = set()
+    for label, ex in rep["kubernetes"].items():
+        for s in ex.get("secretAsEnv", []):
+            envs = {e["envVar"] for e in s["keyToEnv"]}
+            if s["secretName"] == res.llm_secret_name or envs & {"OPENAI_API_KEY", "OPENAI_BASE_URL"}:
+                assert s["secretName"] == res.llm_secret_name and "OPENAI_API_KEY" in envs
+                with_llm.add(label)
+    llm_execs = {f"exec-{s.replace('_', '-')}" for s in LLM_STEPS}
+    assert with_llm == llm_execs & set(rep["kubernetes"]) == {"exec-dataset-construct", "exec-gsb-eval"}
+    # no other executor in the whole document names the secret or the key
+    text = path.read_text()
+    assert text.count(f"secretName: {res.llm_secret_name}") == len(with_llm)
+    assert "CHANGE-ME" not in text
+
+
+def test_every_task_pod_is_restricted_and_state_is_durable(compiled):
+    """What the compiled pipeline can carry for Pod Security "restricted": a non-root security
+    context on every task, an emptyDir for /tmp (scratch; the images' HLLM_WORKDIR, HF_HOME,
+    MPLCONFIGDIR), the MLflow NetworkPolicy's label; no hostPath or other volume types. (KFP's
+    backend adds allowPrivilegeEscalation=false, drop ALL, seccomp RuntimeDefault: kfp-kubernetes
+    set_security_context's contract.) The stateful steps mount the durable work PVC; OMP threads
+    follow the CPU limit."""
+    from pipelines.hllm_pipeline import STATE_STEPS
+    from pipelines.presets import get_preset
+
+    _, rep = compiled
+    res = get_preset("production").resources
+    executors = rep["spec"]["deploymentSpec"]["executors"]
+    for step in STEP_EXECUTORS:
+        ex = rep["kubernetes"][f"exec-{step}"]
+        sc = ex["securityContext"]
+        assert sc["runAsNonRoot"] is True and int(sc["runAsUser"]) == res.run_as_user != 0
+        assert {m["mountPath"] for m in ex["emptyDirMounts"]} == {"/tmp"}
+        assert set(ex) <= {"secretAsEnv", "pvcMount", "securityContext", "emptyDirMounts", "podMetadata",
+                           "nodeSelector", "tolerations"}, f"{step}: unexpected pod settings {set(ex)}"
+        assert ex["podMetadata"]["labels"] == res.pod_labels
+        mounts = {m["mountPath"] for m in ex["pvcMount"]}
+        env = {e["name"]: e["value"] for e in executors[f"exec-{step}"]["container"].get("env", [])}
+        if step.replace("-", "_") in STATE_STEPS:
+            assert mounts == {res.data_mount, res.work_mount}
+            assert env["HLLM_STATE_DIR"].startswith(res.work_mount + "/")
+        else:
+            assert mounts == {res.data_mount} and "HLLM_STATE_DIR" not in env
+        cpu = res.steps.get(step.replace("-", "_"))
+        if cpu is not None and cpu.cpu:
+            assert env["OMP_NUM_THREADS"] == str(int(float(cpu.cpu)))
+
+
+def test_cpu_threads_parses_quantities():
+    from pipelines.hllm_pipeline import cpu_threads
+
+    assert [cpu_threads(q) for q in ("4", "2.5", "500m", "1500m", "16")] == [4, 2, 1, 1, 16]
 
 
 def test_fan_out_caching_and_images(compiled):
@@ -139,3 +201,23 @@ def test_every_preset_wires_into_the_pipeline(name):
 
     p = build_pipeline(get_preset(name))
     assert p is not None
+
+
+def test_images_by_digest_at_compile_time():
+    """A release compiles with HLLM_IMAGE_DIGEST_*: every base image then names a digest, not a tag."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    d = "sha256:" + "ab" * 32
+    env = {**os.environ, "HLLM_IMAGE_DIGEST_CPU": d, "HLLM_IMAGE_DIGEST_GPU": d, "PYTHONPATH": str(repo)}
+    code = "from components._images import CPU_IMAGE, GPU_IMAGE, SERVING_IMAGE as S; print(CPU_IMAGE, GPU_IMAGE, S)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    cpu, gpu, serving = out.stdout.split()
+    assert cpu.endswith(f"hllm-creator-cpu@{d}") and gpu.endswith(f"hllm-creator-gpu@{d}")
+    assert serving.endswith(":0.1.0") or ":" in serving.rsplit("/", 1)[1]
+    bad = subprocess.run([sys.executable, "-c", code], env={**env, "HLLM_IMAGE_DIGEST_CPU": "latest"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "HLLM_IMAGE_DIGEST_CPU" in bad.stderr

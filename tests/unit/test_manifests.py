@@ -79,6 +79,9 @@ KINDS = {
     ("v1", "ServiceAccount"): "V1ServiceAccount",
     ("v1", "Namespace"): "V1Namespace",
     ("v1", "Secret"): "V1Secret",
+    ("v1", "ConfigMap"): "V1ConfigMap",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "V1NetworkPolicy",
+    ("batch/v1", "Job"): "V1Job",
 }
 
 
@@ -138,9 +141,11 @@ def own_build(path: Path) -> list[dict]:
     for img in kz.get("images", []):
         for d in docs:
             for c in _containers(d):
-                name, _, _tag = c["image"].rpartition(":")
+                name = re.split(r"[@]", c["image"])[0]
+                name = name.rpartition(":")[0] if ":" in name.split("/")[-1] else name
                 if name == img["name"]:
-                    c["image"] = f"{img.get('newName', name)}:{img['newTag']}"
+                    new = img.get("newName", name)
+                    c["image"] = f"{new}@{img['digest']}" if img.get("digest") else f"{new}:{img['newTag']}"
     for patch in kz.get("patches", []):
         t = patch["target"]
         for d in docs:
@@ -153,7 +158,7 @@ def _containers(d: dict) -> list[dict]:
     spec = d.get("spec", {})
     if d["kind"] == "ServingRuntime":
         return spec.get("containers", [])
-    if d["kind"] == "Deployment":
+    if d["kind"] in ("Deployment", "Job"):
         return spec["template"]["spec"]["containers"]
     return []
 
@@ -178,7 +183,9 @@ def test_overlay_has_every_part(overlay):
     name, docs, models = overlay
     kinds = {k for k in models}
     need = {("InferenceService", "creative"), ("InferenceService", "predictor"), ("ServingRuntime", "hllm-creator"),
-            ("Deployment", "mlflow"), ("Service", "mlflow"), ("PersistentVolumeClaim", "mlflow-db")}
+            ("Deployment", "mlflow"), ("Service", "mlflow"), ("PersistentVolumeClaim", "mlflow-db"),
+            ("NetworkPolicy", "mlflow"), ("ConfigMap", "mlflow-auth"), ("Job", "mlflow-users"),
+            ("PersistentVolumeClaim", "hllm-creator-data"), ("PersistentVolumeClaim", "hllm-creator-work")}
     assert need <= kinds
     for d in docs:
         if d["kind"] not in CLUSTER_SCOPED:
@@ -251,16 +258,33 @@ def test_mlflow_server(overlay):
     assert runtime_env["MLFLOW_TRACKING_URI"] == f"http://mlflow.hllm-creator.svc.cluster.local:{svc.spec.ports[0].port}"
 
 
-def test_secret_template_matches_what_the_parts_read():
+def _secret_template() -> dict[str, dict]:
     docs = [d for d in yaml.safe_load_all((MANIFESTS / "base" / "secret.example.yaml").read_text()) if d]
-    models = to_models(docs)
-    env = models[("Secret", "hllm-creator-env")].string_data
-    assert {"OPENAI_BASE_URL", "OPENAI_API_KEY", "MLFLOW_TRACKING_URI"} <= set(env)
-    s3 = models[("Secret", "hllm-creator-s3")].string_data
-    dep = next(d for d in own_build(MANIFESTS / "base") if d["kind"] == "Deployment")
-    refs = {e["valueFrom"]["secretKeyRef"]["key"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
-            if "valueFrom" in e}
-    assert refs <= set(s3)
+    to_models(docs)  # strict
+    return {d["metadata"]["name"]: d for d in docs}
+
+
+def _secret_refs(docs: list[dict]) -> set[tuple[str, str]]:
+    """Every (secret, key) a manifest's container env reads."""
+    refs = set()
+    for d in docs:
+        for c in _containers(d):
+            for e in c.get("env", []):
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    refs.add((ref["name"], ref["key"]))
+    return refs
+
+
+def test_secret_template_matches_what_the_parts_read():
+    secrets = _secret_template()
+    assert {"OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"} <= set(secrets["hllm-creator-llm"]["stringData"])
+    # every secret key a manifest reads exists in the template
+    for overlay_name in OVERLAYS:
+        for name, key in _secret_refs(own_build(MANIFESTS / "overlays" / overlay_name)):
+            assert name in secrets and key in secrets[name]["stringData"], f"{overlay_name}: {name}/{key} not in template"
+    # the template's LLM endpoint is a documented external URL, not a service no manifest creates
+    assert secrets["hllm-creator-llm"]["stringData"]["OPENAI_BASE_URL"].startswith("https://")
     # the template is never applied by the kustomization (it would overwrite the real values)
     assert "secret.example.yaml" not in (MANIFESTS / "base" / "kustomization.yaml").read_text().split("resources:")[1]
 
@@ -305,13 +329,180 @@ def test_runtime_args_parse_with_the_real_serving_cli(overlay_name):
 
 
 def test_pipeline_settings_match_the_manifests():
-    """The PVC and secret the compiled pipeline mounts/reads exist in the manifests."""
+    """The PVCs and secrets the compiled pipeline mounts/reads exist in the manifests / template."""
     from pipelines.presets import get_preset
 
     res = get_preset("production").resources
-    docs = own_build(MANIFESTS / "overlays" / "gpu")
-    pvcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
-    assert res.data_pvc in pvcs and "ReadWriteMany" in pvcs[res.data_pvc]["spec"]["accessModes"]
-    secrets = [d for d in yaml.safe_load_all((MANIFESTS / "base" / "secret.example.yaml").read_text()) if d]
-    env = next(d for d in secrets if d["metadata"]["name"] == res.secret_name)
-    assert set(res.secret_keys) <= set(env["stringData"])
+    secrets = _secret_template()
+    for overlay_name in OVERLAYS:
+        docs = own_build(MANIFESTS / "overlays" / overlay_name)
+        pvcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+        assert res.data_pvc in pvcs and res.work_pvc in pvcs
+        # the work PVC holds a sqlite WAL: one host only
+        assert pvcs[res.work_pvc]["spec"]["accessModes"] == ["ReadWriteOnce"]
+        # task pods run as uid/gid run_as_user and cannot set fsGroup: the pvc-init Job makes both PVCs
+        # group-writable for them
+        init = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "pvc-init")["spec"]["template"]
+        assert init["spec"]["securityContext"]["fsGroup"] == res.run_as_user
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in init["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        assert claims == {res.data_pvc, res.work_pvc}
+        assert f"{res.work_mount}/state" in init["spec"]["containers"][0]["args"][0]
+        for pvc in pvcs.values():
+            assert pvc["spec"]["accessModes"] and set(pvc["spec"]["accessModes"]) <= {
+                "ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"}
+    for name, keys in ((res.llm_secret_name, res.llm_secret_keys), (res.mlflow_secret_name, res.mlflow_secret_keys)):
+        assert set(keys) <= set(secrets[name]["stringData"]), name
+
+
+# ---------------------------------------------------------------- Pod Security "restricted"
+_PSS_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                "secret"}
+
+
+def restricted_violations(pod: dict, containers: list[dict], where: str) -> list[str]:
+    """Pod Security Standard "restricted" (v1.30+) on a pod spec and its containers, plus this
+    project's rules: a read-only root filesystem and no service-account token unless needed."""
+    bad = []
+    psc = pod.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            bad.append(f"{where}: {flag}")
+    for v in pod.get("volumes") or []:
+        kinds = set(v) - {"name"}
+        if not kinds <= _PSS_VOLUMES:
+            bad.append(f"{where}: volume {v['name']} of type {kinds - _PSS_VOLUMES}")
+    if pod.get("automountServiceAccountToken") is not False:
+        bad.append(f"{where}: automountServiceAccountToken not false")
+    if psc.get("runAsUser") == 0:
+        bad.append(f"{where}: pod runAsUser 0")
+    for c in containers:
+        cw = f"{where}/{c.get('name')}"
+        sc = c.get("securityContext") or {}
+        if not (sc.get("runAsNonRoot") is True or (psc.get("runAsNonRoot") is True and sc.get("runAsNonRoot") is None)):
+            bad.append(f"{cw}: runAsNonRoot not true")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            bad.append(f"{cw}: runAsUser 0")
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            bad.append(f"{cw}: seccompProfile {seccomp!r}")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{cw}: allowPrivilegeEscalation not false")
+        if sc.get("privileged"):
+            bad.append(f"{cw}: privileged")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            bad.append(f"{cw}: capabilities not dropped (ALL)")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            bad.append(f"{cw}: adds capabilities {caps['add']}")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            bad.append(f"{cw}: readOnlyRootFilesystem not true")
+        if any(p.get("hostPort") for p in c.get("ports") or []):
+            bad.append(f"{cw}: hostPort")
+    return bad
+
+
+def pod_specs(docs: list[dict]) -> list[tuple[str, dict, list[dict]]]:
+    """(where, pod spec, containers) of every pod the manifests make. An InferenceService's pod is
+    its predictor (pod fields) running its ServingRuntime's container with the model's overrides:
+    both the runtime's container and the model's container fields are checked."""
+    out = []
+    runtimes = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServingRuntime"}
+    for d in docs:
+        where = f"{d['kind']}/{d['metadata']['name']}"
+        if d["kind"] in ("Deployment", "Job"):
+            pod = d["spec"]["template"]["spec"]
+            out.append((where, pod, pod["containers"] + pod.get("initContainers", [])))
+        elif d["kind"] == "InferenceService":
+            pred = d["spec"]["predictor"]
+            rt = runtimes[pred["model"]["runtime"]]["spec"]
+            pod = {**pred, "volumes": (pred.get("volumes") or []) + (rt.get("volumes") or [])}
+            model = {k: v for k, v in pred["model"].items() if k in ("name", "securityContext", "ports")}
+            out.append((where, pod, [*rt["containers"], {"name": "model", **model}]))
+    return out
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+def test_every_pod_meets_restricted(overlay_name):
+    docs = own_build(MANIFESTS / "overlays" / overlay_name)
+    ns = next(d for d in docs if d["kind"] == "Namespace")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pods = pod_specs(docs)
+    assert {w for w, _, _ in pods} >= {"Deployment/mlflow", "Job/mlflow-users", "InferenceService/creative",
+                                       "InferenceService/predictor"}
+    bad = [v for where, pod, cs in pods for v in restricted_violations(pod, cs, where)]
+    assert not bad, "\n".join(bad)
+    for where, pod, cs in pods:
+        # read-only root: every pod has an emptyDir for scratch at /tmp
+        mounts = {m["mountPath"]: m["name"] for c in cs for m in c.get("volumeMounts") or []}
+        assert "/tmp" in mounts, f"{where}: no scratch mount at /tmp"
+        vol = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"])
+        assert "emptyDir" in vol, f"{where}: /tmp is not an emptyDir"
+        for c in cs:
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe in c:  # the default 1 s timeout fails on a loaded CPU
+                    assert c[probe].get("timeoutSeconds", 1) >= 5, f"{where}/{c['name']}: {probe} timeout"
+    sas = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    assert all(sa.get("automountServiceAccountToken") is False for sa in sas.values())
+
+
+def test_restricted_check_catches_a_bad_pod():
+    pod = {"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
+    c = {"name": "c", "securityContext": {"allowPrivilegeEscalation": True, "capabilities": {"add": ["SYS_ADMIN"]}}}
+    bad = "\n".join(restricted_violations(pod, [c], "Pod/x"))
+    for want in ("hostPath", "runAsNonRoot", "seccompProfile", "allowPrivilegeEscalation", "capabilities not dropped",
+                 "SYS_ADMIN", "readOnlyRootFilesystem", "automountServiceAccountToken"):
+        assert want in bad, want
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+def test_images_by_digest_and_torch_threads_from_the_limit(overlay_name):
+    docs = own_build(MANIFESTS / "overlays" / overlay_name)
+    theirs = kubectl_build(MANIFESTS / "overlays" / overlay_name)
+    for d in docs + (theirs or []):
+        for c in _containers(d):
+            assert re.fullmatch(r"[\w./-]+@sha256:[0-9a-f]{64}", c["image"]), f"{d['kind']}: {c['image']} not by digest"
+    for rt in (d for d in docs if d["kind"] == "ServingRuntime"):
+        env = {e["name"]: e for e in rt["spec"]["containers"][0]["env"]}
+        ref = env["OMP_NUM_THREADS"]["valueFrom"]["resourceFieldRef"]
+        assert ref["resource"] == "limits.cpu" and ref["containerName"] == rt["spec"]["containers"][0]["name"]
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+def test_mlflow_auth_networkpolicy_and_readonly_serving(overlay_name):
+    from pipelines.presets import get_preset
+
+    docs = own_build(MANIFESTS / "overlays" / overlay_name)
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    c = by[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"][0]
+    args, env = c["args"], {e["name"]: e for e in c["env"]}
+    assert args[args.index("--app-name") + 1] == "basic-auth"
+    ini = by[("ConfigMap", "mlflow-auth")]["data"]["basic_auth.ini"]
+    assert "default_permission = NO_PERMISSIONS" in ini and "password" not in ini.lower()
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].endswith("/basic_auth.ini")
+    for k in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[k]["valueFrom"]["secretKeyRef"]["name"] == "hllm-creator-mlflow-admin"
+    # the auth DB sits on the PVC beside the tracking DB
+    assert "sqlite:////data/" in ini
+    # NetworkPolicy: ingress to MLflow only from labelled pods, only on its port
+    np = by[("NetworkPolicy", "mlflow")]["spec"]
+    assert np["podSelector"]["matchLabels"] == by[("Deployment", "mlflow")]["spec"]["selector"]["matchLabels"]
+    assert np["policyTypes"] == ["Ingress"] and len(np["ingress"]) == 1
+    (label,) = np["ingress"][0]["from"][0]["podSelector"]["matchLabels"].items()
+    assert np["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5000}]
+    # ...and every MLflow client carries the label: serving, the setup Job, the pipeline's tasks
+    for name in ("creative", "predictor"):
+        assert by[("InferenceService", name)]["spec"]["predictor"]["labels"][label[0]] == label[1]
+    assert by[("Job", "mlflow-users")]["spec"]["template"]["metadata"]["labels"][label[0]] == label[1]
+    assert get_preset("production").resources.pod_labels[label[0]] == label[1]
+    # serving reads the registry as the read-only user, never the pipeline's or the admin's
+    pipeline_secret = get_preset("production").resources.mlflow_secret_name
+    for rt in (d for d in docs if d["kind"] == "ServingRuntime"):
+        renv = {e["name"]: e for e in rt["spec"]["containers"][0]["env"]}
+        for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            assert renv[k]["valueFrom"]["secretKeyRef"]["name"] == "hllm-creator-mlflow-reader"
+        read = {n for n, _ in _secret_refs([rt])}
+        assert read == {"hllm-creator-mlflow-reader"} and pipeline_secret not in read
+    # the admin secret reaches only the MLflow server and its setup Job
+    users = {(d["kind"], d["metadata"]["name"]) for d in docs for c in _containers(d)
+             if "hllm-creator-mlflow-admin" in str(c.get("env"))}
+    assert users == {("Deployment", "mlflow"), ("Job", "mlflow-users")}

@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
@@ -50,6 +51,8 @@ class LLMConfig(StepConfig):
     seed: int | None = 0
     response_format: bool = Field(True, description="send response_format json_schema")
     cache_path: str | None = Field(None, description="sqlite reply cache (None: no cache)")
+    failure_ttl_s: float = Field(6 * 3600.0, ge=0, description="a reply that failed its schema is served from "
+                                 "the cache this long, then asked again (0: always ask again)")
     cost_per_1k_prompt: float = Field(0.0, ge=0)
     cost_per_1k_completion: float = Field(0.0, ge=0)
     progress: bool = True
@@ -254,14 +257,16 @@ class LLMClient:
         return text, int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
 
     def call(self, req: Request) -> Result:
-        """Ask once (plus transport retries and schema re-asks); cached by (model, messages, params)."""
+        """Ask once (plus transport retries and schema re-asks); cached by (endpoint, model, messages,
+        params). A successful reply is served from the cache for good, a schema failure only for
+        ``failure_ttl_s`` (then it is asked again)."""
         from hllm_creator.llm.cache import cache_key
 
-        key = cache_key(self.config.model, req.messages, self._params(req))
+        key = cache_key(self.config.model, req.messages, self._params(req), endpoint=self.config.base_url)
         with self._lock:
             self._stats.calls += 1
         if self.cache is not None:
-            hit = self.cache.get(key)
+            hit = self.cache.get(key, max_failure_age_s=self.config.failure_ttl_s)
             if hit is not None:
                 with self._lock:
                     self._stats.cache_hits += 1
@@ -361,8 +366,12 @@ class LLMClient:
 
 
 def default_cache_path() -> str:
-    """``$HLLM_WORKDIR/llm_cache/replies.sqlite``: outside any step's output dir, so an atomic
-    rewrite of the output keeps the cache, and a re-run (same model, prompts, params) reuses it."""
+    """``$HLLM_STATE_DIR/llm_cache/replies.sqlite`` when set (on a cluster: the durable work PVC,
+    pipelines.hllm_pipeline.STATE_STEPS), else ``$HLLM_WORKDIR/llm_cache/replies.sqlite``: outside
+    any step's output dir, so an atomic rewrite of the output keeps the cache, and a re-run (same
+    endpoint, model, prompts, params) reuses it."""
     from hllm_creator.paths import work_dir
 
-    return str(work_dir() / "llm_cache" / "replies.sqlite")
+    state = os.environ.get("HLLM_STATE_DIR")
+    root = Path(state) if state else work_dir()
+    return str(root / "llm_cache" / "replies.sqlite")

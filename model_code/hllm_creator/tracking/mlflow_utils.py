@@ -153,6 +153,49 @@ def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:
     _mlflow().log_artifacts(str(path), artifact_path=artifact_path)
 
 
+# What the registered pyfunc needs to load (its class is pickled by cloudpickle) and what a model
+# dir needs to be read (hllm_creator.model loads safetensors weights with torch/transformers/peft),
+# pinned to the versions installed where the model was logged.
+MODEL_REQUIREMENTS = ("mlflow", "cloudpickle", "torch", "transformers", "safetensors", "peft", "pandas")
+# The project itself is not on PyPI: a package index could hand anything under its name. It is
+# declared only as a wheel by path or URL (a direct reference), from this environment variable,
+# e.g. "hllm-creator @ https://registry.example.com/wheels/hllm_creator-0.1.0-py3-none-any.whl".
+PACKAGE_REQUIREMENT_ENV = "HLLM_PACKAGE_REQUIREMENT"
+
+
+def _is_pinned(req: str) -> bool:
+    """``name==version`` (exact) or a direct reference ``name @ url/path``; never a bare name or range."""
+    import re
+
+    r = req.split(";")[0].strip()
+    return bool(re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+\s*===?\s*[A-Za-z0-9_.+!\-]+", r)
+                or re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+\s*@\s*\S+", r))
+
+
+def model_pip_requirements(extra: list[str] | None = None) -> list[str]:
+    """The registered model's pip requirements: ``MODEL_REQUIREMENTS`` at their installed versions,
+    plus ``$HLLM_PACKAGE_REQUIREMENT`` (the project's wheel) and ``extra``. Every entry must be
+    pinned (``==``) or a direct reference (``@``): a ValueError names any that is not."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for name in MODEL_REQUIREMENTS:
+        try:
+            v = version(name)
+        except PackageNotFoundError:
+            continue
+        reqs.append(f"{name}=={v.split('+')[0]}")  # a local tag (+cpu) is not on the public index
+    pkg = os.environ.get(PACKAGE_REQUIREMENT_ENV)
+    if pkg:
+        reqs.append(pkg.strip())
+    reqs += list(extra or [])
+    loose = [r for r in reqs if not _is_pinned(r)]
+    if loose:
+        raise ValueError(f"pip_requirements must be pinned (name==version) or a direct reference "
+                         f"(name @ URL/path): {loose}")
+    return reqs
+
+
 def register_model(model_dir: str | Path, *, name: str = MODEL_NAME, aliases: tuple[str, ...] = ("candidate",),
                    pip_requirements: list[str] | None = None) -> Any:
     """Log a model directory into the active run as a pyfunc model and register it with aliases.
@@ -178,7 +221,7 @@ def register_model(model_dir: str | Path, *, name: str = MODEL_NAME, aliases: tu
 
     info = mlflow.pyfunc.log_model(
         name="model", python_model=ModelDir(), artifacts={"model_dir": str(model_dir)},
-        pip_requirements=pip_requirements or ["hllm-creator"], registered_model_name=name,
+        pip_requirements=model_pip_requirements(pip_requirements), registered_model_name=name,
     )
     version = info.registered_model_version
     client = mlflow.MlflowClient()

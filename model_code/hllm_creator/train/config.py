@@ -72,9 +72,12 @@ class TrainConfig(StepConfig):
     deepspeed: str | None = Field(None, description="DeepSpeed JSON config (GPU, launched by deepspeed/torchrun)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     # checkpoints / eval / tracking
-    checkpoint_dir: str | None = Field(None, description="default: <out>.checkpoints")
+    checkpoint_dir: str | None = Field(None, description="default: $HLLM_STATE_DIR/checkpoints/<checkpoint key> "
+                                       "when HLLM_STATE_DIR is set (the durable work PVC on a cluster), else "
+                                       "<out>.checkpoints")
     save_steps: int = Field(50, ge=1)
-    resume: bool = Field(False, description="resume from the latest checkpoint in checkpoint_dir")
+    resume: bool = Field(True, description="resume from the latest complete checkpoint in checkpoint_dir written "
+                         "by the same config (a checkpoint of another config is cleared, not resumed)")
     logging_steps: int = Field(5, ge=1)
     eval_users: int | None = Field(3000, ge=1, description="held-out users evaluated (None = all)")
     register_model: bool = Field(True, description="log + register the model dir in MLflow (alias candidate)")
@@ -123,3 +126,70 @@ def build_config(preset: str = "custom", **overrides) -> TrainConfig:
     model.update(overrides.pop("model", {}) or {})
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(preset=preset, model=ModelConfig(**model), **base)
+
+
+# -- checkpoints and resume ------------------------------------------------------------------------
+STATE_ENV = "HLLM_STATE_DIR"
+RESUME_KEY_FILE = "resume_key.json"
+# fields that do not change what training computes: a checkpoint stays valid across them
+_NOT_IN_KEY = {"resume", "checkpoint_dir", "save_steps", "logging_steps", "register_model", "threads"}
+
+
+def checkpoint_key(cfg: TrainConfig) -> str:
+    """What a checkpoint belongs to: a hash of the config minus what does not change training
+    (so a retried run finds its own checkpoints; another config never resumes them)."""
+    import hashlib
+    import json
+
+    blob = json.dumps(cfg.model_dump(mode="json", exclude=_NOT_IN_KEY), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_checkpoint_dir(cfg: TrainConfig) -> str:
+    import os
+
+    state = os.environ.get(STATE_ENV)
+    if state:
+        return f"{state.rstrip('/')}/checkpoints/{checkpoint_key(cfg)}"
+    return f"{cfg.out.rstrip('/')}.checkpoints"
+
+
+def prepare_checkpoints(cfg: TrainConfig, ckpt_dir, *, is_main: bool = True) -> str | None:
+    """The checkpoint to resume from (or None), and the dir made ready for this config's checkpoints.
+
+    Only a COMPLETE checkpoint counts (``trainer_state.json`` is written last; a pod killed while
+    saving leaves an incomplete one, which is removed). Checkpoints written by another config (a
+    different ``resume_key.json``) are removed, never resumed. ``cfg.resume=False``: start fresh
+    (earlier checkpoints of this dir are removed so they cannot be picked up later)."""
+    import json
+    import logging
+    import re
+    import shutil
+    from pathlib import Path
+
+    from hllm_creator.io import write_json
+
+    log = logging.getLogger(__name__)
+    ckpt_dir = Path(ckpt_dir)
+    key = checkpoint_key(cfg)
+    key_file = ckpt_dir / RESUME_KEY_FILE
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)),
+                   key=lambda p: int(p.name.split("-")[1])) if ckpt_dir.is_dir() else []
+    old_key = None
+    if key_file.exists():
+        try:
+            old_key = json.loads(key_file.read_text()).get("key")
+        except (ValueError, OSError):
+            old_key = None
+    stale = found if (not cfg.resume or (found and old_key != key)) else [p for p in found
+                                                                         if not (p / "trainer_state.json").exists()]
+    if found and old_key != key and cfg.resume:
+        log.warning("checkpoints in %s belong to another train config (key %s, this one %s): starting fresh",
+                    ckpt_dir, old_key, key)
+    if is_main:
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        write_json({"key": key, "note": "train config hash (hllm_creator.train.config.checkpoint_key)"}, key_file)
+    complete = [p for p in found if p not in stale]
+    return str(complete[-1]) if complete else None

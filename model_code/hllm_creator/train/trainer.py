@@ -277,7 +277,9 @@ def run_train(cfg: TrainConfig) -> dict:
     collator = tdata.BundleCollator(model, td, cls_negatives=cfg.cls_negatives,
                                     weights=cfg.weights.model_dump(), seed=cfg.seed, neg_sampling=cfg.neg_sampling,
                                     contrast_margin=cfg.contrast_margin, aux_rows=cfg.aux_rows_per_step)
-    ckpt_dir = Path(cfg.checkpoint_dir or f"{cfg.out.rstrip('/')}.checkpoints")
+    from hllm_creator.train.config import default_checkpoint_dir, prepare_checkpoints
+
+    ckpt_dir = Path(cfg.checkpoint_dir or default_checkpoint_dir(cfg))
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=1, num_train_epochs=1, max_steps=len(bundles),
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * len(bundles)),
@@ -305,12 +307,9 @@ def run_train(cfg: TrainConfig) -> dict:
         trainer = _trainer_cls()(model=model, args=args, train_dataset=tdata.BundleDataset(bundles),
                                  data_collator=collator, head_lr=cfg.head_lr,
                                  callbacks=[_callback(history, time.time())])
-        resume = None
-        if cfg.resume:
-            from transformers.trainer_utils import get_last_checkpoint
-
-            resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-            log.info("resume: %s", resume or "no checkpoint found, starting fresh")
+        # the latest complete checkpoint of THIS config (issue 16: resume on by default, durable dir)
+        resume = prepare_checkpoints(cfg, ckpt_dir, is_main=rank0)
+        log.info("resume: %s", resume or "no checkpoint of this config found, starting fresh")
         if resume is None and cfg.model.align_queue and len(td.rows):
             prefill_queue(model, td, cfg.model.align_queue, use_bf16)
         t_train = time.time()
