@@ -44,6 +44,8 @@ def train_cmd(
     w_slot_fact: Optional[float] = typer.Option(None, help="Weight of the slot-fact loss: the slot points, in the "
                                                 "Creative LLM's word space, at the fact the teacher chose for "
                                                 "its user (default 1; 0 = off)."),
+    slot_fit_steps: Optional[int] = typer.Option(None, help="Slot pre-fit: steps of the slot-fact loss on the "
+                                                 "projector alone before joint training (0 = off)."),
     creative_per_step: Optional[int] = typer.Option(None, help="Creative rows per step (pairs of the same ad "
                                                     "with different targets stay together)."),
     creative_epochs: Optional[float] = typer.Option(None, help="Passes over the creative rows."),
@@ -82,7 +84,7 @@ def train_cmd(
         cfg = build_config(
             preset, data=str(data), out=str(out), train_parquet=str(train_parquet) if train_parquet else None,
             model=model, weights=weights or None, max_steps=max_steps, cls_epochs=cls_epochs, head_steps=head_steps,
-            max_creative_rows=creative_rows, creative_per_step=creative_per_step,
+            max_creative_rows=creative_rows, creative_per_step=creative_per_step, slot_fit_steps=slot_fit_steps,
             creative_epochs=creative_epochs, standin_rows=standin_rows, lora=lora, freeze_item_llm=freeze_item_llm,
             bf16=bf16, gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None,
             lr=lr, head_lr=head_lr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,

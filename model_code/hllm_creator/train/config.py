@@ -47,6 +47,8 @@ class TrainConfig(StepConfig):
     creative_epochs: float = Field(1.0, gt=0, description="passes over the creative rows")
     aux_rows_per_step: int | None = Field(None, ge=1, description="recon/align on the first N creative rows of a "
                                           "step only (each costs two more Creative-LLM passes); None = all")
+    slot_fit_steps: int = Field(0, ge=0, description="slot pre-fit before joint training: steps of the slot-fact "
+                                "loss on the projector alone, users encoded once (train/slot_fit.py); 0 = off")
     contrast_margin: float = Field(2.0, ge=0, description="margin (nats, summed over the response) of the slot "
                                    "contrast loss")
     group_by_length: int = Field(8, ge=1, description="cls users of every N steps are grouped by history "

@@ -310,6 +310,18 @@ def run_train(cfg: TrainConfig) -> dict:
         # the latest complete checkpoint of THIS config (issue 16: resume on by default, durable dir)
         resume = prepare_checkpoints(cfg, ckpt_dir, is_main=rank0)
         log.info("resume: %s", resume or "no checkpoint of this config found, starting fresh")
+        if resume is None and cfg.slot_fit_steps and cfg.weights.slot_fact and model.item_cache is not None:
+            from hllm_creator.train.slot_fit import slot_fit
+
+            def on_slot_log(step, m):
+                if rank0:
+                    tracking.log_metrics(m, step=step)
+
+            sf = slot_fit(model, td, model.item_cache, steps=cfg.slot_fit_steps, lr=cfg.head_lr, seed=cfg.seed,
+                          bf16=use_bf16, on_log=on_slot_log)
+            if sf is not None and rank0:
+                tracking.log_metrics({f"slot_fit_{k}": v for k, v in sf.items() if isinstance(v, (int, float))})
+            model.train()
         if resume is None and cfg.model.align_queue and len(td.rows):
             prefill_queue(model, td, cfg.model.align_queue, use_bf16)
         t_train = time.time()
