@@ -17,19 +17,33 @@ from typing import Any
 ROLES = {"system", "user", "assistant", "developer", "tool"}
 MAX_STOP = 4
 MAX_STOP_CHARS = 256
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # seed: a 64-bit signed integer, as in the OpenAI API
+GREEDY_BELOW = 1e-5  # a temperature below this is greedy decoding (as vLLM's _SAMPLING_EPS)
+MAX_JSON_DEPTH = 64  # nesting of a request body (deeper: 400, never a RecursionError)
+CHARS_PER_TOKEN = 16  # prompt characters allowed per prompt token, checked before tokenizing
+# JSON-schema keywords the constrained decoder does not take: a regular expression is compiled
+# into an automaton by lm-format-enforcer, with exponential blow-up for patterns such as
+# (a|b)*a(a|b){14}, inside token selection; so no regular expressions at all.
+UNSUPPORTED_SCHEMA_KEYWORDS = ("pattern", "patternProperties")
+MAX_SCHEMA_DEPTH = 16
+MAX_SCHEMA_BYTES = 32 * 1024
 
 
 class OpenAIError(Exception):
     """A client error answered as ``{"error": {...}}`` with an HTTP status (4xx)."""
 
     def __init__(self, message: str, *, status: int = 400, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+                 param: str | None = None, code: str | None = None, retry_after: int | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.type = type
         self.param = param
         self.code = code
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429)
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after)} if self.retry_after is not None else {}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -44,6 +58,10 @@ class Limits:
     default_max_tokens: int = 256
     max_messages: int = 64
     max_body_bytes: int = 4 * 1024 * 1024
+
+    @property
+    def max_prompt_chars(self) -> int:
+        return self.max_prompt_tokens * CHARS_PER_TOKEN
 
 
 @dataclass
@@ -120,10 +138,59 @@ def parse_json_body(raw: bytes, content_type: str | None, limits: Limits) -> dic
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
         raise OpenAIError(f"request body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:
+        raise OpenAIError(f"request body is nested more than {MAX_JSON_DEPTH} levels deep",
+                          code="invalid_json") from None
+    check_depth(body)
     if not isinstance(body, dict):
         raise OpenAIError(f"request body must be a JSON object, got {type(body).__name__}",
                           code="invalid_type")
     return body
+
+
+def json_depth(obj: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    depth, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            o = o.values()
+        elif not isinstance(o, list):
+            continue
+        depth = max(depth, d)
+        stack.extend((v, d + 1) for v in o if isinstance(v, (dict, list)))
+    return depth
+
+
+def check_depth(obj: Any, where: str = "request body", limit: int = MAX_JSON_DEPTH) -> None:
+    d = json_depth(obj)
+    if d > limit:
+        raise OpenAIError(f"{where} is nested {d} levels deep; the limit is {limit}", code="invalid_json")
+
+
+def check_schema_subset(schema: dict, where: str = "response_format.json_schema.schema") -> None:
+    """The JSON-schema subset the constrained decoder takes (docs/llm_server.md): no regular
+    expressions (``pattern``, ``patternProperties``), at most MAX_SCHEMA_DEPTH levels, MAX_SCHEMA_BYTES."""
+    size = len(json.dumps(schema))
+    if size > MAX_SCHEMA_BYTES:
+        raise OpenAIError(f"{where} is {size} bytes; the limit is {MAX_SCHEMA_BYTES}", param=where,
+                          code="unsupported_schema")
+    d = json_depth(schema)
+    if d > MAX_SCHEMA_DEPTH:
+        raise OpenAIError(f"{where} is nested {d} levels deep; the limit is {MAX_SCHEMA_DEPTH}", param=where,
+                          code="unsupported_schema")
+    stack: list[tuple[Any, str]] = [(schema, where)]
+    while stack:
+        o, path = stack.pop()
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if k in UNSUPPORTED_SCHEMA_KEYWORDS and isinstance(v, (str, dict)):
+                    raise OpenAIError(f"{path}.{k}: regular expressions are not supported by this server's "
+                                      "constrained decoder (see the supported schema subset)",
+                                      param=f"{path}.{k}", code="unsupported_schema")
+                stack.append((v, f"{path}.{k}"))
+        elif isinstance(o, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(o))
 
 
 def check_model(body: dict, served: str) -> str:
@@ -203,6 +270,7 @@ def parse_response_format(body: dict) -> tuple[str | None, dict | None]:
             raise OpenAIError("response_format.json_schema.schema must be a JSON Schema object",
                               param="response_format.json_schema", code="invalid_type")
         schema = js["schema"]
+        check_schema_subset(schema)
         import jsonschema
 
         try:
@@ -230,8 +298,10 @@ def parse_params(body: dict, limits: Limits, *, chat: bool) -> GenParams:
     if max_tokens is None:
         max_tokens = min(limits.default_max_tokens, limits.max_tokens_limit)
     temperature = _get_num(body, "temperature", 0.0, 2.0)
+    if temperature is not None and temperature < GREEDY_BELOW:
+        temperature = 0.0  # 1e-40 would give NaN probabilities: greedy, as vLLM does
     top_p = _get_num(body, "top_p", 0.0, 1.0, lo_open=True)
-    seed = _get_int(body, "seed")
+    seed = _get_int(body, "seed", lo=INT64_MIN, hi=INT64_MAX)
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []
@@ -253,9 +323,16 @@ def parse_params(body: dict, limits: Limits, *, chat: bool) -> GenParams:
                      json_schema=schema, json_mode=mode)
 
 
+def _check_chars(n: int, param: str, limits: Limits) -> None:
+    if n > limits.max_prompt_chars:
+        raise OpenAIError(f"the prompt is {n} characters; this server allows at most {limits.max_prompt_chars} "
+                          f"({limits.max_prompt_tokens} tokens)", param=param, code="context_length_exceeded")
+
+
 def parse_chat(body: dict, served: str, limits: Limits) -> ParsedRequest:
     model = check_model(body, served)
     messages = parse_messages(body, limits)
+    _check_chars(sum(len(m["content"]) for m in messages), "messages", limits)
     return ParsedRequest("chat", model, parse_params(body, limits, chat=True), messages=messages)
 
 
@@ -271,6 +348,7 @@ def parse_completion(body: dict, served: str, limits: Limits) -> ParsedRequest:
                           code="invalid_type")
     if not p:
         raise OpenAIError("'prompt' must not be empty", param="prompt", code="invalid_value")
+    _check_chars(len(p), "prompt", limits)
     return ParsedRequest("completion", model, parse_params(body, limits, chat=False), prompt=p)
 
 

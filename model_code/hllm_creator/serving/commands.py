@@ -10,12 +10,13 @@ app = typer.Typer(help="Serve models over HTTP with KServe (binds 127.0.0.1 unle
 
 # -- creative and predictor (issue 7) -------------------------------------------------------------
 def _serve_batched(kind: str, model_dir, model_uri, artifacts, items, host, port, max_batch, batch_wait_ms,
-                   threads) -> None:
+                   threads, max_queue: int = 1024, deadline_s: float = 300.0) -> None:
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    from hllm_creator.serving.loading import serve
+    from hllm_creator.serving.runtime import serve
+    from hllm_creator.serving.schemas import MAX_BODY_BYTES
 
     if kind == "creative":
         from hllm_creator.serving.creative import Creative as cls
@@ -24,8 +25,8 @@ def _serve_batched(kind: str, model_dir, model_uri, artifacts, items, host, port
     if bool(model_dir) == bool(model_uri):
         raise typer.BadParameter("give exactly one of --model-dir or --model-uri")
     model = cls(kind, model_dir=model_dir, model_uri=model_uri, artifacts=artifacts, items=items,
-                max_batch=max_batch, max_wait_ms=batch_wait_ms)
-    serve(model, host, port, model.load)
+                max_batch=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue)
+    serve(model, host, port, model.load, max_body=MAX_BODY_BYTES, deadline_s=deadline_s)
 
 
 _MODEL_DIR = typer.Option(None, "--model-dir", help="A trained model dir (hllm-creator train).")
@@ -38,6 +39,10 @@ _HOST = typer.Option("127.0.0.1", "--host", help="Bind address (0.0.0.0 in a con
 _PORT = typer.Option(8080, "--port", help="HTTP port.")
 _MAX_BATCH = typer.Option(32, "--max-batch", min=1, help="Most instances combined into one model pass.")
 _THREADS = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's).")
+_MAX_QUEUE = typer.Option(1024, "--max-queue", min=1, help="Most instances waiting; more get 429 + Retry-After.")
+_DEADLINE = typer.Option(300.0, "--deadline-s", min=0.001,
+                         help="Per-request deadline in seconds (a client may shorten it with the "
+                              "x-request-timeout header); past it the request is dropped and gets 504.")
 
 
 @app.command("creative")
@@ -45,10 +50,11 @@ def creative_cmd(model_dir: str = _MODEL_DIR, model_uri: str = _MODEL_URI, artif
                  items: str = _ITEMS, host: str = _HOST, port: int = _PORT, max_batch: int = _MAX_BATCH,
                  batch_wait_ms: float = typer.Option(20.0, "--batch-wait-ms", min=0,
                                                      help="How long a batch waits for more requests."),
-                 threads: int = _THREADS) -> None:
+                 threads: int = _THREADS, max_queue: int = _MAX_QUEUE,
+                 deadline_s: float = _DEADLINE) -> None:
     """Serve the Creative LLM (personalized titles) as the KServe model `creative`."""
     _serve_batched("creative", model_dir, model_uri, artifacts, items, host, port, max_batch, batch_wait_ms,
-                   threads)
+                   threads, max_queue, deadline_s)
 
 
 @app.command("predictor")
@@ -56,10 +62,11 @@ def predictor_cmd(model_dir: str = _MODEL_DIR, model_uri: str = _MODEL_URI, arti
                   items: str = _ITEMS, host: str = _HOST, port: int = _PORT, max_batch: int = _MAX_BATCH,
                   batch_wait_ms: float = typer.Option(3.0, "--batch-wait-ms", min=0,
                                                       help="How long a batch waits for more requests."),
-                  threads: int = _THREADS) -> None:
+                  threads: int = _THREADS, max_queue: int = _MAX_QUEUE,
+                  deadline_s: float = _DEADLINE) -> None:
     """Serve the Item-User predictor (cluster, match scores, pre-generated titles) as the KServe model `predictor`."""
     _serve_batched("predictor", model_dir, model_uri, artifacts, items, host, port, max_batch, batch_wait_ms,
-                   threads)
+                   threads, max_queue, deadline_s)
 
 
 # -- serve llm (the embedded OpenAI-compatible LLM server) -----------------------------------------

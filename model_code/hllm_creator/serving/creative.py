@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from hllm_creator.serving import metrics as M
-from hllm_creator.serving.predictor import BatchedModel, history_reasons
+from hllm_creator.serving.base import BatchedModel, history_reasons
 from hllm_creator.serving.schemas import CreativeInstance
 
 log = logging.getLogger(__name__)

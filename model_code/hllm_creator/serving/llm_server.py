@@ -6,31 +6,30 @@ any KServe model; ready only after the weights loaded). ``register_openai_routes
 (KServe's own OpenAI models need vllm, absent here). ``serve`` wires both into ``kserve.ModelServer``
 bound to 127.0.0.1 unless told otherwise.
 
-Generation: requests are tokenized (chat template for chat), checked against the limits, and queued
-on a ``DynamicBatcher``; each batch is ONE ``model.generate`` call over left-padded rows. Per-row
-settings (temperature, top_p, seed, max_tokens, stop, ignore_eos, a JSON schema) are honoured inside
-that one call: a logits processor picks each row's next token (greedy, or seeded sampling with
-temperature/top_p, masked by the row's lm-format-enforcer JSON constraint) and a per-row stopping
-criterion ends each row at its own max_tokens / eos / stop string.
+Generation: requests are checked (characters first), tokenized off the event loop (chat template
+for chat), checked against the token limits, and queued on the one ``serving.batching.Batcher``.
+``--scheduler continuous`` (default): token-level scheduling, rows join the running batch between
+decoding steps (prefilled, their KV cache merged in left-padded) and leave as soon as they finish.
+``--scheduler static``: a batch runs to its longest row. Per-row settings (temperature, top_p, seed,
+max_tokens, stop, ignore_eos, a JSON schema) are applied when each row's next token is chosen; an
+error while choosing one row's token fails that row only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
-from transformers import LogitsProcessor, StoppingCriteria
-
 from hllm_creator.config import StepConfig
 from hllm_creator.serving._openai_protocol import (
     GenParams,
@@ -42,26 +41,16 @@ from hllm_creator.serving._openai_protocol import (
     model_card,
     parse_chat,
     parse_completion,
+    check_depth,
     parse_json_body,
 )
-from hllm_creator.serving.batching import DynamicBatcher, QueueFull
+from hllm_creator.serving.batching import Batcher, QueueFull
+from hllm_creator.serving.runtime import DEFAULT_DEADLINE_S, BoundModelServer, ServingError, import_kserve
+from hllm_creator.serving.runtime import serve as serve_model
 
-
-def _import_kserve():
-    """Import kserve without letting its import-time argparse read our command line."""
-    argv = sys.argv
-    sys.argv = argv[:1]
-    try:
-        import kserve
-        import kserve.errors
-        import kserve.model_server
-    finally:
-        sys.argv = argv
-    return kserve
-
-
-kserve = _import_kserve()
+kserve = import_kserve()
 log = logging.getLogger(__name__)
+__all__ = ["BoundModelServer", "LLMModel", "LLMServerConfig", "register_openai_routes", "serve"]
 
 
 class LLMServerConfig(StepConfig):
@@ -84,6 +73,8 @@ class LLMServerConfig(StepConfig):
     json_max_whitespace: int = Field(8, ge=1, le=64)  # consecutive whitespace allowed in constrained JSON
     threads: int = Field(0, ge=0, le=256)  # torch intra-op threads; 0 = torch's default
     json_warmup: bool = True  # build the JSON-constraint token table at start (about 9 s, background)
+    scheduler: str = Field("continuous", pattern="^(continuous|static)$")
+    deadline_s: float = Field(DEFAULT_DEADLINE_S, gt=0)  # per request; x-request-timeout shortens it
 
     def served_name(self) -> str:
         if self.model_name:
@@ -104,6 +95,7 @@ class GenRow:
     prompt_ids: list[int]
     params: GenParams
     enforcer: JsonConstraint | None = None  # for JSON rows
+    future_done: Callable[[], bool] = lambda: False  # set by the batcher: True once the request went away
 
 
 @dataclass
@@ -166,12 +158,35 @@ class JsonConstraint:
         return torch.as_tensor([i for i, n in self.ws_only if tail_ws + n > self.max_ws], dtype=torch.long)
 
 
-# -- the engine: tokenizer + model + one batched generate call -------------------------------------
+# -- the engine: tokenizer + model + token-level scheduling -----------------------------------------
+
+class _Live:
+    """One row being decoded: its request, its tokens so far, its sampler."""
+
+    __slots__ = ("row", "gen", "generator", "reason", "t0")
+
+    def __init__(self, row: GenRow):
+        import torch
+
+        self.row = row
+        self.gen: list[int] = []
+        self.reason: str | None = None  # "eos" | "stop" | "length" once finished
+        self.t0 = time.perf_counter()
+        g = torch.Generator()
+        seed = row.params.seed
+        g.manual_seed(seed if seed is not None else random.getrandbits(63))  # int64 range checked at parse
+        self.generator = g
+
 
 class LLMEngine:
-    """Owns the model; ``generate_batch`` runs one ``model.generate`` for a list of rows (sync)."""
+    """Owns the model. ``step(new_rows)`` is one scheduling step (token-level / continuous batching):
+    new rows are prefilled and join the running batch, or every running row decodes one token; rows
+    that finished (eos, stop string, max_tokens, an error of their own, their request gone) leave at
+    once and are returned. ``generate_batch(rows)`` runs rows to completion with no one joining."""
 
     def __init__(self, backbone, limits: Limits, json_max_whitespace: int = 8):
+        import torch
+
         self.json_max_whitespace = json_max_whitespace
         self.model = backbone.model
         self.tokenizer = backbone.tokenizer
@@ -184,6 +199,14 @@ class LLMEngine:
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self._tokdata = None
         self._tokdata_lock = threading.Lock()
+        # running batch: rows, their KV cache [B, heads, L, dim] per layer, attention mask [B, L],
+        # next position and last token per row
+        self.live: list[_Live] = []
+        self.cache = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long)
+        self.pos = torch.zeros((0,), dtype=torch.long)
+        self.last = torch.zeros((0,), dtype=torch.long)
+        self._tokens, self._t_log = 0, time.perf_counter()
 
     # tokenization ---------------------------------------------------------------------------------
     def chat_prompt(self, messages: list[dict]) -> str:
@@ -237,52 +260,221 @@ class LLMEngine:
         tokdata, ws_only = self.enforcer_tokenizer_data()
         return JsonConstraint(TokenEnforcer(tokdata, parser), ws_only, self.json_max_whitespace)
 
-    # generation -----------------------------------------------------------------------------------
-    def generate_batch(self, rows: list[GenRow]) -> list[GenOutput | BaseException]:
+    # one row's next token ---------------------------------------------------------------------------
+    def _choose(self, lv: _Live, scores) -> int:
+        """The row's next token from its logits: JSON mask, whitespace cap, ignore_eos, greedy or
+        seeded sampling with temperature / top_p."""
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-        n_rows = len(rows)
-        width = max(len(r.prompt_ids) for r in rows)
-        input_ids = torch.full((n_rows, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((n_rows, width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding
-            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            attention[i, width - len(r.prompt_ids):] = 1
-        state = _BatchState(rows, width, self.eos_ids, self.pad_id, self.tokenizer)
-        gc = GenerationConfig(max_new_tokens=max(r.params.max_tokens for r in rows), do_sample=False,
-                              num_beams=1, pad_token_id=self.pad_id, eos_token_id=self.eos_ids,
-                              use_cache=True)
-        t0 = time.perf_counter()
+        s = scores.float()
+        row, p = lv.row, lv.row.params
+        if row.enforcer is not None:
+            allowed = row.enforcer.enforcer.get_allowed_tokens(lv.gen)
+            allowed = getattr(allowed, "allowed_tokens", allowed)
+            mask = torch.full_like(s, float("-inf"))
+            mask[torch.as_tensor(list(allowed), dtype=torch.long)] = 0.0
+            tail = self.tokenizer.decode(lv.gen[-16:]) if lv.gen else ""
+            ban = row.enforcer.whitespace_ban(len(tail) - len(tail.rstrip()))
+            if len(ban):
+                capped = mask.clone()
+                capped[ban] = float("-inf")
+                if torch.isfinite(capped).any():
+                    mask = capped
+            s = s + mask
+        elif p.ignore_eos:
+            s[self.eos_ids] = float("-inf")
+        if p.temperature == 0.0:
+            return int(torch.argmax(s))
+        probs = torch.softmax(s / p.temperature, dim=-1)
+        if p.top_p < 1.0:
+            sp, idx = torch.sort(probs, descending=True)
+            keep = (torch.cumsum(sp, 0) - sp) < p.top_p
+            keep[0] = True
+            probs = torch.zeros_like(probs).scatter_(0, idx[keep], sp[keep])
+        if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+            return int(torch.argmax(s))  # degenerate distribution: greedy rather than an error
+        return int(torch.multinomial(probs, 1, generator=lv.generator))
+
+    def _advance(self, lv: _Live, tok: int) -> None:
+        """Append ``tok``; mark the row finished on eos, a stop string or its max_tokens."""
+        lv.gen.append(tok)
+        p = lv.row.params
+        if tok in self.eos_ids and (lv.row.enforcer is not None or not p.ignore_eos):
+            lv.reason = "eos"
+        elif p.stop and any(s in self.tokenizer.decode(lv.gen, skip_special_tokens=True) for s in p.stop):
+            lv.reason = "stop"
+        elif len(lv.gen) >= p.max_tokens:
+            lv.reason = "length"
+
+    def _result(self, lv: _Live) -> GenOutput | BaseException:
+        r, gen = lv.row, lv.gen
+        body = gen[:-1] if (gen and gen[-1] in self.eos_ids and lv.reason == "eos") else gen
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        reason = "stop" if lv.reason in ("eos", "stop") else "length"
+        cut = [text.find(s) for s in r.params.stop if s in text]
+        if cut:
+            text, reason = text[:min(cut)], "stop"
+        elif r.enforcer is not None and lv.reason == "eos":
+            problem = _json_problem(text, r.params.json_schema)
+            if problem:  # lm-format-enforcer gave up on a construct it cannot follow (it then ends)
+                return OpenAIError(f"the constrained decoder could not enforce this schema (reply was "
+                                   f"{text[:200]!r}: {problem}); simplify the schema", param="response_format",
+                                   code="unsupported_schema")
+        return GenOutput(text=text, finish_reason=reason, prompt_tokens=len(r.prompt_ids),
+                         completion_tokens=len(gen), token_ids=gen)
+
+    def _pick(self, rows: list[_Live], logits) -> list[tuple[_Live, BaseException]]:
+        """Next token of every row; a row whose choice fails finishes with its own error."""
+        failed = []
+        for i, lv in enumerate(rows):
+            try:
+                self._advance(lv, self._choose(lv, logits[i]))
+            except Exception as e:
+                log.warning("a row failed while choosing its next token: %s: %s", type(e).__name__, e)
+                err = (OpenAIError(f"constrained decoding failed for this schema: {e}", param="response_format",
+                                   code="unsupported_schema") if lv.row.enforcer is not None else e)
+                failed.append((lv, err))
+                lv.reason = "error"
+        return failed
+
+    # the running batch ------------------------------------------------------------------------------
+    def active(self) -> int:
+        return len(self.live)
+
+    def _layers(self, cache):
+        from transformers.cache_utils import DynamicLayer
+
+        layers = cache.layers
+        if not all(type(la) is DynamicLayer for la in layers):
+            raise RuntimeError("token-level scheduling needs a plain DynamicCache (no sliding-window layers)")
+        return layers
+
+    def _keep(self, idx: list[int]) -> None:
+        """Keep only rows ``idx`` of the running batch; drop cache columns no row needs any more."""
+        import torch
+
+        self.live = [self.live[i] for i in idx]
+        if not self.live:
+            self.cache = None
+            self.mask = torch.zeros((0, 0), dtype=torch.long)
+            self.pos = self.last = torch.zeros((0,), dtype=torch.long)
+            return
+        t = torch.as_tensor(idx, dtype=torch.long)
+        self.mask, self.pos, self.last = self.mask[t], self.pos[t], self.last[t]
+        used = self.mask.sum(0).nonzero()
+        lead = int(used[0]) if len(used) else 0  # leading columns that are padding for every row
+        self.mask = self.mask[:, lead:]
+        for la in self._layers(self.cache):
+            la.keys, la.values = la.keys[t, :, lead:], la.values[t, :, lead:]
+
+    def _prefill(self, rows: list[_Live]) -> list[tuple[_Live, Any]]:
+        """Prefill new rows (left-padded), choose their first token, merge them into the batch."""
+        import torch
+        import torch.nn.functional as F
+        from transformers import DynamicCache
+
+        width = max(len(lv.row.prompt_ids) for lv in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, lv in enumerate(rows):
+            n = len(lv.row.prompt_ids)
+            ids[i, width - n:] = torch.tensor(lv.row.prompt_ids, dtype=torch.long)
+            mask[i, width - n:] = 1
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        failed = self._pick(rows, out.logits[:, -1, :])
+        last = torch.tensor([lv.gen[-1] if lv.gen else self.pad_id for lv in rows], dtype=torch.long)
+        pos = mask.sum(-1)
+        if self.cache is None:
+            self.cache, self.mask, self.pos, self.last = cache, mask, pos, last
+        else:  # left-pad the shorter side, then stack the rows
+            L, W = self.mask.shape[1], width
+            T = max(L, W)
+            for a, b in zip(self._layers(self.cache), self._layers(cache)):
+                a.keys = torch.cat([F.pad(a.keys, (0, 0, T - L, 0)), F.pad(b.keys, (0, 0, T - W, 0))])
+                a.values = torch.cat([F.pad(a.values, (0, 0, T - L, 0)), F.pad(b.values, (0, 0, T - W, 0))])
+            self.mask = torch.cat([F.pad(self.mask, (T - L, 0)), F.pad(mask, (T - W, 0))])
+            self.pos, self.last = torch.cat([self.pos, pos]), torch.cat([self.last, last])
+        self.live += rows
+        return failed
+
+    def _decode(self) -> list[tuple[_Live, Any]]:
+        """One token for every running row."""
+        import torch
+
+        mask = torch.cat([self.mask, torch.ones((len(self.live), 1), dtype=torch.long)], dim=1)
+        out = self.model(input_ids=self.last[:, None], attention_mask=mask, position_ids=self.pos[:, None],
+                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache, self.mask, self.pos = out.past_key_values, mask, self.pos + 1
+        failed = self._pick(self.live, out.logits[:, -1, :])
+        self.last = torch.tensor([lv.gen[-1] if lv.gen else self.pad_id for lv in self.live], dtype=torch.long)
+        return failed
+
+    def step(self, new_rows: list[GenRow]) -> list[tuple[GenRow, Any]]:
+        """One scheduling step; returns the rows that finished, with a GenOutput or an exception."""
+        import torch
+
+        done: list[tuple[GenRow, Any]] = []
+        gone = [i for i, lv in enumerate(self.live) if lv.row.future_done()]
+        if gone:  # requests that went away (client disconnected, deadline): their rows leave now
+            done += [(self.live[i].row, asyncio.CancelledError()) for i in gone]
+            self._keep([i for i in range(len(self.live)) if i not in set(gone)])
+        fresh = []
+        for r in new_rows:
+            try:
+                fresh.append(_Live(r))
+            except Exception as e:
+                done.append((r, e))
         with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gc,
-                                      logits_processor=LogitsProcessorList([_RowProcessor(state)]),
-                                      stopping_criteria=StoppingCriteriaList([_RowStopper(state)]))
-        dt = time.perf_counter() - t0
-        log.info("generate: batch of %d rows, %d new tokens in %.2f s (%.1f tokens/s)", n_rows,
-                 sum(state.n_gen), dt, sum(state.n_gen) / max(dt, 1e-9))
-        results: list[GenOutput | BaseException] = []
-        for i, r in enumerate(rows):
-            if state.errors[i] is not None:
-                results.append(state.errors[i])
-                continue
-            gen = out[i, width:width + state.n_gen[i]].tolist()
-            body = gen[:-1] if (gen and gen[-1] in self.eos_ids and state.reason[i] == "eos") else gen
-            text = self.tokenizer.decode(body, skip_special_tokens=True)
-            reason = "stop" if state.reason[i] in ("eos", "stop") else "length"
-            cut = [text.find(s) for s in r.params.stop if s in text]
-            if cut:
-                text, reason = text[:min(cut)], "stop"
-            elif r.enforcer is not None and state.reason[i] == "eos":
-                problem = _json_problem(text, r.params.json_schema)
-                if problem:  # lm-format-enforcer gave up on a construct it cannot follow (it then ends)
-                    results.append(OpenAIError(
-                        f"the constrained decoder could not enforce this schema (reply was {text[:200]!r}: "
-                        f"{problem}); simplify the schema", param="response_format", code="unsupported_schema"))
-                    continue
-            results.append(GenOutput(text=text, finish_reason=reason, prompt_tokens=len(r.prompt_ids),
-                                     completion_tokens=len(gen), token_ids=gen))
-        return results
+            if fresh:
+                try:
+                    failed = self._prefill(fresh)
+                except Exception as e:  # the new rows fail; the running batch is untouched
+                    log.exception("prefill of %d rows failed", len(fresh))
+                    return done + [(lv.row, e) for lv in fresh]
+            elif self.live:
+                failed = self._decode()
+            else:
+                return done
+        errors = {id(lv): e for lv, e in failed}
+        keep = []
+        for i, lv in enumerate(self.live):
+            if lv.reason is None:
+                keep.append(i)
+            elif id(lv) in errors:
+                done.append((lv.row, errors[id(lv)]))
+            else:
+                try:
+                    done.append((lv.row, self._result(lv)))
+                except Exception as e:
+                    done.append((lv.row, e))
+        self._tokens += len(self.live) if not fresh else len(fresh)
+        if len(keep) != len(self.live):
+            self._keep(keep)
+        now = time.perf_counter()
+        if now - self._t_log > 10 or (not self.live and self._tokens):
+            log.info("decoding: %d rows running, %d tokens in %.1f s (%.1f tokens/s)", len(self.live),
+                     self._tokens, now - self._t_log, self._tokens / max(now - self._t_log, 1e-9))
+            self._tokens, self._t_log = 0, now
+        return done
+
+    def abort_all(self) -> list[GenRow]:
+        """After a failed step: every running row leaves (the batcher fails them)."""
+        rows = [lv.row for lv in self.live]
+        self._keep([])
+        return rows
+
+    def generate_batch(self, rows: list[GenRow]) -> list[GenOutput | BaseException]:
+        """Run ``rows`` to completion together (static batching; no row joins midway)."""
+        res: dict[int, Any] = {}
+        pending = list(rows)
+        while pending or self.live:
+            for r, out in self.step(pending):
+                res[id(r)] = out
+            pending = []
+        return [res[id(r)] for r in rows]
 
 
 def _json_problem(text: str, schema: dict | None) -> str | None:
@@ -301,112 +493,6 @@ def _json_problem(text: str, schema: dict | None) -> str | None:
         except jsonschema.ValidationError as e:
             return f"schema violation: {e.message}"
     return None
-
-
-class _BatchState:
-    """Per-row bookkeeping shared by the logits processor and the stopping criterion."""
-
-    def __init__(self, rows: list[GenRow], prompt_len: int, eos_ids: list[int], pad_id: int, tokenizer):
-        import torch
-
-        self.rows = rows
-        self.prompt_len = prompt_len
-        self.eos_ids = eos_ids
-        self.pad_id = pad_id
-        self.tokenizer = tokenizer
-        self.done = [False] * len(rows)
-        self.reason: list[str | None] = [None] * len(rows)
-        self.n_gen = [0] * len(rows)
-        self.errors: list[BaseException | None] = [None] * len(rows)
-        self.generators = []
-        for r in rows:
-            g = torch.Generator()
-            g.manual_seed(r.params.seed if r.params.seed is not None else random.getrandbits(63))
-            self.generators.append(g)
-
-
-class _RowProcessor(LogitsProcessor):
-    """Chooses every row's next token and returns a one-hot score row, so greedy picks it.
-
-    This puts per-row sampling settings, seeds and JSON constraints into one batched generate call.
-    """
-
-    def __init__(self, state: _BatchState):
-        self.state = state
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        st = self.state
-        out = torch.full_like(scores, float("-inf"))
-        for i, row in enumerate(st.rows):
-            if st.done[i]:
-                out[i, st.pad_id] = 0.0
-                continue
-            s = scores[i].float()
-            p = row.params
-            if row.enforcer is not None:
-                try:
-                    gen = input_ids[i, st.prompt_len:].tolist()
-                    allowed = row.enforcer.enforcer.get_allowed_tokens(gen)
-                    allowed = getattr(allowed, "allowed_tokens", allowed)
-                    mask = torch.full_like(s, float("-inf"))
-                    mask[torch.as_tensor(list(allowed), dtype=torch.long)] = 0.0
-                    tail = st.tokenizer.decode(gen[-16:]) if gen else ""
-                    ban = row.enforcer.whitespace_ban(len(tail) - len(tail.rstrip()))
-                    if len(ban):
-                        capped = mask.clone()
-                        capped[ban] = float("-inf")
-                        if torch.isfinite(capped).any():
-                            mask = capped
-                    s = s + mask
-                except Exception as e:  # a schema construct the enforcer cannot follow: fail this row only
-                    st.errors[i] = OpenAIError(f"constrained decoding failed for this schema: {e}",
-                                               param="response_format", code="unsupported_schema")
-                    st.done[i] = True
-                    out[i, st.pad_id] = 0.0
-                    continue
-            elif p.ignore_eos:
-                s[st.eos_ids] = float("-inf")
-            if p.temperature == 0.0:
-                tok = int(torch.argmax(s))
-            else:
-                probs = torch.softmax(s / p.temperature, dim=-1)
-                if p.top_p < 1.0:
-                    sp, idx = torch.sort(probs, descending=True)
-                    keep = (torch.cumsum(sp, 0) - sp) < p.top_p
-                    keep[0] = True
-                    probs = torch.zeros_like(probs).scatter_(0, idx[keep], sp[keep])
-                tok = int(torch.multinomial(probs, 1, generator=st.generators[i]))
-            out[i, tok] = 0.0
-        return out
-
-
-class _RowStopper(StoppingCriteria):
-    """Per-row stopping: eos, a stop string, or the row's own max_tokens. Returns a bool per row."""
-
-    def __init__(self, state: _BatchState):
-        self.state = state
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        st = self.state
-        n = input_ids.shape[1] - st.prompt_len
-        for i, row in enumerate(st.rows):
-            if st.done[i]:
-                continue
-            st.n_gen[i] = n
-            last = int(input_ids[i, -1])
-            if last in st.eos_ids and (row.enforcer is not None or not row.params.ignore_eos):
-                st.done[i], st.reason[i] = True, "eos"
-            elif row.params.stop and any(
-                    s in st.tokenizer.decode(input_ids[i, st.prompt_len:].tolist(), skip_special_tokens=True)
-                    for s in row.params.stop):
-                st.done[i], st.reason[i] = True, "stop"
-            elif n >= row.params.max_tokens:
-                st.done[i], st.reason[i] = True, "length"
-        return torch.tensor(st.done, dtype=torch.bool, device=input_ids.device)
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -430,9 +516,11 @@ class LLMModel(kserve.Model):
         self.cfg = cfg
         self.limits = cfg.limits()
         self.engine: LLMEngine | None = None
-        self.batcher: DynamicBatcher | None = None
+        self.batcher: Batcher | None = None
         self.created = int(time.time())
         self._json_warmup: threading.Thread | None = None
+        # tokenization, chat templates and JSON-schema compilation: off the event loop, off the batch thread
+        self.prep = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-prep")
 
     def load(self) -> bool:
         import torch
@@ -445,33 +533,39 @@ class LLMModel(kserve.Model):
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[resolve_dtype(self.cfg.dtype)]
         backbone = load_causal_lm(self.cfg.model, dtype=dtype)
         self.engine = LLMEngine(backbone, self.limits, json_max_whitespace=self.cfg.json_max_whitespace)
-        self.batcher = DynamicBatcher(self.engine.generate_batch, max_batch_size=self.cfg.max_batch_size,
-                                      window_ms=self.cfg.batch_window_ms, max_queue=self.cfg.max_queue,
-                                      name=f"llm-{self.name}")
+        kw = dict(max_batch_size=self.cfg.max_batch_size, window_ms=self.cfg.batch_window_ms,
+                  max_queue=self.cfg.max_queue, name=f"llm-{self.name}")
+        self.batcher = (Batcher(stepper=self.engine, **kw) if self.cfg.scheduler == "continuous"
+                        else Batcher(self.engine.generate_batch, **kw))
         if self.cfg.json_warmup:  # the JSON token table, in the background (first JSON request waits
             # on the same lock); a daemon thread, so it never delays shutdown
             self._json_warmup = threading.Thread(target=self.engine.enforcer_tokenizer_data,
                                                  name="json-warmup", daemon=True)
             self._json_warmup.start()
-        log.info("loaded %s as %r (%s) in %.1f s", self.cfg.model, self.name, dtype, time.time() - t0)
+        log.info("loaded %s as %r (%s, %s scheduling) in %.1f s", self.cfg.model, self.name, dtype,
+                 self.cfg.scheduler, time.time() - t0)
         self.ready = True
         return self.ready
+
+    def _prepare(self, req: ParsedRequest) -> GenRow:
+        ids = self.engine.tokenize(req)
+        return GenRow(ids, req.params, self.engine.make_enforcer(req.params))
 
     # one request, end to end ----------------------------------------------------------------------
     async def run(self, req: ParsedRequest) -> GenOutput:
         if not self.ready or self.engine is None:
             raise OpenAIError("the model is still loading", status=503, type="server_error",
                               code="model_not_ready")
-        ids = self.engine.tokenize(req)
-        enforcer = None
-        if req.params.json_mode is not None:
-            loop = asyncio.get_running_loop()
-            enforcer = await loop.run_in_executor(None, self.engine.make_enforcer, req.params)
+        if self.batcher.pending >= self.batcher.max_queue:  # before tokenizing: cheap 429
+            raise OpenAIError(f"server busy: {self.batcher.pending} requests are waiting; retry later",
+                              status=429, type="rate_limit_error", code="queue_full",
+                              retry_after=self.batcher.retry_after())
+        row = await asyncio.get_running_loop().run_in_executor(self.prep, self._prepare, req)
         try:
-            return await self.batcher.submit(GenRow(ids, req.params, enforcer))
+            return await self.batcher.submit(row)
         except QueueFull as e:
             raise OpenAIError(f"server busy: {e}; retry later", status=429, type="rate_limit_error",
-                              code="queue_full") from None
+                              code="queue_full", retry_after=e.retry_after) from None
 
     # KServe v1 :predict ---------------------------------------------------------------------------
     async def predict(self, payload: Any, headers: dict[str, str] | None = None, response_headers=None):
@@ -490,6 +584,7 @@ class LLMModel(kserve.Model):
                 raise kserve.errors.InvalidInput(f"instances[{k}] must be an object")
             body = {"model": self.name, **inst}
             try:
+                check_depth(inst, f"instances[{k}]")
                 reqs.append(parse_chat(body, self.name, self.limits) if "messages" in inst
                             else parse_completion(body, self.name, self.limits))
             except OpenAIError as e:
@@ -497,6 +592,8 @@ class LLMModel(kserve.Model):
         try:
             outs = await asyncio.gather(*(self.run(r) for r in reqs))
         except OpenAIError as e:
+            if e.status in (429, 503, 504):  # back-off signals stay what they are
+                raise ServingError(e.message, e.status, retry_after=e.retry_after, code=e.code) from None
             raise kserve.errors.InvalidInput(e.message) from None
         return {"predictions": [{"text": o.text, "finish_reason": o.finish_reason,
                                  "usage": {"prompt_tokens": o.prompt_tokens,
@@ -508,22 +605,29 @@ class LLMModel(kserve.Model):
 def register_openai_routes(app, model: LLMModel, prefix: str = "/openai/v1") -> None:
     """Add the OpenAI-compatible routes for ``model`` to a FastAPI app (KServe's, or any)."""
     def err(e: OpenAIError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers())
 
     async def handle(request: Request, kind: str) -> JSONResponse:
         try:
-            body = parse_json_body(await request.body(), request.headers.get("content-type"), model.limits)
+            raw, ctype = await request.body(), request.headers.get("content-type")
             parse = parse_chat if kind == "chat" else parse_completion
-            req = parse(body, model.name, model.limits)
+
+            def _parse():  # JSON, depth and schema checks: off the event loop
+                return parse(parse_json_body(raw, ctype, model.limits), model.name, model.limits)
+
+            req = await asyncio.get_running_loop().run_in_executor(model.prep, _parse)
             out = await model.run(req)
         except OpenAIError as e:
             if e.status >= 500:
                 log.warning("%s: %s", kind, e.message)
             return err(e)
-        except Exception as e:  # a bug or resource failure, never a client mistake
-            log.exception("%s request failed", kind)
-            return err(OpenAIError(f"internal error: {type(e).__name__}: {e}", status=500,
-                                   type="server_error", code="internal_error"))
+        except Exception:  # a bug or resource failure, never a client mistake: details only in the log
+            from hllm_creator.serving.runtime import REQUEST_ID
+
+            rid = REQUEST_ID.get()
+            log.exception("%s request %s failed", kind, rid)
+            return err(OpenAIError(f"internal error (request id {rid}); the details are in the server log",
+                                   status=500, type="server_error", code="internal_error"))
         reply = chat_reply if kind == "chat" else completion_reply
         return JSONResponse(reply(model.name, out.text, out.finish_reason, out.prompt_tokens,
                                   out.completion_tokens))
@@ -551,27 +655,13 @@ def register_openai_routes(app, model: LLMModel, prefix: str = "/openai/v1") -> 
 
 # -- the server process ----------------------------------------------------------------------------
 
-class BoundModelServer(kserve.ModelServer):
-    """``kserve.ModelServer`` that binds ``host`` (KServe 0.21 hard-codes 0.0.0.0 in RESTServer's
-    uvicorn.Config; the config object is read when uvicorn binds, after ``_serve`` starts)."""
-
-    def __init__(self, *, host: str = "127.0.0.1", **kwargs):
-        super().__init__(**kwargs)
-        self.host = host
-
-    async def _serve(self):
-        if self._rest_server is not None:
-            self._rest_server.config.host = self.host
-        if self._rest_multiprocess_server is not None:  # pragma: no cover (workers > 1 not used)
-            self._rest_multiprocess_server.config.host = self.host
-        await super()._serve()
-
-
 def serve(cfg: LLMServerConfig) -> None:
-    """Load the model (readiness only after that), add the OpenAI routes, run KServe until SIGTERM."""
+    """The OpenAI routes + KServe's on one ModelServer (``runtime.serve``: loads in the background,
+    ready once the weights are in memory) until SIGTERM."""
     model = LLMModel(cfg)
-    model.load()
-    register_openai_routes(kserve.model_server.app, model)
-    server = BoundModelServer(host=cfg.host, http_port=cfg.port, enable_grpc=False, workers=1)
-    log.info("serving %r on http://%s:%d (OpenAI routes under /openai/v1)", model.name, cfg.host, cfg.port)
-    server.start([model])
+    if cfg.threads:  # the process's torch threads, before anything runs
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    serve_model(model, cfg.host, cfg.port, model.load, max_body=model.limits.max_body_bytes,
+                deadline_s=cfg.deadline_s, setup_app=lambda app: register_openai_routes(app, model))

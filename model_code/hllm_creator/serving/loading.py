@@ -1,6 +1,6 @@
 """What the creative and predictor models share: loading (a path or ``models:/...``), the item
-catalog and embedding cache, user embedding + cluster assignment, a micro-batcher, and the HTTP
-guards / loopback binding of the KServe ModelServer.
+catalog and embedding cache, user embedding + cluster assignment (the batcher, the HTTP guards
+and ``serve`` are in ``serving.batching`` / ``serving.runtime``; re-exported here).
 
 Inference outputs read from ``--artifacts DIR`` (every file optional except the cluster files):
 ``centroids.npy`` + ``cluster_meta.json`` (+ ``member_means.npy``: what goes in the user slot for
@@ -12,19 +12,20 @@ defaults to ``DIR/items.parquet`` when present).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from hllm_creator.serving.schemas import HISTORY_KEPT, MAX_BODY_BYTES, looks_like_id
+from hllm_creator.infer.common import CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEMBER_MEANS
+from hllm_creator.serving.batching import MicroBatcher  # noqa: F401 (re-exported)
+from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards, serve  # noqa: F401
+from hllm_creator.serving.schemas import HISTORY_KEPT, looks_like_id
 
 log = logging.getLogger(__name__)
 TITLE_LRU = 50_000  # free-text history titles kept embedded in memory
@@ -210,25 +211,25 @@ def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path
     if art is not None:
         if not art.is_dir():
             raise ValueError(f"--artifacts {art} is not a directory")
-        cents_f = _find(art, "centroids.npy")
+        cents_f = _find(art, CENTROIDS)
         if cents_f is not None:
-            meta_f = cents_f.parent / "cluster_meta.json"
+            meta_f = cents_f.parent / CLUSTER_META
             if not meta_f.exists():
                 raise ValueError(f"{cents_f.parent}: centroids.npy without cluster_meta.json (the metric)")
             a.cluster_meta = json.loads(meta_f.read_text())
             a.centroids = np.load(cents_f).astype(np.float32)
-            mm = cents_f.parent / "member_means.npy"
+            mm = cents_f.parent / MEMBER_MEANS
             a.slot = np.load(mm).astype(np.float32) if mm.exists() else a.centroids
             if a.centroids.shape[1] != int(model.user_hidden_size):
                 raise ValueError(f"centroids have dim {a.centroids.shape[1]} but the model's user "
                                  f"embeddings have {model.user_hidden_size}: artifacts from another model?")
-        matches_f = _find(art, "matches.parquet")
+        matches_f = _find(art, MATCHES)
         if matches_f is not None:
             m = pd.read_parquet(matches_f)
             a.matched_items = set(m["item_id"].astype(str))
             for r in m[m["selected"].astype(bool)].to_dict("records"):
                 a.selected[(str(r["item_id"]), int(r["cluster_id"]))] = r
-        creatives_f = _find(art, "creatives.parquet")
+        creatives_f = _find(art, CREATIVES)
         if creatives_f is not None:
             c = pd.read_parquet(creatives_f)
             for r in c.to_dict("records"):
@@ -249,216 +250,6 @@ def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path
              time.time() - t0, len(a.items), None if a.centroids is None else len(a.centroids),
              len(a.selected), len(a.creatives))
     return a
-
-
-# ---- micro-batching ----------------------------------------------------------------------------
-class MicroBatcher:
-    """Concurrent requests' instances are combined into one call of ``fn(list) -> list``.
-
-    A worker task takes whatever is queued (up to ``max_batch``), waits at most ``max_wait_s`` for
-    more when the batch is not full, and runs ``fn`` in one dedicated thread (model calls are
-    serialized; the event loop keeps accepting requests meanwhile, so the next batch forms while
-    this one runs). ``fn`` may return an Exception for one item: only that item's future fails.
-    ``group_key`` keeps items that cannot share a call (e.g. different generation settings) apart.
-    """
-
-    def __init__(self, fn: Callable[[list], list], max_batch: int = 32, max_wait_s: float = 0.005,
-                 name: str = "model", group_key: Callable[[Any], Any] | None = None):
-        import concurrent.futures
-
-        self.fn, self.max_batch, self.max_wait_s, self.name = fn, max(1, max_batch), max_wait_s, name
-        self.group_key = group_key or (lambda _: None)
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{name}-batch")
-
-    async def submit(self, items: list) -> list:
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done():
-            self._queue = asyncio.Queue()
-            self._task = loop.create_task(self._run())
-        futs = [loop.create_future() for _ in items]
-        for it, f in zip(items, futs):
-            self._queue.put_nowait((it, f))
-        return list(await asyncio.gather(*futs))
-
-    async def _run(self) -> None:
-        from hllm_creator.serving.metrics import BATCH_SECONDS, BATCH_SIZE
-
-        loop = asyncio.get_running_loop()
-        pending: list = []
-        while True:
-            if not pending:
-                pending.append(await self._queue.get())
-            deadline = loop.time() + self.max_wait_s
-            while len(pending) < self.max_batch:
-                try:
-                    pending.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    pending.append(await asyncio.wait_for(self._queue.get(), left))
-                except asyncio.TimeoutError:
-                    break
-            key = self.group_key(pending[0][0])
-            batch = [p for p in pending if self.group_key(p[0]) == key][: self.max_batch]
-            ids = {id(p) for p in batch}
-            pending = [p for p in pending if id(p) not in ids]
-            batch = [p for p in batch if not p[1].cancelled()]
-            if not batch:
-                continue
-            BATCH_SIZE.labels(model=self.name).observe(len(batch))
-            t0 = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._pool, self.fn, [p[0] for p in batch])
-            except Exception as e:  # the whole pass failed: every item's request gets it
-                log.exception("%s batch of %d failed", self.name, len(batch))
-                results = [e] * len(batch)
-            BATCH_SECONDS.labels(model=self.name).observe(time.perf_counter() - t0)
-            for (_, fut), r in zip(batch, results):
-                if fut.done():
-                    continue
-                if isinstance(r, BaseException):
-                    fut.set_exception(r)
-                else:
-                    fut.set_result(r)
-
-
-# ---- HTTP guards and the server ----------------------------------------------------------------
-class _TooLarge(Exception):
-    pass
-
-
-class GuardMiddleware:
-    """Pure ASGI: bodies over MAX_BODY_BYTES -> 413 JSON (before parsing); counts 4xx/5xx per model."""
-
-    def __init__(self, app, max_body: int = MAX_BODY_BYTES):
-        self.app, self.max_body = app, max_body
-
-    async def _reply(self, send, status: int, msg: str) -> None:
-        body = json.dumps({"error": msg}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        from hllm_creator.serving.metrics import count_status
-
-        path = scope.get("path", "")
-        started = False
-        too_large = False
-        msg413 = f"request body exceeds the limit of {self.max_body} bytes"
-
-        async def _send(msg):
-            nonlocal started
-            if too_large:  # whatever the app answers (FastAPI turns the error into a 400): a 413
-                if msg["type"] == "http.response.start" and not started:
-                    started = True
-                    count_status(path, 413)
-                    body = json.dumps({"error": msg413}).encode()
-                    await send({"type": "http.response.start", "status": 413,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})
-                    await send({"type": "http.response.body", "body": body})
-                return
-            if msg["type"] == "http.response.start":
-                started = True
-                count_status(path, msg["status"])
-            await send(msg)
-
-        cl = dict(scope.get("headers") or []).get(b"content-length")
-        if cl is not None:
-            try:
-                n = int(cl)
-            except ValueError:
-                return await self._reply(_send, 400, "invalid Content-Length header")
-            if n > self.max_body:
-                return await self._reply(_send, 413, f"request body of {n} bytes exceeds the limit of "
-                                                     f"{self.max_body} bytes")
-        seen = 0
-
-        async def _receive():
-            nonlocal seen, too_large
-            msg = await receive()
-            if msg.get("type") == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_body:
-                    too_large = True
-                    raise _TooLarge()
-            return msg
-
-        try:
-            await self.app(scope, _receive, _send)
-        except _TooLarge:
-            if not started:
-                await _send({"type": "http.response.start", "status": 413, "headers": []})
-
-
-async def _validation_handler(request, exc):
-    """FastAPI rejects a v2 body it cannot parse with 422; the contract says 400 + what is wrong."""
-    from fastapi.responses import JSONResponse
-
-    parts = []
-    for e in list(exc.errors())[:10]:
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.get("loc", ()) if p != "body")
-        loc = "body" + loc
-        msg = e.get("msg", "invalid")
-        if e.get("type") == "json_invalid":
-            ctx = e.get("ctx") or {}
-            loc, msg = "body", f"malformed JSON ({ctx.get('error', 'cannot parse')})"
-        parts.append(f"{loc}: {msg}")
-    return JSONResponse(status_code=400, content={"error": "; ".join(parts) or "invalid request body"})
-
-
-def install_http_guards(app) -> None:
-    from fastapi.exceptions import RequestValidationError
-
-    app.add_exception_handler(RequestValidationError, _validation_handler)
-    if not getattr(app.state, "hllm_guard", False):
-        app.add_middleware(GuardMiddleware)
-        app.state.hllm_guard = True
-
-
-def serve(model, host: str, port: int, load: Callable[[], None]) -> None:
-    """Run a KServe ModelServer for ``model`` on host:port; ``load()`` runs in the background and the
-    model (and /v2/health/ready) only turns ready when it returns. A failed load ends the process."""
-    import os
-    import sys
-
-    sys.argv = sys.argv[:1]  # kserve parses sys.argv at import (parse_known_args): keep ours away
-    import kserve.model_server as ms
-
-    from hllm_creator.serving.llm_server import BoundModelServer  # binds --host (KServe 0.21: 0.0.0.0)
-
-    install_http_guards(ms.app)
-    # per-request latency log lines off (KServe's Prometheus histograms carry the same figures)
-    server = BoundModelServer(host=host, http_port=port, enable_grpc=False, workers=1,
-                              enable_latency_logging=False)
-    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-    server.register_model(model)
-
-    async def _ready() -> bool:  # /v2/health/ready follows the model: 503 until loaded
-        return bool(model.ready)
-
-    server.dataplane.ready = _ready
-
-    def _bg():
-        try:
-            load()
-            log.info("model %s loaded: ready", model.name)
-        except Exception:
-            log.exception("loading model %s failed", model.name)
-            os._exit(3)
-
-    threading.Thread(target=_bg, name=f"load-{model.name}", daemon=True).start()
-    server.start([])
 
 
 # ---- a small real stack for tests, benchmarks and demos -----------------------------------------
@@ -526,7 +317,7 @@ def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: i
         item_emb = model.encode_items([texts[a] for a in ads]).numpy()
     scores = score_pairs(model, res.member_means, item_emb, progress=False)
     m = select(scores, ads, top_k)
-    write_parquet(m, art / "matches.parquet")
+    write_parquet(m, art / MATCHES)
     pairs = m[m["selected"]][["item_id", "cluster_id", "score"]].reset_index(drop=True)
     if generate:
         from hllm_creator.infer.generate import GenerateConfig, generate_pairs
@@ -552,7 +343,7 @@ def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: i
     cre.at[0, "reasons"] = []
     if "title" in cre.columns:
         cre.loc[0, "title"] = short
-    write_parquet(cre, art / "creatives.parquet")
+    write_parquet(cre, art / CREATIVES)
     asg = dict(zip(users, res.cluster_ids.tolist()))
     return {"model_dir": str(model_dir), "artifacts": str(art), "items": str(out / "items.parquet"),
             "users": {u: list(hist[u]) for u in users}, "assignments": asg, "ads": ads,

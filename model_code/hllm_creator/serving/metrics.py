@@ -31,9 +31,26 @@ def model_from_path(path: str) -> str | None:
     return m.group(1) if m else None
 
 
-def count_status(path: str, status: int) -> None:
-    """Called by the HTTP guard for every inference-route response (before or after our code ran)."""
+_REGISTERED: set[str] = set()
+UNKNOWN = "unknown"
+
+
+def register_model(name: str) -> None:
+    """A served model name: only these (and literal routes of the app) get their own label."""
+    _REGISTERED.add(name)
+
+
+def label_for(name: str | None, literal_route: bool = False) -> str:
+    """The ``model`` label for a name taken from a request path: bounded, whatever clients send."""
+    return name if name is not None and (name in _REGISTERED or literal_route) else UNKNOWN
+
+
+def count_status(path: str, status: int, literal_route: bool = False) -> None:
+    """Called by the HTTP guard for every inference-route response (before or after our code ran).
+
+    The label is the model name only for registered models (``unknown`` otherwise), so a client
+    posting to random model names cannot grow ``/metrics``."""
     name = model_from_path(path)
     if name is None or status < 400:
         return
-    ERRORS.labels(model=name, kind="bad_request" if status < 500 else "internal").inc()
+    ERRORS.labels(model=label_for(name, literal_route), kind="bad_request" if status < 500 else "internal").inc()

@@ -1,96 +1,18 @@
 """The ``predictor`` KServe model: user history + candidate ad ids -> user cluster, Item-User match
 score per ad, and the pre-generated personalized title for (ad, cluster) when ``match`` selected
 that pair (else the original title with the reason).
-
-Also home of :class:`BatchedModel`, the base of ``predictor`` and ``creative``: v1/v2 parsing,
-400s for bad bodies, counters, background loading and micro-batching of concurrent requests.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import orjson
-from kserve import Model
-from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from hllm_creator.serving import metrics as M
-from hllm_creator.serving.loading import MicroBatcher, ServingAssets, load_assets, resolve_model_dir
-from hllm_creator.serving.schemas import InvalidRequest, PredictorInstance, parse_v1, parse_v2
+from hllm_creator.serving.base import BatchedModel, history_reasons  # noqa: F401 (re-exported)
+from hllm_creator.serving.schemas import PredictorInstance
 
 log = logging.getLogger(__name__)
-
-
-class BatchedModel(Model):
-    """Shared request path: parse (v1 dict | v2 InferRequest) -> typed instances -> micro-batch."""
-
-    instance_cls: type = None
-    default_wait_ms: float = 5.0
-
-    def __init__(self, name: str, *, model_dir: str | Path | None = None, model_uri: str | None = None,
-                 artifacts: str | Path | None = None, items: str | Path | None = None,
-                 max_batch: int = 32, max_wait_ms: float | None = None, device: str = "cpu"):
-        super().__init__(name)
-        self.ready = False
-        self.model_dir, self.model_uri = model_dir, model_uri
-        self.artifacts, self.items, self.device = artifacts, items, device
-        self.max_batch = max_batch
-        self.max_wait_s = (self.default_wait_ms if max_wait_ms is None else max_wait_ms) / 1000.0
-        self.assets: ServingAssets | None = None
-        self.batcher: MicroBatcher | None = None
-
-    # -- loading
-    def load(self) -> bool:
-        d = resolve_model_dir(self.model_dir and str(self.model_dir), self.model_uri)
-        self.assets = load_assets(d, self.artifacts, self.items, device=self.device)
-        self.batcher = MicroBatcher(self.run_batch, max_batch=self.max_batch, max_wait_s=self.max_wait_s,
-                                    name=self.name, group_key=self.group_key)
-        self.warmup()
-        self.ready = True
-        return True
-
-    def warmup(self) -> None:
-        """One pass before ready, so the first request does not pay for lazy initialisation."""
-
-    def group_key(self, inst: Any) -> Any:
-        return None
-
-    def run_batch(self, instances: list) -> list:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    # -- request path
-    async def predict(self, payload: Any, headers: dict | None = None) -> Any:
-        v2 = isinstance(payload, InferRequest)
-        M.REQUESTS.labels(model=self.name, protocol="v2" if v2 else "v1").inc()
-        try:
-            instances = parse_v2(payload, self.instance_cls) if v2 else parse_v1(payload, self.instance_cls)
-        except InvalidRequest as e:
-            raise InvalidInput(str(e)) from None
-        results = await self.batcher.submit(instances)
-        M.INSTANCES.labels(model=self.name).inc(len(results))
-        if not v2:
-            return {"predictions": results}
-        data = [orjson.dumps(r).decode() for r in results]
-        out = InferOutput(name="predictions", shape=[len(data)], datatype="BYTES", data=data)
-        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=[out])
-
-    def fallback(self, reason: str) -> None:
-        M.FALLBACKS.labels(model=self.name, reason=reason).inc()
-
-
-def history_reasons(info, cluster_id: int, have_clusters: bool) -> list[str]:
-    r = []
-    if info.unknown_ids:
-        r.append(f"{info.unknown_ids} unknown item id(s) in the history ignored")
-    if info.used == 0:
-        r.append("cold start: no usable history (empty or only unknown item ids)")
-    elif not have_clusters:
-        r.append("no clusters loaded (--artifacts without centroids.npy): no cluster id")
-    return r
 
 
 class Predictor(BatchedModel):
