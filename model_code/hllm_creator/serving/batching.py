@@ -166,8 +166,17 @@ class Batcher:
 
     def _live(self, batch: list) -> list:
         live = [(it, f) for it, f in batch if not f.done()]
-        self.dropped += len(batch) - len(live)
+        self._count_dropped(len(batch) - len(live))
         return live
+
+    def _count_dropped(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.dropped += n
+        if self.metrics_name is not None:
+            from hllm_creator.serving.metrics import DROPPED_ROWS
+
+            DROPPED_ROWS.labels(model=self.metrics_name).inc(n)
 
     def _resolve(self, fut: asyncio.Future, r: Any) -> None:
         self.items_done += 1
@@ -252,6 +261,8 @@ class Batcher:
             self._busy_s += time.perf_counter() - t0
             for it, r in finished:
                 f = futs.pop(id(it), None)
+                if isinstance(r, asyncio.CancelledError):
+                    self._count_dropped(1)
                 if f is not None:
                     self._resolve(f, r)
 

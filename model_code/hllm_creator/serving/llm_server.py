@@ -534,7 +534,7 @@ class LLMModel(kserve.Model):
         backbone = load_causal_lm(self.cfg.model, dtype=dtype)
         self.engine = LLMEngine(backbone, self.limits, json_max_whitespace=self.cfg.json_max_whitespace)
         kw = dict(max_batch_size=self.cfg.max_batch_size, window_ms=self.cfg.batch_window_ms,
-                  max_queue=self.cfg.max_queue, name=f"llm-{self.name}")
+                  max_queue=self.cfg.max_queue, name=f"llm-{self.name}", metrics_name=self.name)
         self.batcher = (Batcher(stepper=self.engine, **kw) if self.cfg.scheduler == "continuous"
                         else Batcher(self.engine.generate_batch, **kw))
         if self.cfg.json_warmup:  # the JSON token table, in the background (first JSON request waits

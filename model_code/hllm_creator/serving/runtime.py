@@ -230,7 +230,9 @@ class GuardMiddleware:
             await asyncio.gather(task, return_exceptions=True)
             if gone in done:
                 log.info("request %s %s: client disconnected; request cancelled", rid, path)
+                metrics.CANCELLED.labels(reason="disconnect").inc()
                 return
+            metrics.CANCELLED.labels(reason="deadline").inc()
             log.warning("request %s %s: deadline of %.1f s exceeded; request cancelled", rid, path, deadline_s)
             if not st["started"]:
                 await reply(504, f"the request did not finish within its deadline of {deadline_s:g} s "
