@@ -100,6 +100,13 @@ def llm_cmd(
                                 help="torch intra-op threads (0: torch's default, the core count)."),
     json_warmup: bool = typer.Option(True, "--json-warmup/--no-json-warmup",
                                      help="Build the JSON-constraint token table at start (background)."),
+    max_queue: int = typer.Option(256, "--max-queue", help="Most requests waiting; more get 429 + Retry-After."),
+    deadline_s: float = typer.Option(300.0, "--deadline-s",
+                                     help="Per-request deadline in seconds (x-request-timeout shortens it); "
+                                          "past it the row leaves its batch and the client gets 504."),
+    scheduler: str = typer.Option("continuous", "--scheduler",
+                                  help="continuous: rows join and leave between decoding steps; static: a "
+                                       "batch runs to its longest row."),
 ) -> None:
     """Serve an HF causal LM over OpenAI-compatible routes on a KServe ModelServer.
 
@@ -123,7 +130,7 @@ def llm_cmd(
                               max_prompt_tokens=max_prompt_tokens, max_tokens_limit=max_tokens_limit,
                               default_max_tokens=default_max_tokens, max_messages=max_messages, dtype=dtype,
                               json_max_whitespace=json_max_whitespace, json_warmup=json_warmup,
-                              threads=threads)
+                              threads=threads, max_queue=max_queue, deadline_s=deadline_s, scheduler=scheduler)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     serve(cfg)
