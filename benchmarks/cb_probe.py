@@ -5,6 +5,7 @@ it), same 16 chat prompts, greedy, at most ``--max-new`` tokens; each path warme
   (a) transformers ``model.generate_batch`` (paged attention, its own scheduler)
   (b) our engine, static: one batch run to its longest row (``LLMEngine.generate_batch``)
   (c) our engine, token-level: the same rows through ``LLMEngine.step`` (rows leave when done)
+  (d) one left-padded ``model.generate`` (how today's server ran a batch, without its per-row processor)
 
 Writes ``benchmarks/results/cb_probe.json``. Run under ``nice`` on a shared machine; compare the
 figures of one run side by side only.
@@ -31,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-new", type=int, default=32)
     ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/cb_probe.json")
     args = ap.parse_args()
     import torch
@@ -53,6 +55,10 @@ def main() -> None:
     def ours(static: bool):
         rows = [GenRow(list(i), GenParams(max_tokens=args.max_new, temperature=0.0)) for i in ids]
         t0 = time.perf_counter()
+        with torch.inference_mode():
+            return _ours(static, rows, t0)
+
+    def _ours(static, rows, t0):
         if static:
             outs = eng.generate_batch(rows)
         else:
@@ -74,19 +80,45 @@ def main() -> None:
         toks = sum(len(o.generated_tokens) for o in out.values())
         return dt, toks
 
-    with torch.inference_mode():
-        ours(True)  # warm-up
-        for name, fn in (("ours_static", lambda: ours(True)), ("ours_token_level", lambda: ours(False))):
+    def hf_generate():  # today's server: one left-padded model.generate (without its per-row processor)
+        w = max(len(i) for i in ids)
+        inp = torch.full((len(ids), w), eng.pad_id, dtype=torch.long)
+        att = torch.zeros((len(ids), w), dtype=torch.long)
+        for k, i in enumerate(ids):
+            inp[k, w - len(i):] = torch.tensor(i)
+            att[k, w - len(i):] = 1
+        gc = GenerationConfig(max_new_tokens=args.max_new, do_sample=False, eos_token_id=eng.eos_ids,
+                              pad_token_id=eng.pad_id)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = bb.model.generate(input_ids=inp, attention_mask=att, generation_config=gc)
+        dt = time.perf_counter() - t0
+        gen = out[:, w:]
+        n = 0
+        for row in gen.tolist():  # tokens up to and including the first eos
+            k = next((j for j, t in enumerate(row) if t in eng.eos_ids), len(row) - 1)
+            n += k + 1
+        return dt, n, []
+
+    ours(True)  # warm-up
+    for rnd in range(args.rounds):  # alternating, so a change of machine load hits both paths
+        for name, fn in (("ours_static", lambda: ours(True)), ("ours_token_level", lambda: ours(False)),
+                         ("hf_generate_left_padded", hf_generate)):
             dt, n, texts = fn()
-            res[name] = {"seconds": round(dt, 2), "tokens": n, "tokens_per_s": round(n / dt, 1)}
-            res[name + "_first_text"] = texts[0]
-        try:
-            theirs()  # warm-up
-            dt, n = theirs()
-            res["transformers_generate_batch"] = {"seconds": round(dt, 2), "tokens": n,
-                                                  "tokens_per_s": round(n / dt, 1)}
+            res.setdefault(name, []).append({"seconds": round(dt, 2), "tokens": n, "tokens_per_s": round(n / dt, 1),
+                                             "load_avg": os.getloadavg()[0]})
+            if texts:
+                res[name + "_first_text"] = texts[0]
+        try:  # its own threads run outside inference_mode: call it under no_grad only
+            with torch.no_grad():
+                if rnd == 0:
+                    theirs()  # warm-up
+                dt, n = theirs()
+            res.setdefault("transformers_generate_batch", []).append(
+                {"seconds": round(dt, 2), "tokens": n, "tokens_per_s": round(n / dt, 1),
+                 "load_avg": os.getloadavg()[0]})
         except Exception as e:  # record why, do not hide it
-            res["transformers_generate_batch"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            res["transformers_generate_batch_error"] = f"{type(e).__name__}: {e}"[:500]
     res["load_avg_after"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
