@@ -37,6 +37,31 @@ def _good(llm_server) -> None:
     assert r.json()["choices"][0]["message"]["content"] is not None
 
 
+def _server_pid(root: str) -> int:
+    """The pid of the server process listening on ``root``'s port (from /proc)."""
+    from pathlib import Path
+
+    port = root.rsplit(":", 1)[1]
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                args = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in args and b"llm" in args and port.encode() in args:
+                return int(d.name)
+    raise RuntimeError(f"no server process for {root}")
+
+
+def _rss_mb(pid: int) -> float:
+    from pathlib import Path
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
 def _metric(root: str, name: str, **labels) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -112,12 +137,29 @@ def test_deep_nesting_and_huge_bodies_are_4xx(llm_server):
         for _ in range(50):
             yield b"x" * (1024 * 1024)
 
-    for url in (f"{base}/chat/completions", f"{root}/v1/models/{name}:predict"):
-        try:
-            r = httpx.post(url, content=chunks(), headers=hdr, timeout=60)
-            assert r.status_code == 413, r.text[:200]
-        except (httpx.WriteError, httpx.RemoteProtocolError):
-            pass  # the server answered 413 and closed while we were still sending: also refused
+    import threading
+
+    pid = _server_pid(root)
+    rss0, peak, stop = _rss_mb(pid), [0.0], threading.Event()
+
+    def sample():  # the server's memory while 50 MB streams in: the body must never be held
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_mb(pid))
+            time.sleep(0.01)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        for url in (f"{base}/chat/completions", f"{root}/v1/models/{name}:predict"):
+            try:
+                r = httpx.post(url, content=chunks(), headers=hdr, timeout=60)
+                assert r.status_code == 413, r.text[:200]
+            except (httpx.WriteError, httpx.RemoteProtocolError):
+                pass  # the server answered 413 and closed while we were still sending: also refused
+    finally:
+        stop.set()
+        th.join(5)
+    assert peak[0] - rss0 < 30, (rss0, peak[0])  # a buffered 50 MB body would show here
     _good(llm_server)
 
 

@@ -45,7 +45,7 @@ from hllm_creator.serving._openai_protocol import (
     parse_json_body,
 )
 from hllm_creator.serving.batching import Batcher, QueueFull
-from hllm_creator.serving.runtime import DEFAULT_DEADLINE_S, BoundModelServer, ServingError, import_kserve
+from hllm_creator.serving.runtime import DEFAULT_DEADLINE_S, BoundModelServer, ServingError, import_kserve  # noqa: F401
 from hllm_creator.serving.runtime import serve as serve_model
 
 kserve = import_kserve()
