@@ -101,7 +101,7 @@ def llm_cmd(
     json_warmup: bool = typer.Option(True, "--json-warmup/--no-json-warmup",
                                      help="Build the JSON-constraint token table at start (background)."),
     max_queue: int = typer.Option(256, "--max-queue", help="Most requests waiting; more get 429 + Retry-After."),
-    deadline_s: float = typer.Option(300.0, "--deadline-s",
+    deadline_s: float = typer.Option(600.0, "--deadline-s",
                                      help="Per-request deadline in seconds (x-request-timeout shortens it); "
                                           "past it the row leaves its batch and the client gets 504."),
     scheduler: str = typer.Option("continuous", "--scheduler",

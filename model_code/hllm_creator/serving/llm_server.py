@@ -74,7 +74,9 @@ class LLMServerConfig(StepConfig):
     threads: int = Field(0, ge=0, le=256)  # torch intra-op threads; 0 = torch's default
     json_warmup: bool = True  # build the JSON-constraint token table at start (about 9 s, background)
     scheduler: str = Field("continuous", pattern="^(continuous|static)$")
-    deadline_s: float = Field(DEFAULT_DEADLINE_S, gt=0)  # per request; x-request-timeout shortens it
+    # per request; x-request-timeout shortens it. 600 s = the teacher client's own timeout
+    # (llm.client.LLMConfig.timeout_s): a longer wait is never useful to it
+    deadline_s: float = Field(2 * DEFAULT_DEADLINE_S, gt=0)
 
     def served_name(self) -> str:
         if self.model_name:
