@@ -200,3 +200,39 @@ def test_schema_subset_rejects_regular_expressions(schema, where):
     ok = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 60}}}
     assert parse_chat(_chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": ok}}),
                       "m", LIM).params.json_schema == ok
+
+
+def test_batched_model_answers_429_with_retry_after_when_its_queue_is_full():
+    """creative/predictor: more instances waiting than --max-queue -> ServingError 429 (v1 and v2)."""
+    import threading
+
+    from hllm_creator.serving.base import BatchedModel
+    from hllm_creator.serving.schemas import PredictorInstance
+
+    release = threading.Event()
+
+    class Slow(BatchedModel):  # a real BatchedModel whose model pass waits for the test
+        instance_cls = PredictorInstance
+
+        def run_batch(self, insts):
+            release.wait(5)
+            return [{"n": len(i.user_history)} for i in insts]
+
+    m = Slow("slow", max_batch=1, max_wait_ms=0, max_queue=2)
+    m.batcher = MicroBatcher(m.run_batch, max_batch=1, max_wait_s=0, name="slow", max_queue=2)
+    inst = {"user_history": ["a b"], "candidate_ad_ids": ["x"]}
+
+    async def main():
+        first = asyncio.ensure_future(m.predict({"instances": [inst]}))
+        await asyncio.sleep(0.05)  # running
+        queued = asyncio.ensure_future(m.predict({"instances": [inst, inst]}))  # fills the queue
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServingError) as ei:
+            await m.predict({"instances": [inst]})
+        release.set()
+        return ei.value, await first, await queued
+
+    err, first, queued = asyncio.run(main())
+    assert err.status == 429 and err.retry_after >= 1 and err.headers()["retry-after"] == str(err.retry_after)
+    assert first == {"predictions": [{"n": 1}]} and len(queued["predictions"]) == 2
+    m.batcher.close()
