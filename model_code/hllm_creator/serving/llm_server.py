@@ -521,8 +521,10 @@ class LLMModel(kserve.Model):
         self.batcher: Batcher | None = None
         self.created = int(time.time())
         self._json_warmup: threading.Thread | None = None
-        # tokenization, chat templates and JSON-schema compilation: off the event loop, off the batch thread
-        self.prep = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-prep")
+        # parsing, chat templates, tokenization, JSON-schema compilation: off the event loop and off the
+        # decoding thread; two threads, so a first JSON request building the token table (about 9 s)
+        # does not hold up the others
+        self.prep = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="llm-prep")
 
     def load(self) -> bool:
         import torch
