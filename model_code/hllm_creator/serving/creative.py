@@ -45,6 +45,7 @@ class Creative(BatchedModel):
     def run_batch(self, insts: list[CreativeInstance]) -> list[dict]:
         import torch
 
+        from hllm_creator.creative.titles import same_title
         from hllm_creator.infer.generate import clean_title, ground
 
         a = self.assets
@@ -82,8 +83,11 @@ class Creative(BatchedModel):
             cand = clean_title(raw[r])
             good, why = ground(cand, ads[r])
             res["candidate"] = cand
-            if good:
+            if good and not same_title(cand, original):
                 res.update(title=cand, grounded=True, personalized=True)
+            elif good:  # passed the gate but is the original title: not a personalized title
+                self.fallback("not_grounded")
+                res["reasons"] = reasons + ["the generation is the original title"]
             else:
                 self.fallback("not_grounded")
                 res["reasons"] = reasons + ["generated title failed the grounding check: original title",

@@ -3,9 +3,10 @@ catalog and embedding cache, user embedding + cluster assignment (the batcher, t
 and ``serve`` are in ``serving.batching`` / ``serving.runtime``; re-exported here).
 
 Inference outputs read from ``--artifacts DIR`` (every file optional except the cluster files):
-``centroids.npy`` + ``cluster_meta.json`` (+ ``member_means.npy``: what goes in the user slot for
-a cluster), ``matches.parquet`` (item_id, cluster_id, score, rank, selected), ``creatives.parquet``
-(item_id, cluster_id, original_title, llm_output, score, grounded, reasons) and, for item ids in
+``centroids.npy`` + ``cluster_meta.json`` (+ ``medoids.npy`` or ``member_means.npy``: what goes in
+the user slot for a cluster, as generate used it), ``matches.parquet`` (item_id, cluster_id, score,
+rank, selected), ``creatives.parquet`` (item_id, cluster_id, original_title, llm_output, score,
+grounded, reasons, and the served ``title`` + ``source``) and, for item ids in
 histories, an item catalog ``items.parquet`` (``--items``: a dataset dir or the parquet file;
 defaults to ``DIR/items.parquet`` when present).
 """
@@ -22,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hllm_creator.infer.common import CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEMBER_MEANS
+from hllm_creator.infer.common import CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
 from hllm_creator.serving.batching import MicroBatcher  # noqa: F401 (re-exported)
 from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards, serve  # noqa: F401
 from hllm_creator.serving.schemas import HISTORY_KEPT, looks_like_id
@@ -61,7 +62,8 @@ class ServingAssets:
     model: Any                                   # hllm_creator.model.HLLMCreator
     model_dir: Path
     centroids: np.ndarray | None = None          # [K, d] (training space of the clustering)
-    slot: np.ndarray | None = None               # [K, d] what stands in for a cluster's users
+    slot: np.ndarray | None = None               # [K, d] a cluster in the Creative LLM's slot (as generate)
+    score_slot: np.ndarray | None = None         # [K, d] a cluster for the predictor (as match: member means)
     cluster_meta: dict = field(default_factory=dict)
     items: dict[str, dict] = field(default_factory=dict)        # item_id -> item row (title, ...)
     creatives: dict[tuple[str, int], dict] = field(default_factory=dict)  # (item, cluster) -> row
@@ -165,12 +167,16 @@ class ServingAssets:
         ids[ok] = cid
         return ids
 
-    def conditioning(self, user_emb: np.ndarray, cluster_ids: np.ndarray, mode: Sequence[str]) -> np.ndarray:
-        """Per row: the cluster's slot vector (mode 'cluster') or the user's own embedding."""
+    def conditioning(self, user_emb: np.ndarray, cluster_ids: np.ndarray, mode: Sequence[str],
+                     *, for_scoring: bool = False) -> np.ndarray:
+        """Per row: the cluster's vector (mode 'cluster') or the user's own embedding. The cluster's
+        vector is what the offline step used: match scores member means, generate fills the slot
+        with the medoid (``for_scoring`` picks the first)."""
+        vec = self.score_slot if for_scoring and self.score_slot is not None else self.slot
         out = user_emb.copy()
         for i, (c, m) in enumerate(zip(cluster_ids, mode)):
-            if m == "cluster" and c >= 0 and self.slot is not None:
-                out[i] = self.slot[c]
+            if m == "cluster" and c >= 0 and vec is not None:
+                out[i] = vec[c]
         return out
 
 
@@ -218,8 +224,11 @@ def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path
                 raise ValueError(f"{cents_f.parent}: centroids.npy without cluster_meta.json (the metric)")
             a.cluster_meta = json.loads(meta_f.read_text())
             a.centroids = np.load(cents_f).astype(np.float32)
-            mm = cents_f.parent / MEMBER_MEANS
-            a.slot = np.load(mm).astype(np.float32) if mm.exists() else a.centroids
+            # the slot generate used: the medoid (member nearest the centroid), else the member mean;
+            # centroids are in the clustering space (standardized), not the user-embedding space
+            med, mm = cents_f.parent / MEDOIDS, cents_f.parent / MEMBER_MEANS
+            a.score_slot = (np.load(mm) if mm.exists() else a.centroids).astype(np.float32)
+            a.slot = np.load(med).astype(np.float32) if med.exists() else a.score_slot
             if a.centroids.shape[1] != int(model.user_hidden_size):
                 raise ValueError(f"centroids have dim {a.centroids.shape[1]} but the model's user "
                                  f"embeddings have {model.user_hidden_size}: artifacts from another model?")
@@ -334,7 +343,7 @@ def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: i
 
     first = cre.iloc[0]
     words = str(first["original_title"]).split()
-    short = " ".join(words[: max(2, min(6, len(words)))])
+    short = " ".join(words[: max(2, min(6, len(words) - 1))])  # a strict prefix: differs from the original
     ok = check_grounding(short, Ad(title=str(first["original_title"])))
     if not ok.ok:
         raise RuntimeError(f"fixture title {short!r} not grounded: {ok.reasons}")
@@ -343,6 +352,9 @@ def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: i
     cre.at[0, "reasons"] = []
     if "title" in cre.columns:
         cre.loc[0, "title"] = short
+    for col, v in (("source", "generated"), ("personalized", True)):
+        if col in cre.columns:
+            cre.loc[0, col] = v
     write_parquet(cre, art / CREATIVES)
     asg = dict(zip(users, res.cluster_ids.tolist()))
     return {"model_dir": str(model_dir), "artifacts": str(art), "items": str(out / "items.parquet"),

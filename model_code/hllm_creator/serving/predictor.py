@@ -30,7 +30,7 @@ class Predictor(BatchedModel):
         a = self.assets
         user_emb, infos = a.user_embeddings([i.user_history for i in insts])
         cids = a.assign(user_emb)
-        cond = a.conditioning(user_emb, cids, [i.score_with for i in insts])
+        cond = a.conditioning(user_emb, cids, [i.score_with for i in insts], for_scoring=True)
         known = sorted({x for i in insts for x in i.candidate_ad_ids if x in a.items})
         col = {x: j for j, x in enumerate(known)}
         scores = np.full((len(insts), len(known)), np.nan, np.float32)
@@ -79,12 +79,23 @@ class Predictor(BatchedModel):
             self.fallback("no_creative")
             return base | {"title": original, "personalized": False,
                            "reasons": [f"no pre-generated title for (ad {ad}, cluster {cid}): original title"]}
-        grounded = bool(row.get("grounded", True))
+        from hllm_creator.creative.titles import same_title
+
+        rs = row.get("reasons")
+        rs = [str(x) for x in rs] if rs is not None and not isinstance(rs, str) else ([rs] if rs else [])
+        if isinstance(row.get("title"), str) and "source" in row:
+            # generate's served title (generated, or rescored from the ad's gated compositions, or the
+            # original); personalized only when it differs from the original
+            text = row["title"]
+            if not text.strip() or same_title(text, original):
+                self.fallback("not_grounded")
+                return base | {"title": original, "personalized": False,
+                               "reasons": ["no personalized title passed the gate for this pair: original title", *rs]}
+            return base | {"title": text, "personalized": True, "reasons": [], "source": str(row["source"])}
+        grounded = bool(row.get("grounded", True))  # creatives.parquet written before served titles existed
         text = row.get("llm_output")
-        if not grounded or not isinstance(text, str) or not text.strip():
+        if not grounded or not isinstance(text, str) or not text.strip() or same_title(text, original):
             self.fallback("not_grounded")
-            rs = row.get("reasons")
-            rs = [str(x) for x in rs] if rs is not None and not isinstance(rs, str) else ([rs] if rs else [])
             return base | {"title": original, "personalized": False,
                            "reasons": ["pre-generated title failed the grounding check: original title", *rs]}
         return base | {"title": text, "personalized": True, "reasons": []}
