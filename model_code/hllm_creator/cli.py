@@ -51,6 +51,10 @@ def _register() -> None:
     from hllm_creator.infer.commands import register as register_infer
 
     register_infer(app)
+    # -- evaluate: personalization on held-out users (the ruler is imported only in evaluate/) -
+    from hllm_creator.evaluate.commands import personalization_cmd
+
+    app.command("personalization")(personalization_cmd)
     # -- pipeline: run, compile, submit, compare, promote ---------------------------------------
     from hllm_creator.pipeline_commands import register as register_pipeline
 
