@@ -56,7 +56,8 @@ def run_cmd(
     """Run the whole pipeline here with the KFP local SubprocessRunner (no cluster, no Docker).
 
     dataset-construct -> train -> embed (ParallelFor shards + merge) -> cluster -> match -> generate ->
-    gsb-eval. One MLflow parent run (printed) with a nested run per step. A re-run reuses the steps
+    gsb-eval + personalization-eval. Ends with, per ad, the clusters' top interests and their served
+    titles, then the personalization figures (held-out users, 95% CIs). One MLflow parent run (printed) with a nested run per step. A re-run reuses the steps
     whose inputs did not change (KFP local cache under the pipeline root).
     """
     from hllm_creator.tracking import resolve_tracking_uri
@@ -80,10 +81,18 @@ def run_cmd(
     if "creatives" in res.summary:
         typer.echo(f"creatives: {res.summary['creatives']} ({res.summary.get('n_creatives')} rows)")
     if "gsb" in res.summary:
-        typer.echo(f"GSB: {json.dumps(res.summary['gsb'], default=str)}")
-    for s in res.summary.get("samples", []):
+        typer.echo(f"GSB (served titles that differ from the original): {json.dumps(res.summary['gsb'], default=str)}")
+    pers = res.summary.get("personalization") or {}
+    if pers.get("lines"):
+        # the closing summary: per ad the clusters' top interests and their SERVED titles (the original
+        # once), then the personalization figures with their CIs
+        typer.echo(f"personalization report: {pers['report']}")
+        for line in pers["lines"]:
+            typer.echo(line)
+        return
+    for s in res.summary.get("samples", []):  # no personalization report: the served titles only
         typer.echo(f"  [{s.get('item_id')} / cluster {s.get('cluster_id')}] "
-                   f"{s.get('original_title')!r}  ->  {s.get('llm_output')!r}")
+                   f"{s.get('original_title')!r}  ->  served {s.get('title', s.get('original_title'))!r}")
 
 
 def compile_cmd(

@@ -1,4 +1,4 @@
-"""Compile the pipeline (production preset) and load it back with kfp's own loader: seven steps,
+"""Compile the pipeline (production preset) and load it back with kfp's own loader: eight steps,
 the embed fan-out, GPU requests on train/embed/generate, kfp-kubernetes settings, caching, images."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-STEP_EXECUTORS = ("dataset-construct", "train", "embed", "embed-merge", "cluster", "match", "generate", "gsb-eval")
+STEP_EXECUTORS = ("dataset-construct", "train", "embed", "embed-merge", "cluster", "match", "generate", "gsb-eval",
+                  "personalization-eval")
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,12 @@ def test_compiles_and_loads_back(compiled):
     assert {"data_dir", "dataset_uri", "llm_base_url", "llm_model", "mlflow_parent_run_id"} <= set(params)
 
 
-def test_gpu_requests_on_train_embed_generate_only(compiled):
+def test_gpu_requests_on_train_embed_generate_personalization_only(compiled):
     _, rep = compiled
-    assert rep["gpu_steps"] == ["embed", "generate", "train"]
+    assert rep["gpu_steps"] == ["embed", "generate", "personalization_eval", "train"]
     for label, acc in rep["gpu"].items():
         assert acc["type"] == "nvidia.com/gpu" and acc["count"] >= 1
-    assert set(rep["gpu"]) == {"exec-train", "exec-embed", "exec-generate"}
+    assert set(rep["gpu"]) == {"exec-train", "exec-embed", "exec-generate", "exec-personalization-eval"}
 
 
 def test_kubernetes_settings(compiled):
@@ -51,7 +52,7 @@ def test_kubernetes_settings(compiled):
         assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= envs
         assert res.mlflow_secret_name in {s["secretName"] for s in ex["secretAsEnv"]}
         assert ex["pvcMount"][0]["mountPath"] == res.data_mount
-    for step in ("train", "embed", "generate"):
+    for step in ("train", "embed", "generate", "personalization-eval"):
         ex = k8s[f"exec-{step}"]
         assert ex["nodeSelector"]["labels"] == res.gpu_node_selector
         assert ex["tolerations"][0]["key"] == "nvidia.com/gpu"

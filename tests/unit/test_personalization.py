@@ -256,6 +256,16 @@ def test_cli_runs_the_step_and_logs_to_mlflow(tiny_upstream, tmp_path):
     assert mt["pers_copy_rate"] == 0.5 and "pers_fit_other_ci_low" in mt and "pers_nll_diff" in mt
     arts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"personalization.json", "personalization.png", "per_ad.png", "per_ad.json"} <= arts
+    # the pipeline runner's closing summary reads the same report (and copies pers_* to the parent run)
+    from kfp import dsl
+
+    from pipelines.local_runner import summarize
+
+    summ = summarize({"personalization_eval__report": dsl.Dataset(uri=str(out)),
+                      "generate__creatives": dsl.Dataset(uri=str(u["creatives"]))})
+    assert summ["metrics"]["pers_copy_rate"] == 0.5 and "pers_fit_other_ci_low" in summ["metrics"]
+    assert summ["personalization"]["lines"] == [x for x in lines if x in summ["personalization"]["lines"]]
+    assert summ["personalization"]["lines"][-1].startswith("  audience fit vs the original title")
     r = CliRunner().invoke(app, ["personalization", "--model", str(u["model"]), "--data", str(u["data"]),
                                  "--clusters", str(u["clusters"]), "--matches", str(u["matches"]),
                                  "--creatives", str(tmp_path / "nope"), "--out", str(out)])
