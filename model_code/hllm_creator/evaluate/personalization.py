@@ -34,9 +34,7 @@ cluster, the cluster's top interests, served title, source, copy flag), ``audien
 from __future__ import annotations
 
 import logging
-import re
 import time
-import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -45,6 +43,7 @@ import pandas as pd
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
+from hllm_creator.creative.copy import is_copy, normalize_title
 from hllm_creator.creative.holdout import HELDOUT_SHARE, is_heldout
 from hllm_creator.data.schema import DataError
 from hllm_creator.llm.client import LLMConfig
@@ -89,6 +88,7 @@ class PersonalizationConfig(StepConfig):
     nll_rows: int = Field(128, ge=2, description="at most N held-out teacher rows for the NLL test")
     max_new_tokens: int = Field(32, ge=1, description="greedy swap titles")
     batch_size: int = Field(8, ge=1)
+    bf16: bool = Field(False, description="bf16 autocast for the greedy swap titles (the NLL test stays float32)")
     bootstrap: int = Field(2000, ge=100)
     seed: int = 0
     interests_top: int = Field(3, ge=1, description="top interests shown per cluster")
@@ -143,22 +143,6 @@ def derangement(groups: list, rng: np.random.Generator, tries: int = 200) -> np.
 
 
 # ---------------------------------------------------------------------------------- text
-def normalize_title(s: str) -> str:
-    """Comparison form of a title: NFKC (+ the creative contract's look-alike folding when present),
-    casefold, every run of punctuation/whitespace -> one space."""
-    s = s if isinstance(s, str) else ""
-    try:
-        from hllm_creator.creative.text import normalize_text
-
-        s = normalize_text(s)
-    except ImportError:
-        s = unicodedata.normalize("NFKC", s)
-        s = "".join(ch for ch in s if unicodedata.category(ch) != "Cf")
-    s = s.casefold()
-    s = re.sub(r"[\W_]+", " ", s)
-    return " ".join(s.split())
-
-
 def _clean_title(text: str) -> str:
     try:
         from hllm_creator.creative.titles import clean_title
@@ -198,7 +182,7 @@ def served_pairs(creatives: pd.DataFrame, file: str = "creatives.parquet") -> pd
     for i, t in enumerate(df["title"]):
         if not isinstance(t, str) or not t.strip():
             raise DataError("empty served title", file=file, column="title", row=i)
-    df["copy"] = [normalize_title(t) == normalize_title(o) for t, o in zip(df["title"], df["original_title"])]
+    df["copy"] = [is_copy(t, o) for t, o in zip(df["title"], df["original_title"])]
     if "source" not in df.columns:
         df["source"] = np.where(df["copy"], "original", "generated")
     return df[["item_id", "cluster_id", "original_title", "title", "source", "copy"]].astype(
@@ -348,7 +332,8 @@ def heldout_rows(train: pd.DataFrame, share: float, file: str) -> tuple[pd.DataF
             "rows of held-out users (no split column with heldout rows)")
 
 
-def nll_shuffle(model, rows: pd.DataFrame, items: pd.DataFrame, cfg: PersonalizationConfig) -> tuple[dict, pd.DataFrame]:
+def nll_shuffle(model, rows: pd.DataFrame, items: pd.DataFrame,
+                cfg: PersonalizationConfig) -> tuple[dict, pd.DataFrame]:
     """Own vs shuffled user embedding: paired NLL difference (shuffled - own) over held-out rows."""
     rows = rows[rows["item_id_list"].map(lambda x: x is not None and len(x) > 0)
                 & rows["response"].map(lambda r: isinstance(r, str) and bool(r.strip()))]
@@ -375,7 +360,8 @@ def nll_shuffle(model, rows: pd.DataFrame, items: pd.DataFrame, cfg: Personaliza
     perm = derangement(rows["user_id"].tolist(), np.random.default_rng(cfg.seed))
     own = response_nll(model, emb, p1, p2, resp, batch_size=cfg.batch_size).numpy()
     shuf = response_nll(model, emb[perm], p1, p2, resp, batch_size=cfg.batch_size).numpy()
-    df = pd.DataFrame({"user_id": rows["user_id"].astype(str), "shuffled_user": rows["user_id"].astype(str).to_numpy()[perm],
+    uids = rows["user_id"].astype(str).to_numpy()
+    df = pd.DataFrame({"user_id": uids, "shuffled_user": uids[perm],
                        "response": resp, "nll_own": own, "nll_shuffled": shuf, "diff": shuf - own})
     summ = {"nll_diff": boot_mean(df["diff"], bootstrap=cfg.bootstrap, seed=cfg.seed),
             "nll_own": float(own.mean()), "nll_shuffled": float(shuf.mean()), "rows": int(len(df)),
@@ -415,9 +401,13 @@ def slot_swap(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: np.nda
     p1 = [prompts[a][0] for a in df["item_id"]] * 2
     p2 = [prompts[a][1] for a in df["item_id"]] * 2
     slots = np.concatenate([user_slot[df["cluster_id"].to_numpy()], user_slot[df["other_cluster"].to_numpy()]])
+    import inspect
+
+    extra = {"autocast_bf16": True} if cfg.bf16 and "autocast_bf16" in inspect.signature(model.generate).parameters \
+        else {}
     with torch.inference_mode():
         outs = model.generate(torch.from_numpy(np.ascontiguousarray(slots, dtype=np.float32)), p1, p2,
-                              do_sample=False, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+                              do_sample=False, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, **extra)
     n = len(df)
     df["title_own"] = [_clean_title(t) for t in outs[:n]]
     df["title_swapped"] = [_clean_title(t) for t in outs[n:]]
@@ -529,7 +519,8 @@ def run(cfg: PersonalizationConfig, out: str | Path | None = None, *, model=None
     from hllm_creator.evaluate.ruler import RULER_NAME
 
     res["ruler"] = RULER_NAME
-    res["audience_fit"], fit_df = audience_fit(pairs, members, next_title, ruler, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    res["audience_fit"], fit_df = audience_fit(pairs, members, next_title, ruler, bootstrap=cfg.bootstrap,
+                                               seed=cfg.seed)
     model = model if model is not None else load_model(cfg.model_dir)
     res["slot_swap"], swap_df = slot_swap(model, pairs, ds.items, user_slot, cfg)
     nll_df = pd.DataFrame()
@@ -602,7 +593,8 @@ def headline(res: dict) -> list[str]:
     """The headline figures, one line each (the demo's closing summary prints them)."""
     lines = [f"copy rate (served = original): {_fmt(res['copy']['copy_rate'], pct=True)}",
              f"distinct served titles per ad: {_fmt(res['copy']['distinct_per_ad'], digits=2)}",
-             f"greedy titles that change when the slot is swapped: {_fmt(res['slot_swap'].get('swap_changed'), pct=True)}",
+             "greedy titles that change when the slot is swapped: "
+             f"{_fmt(res['slot_swap'].get('swap_changed'), pct=True)}",
              f"NLL shuffled - own user (held-out rows): {_fmt(res['nll'].get('nll_diff'), digits=4)}",
              f"audience fit vs the ad's other titles: {_fmt(res['audience_fit'].get('fit_other'), digits=4)}",
              f"audience fit vs the original title: {_fmt(res['audience_fit'].get('fit_original'), digits=4)}"]
@@ -625,7 +617,8 @@ def summary_lines(res: dict, per_ad: pd.DataFrame, max_ads: int = 20) -> list[st
         lines.append(f"ad {ad}: original  {grp['original_title'].iloc[0]!r}")
         for r in grp.itertuples():
             tag = "copy" if r.copy else r.source
-            lines.append(f"  cluster {r.cluster_id:>3} [{', '.join(list(r.interests)) or '-'}]  ->  {r.title!r} ({tag})")
+            interests = ", ".join(list(r.interests)) or "-"
+            lines.append(f"  cluster {r.cluster_id:>3} [{interests}]  ->  {r.title!r} ({tag})")
     lines.append("personalization (held-out users):")
     lines += [f"  {x}" for x in res["headline"]]
     return lines

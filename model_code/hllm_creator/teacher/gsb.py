@@ -205,7 +205,7 @@ def _from_creatives(df: pd.DataFrame, cfg: GSBConfig, file: str) -> pd.DataFrame
 
 
 def _norm(s) -> str:
-    from hllm_creator.evaluate.personalization import normalize_title
+    from hllm_creator.creative.copy import normalize_title
 
     return normalize_title(s)
 
