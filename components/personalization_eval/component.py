@@ -30,6 +30,7 @@ def personalization_eval(
     max_new_tokens: int = 32,
     batch_size: int = 8,
     bf16: bool = False,
+    slot: str = "medoid",
     bootstrap: int = 2000,
     seed: int = 0,
     cache_path: str = "",
@@ -60,6 +61,7 @@ def personalization_eval(
         max_new_tokens: Greedy swap titles.
         batch_size: Generation / NLL batch.
         bf16: bf16 autocast for the greedy swap titles (the NLL test stays float32).
+        slot: The cluster's slot as generate fills it: "medoid" or "mean".
         bootstrap: Bootstrap resamples for the CIs.
         seed: Seed of member sampling, the shuffle and the bootstrap.
         cache_path: sqlite judge-reply cache ("" = default under $HLLM_WORKDIR).
@@ -79,7 +81,7 @@ def personalization_eval(
                                 train_set=train_set.path if train_set is not None else None, max_ads=max_ads,
                                 members_per_cluster=members_per_cluster, heldout_share=heldout_share,
                                 swap_pairs=swap_pairs or None, nll_rows=nll_rows, max_new_tokens=max_new_tokens,
-                                batch_size=batch_size, bf16=bf16, bootstrap=bootstrap, seed=seed,
+                                batch_size=batch_size, bf16=bf16, slot=slot, bootstrap=bootstrap, seed=seed,
                                 judge_samples=judge_samples if (judge_base_url or os.environ.get("OPENAI_BASE_URL"))
                                 else 0, judge_max_tokens=judge_max_tokens, llm=llm)
     res = run(cfg, report.path, progress=False)

@@ -1,7 +1,8 @@
-"""Is a served title a copy of the original? One definition for generate's counts, gsb-eval and the
-personalization step: equal after normalization (NFKC and the creative contract's look-alike folding
-when ``creative.text`` is present, format characters dropped, casefold, every run of punctuation or
-whitespace folded to one space). ``"Glass Beaker, 250 ml"`` and ``"glass beaker 250 ML!"`` are copies.
+"""Is a served title a copy of the original? One definition for gsb-eval and the personalization
+step, the same key as ``creative.titles.same_title`` (generate's ``personalized``) after Unicode
+normalization: NFKC (and the contract's look-alike folding when ``creative.text`` is present),
+format characters dropped, casefold, only the runs of letters and digits kept, joined by one space.
+``"Glass Beaker, 250 ml"`` and ``"glass beaker 250 ML!"`` are copies.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ def normalize_title(s: str) -> str:
     else:
         s = unicodedata.normalize("NFKC", s)
         s = "".join(ch for ch in s if unicodedata.category(ch) != "Cf")
-    s = s.casefold()
-    s = re.sub(r"[\W_]+", " ", s)
-    return " ".join(s.split())
+    return " ".join(re.findall(r"[^\W_]+", s.casefold()))
 
 
 def is_copy(title: str, original: str) -> bool:

@@ -9,8 +9,6 @@ import hashlib
 
 HELDOUT_SHARE = 0.1
 SALT = "hllm-heldout-v1"
-
-
 HELDOUT_SALT = SALT
 
 

@@ -52,6 +52,7 @@ def personalization_cmd(
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Greedy swap titles."),
     batch_size: int = typer.Option(8, "--batch-size"),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast for the greedy swap titles (NLL stays float32)."),
+    slot: str = typer.Option("medoid", "--slot", help="The cluster's slot as generate fills it: medoid | mean."),
     bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples for the 95% CIs."),
     seed: int = typer.Option(0, "--seed"),
     judge_samples: int = typer.Option(0, "--judge-samples", help="Cross-cluster GSB samples (0 = no judge)."),
@@ -76,7 +77,7 @@ def personalization_cmd(
                                 members_per_cluster=members_per_cluster,
                                 heldout_share=HELDOUT_SHARE if heldout_share is None else heldout_share,
                                 swap_pairs=swap_pairs, nll_rows=nll_rows, max_new_tokens=max_new_tokens,
-                                batch_size=batch_size, bf16=bf16, bootstrap=bootstrap, seed=seed,
+                                batch_size=batch_size, bf16=bf16, slot=slot, bootstrap=bootstrap, seed=seed,
                                 judge_samples=judge_samples,
                                 judge_max_tokens=judge_max_tokens, llm=llm)
     res = run(cfg, out, progress=True)

@@ -10,8 +10,9 @@ is seen neither by the teacher nor by training). Every figure comes with a boots
 - **distinct titles per ad**: distinct normalized served titles across the ad's selected clusters
   (the original counts as one title). Mean over ads, CI resampling ads.
 - **slot sensitivity, greedy**: for each selected (ad, cluster c) pair, a greedy title with c's own
-  slot (member mean) and one with another selected cluster's slot for the same ad (a random other
-  cluster when the ad has one): share of pairs whose cleaned title changes. CI resampling ads.
+  slot (as generate fills it: the medoid by default, or the member mean) and one with another
+  selected cluster's slot for the same ad (a random other cluster when the ad has one): share of
+  pairs whose cleaned title changes. CI resampling ads.
 - **slot sensitivity, NLL**: on held-out teacher rows (train.parquet ``split == "heldout"``, else
   rows of held-out users), the response's mean per-token NLL with the row's own user embedding
   (its ``item_id_list`` through the Item and User LLMs) and with a shuffled user's (a derangement
@@ -40,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from typing import Literal
+
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
@@ -89,6 +92,8 @@ class PersonalizationConfig(StepConfig):
     max_new_tokens: int = Field(32, ge=1, description="greedy swap titles")
     batch_size: int = Field(8, ge=1)
     bf16: bool = Field(False, description="bf16 autocast for the greedy swap titles (the NLL test stays float32)")
+    slot: Literal["medoid", "mean"] = Field("medoid", description="the cluster's slot, as generate uses it: the "
+                                            "member nearest the centroid (medoid) or the mean member embedding")
     bootstrap: int = Field(2000, ge=100)
     seed: int = 0
     interests_top: int = Field(3, ge=1, description="top interests shown per cluster")
@@ -484,7 +489,8 @@ def run(cfg: PersonalizationConfig, out: str | Path | None = None, *, model=None
 
     t0 = time.time()
     ds = load_dataset(cfg.data_dir)
-    _, user_slot, asg, _ = cl.load(cfg.clusters_dir)
+    _, _, asg, _ = cl.load(cfg.clusters_dir)
+    user_slot = cl.load_slots(cfg.clusters_dir, cfg.slot)
     cr, cr_file = _read(cfg.creatives, CREATIVES, ("item_id", "cluster_id", "original_title"))
     m, m_file = _read(cfg.matches, MATCHES, ("item_id", "cluster_id", "score", "rank", "selected"))
     known = set(ds.items["item_id"])
