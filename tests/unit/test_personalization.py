@@ -274,3 +274,30 @@ def test_cli_runs_the_step_and_logs_to_mlflow(tiny_upstream, tmp_path):
                                  "--clusters", str(u["clusters"]), "--matches", str(u["matches"]),
                                  "--creatives", str(tmp_path / "nope"), "--out", str(out)])
     assert r.exit_code != 0 and "creatives.parquet not found" in str(r.output) + str(r.exception)
+
+
+@pytest.mark.integration
+def test_cross_cluster_gsb_with_the_real_judge(tiny_upstream, llm_server, tmp_path):
+    """Cross-cluster GSB against the project's real OpenAI-compatible server (SmolLM2): both orders
+    asked for every sample, identical titles not judged, the failure rate reported."""
+    from hllm_creator.data import leave_last_out, load_dataset
+    from hllm_creator.infer import cluster as cl
+    from hllm_creator.llm.client import LLMConfig
+
+    base_url, model = llm_server
+    u = tiny_upstream
+    ds = load_dataset(u["data"])
+    _, _, asg, _ = cl.load(u["clusters"])
+    pairs = P.served_pairs(pd.read_parquet(u["creatives"] / "creatives.parquet"))
+    members = P.sample_members(P.heldout_members(asg, leave_last_out(ds.interactions).users, 0.5),
+                               pairs["cluster_id"].unique(), 1, 0)
+    cfg = P.PersonalizationConfig(model_dir=str(u["model"]), data_dir=str(u["data"]), clusters_dir=str(u["clusters"]),
+                                  matches=str(u["matches"]), creatives=str(u["creatives"]), judge_samples=3,
+                                  judge_max_tokens=48, bootstrap=200,
+                                  llm=LLMConfig(base_url=base_url, model=model, progress=False,
+                                                cache_path=str(tmp_path / "cache.sqlite")))
+    st, df = P.cross_cluster_gsb(pairs, members, ds.items, cfg)
+    assert st["n"] == len(df) == 3 and st["G"] + st["S"] + st["B"] == 3
+    assert 0.0 <= st["judge_failure_rate"] <= 1.0 and st["identical_pairs"] == 0
+    assert (df["title_a"] != df["title_b"]).all() and set(df["final"]) <= {"G", "S", "B"}
+    assert df["verdict_ab"].isin(["a", "b", "same"]).sum() + df["judge_failed"].sum() >= 3
