@@ -284,7 +284,11 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
             pool["dataset"] = imp.output
 
         def step(name: str) -> dsl.PipelineTask:
-            t = call(name, comps[name], pool, getattr(preset, name), preset.common)
+            args = dict(getattr(preset, name))
+            if name == "personalization_eval" and "slot" in preset.generate:
+                # the greedy swap must use the slot generate served with (medoid | mean)
+                args.setdefault("slot", preset.generate["slot"])
+            t = call(name, comps[name], pool, args, preset.common)
             _configure(t, name, preset, local=local, parent_run_id=parent_run_id)
             pool.update(_outputs(t, name))
             tasks[name] = t

@@ -222,3 +222,20 @@ def test_images_by_digest_at_compile_time():
     bad = subprocess.run([sys.executable, "-c", code], env={**env, "HLLM_IMAGE_DIGEST_CPU": "latest"},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "HLLM_IMAGE_DIGEST_CPU" in bad.stderr
+
+
+def test_personalization_uses_the_slot_generate_serves_with(tmp_path):
+    """personalization-eval's greedy swap fills the slot as generate does: a preset that sets
+    generate.slot passes the same value on (unless the step sets its own)."""
+    from pipelines.cluster import compile_pipeline
+    from pipelines.presets import get_preset
+
+    def slot_of(preset, name):
+        text = compile_pipeline(preset, tmp_path / f"{name}.yaml").read_text()
+        spec = next(yaml.safe_load_all(text))
+        task = spec["root"]["dag"]["tasks"]["personalization-eval"]
+        return task["inputs"]["parameters"]["slot"]["runtimeValue"]["constant"]
+
+    assert slot_of(get_preset("production", {"generate.slot": "mean"}), "mean") == "mean"
+    assert slot_of(get_preset("production", {"generate.slot": "mean", "personalization_eval.slot": "medoid"}),
+                   "both") == "medoid"
