@@ -60,8 +60,8 @@ def test_kubernetes_settings(compiled):
 
 
 def test_llm_secret_only_in_the_steps_that_call_an_llm(compiled):
-    """OPENAI_API_KEY (the hllm-creator-llm secret) reaches dataset-construct and gsb-eval (the
-    LLM_STEPS present in the DAG) and no other task; the key's value is nowhere in the YAML."""
+    """OPENAI_API_KEY (the hllm-creator-llm secret) reaches dataset-construct, gsb-eval and
+    personalization-eval (its cross-cluster judge; the LLM_STEPS present in the DAG) and no other task; the key's value is nowhere in the YAML."""
     from pipelines.hllm_pipeline import LLM_STEPS
     from pipelines.presets import get_preset
 
@@ -75,7 +75,8 @@ def test_llm_secret_only_in_the_steps_that_call_an_llm(compiled):
                 assert s["secretName"] == res.llm_secret_name and "OPENAI_API_KEY" in envs
                 with_llm.add(label)
     llm_execs = {f"exec-{s.replace('_', '-')}" for s in LLM_STEPS}
-    assert with_llm == llm_execs & set(rep["kubernetes"]) == {"exec-dataset-construct", "exec-gsb-eval"}
+    assert with_llm == llm_execs & set(rep["kubernetes"]) == {"exec-dataset-construct", "exec-gsb-eval",
+                                                                "exec-personalization-eval"}
     # no other executor in the whole document names the secret or the key
     text = path.read_text()
     assert text.count(f"secretName: {res.llm_secret_name}") == len(with_llm)
