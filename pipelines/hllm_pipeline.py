@@ -1,6 +1,6 @@
 """The HLLM-Creator pipeline: dataset-construct -> train -> embed (ParallelFor over user shards +
-merge) -> cluster -> match -> generate -> gsb-eval, built from the seven components in
-``components/<step>/component.py``.
+merge) -> cluster -> match -> generate -> gsb-eval and personalization-eval (both after generate),
+built from the eight components in ``components/<step>/component.py``.
 
 ``build_pipeline(preset)`` returns a ``@dsl.pipeline`` function whose step arguments are the
 preset's values (compiled into the YAML as constants; recompile with other values) and whose
@@ -43,6 +43,7 @@ COMPONENTS = {
     "match": ("components.match.component", ["match"]),
     "generate": ("components.generate.component", ["generate"]),
     "gsb_eval": ("components.gsb_eval.component", ["gsb_eval"]),
+    "personalization_eval": ("components.personalization_eval.component", ["personalization_eval"]),
 }
 
 # The steps that call an LLM (teacher / judge): the only ones that get the LLM secret on a cluster.
@@ -70,6 +71,9 @@ STEP_INPUTS = {
     "dataset_construct": {"base_url": "llm_base_url", "model": "llm_model"},
     "gsb_eval": {"base_url": "llm_base_url", "model": "llm_model", "samples": "generate.creatives",
                  "clusters": "cluster.clusters", "dataset": "dataset"},
+    "personalization_eval": {"model": "train.model", "clusters": "cluster.clusters", "matches": "match.matches",
+                             "creatives": "generate.creatives", "train_set": "dataset_construct.training_set",
+                             "judge_base_url": "llm_base_url", "judge_model": "llm_model"},
 }
 
 
@@ -224,10 +228,11 @@ def _py_type(type_: str):
 
 
 def _final_outputs(comps) -> list[tuple[str, str, str, Any]]:
-    """(field, step, output, annotation) for every output of generate and gsb_eval: the pipeline's
-    outputs, so the runner finds creatives.parquet and the GSB summary even when steps were cached."""
+    """(field, step, output, annotation) for every output of generate, gsb_eval and
+    personalization_eval: the pipeline's outputs, so the runner finds creatives.parquet, the GSB summary
+    and the personalization report even when steps were cached."""
     fields = []
-    for step in ("generate", "gsb_eval"):
+    for step in ("generate", "gsb_eval", "personalization_eval"):
         for name, spec in (comps[step].component_spec.outputs or {}).items():
             fields.append((f"{step}__{name}", step, name, _py_type(spec.type)))
     return fields
@@ -279,7 +284,11 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
             pool["dataset"] = imp.output
 
         def step(name: str) -> dsl.PipelineTask:
-            t = call(name, comps[name], pool, getattr(preset, name), preset.common)
+            args = dict(getattr(preset, name))
+            if name == "personalization_eval" and "slot" in preset.generate:
+                # the greedy swap must use the slot generate served with (medoid | mean)
+                args.setdefault("slot", preset.generate["slot"])
+            t = call(name, comps[name], pool, args, preset.common)
             _configure(t, name, preset, local=local, parent_run_id=parent_run_id)
             pool.update(_outputs(t, name))
             tasks[name] = t
@@ -305,6 +314,7 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
         step("match")
         step("generate")
         step("gsb_eval")
+        step("personalization_eval")
         return Outputs(*[tasks[st].outputs[o] for _, st, o, _ in finals])
 
     hllm_creator_pipeline.__annotations__["return"] = Outputs

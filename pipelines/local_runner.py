@@ -243,9 +243,12 @@ def summarize(outputs: dict[str, Any]) -> dict[str, Any]:
                                                  and "creatives" in name):
                 summ["creatives"] = str(f)
                 df = pd.read_parquet(f)
-                cols = [c for c in ("item_id", "cluster_id", "original_title", "llm_output", "grounded") if c in df]
+                cols = [c for c in ("item_id", "cluster_id", "original_title", "title", "source", "llm_output",
+                                    "grounded") if c in df]
                 summ["samples"] = df[cols].head(5).to_dict("records")
                 summ["n_creatives"] = len(df)
+            if name.startswith("personalization_eval__") and f.name == "personalization.json":
+                summ["personalization"] = _personalization(f)
             if name.startswith("gsb_eval__") and f.suffix == ".json":
                 try:
                     data = json.loads(f.read_text())
@@ -258,4 +261,28 @@ def summarize(outputs: dict[str, Any]) -> dict[str, Any]:
     for key, val in (summ.get("gsb") or {}).items():
         if isinstance(val, (int, float)) and not isinstance(val, bool):
             summ["metrics"][key if key.startswith("gsb") else f"gsb_{key}"] = float(val)
+    if summ.get("gsb", {}).get("n"):
+        fails = summ["gsb"].get("judge_failures")
+        if isinstance(fails, (int, float)):
+            summ["metrics"]["gsb_judge_failure_rate"] = float(fails) / float(summ["gsb"]["n"])
+    for key, val in (summ.get("personalization") or {}).get("metrics", {}).items():
+        summ["metrics"][key] = float(val)  # pers_* on the parent run: `promote` reads pers_fit_other_ci_low
     return summ
+
+
+def _personalization(report: Path) -> dict[str, Any]:
+    """The personalization report -> its metrics and the closing summary lines (per ad: the clusters'
+    top interests and SERVED titles, the original once; then the headline figures with CIs)."""
+    import pandas as pd
+
+    from hllm_creator.evaluate.personalization import PER_AD, summary_lines
+
+    try:
+        res = json.loads(report.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        return {"error": f"cannot read {report}: {e}"}
+    out: dict[str, Any] = {"report": str(report), "metrics": res.get("metrics") or {}}
+    per_ad = report.parent / PER_AD
+    if per_ad.exists() and res.get("headline"):
+        out["lines"] = summary_lines(res, pd.read_parquet(per_ad))
+    return out

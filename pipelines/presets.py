@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STEPS = ("dataset_construct", "train", "embed", "cluster", "match", "generate", "gsb_eval")
-GPU_STEPS = ("train", "embed", "generate")
+STEPS = ("dataset_construct", "train", "embed", "cluster", "match", "generate", "gsb_eval", "personalization_eval")
+# personalization_eval runs the Creative LLM (greedy slot swap, NLL own vs shuffled): a GPU in production
+GPU_STEPS = ("train", "embed", "generate", "personalization_eval")
 
 
 class _Strict(BaseModel):
@@ -80,6 +81,7 @@ class Preset(_Strict):
     match: dict[str, Any] = Field(default_factory=dict)
     generate: dict[str, Any] = Field(default_factory=dict)
     gsb_eval: dict[str, Any] = Field(default_factory=dict)
+    personalization_eval: dict[str, Any] = Field(default_factory=dict)
     n_embed_shards: int = Field(2, ge=1, le=256)
     llm_model: str = "smollm2-135m-instruct"  # what the local runner's embedded server hosts
     llm_server_args: list[str] = Field(default_factory=list)
@@ -111,6 +113,9 @@ def _tiny() -> Preset:
         match={"n_ads": 3, "top_k": 1},
         generate={"max_new_tokens": 8, "max_pairs": 3, "batch_size": 4},
         gsb_eval={"max_samples": 2, "judge_max_tokens": 32, "bootstrap": 100},
+        # the tiny run has ~12 clustered users: measure on all of them (the hold-out would keep ~1)
+        personalization_eval={"heldout_share": 1.0, "max_ads": 3, "members_per_cluster": 4, "nll_rows": 4,
+                              "max_new_tokens": 6, "bootstrap": 200, "judge_samples": 2, "judge_max_tokens": 32},
         n_embed_shards=2,
         llm_server_args=["--max-tokens-limit", "256", "--default-max-tokens", "64"],
     )
@@ -131,6 +136,9 @@ def _demo() -> Preset:
         match={"n_ads": 12, "top_k": 2},
         generate={"max_new_tokens": 24, "max_pairs": 24, "batch_size": 8, "bf16": True},
         gsb_eval={"max_samples": 12, "judge_max_tokens": 64},
+        # held-out users (10%) of the 1000 embedded; MiniLM ~60 sentences/s; the greedy swap is 2 titles per pair
+        personalization_eval={"max_ads": 12, "members_per_cluster": 20, "nll_rows": 64, "max_new_tokens": 24,
+                              "batch_size": 8, "bf16": True, "judge_samples": 12, "judge_max_tokens": 64},
         n_embed_shards=2,
         llm_server_args=["--max-tokens-limit", "256", "--dtype", "bfloat16"],
     )
@@ -150,6 +158,8 @@ def _production() -> Preset:
         match={"n_ads": 1000, "top_k": 10},
         generate={"max_new_tokens": 48, "batch_size": 64, "bf16": True},
         gsb_eval={"max_samples": 500},
+        personalization_eval={"max_ads": 200, "members_per_cluster": 50, "swap_pairs": 600, "nll_rows": 512,
+                              "max_new_tokens": 48, "batch_size": 32, "bf16": True, "judge_samples": 500},
         n_embed_shards=8,
         resources=PipelineResources(steps={
             "train": StepResources(cpu="16", memory="128G", accelerator_type="nvidia.com/gpu", accelerator_limit=1),
@@ -159,6 +169,7 @@ def _production() -> Preset:
             "match": StepResources(cpu="4", memory="16G"),
             "dataset_construct": StepResources(cpu="2", memory="8G"),
             "gsb_eval": StepResources(cpu="2", memory="8G"),
+            "personalization_eval": _GPU,
         }),
     )
 

@@ -51,6 +51,10 @@ def _register() -> None:
     from hllm_creator.infer.commands import register as register_infer
 
     register_infer(app)
+    # -- evaluate: personalization on held-out users (the ruler is imported only in evaluate/) -
+    from hllm_creator.evaluate.commands import personalization_cmd
+
+    app.command("personalization")(personalization_cmd)
     # -- pipeline: run, compile, submit, compare, promote ---------------------------------------
     from hllm_creator.pipeline_commands import register as register_pipeline
 
@@ -70,7 +74,8 @@ def demo_cmd(
     """The README's main job. First one real SmolLM2 reply through the openai client (data -> embedded
     server -> request -> stop), then the whole pipeline, locally, on the bundled data with SmolLM2 as
     teacher, backbone and judge (`hllm-creator run --preset demo`); prints the MLflow parent run, the
-    path of creatives.parquet, the GSB summary and a few original vs personalized titles."""
+    path of creatives.parquet, the GSB summary and, per ad, the clusters' top interests with their
+    SERVED titles side by side (the original once), then the personalization figures with their 95% CIs."""
     from hllm_creator.demo import llm_roundtrip
     from hllm_creator.paths import work_dir
 

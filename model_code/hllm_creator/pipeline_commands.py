@@ -56,8 +56,10 @@ def run_cmd(
     """Run the whole pipeline here with the KFP local SubprocessRunner (no cluster, no Docker).
 
     dataset-construct -> train -> embed (ParallelFor shards + merge) -> cluster -> match -> generate ->
-    gsb-eval. One MLflow parent run (printed) with a nested run per step. A re-run reuses the steps
-    whose inputs did not change (KFP local cache under the pipeline root).
+    gsb-eval + personalization-eval. Ends with, per ad, the clusters' top interests and their served
+    titles, then the personalization figures (held-out users, 95% CIs). One MLflow parent run
+    (printed) with a nested run per step. A re-run reuses the steps whose inputs did not change (KFP
+    local cache under the pipeline root).
     """
     from hllm_creator.tracking import resolve_tracking_uri
     from pipelines.local_runner import run_local
@@ -80,10 +82,18 @@ def run_cmd(
     if "creatives" in res.summary:
         typer.echo(f"creatives: {res.summary['creatives']} ({res.summary.get('n_creatives')} rows)")
     if "gsb" in res.summary:
-        typer.echo(f"GSB: {json.dumps(res.summary['gsb'], default=str)}")
-    for s in res.summary.get("samples", []):
+        typer.echo(f"GSB (served titles that differ from the original): {json.dumps(res.summary['gsb'], default=str)}")
+    pers = res.summary.get("personalization") or {}
+    if pers.get("lines"):
+        # the closing summary: per ad the clusters' top interests and their SERVED titles (the original
+        # once), then the personalization figures with their CIs
+        typer.echo(f"personalization report: {pers['report']}")
+        for line in pers["lines"]:
+            typer.echo(line)
+        return
+    for s in res.summary.get("samples", []):  # no personalization report: the served titles only
         typer.echo(f"  [{s.get('item_id')} / cluster {s.get('cluster_id')}] "
-                   f"{s.get('original_title')!r}  ->  {s.get('llm_output')!r}")
+                   f"{s.get('original_title')!r}  ->  served {s.get('title', s.get('original_title'))!r}")
 
 
 def compile_cmd(
@@ -175,23 +185,41 @@ def promote_cmd(
     run: Optional[str] = typer.Option(None, "--run",
                                       help="Promote the model registered by this pipeline run (parent or train "
                                            "step run id) instead of the current `candidate`."),
-    metric: str = typer.Option("gsb_adv", "--metric", help="Higher is better; compared with the champion's."),
-    force: bool = typer.Option(False, "--force", help="Promote even if the metric does not improve."),
+    metric: str = typer.Option("gsb_ci_low", "--metric",
+                               help="GSB evidence: higher is better; must beat the champion's (or 0). Default: "
+                                    "the lower bound of GSB Adv's 95% CI."),
+    max_judge_failure_rate: float = typer.Option(0.2, "--max-judge-failure-rate",
+                                                 help="Refuse when the judge failed on this share of samples "
+                                                      "or more."),
+    fit_metric: str = typer.Option("pers_fit_other_ci_low", "--fit-metric",
+                                   help="Audience-fit CI lower bound of the personalization step: must be > 0 "
+                                        "when present."),
+    force: bool = typer.Option(False, "--force", help="Promote even if a check refuses (checks still shown)."),
 ) -> None:
-    """Move alias `champion` to the candidate when its GSB Adv beats the current champion's.
+    """Move alias `champion` to the candidate when the evidence holds; each refusal says why.
 
-    The candidate is the version with alias `candidate` (set by train), or the version registered
-    under --run. Its metric is looked up on the train step run, its parent pipeline run, or a
-    sibling step run (gsb-eval). With no champion yet, the candidate becomes champion.
+    The candidate (alias `candidate`, set by train, or the version registered under --run) needs:
+    its GSB Adv CI lower bound (gsb-eval, served titles only) above the champion's (or above 0
+    with no champion); a judge-failure rate under --max-judge-failure-rate; no stand-in rows (the
+    train run's tag standin_data is false); and, when a personalization run is present, its
+    audience-fit CI lower bound above 0. Metrics are looked up on the train step run, its parent
+    pipeline run, or a sibling step run (gsb-eval, personalization).
     """
     from hllm_creator import tracking
 
     cand = "candidate"
     if run:
         cand = _version_of_run(run)
-    res = tracking.promote(cand, metric=metric, force=force)
+    try:
+        policy = tracking.PromotePolicy(metric=metric, max_judge_failure_rate=max_judge_failure_rate,
+                                        fit_metric=fit_metric)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    res = tracking.promote(cand, force=force, policy=policy)
     typer.secho(("promoted: " if res["promoted"] else "not promoted: ") + res["reason"],
                 fg="green" if res["promoted"] else "yellow")
+    for c in res.get("checks", []):
+        typer.echo(f"  {'ok     ' if c['ok'] else 'REFUSED'}  {c['check']}: {c['detail']}")
     typer.echo(json.dumps(res, indent=2, default=str))
 
 

@@ -4,10 +4,10 @@ real MLflow store; then a failing step and a re-run that resumes from the KFP ca
 
 One test, three runs into one pipeline root, one LLM server (started by the runner's own
 ``llm_endpoint``) for all three:
-1. the full DAG: one parent run with seven nested step runs (embed: one per shard), metrics and
+1. the full DAG: one parent run with eight nested step runs (embed: one per shard), metrics and
    artifacts, the model registered as ``candidate``, creatives.parquet and the GSB summary;
 2. the same run with a bad ``generate`` value: fails at generate, every upstream step a cache hit;
-3. the value fixed: generate and gsb-eval run, every upstream step a cache hit again.
+3. the value fixed: generate, gsb-eval and personalization-eval run, every upstream step a cache hit again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SEVEN = {"dataset-construct", "train", "embed", "cluster", "match", "generate", "gsb-eval"}
+STEPS = {"dataset-construct", "train", "embed", "cluster", "match", "generate", "gsb-eval", "personalization"}
 
 
 def _children(client, parent_id):
@@ -52,7 +52,7 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
         for tag in ("kfp_run_id", "git_sha", "dataset_hash", "config_hash"):
             assert parent.data.tags.get(tag), tag
         kids = _children(client, res.parent_run_id)
-        assert _step_names(kids) == SEVEN, _step_names(kids)
+        assert _step_names(kids) == STEPS, _step_names(kids)
         assert sum(r.data.tags["step"] == "embed" for r in kids) == preset.n_embed_shards
         for r in kids:
             assert r.info.status == "FINISHED" and r.data.params, r.data.tags["step"]
@@ -67,6 +67,9 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
         assert {"original_title", "llm_output", "grounded"} <= set(creatives.columns)
         assert res.summary["samples"] and res.summary.get("gsb")
         assert any(k.startswith("gsb") for k in client.get_run(res.parent_run_id).data.metrics)
+        # the personalization step: its figures on the parent run, the closing summary's lines
+        assert "pers_copy_rate" in client.get_run(res.parent_run_id).data.metrics
+        assert res.summary["personalization"]["lines"][-1].startswith("  audience fit vs the original")
 
         # 2. a step fails: generate gets an invalid value; everything before it comes from the cache
         bad = get_preset("tiny", {"generate.batch_size": 0})
@@ -85,6 +88,7 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
         fixed = get_preset("tiny", {"generate.batch_size": 2})
         res3 = run_local(fixed, pipeline_root=root, data_dir=data, llm_base_url=url, run_name="tiny-resume")
         executed = {p.name for p in res3.run_dir.iterdir() if p.is_dir()}
-        assert {"generate", "gsb-eval"} <= executed and not executed & {"train", "cluster", "match"}, executed
-        assert _step_names(_children(client, res3.parent_run_id)) == {"generate", "gsb-eval"}
+        assert {"generate", "gsb-eval", "personalization-eval"} <= executed, executed
+        assert not executed & {"train", "cluster", "match"}, executed
+        assert _step_names(_children(client, res3.parent_run_id)) == {"generate", "gsb-eval", "personalization"}
         assert pd.read_parquet(res3.summary["creatives"]).shape[0] > 0

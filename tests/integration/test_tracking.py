@@ -131,10 +131,10 @@ def _pipeline_with_model(tmp_path, adv: float, tag: str) -> str:
     model_dir.mkdir()
     (model_dir / "hllm_config.json").write_text(json.dumps({"tag": tag}))
     with tracking.parent_run(f"pipeline-{tag}") as parent:
-        with tracking.step_run("train"):
+        with tracking.step_run("train", tags={"standin_data": "false"}):
             tracking.register_model(model_dir)
-        with tracking.step_run("gsb-eval"):
-            tracking.log_metrics({"gsb_adv": adv})
+        with tracking.step_run("gsb-eval"):  # the CI lower bound is what promote compares
+            tracking.log_metrics({"gsb_adv": adv, "gsb_ci_low": adv, "gsb_judge_failure_rate": 0.0})
     return parent.info.run_id
 
 
@@ -152,7 +152,7 @@ def test_promote_moves_champion_only_when_gsb_improves(server, tmp_path):
         pass
     _pipeline_with_model(tmp_path, 0.10, "a")
     r1 = tracking.promote()
-    assert r1["promoted"] and r1["reason"] == "no champion yet" and r1["candidate_score"] == pytest.approx(0.10)
+    assert r1["promoted"] and r1["reason"].startswith("no champion yet") and r1["candidate_score"] == pytest.approx(0.10)
     _pipeline_with_model(tmp_path, 0.05, "b")  # worse: stays candidate only
     r2 = tracking.promote()
     assert not r2["promoted"] and r2["champion_version"] == r1["candidate_version"]

@@ -1,4 +1,4 @@
-"""Compile the pipeline (production preset) and load it back with kfp's own loader: seven steps,
+"""Compile the pipeline (production preset) and load it back with kfp's own loader: eight steps,
 the embed fan-out, GPU requests on train/embed/generate, kfp-kubernetes settings, caching, images."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-STEP_EXECUTORS = ("dataset-construct", "train", "embed", "embed-merge", "cluster", "match", "generate", "gsb-eval")
+STEP_EXECUTORS = ("dataset-construct", "train", "embed", "embed-merge", "cluster", "match", "generate", "gsb-eval",
+                  "personalization-eval")
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,12 @@ def test_compiles_and_loads_back(compiled):
     assert {"data_dir", "dataset_uri", "llm_base_url", "llm_model", "mlflow_parent_run_id"} <= set(params)
 
 
-def test_gpu_requests_on_train_embed_generate_only(compiled):
+def test_gpu_requests_on_train_embed_generate_personalization_only(compiled):
     _, rep = compiled
-    assert rep["gpu_steps"] == ["embed", "generate", "train"]
+    assert rep["gpu_steps"] == ["embed", "generate", "personalization_eval", "train"]
     for label, acc in rep["gpu"].items():
         assert acc["type"] == "nvidia.com/gpu" and acc["count"] >= 1
-    assert set(rep["gpu"]) == {"exec-train", "exec-embed", "exec-generate"}
+    assert set(rep["gpu"]) == {"exec-train", "exec-embed", "exec-generate", "exec-personalization-eval"}
 
 
 def test_kubernetes_settings(compiled):
@@ -51,7 +52,7 @@ def test_kubernetes_settings(compiled):
         assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= envs
         assert res.mlflow_secret_name in {s["secretName"] for s in ex["secretAsEnv"]}
         assert ex["pvcMount"][0]["mountPath"] == res.data_mount
-    for step in ("train", "embed", "generate"):
+    for step in ("train", "embed", "generate", "personalization-eval"):
         ex = k8s[f"exec-{step}"]
         assert ex["nodeSelector"]["labels"] == res.gpu_node_selector
         assert ex["tolerations"][0]["key"] == "nvidia.com/gpu"
@@ -59,8 +60,8 @@ def test_kubernetes_settings(compiled):
 
 
 def test_llm_secret_only_in_the_steps_that_call_an_llm(compiled):
-    """OPENAI_API_KEY (the hllm-creator-llm secret) reaches dataset-construct and gsb-eval (the
-    LLM_STEPS present in the DAG) and no other task; the key's value is nowhere in the YAML."""
+    """OPENAI_API_KEY (the hllm-creator-llm secret) reaches dataset-construct, gsb-eval and
+    personalization-eval (its cross-cluster judge; the LLM_STEPS present in the DAG) and no other task; the key's value is nowhere in the YAML."""
     from pipelines.hllm_pipeline import LLM_STEPS
     from pipelines.presets import get_preset
 
@@ -74,7 +75,8 @@ def test_llm_secret_only_in_the_steps_that_call_an_llm(compiled):
                 assert s["secretName"] == res.llm_secret_name and "OPENAI_API_KEY" in envs
                 with_llm.add(label)
     llm_execs = {f"exec-{s.replace('_', '-')}" for s in LLM_STEPS}
-    assert with_llm == llm_execs & set(rep["kubernetes"]) == {"exec-dataset-construct", "exec-gsb-eval"}
+    assert with_llm == llm_execs & set(rep["kubernetes"]) == {"exec-dataset-construct", "exec-gsb-eval",
+                                                                "exec-personalization-eval"}
     # no other executor in the whole document names the secret or the key
     text = path.read_text()
     assert text.count(f"secretName: {res.llm_secret_name}") == len(with_llm)
@@ -221,3 +223,20 @@ def test_images_by_digest_at_compile_time():
     bad = subprocess.run([sys.executable, "-c", code], env={**env, "HLLM_IMAGE_DIGEST_CPU": "latest"},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "HLLM_IMAGE_DIGEST_CPU" in bad.stderr
+
+
+def test_personalization_uses_the_slot_generate_serves_with(tmp_path):
+    """personalization-eval's greedy swap fills the slot as generate does: a preset that sets
+    generate.slot passes the same value on (unless the step sets its own)."""
+    from pipelines.cluster import compile_pipeline
+    from pipelines.presets import get_preset
+
+    def slot_of(preset, name):
+        text = compile_pipeline(preset, tmp_path / f"{name}.yaml").read_text()
+        spec = next(yaml.safe_load_all(text))
+        task = spec["root"]["dag"]["tasks"]["personalization-eval"]
+        return task["inputs"]["parameters"]["slot"]["runtimeValue"]["constant"]
+
+    assert slot_of(get_preset("production", {"generate.slot": "mean"}), "mean") == "mean"
+    assert slot_of(get_preset("production", {"generate.slot": "mean", "personalization_eval.slot": "medoid"}),
+                   "both") == "medoid"

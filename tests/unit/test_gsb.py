@@ -111,10 +111,40 @@ def test_empty_creative_outputs_are_counted_not_judged(tmp_path, bundled_dataset
                   "llm_output": [items["title"].iloc[0] + " for You", "", items["title"].iloc[2]],
                   "score": [0.9, 0.8, 0.7]}).to_parquet(p)
     df = load_samples(GSBConfig(input=str(p), data=str(bundled_dataset.path)))
-    assert df["sample"].tolist() == [f"{items['item_id'].iloc[0]}:0", f"{items['item_id'].iloc[2]}:2"]
-    assert df.attrs["skipped_empty_llm_output"] == 1
+    # row 3's output IS the original title: served, but not personalized, so not judged either
+    assert df["sample"].tolist() == [f"{items['item_id'].iloc[0]}:0"]
+    assert df.attrs["skipped_empty_llm_output"] == 1 and df.attrs["not_personalized"] == 1
     pd.DataFrame({"item_id": items["item_id"].tolist()[:1], "cluster_id": [0],
                   "original_title": items["title"].tolist()[:1], "llm_output": ["  "],
                   "score": [0.9]}).to_parquet(p)
     with pytest.raises(DataError, match="every llm_output is empty"):
         load_samples(GSBConfig(input=str(p), data=str(bundled_dataset.path)))
+
+
+def test_only_served_titles_that_differ_from_the_original_are_judged(tmp_path, bundled_dataset):
+    """Deliverable 6: the judge sees the SERVED title (creatives `title`), never an llm_output that
+    fell back; a served copy of the original (after normalization) is counted, not judged."""
+    from hllm_creator.teacher.gsb import run_gsb
+
+    p = tmp_path / "creatives.parquet"
+    items = bundled_dataset.items.iloc[:4]
+    t = items["title"].tolist()
+    pd.DataFrame({"item_id": items["item_id"].tolist(), "cluster_id": [0, 1, 2, 3], "original_title": t,
+                  "llm_output": [t[0] + " for Labs", "3D PLA PLA PLA", t[2] + " Pro", "x"],
+                  "grounded": [True, False, True, True],
+                  "title": [t[0] + " for Labs", t[1], "  " + t[2].upper() + "!", t[3] + " Kit"],
+                  "score": [0.9, 0.8, 0.7, 0.6]}).to_parquet(p)
+    df = load_samples(GSBConfig(input=str(p), data=str(bundled_dataset.path)))
+    assert df["title_a"].tolist() == [t[0] + " for Labs", t[3] + " Kit"]  # the served titles, not llm_output
+    assert df.attrs["not_personalized"] == 2 and df.attrs["served_rows"] == 4
+    # without a title column: llm_output where grounded, else the original (served) -> not judged
+    pd.read_parquet(p).drop(columns="title").to_parquet(p)
+    df = load_samples(GSBConfig(input=str(p), data=str(bundled_dataset.path)))
+    assert df["title_a"].tolist() == [t[0] + " for Labs", t[2] + " Pro", "x"]
+    assert "3D PLA PLA PLA" not in df["title_a"].tolist() and df.attrs["not_personalized"] == 1
+    # every served title is the original: nothing judged (no judge needed), no evidence either way
+    pd.DataFrame({"item_id": items["item_id"].tolist()[:2], "cluster_id": [0, 1], "original_title": t[:2],
+                  "llm_output": ["a", "b"], "grounded": [False, False], "title": t[:2]}).to_parquet(p)
+    verdicts, summary = run_gsb(GSBConfig(input=str(p), data=str(bundled_dataset.path)), client=object())
+    assert len(verdicts) == 0 and summary["n"] == 0 and summary["ci_low"] == 0.0
+    assert summary["not_personalized"] == 2 and summary["personalized_share"] == 0.0

@@ -108,10 +108,10 @@ def test_promote_cli(tmp_path):
     model.mkdir()
     (model / "w.json").write_text("1")
     with tracking.parent_run("p") as p:
-        with tracking.step_run("train"):
+        with tracking.step_run("train", tags={"standin_data": "false"}):
             tracking.register_model(model)
         with tracking.step_run("gsb-eval"):
-            tracking.log_metrics({"gsb_adv": 0.3})
+            tracking.log_metrics({"gsb_adv": 0.3, "gsb_ci_low": 0.1, "gsb_judge_failure_rate": 0.0})
     r = CliRunner().invoke(app, ["promote", "--run", p.info.run_id])
     assert r.exit_code == 0, r.output
     assert "promoted: no champion yet" in r.output

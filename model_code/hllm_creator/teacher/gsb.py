@@ -6,8 +6,15 @@ B = original wins. Adv = (G - B) / (G + S + B), with a bootstrap 95% interval ov
 Input (``gsb.parquet``-ready): a parquet with ``title_a`` (personalized), ``title_b`` (original) and
 the ad (``original_title``, ``original_description``) plus the user (``title_list`` history,
 ``user_profile``): e.g. construct's ``train.parquet`` with a ``title_a`` column. Or creatives-like
-input (``item_id, cluster_id, original_title, llm_output``) with a dataset dir for the ad text and,
-optionally, ``assignments.parquet`` to pick the cluster member nearest the centroid as the user.
+input (``item_id, cluster_id, original_title`` + the served ``title``, or ``llm_output``) with a
+dataset dir for the ad text and, optionally, ``assignments.parquet`` to pick the cluster member
+nearest the centroid as the user.
+
+Only what is SERVED is judged: creatives' ``title`` column (older files: ``llm_output`` where
+``grounded``, else the original). A row whose served title equals the original after normalization
+(NFKC, casefold, punctuation/whitespace folded) is counted as not personalized and not judged: a copy
+can neither win nor lose against itself, and judging ``llm_output`` of a row that fell back would
+grade a title no user sees.
 """
 
 from __future__ import annotations
@@ -111,7 +118,8 @@ def load_samples(cfg: GSBConfig) -> pd.DataFrame:
     if not path.exists():
         raise DataError("input parquet not found", file=str(path))
     df = pd.read_parquet(path)
-    if {"item_id", "cluster_id", "llm_output"} <= set(df.columns) and "title_a" not in df.columns:
+    if ({"item_id", "cluster_id"} <= set(df.columns) and ({"llm_output", "title"} & set(df.columns))
+            and "title_a" not in df.columns):
         df = _from_creatives(df, cfg, str(path))
     else:
         if "title_a" not in df.columns and "response" in df.columns:
@@ -130,7 +138,7 @@ def load_samples(cfg: GSBConfig) -> pd.DataFrame:
             if c not in df.columns:
                 df[c] = [[] for _ in range(len(df))] if c == "title_list" else default
         df = df.assign(sample=[str(x) for x in (df["user_id"] if df["user_id"].notna().all() else range(len(df)))])
-    for i, (a, b) in enumerate(zip(df["title_a"], df["title_b"])):
+    for i, (a, b) in enumerate(zip(df["title_a"], df["title_b"])):  # (none when every served title is a copy)
         for col, v in (("title_a", a), ("title_b", b)):
             if not isinstance(v, str) or not v.strip():
                 raise DataError("empty or non-string title", file=str(path), column=col, row=i)
@@ -160,14 +168,19 @@ def _from_creatives(df: pd.DataFrame, cfg: GSBConfig, file: str) -> pd.DataFrame
         rep = dict(zip(best["cluster_id"].astype(int), best["user_id"].astype(str)))
         split = leave_last_out(ds.interactions)
         hist = {u: list(h) for u, h in zip(split.users["user_id"], split.users["history"])}
-    rows, empty = [], []
+    rows, empty, copies = [], [], []
+    has_title = "title" in df.columns
     for i, r in enumerate(df.to_dict("records")):
         if r["item_id"] not in items:
             raise DataError(f"item_id {r['item_id']!r} not in the dataset", file=file, column="item_id", row=i)
-        if not isinstance(r["llm_output"], str) or not r["llm_output"].strip():
+        served = _served(r, has_title)
+        if served is None:
             # the Creative LLM wrote nothing: generate already fell back to the original title for
             # this pair; there is nothing to judge. Counted and reported, never silently dropped.
             empty.append(i)
+            continue
+        if _norm(served) == _norm(r["original_title"]):
+            copies.append(i)  # served = the original: not personalized, nothing to judge
             continue
         item = items[r["item_id"]]
         uid = rep.get(int(r["cluster_id"]))
@@ -175,14 +188,38 @@ def _from_creatives(df: pd.DataFrame, cfg: GSBConfig, file: str) -> pd.DataFrame
                      "title_list": [items[x]["title"] for x in hist.get(uid, [])][-cfg.history_len:],
                      "user_profile": "", "original_title": item["title"],
                      "original_description": item.get("description") or "",
-                     "title_a": r["llm_output"], "title_b": r["original_title"]})
+                     "title_a": served, "title_b": r["original_title"]})
     if empty:
         log.warning("%s: %d rows with an empty llm_output (rows %s) are not judged", file, len(empty), empty[:10])
-    if not rows:
+    if copies:
+        log.info("%s: %d rows serve the original title (not personalized): not judged", file, len(copies))
+    if not rows and not copies:
         raise DataError(f"every llm_output is empty ({len(empty)} rows): nothing to judge", file=file,
                         column="llm_output")
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["sample", "user_id", "title_list", "user_profile", "original_title",
+                                      "original_description", "title_a", "title_b"])
     out.attrs["skipped_empty_llm_output"] = len(empty)
+    out.attrs["not_personalized"] = len(copies)
+    out.attrs["served_rows"] = len(df)
+    return out
+
+
+def _norm(s) -> str:
+    from hllm_creator.creative.copy import normalize_title
+
+    return normalize_title(s)
+
+
+def _served(r: dict, has_title: bool) -> str | None:
+    """The title a user is served for a creatives row (None: nothing was generated)."""
+    if has_title:
+        t = r.get("title")
+        return t if isinstance(t, str) and t.strip() else None
+    out = r.get("llm_output")
+    if not isinstance(out, str) or not out.strip():
+        return None
+    if "grounded" in r and not bool(r["grounded"]):
+        return r["original_title"]  # generate fell back: the original is served
     return out
 
 
@@ -191,6 +228,14 @@ def run_gsb(cfg: GSBConfig, client=None) -> tuple[pd.DataFrame, dict]:
     from hllm_creator.llm.client import LLMClient, default_cache_path
 
     df = load_samples(cfg)
+    if len(df) == 0:  # every served title is the original: nothing personalized, nothing judged
+        summary = {"G": 0, "S": 0, "B": 0, "n": 0, "adv": 0.0, "adv_pct": 0.0, "ci_low": 0.0, "ci_high": 0.0,
+                   "ci": 0.95, "bootstrap": cfg.bootstrap, "flips": 0, "judge_failures": 0,
+                   "judge_failure_rate": 0.0, "prompt_version": cfg.prompt_version,
+                   "note": "every served title equals the original: nothing to judge (Adv 0, no evidence)"}
+        summary.update(_served_counts(df))
+        return pd.DataFrame(columns=["sample", "user_id", "title_a", "title_b", "verdict_ab", "verdict_ba", "final",
+                                     "reason_ab", "reason_ba", "judge_failed"]), summary
     if client is None:
         llm_cfg = cfg.llm if cfg.llm.cache_path else cfg.llm.model_copy(update={"cache_path": default_cache_path()})
         client = LLMClient(llm_cfg)
@@ -215,12 +260,24 @@ def run_gsb(cfg: GSBConfig, client=None) -> tuple[pd.DataFrame, dict]:
     c = verdicts["final"].value_counts()
     summary = gsb_stats(int(c.get("G", 0)), int(c.get("S", 0)), int(c.get("B", 0)), bootstrap=cfg.bootstrap,
                         seed=cfg.seed)
-    summary["skipped_empty_llm_output"] = int(df.attrs.get("skipped_empty_llm_output", 0))
+    summary.update(_served_counts(df))
+    summary["judge_failure_rate"] = float(verdicts["judge_failed"].mean()) if len(verdicts) else 0.0
     summary.update({"judge_model": client.model, "prompt_version": cfg.prompt_version,
                     "flips": int(((verdicts["verdict_ab"] == verdicts["verdict_ba"])
                                   & verdicts["verdict_ab"].isin(["a", "b"])).sum()),
                     "judge_failures": int(verdicts["judge_failed"].sum()), "llm": client.stats()})
     return verdicts, summary
+
+
+def _served_counts(df: pd.DataFrame) -> dict:
+    """How many served rows there were, how many were copies of the original (not judged)."""
+    out = {"skipped_empty_llm_output": int(df.attrs.get("skipped_empty_llm_output", 0))}
+    if "served_rows" in df.attrs:
+        served, copies = int(df.attrs["served_rows"]), int(df.attrs["not_personalized"])
+        out.update({"served_rows": served, "not_personalized": copies,
+                    "personalized_share": (served - copies - out["skipped_empty_llm_output"]) / served
+                    if served else 0.0})
+    return out
 
 
 def bar_chart(summary: dict, title: str = "GSB: personalized vs original"):
@@ -262,6 +319,13 @@ def log_gsb(summary: dict, out: str | Path | None) -> None:
     from hllm_creator.tracking import log_artifact, log_figure, log_json, log_metrics
 
     log_metrics({k: summary[k] for k in ("G", "S", "B", "n", "adv", "ci_low", "ci_high")})
+    # the evidence `promote` reads (namespaced, so no other step's ci_low can be mistaken for it)
+    fail = summary.get("judge_failure_rate")
+    if fail is None and summary.get("n") and "judge_failures" in summary:
+        fail = summary["judge_failures"] / summary["n"]
+    log_metrics({"gsb_adv": summary["adv"], "gsb_ci_low": summary["ci_low"], "gsb_ci_high": summary["ci_high"],
+                 "gsb_n": summary["n"], **({"gsb_judge_failure_rate": fail} if fail is not None else {}),
+                 **{f"gsb_{k}": summary[k] for k in ("not_personalized", "personalized_share") if k in summary}})
     if "llm" in summary:
         log_metrics(summary["llm"])
     log_json({k: v for k, v in summary.items()}, "gsb_summary.json")

@@ -25,6 +25,8 @@ from hllm_creator.tracking.mlflow_utils import (  # noqa: F401,I001
     set_alias,
     download_registered,
     promote,
+    PromotePolicy,
+    run_tag,
     run_metric,
     step_run,
 )

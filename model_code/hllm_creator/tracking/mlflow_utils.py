@@ -12,6 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from pydantic import Field
+
+from hllm_creator.config import StepConfig
 from hllm_creator.paths import REPO_ROOT, work_dir
 
 log = logging.getLogger(__name__)
@@ -305,16 +308,52 @@ def run_metric(run_id: str, key: str) -> float | None:
     return None
 
 
-def promote(candidate: str = "candidate", *, metric: str = "gsb_adv", name: str = MODEL_NAME,
-            force: bool = False) -> dict[str, Any]:
-    """Move alias ``champion`` to the candidate version when its ``metric`` beats the champion's.
+class PromotePolicy(StepConfig):
+    """The evidence ``promote`` requires (issue 11, deliverable 6). Every refusal says which rule and why.
 
-    ``candidate``: an alias, a version number or a ``models:/`` URI. With no champion yet the
-    candidate becomes champion. A candidate without the metric is refused (unless ``force``).
-    Returns a dict that says what happened and why.
+    1. ``metric`` (default ``gsb_ci_low``: the lower bound of GSB Adv's 95% CI, judged on served
+       titles only) above the champion's, or above 0 when there is no champion (or it has none);
+    2. the judge-failure rate (``failure_metric``) below ``max_judge_failure_rate``;
+    3. no stand-in rows: the train run's tag ``standin_data`` is ``false`` (a missing tag refuses:
+       unknown training data is no evidence);
+    4. when a personalization run is present: its audience-fit CI lower bound (``fit_metric``) > 0.
+    """
+
+    metric: str = "gsb_ci_low"
+    max_judge_failure_rate: float = Field(0.2, gt=0.0, le=1.0)
+    failure_metric: str = "gsb_judge_failure_rate"
+    fit_metric: str = "pers_fit_other_ci_low"
+
+
+def run_tag(run_id: str, key: str, step: str = "train") -> str | None:
+    """Tag ``key`` of a run, else of its sibling step run tagged ``step`` (e.g. the train run)."""
+    client = _mlflow().MlflowClient()
+    run = client.get_run(run_id)
+    if key in run.data.tags:
+        return run.data.tags[key]
+    parent_id = run.data.tags.get("mlflow.parentRunId")
+    if not parent_id:
+        return None
+    sibs = client.search_runs([run.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.step = '{step}'")
+    for s in sibs:
+        if key in s.data.tags:
+            return s.data.tags[key]
+    return None
+
+
+def promote(candidate: str = "candidate", *, metric: str | None = None, name: str = MODEL_NAME,
+            force: bool = False, policy: PromotePolicy | None = None) -> dict[str, Any]:
+    """Move alias ``champion`` to the candidate version when the evidence of :class:`PromotePolicy`
+    holds; every rule is checked and reported (``checks``), each refusal says why (``reason``).
+
+    ``candidate``: an alias, a version number or a ``models:/`` URI. ``metric`` overrides the
+    policy's GSB metric. ``force`` promotes whatever the checks say (they are still reported).
     """
     from mlflow.exceptions import MlflowException
 
+    pol = policy or PromotePolicy()
+    metric = metric or pol.metric
     cand = _version_for(candidate, name)
     cand_score = run_metric(cand.run_id, metric) if cand.run_id else None
     try:
@@ -325,19 +364,51 @@ def promote(candidate: str = "candidate", *, metric: str = "gsb_adv", name: str 
     out = {"model": name, "metric": metric, "candidate_version": str(cand.version), "candidate_score": cand_score,
            "champion_version": None if champ is None else str(champ.version), "champion_score": champ_score}
     if champ is not None and str(champ.version) == str(cand.version):
-        return {**out, "promoted": False, "reason": "candidate is already champion"}
-    if force:
-        ok, reason = True, "forced"
-    elif cand_score is None:
-        ok, reason = False, f"candidate version {cand.version} has no metric {metric!r} (run gsb-eval first)"
-    elif champ is None:
-        ok, reason = True, "no champion yet"
-    elif champ_score is None:
-        ok, reason = True, f"champion version {champ.version} has no metric {metric!r}"
-    elif cand_score > champ_score:
-        ok, reason = True, f"{metric} {cand_score:.4f} > {champ_score:.4f}"
+        return {**out, "promoted": False, "reason": "candidate is already champion", "checks": []}
+    checks: list[dict[str, Any]] = []
+
+    def check(rule: str, ok: bool, detail: str) -> None:
+        checks.append({"check": rule, "ok": ok, "detail": detail})
+
+    # 1. GSB Adv CI lower bound vs the champion's (or 0)
+    if cand_score is None:
+        check("gsb", False, f"candidate version {cand.version} has no metric {metric!r} (run gsb-eval first)")
+    elif champ is None or champ_score is None:
+        who = "no champion yet" if champ is None else f"champion version {champ.version} has no {metric!r}"
+        check("gsb", cand_score > 0, f"{who}: {metric} {cand_score:.4f} must be > 0")
     else:
-        ok, reason = False, f"{metric} {cand_score:.4f} <= champion's {champ_score:.4f}"
+        check("gsb", cand_score > champ_score,
+              f"{metric} {cand_score:.4f} must be > champion version {champ.version}'s {champ_score:.4f}")
+    # 2. judge failures
+    rate = run_metric(cand.run_id, pol.failure_metric) if cand.run_id else None
+    if rate is None:
+        check("judge_failures", False, f"no {pol.failure_metric!r} logged: the judge's reliability is unknown")
+    else:
+        check("judge_failures", rate < pol.max_judge_failure_rate,
+              f"judge-failure rate {rate:.3f} must be < {pol.max_judge_failure_rate:.3f}")
+    # 3. stand-in rows
+    tag = run_tag(cand.run_id, "standin_data") if cand.run_id else None
+    if tag is None:
+        check("standin", False, "the train run has no standin_data tag: whether it trained on stand-in rows "
+                                "(copies of the original title, not teacher data) is unknown")
+    else:
+        check("standin", str(tag).lower() == "false",
+              f"trained with stand-in rows (standin_data={tag}): not teacher data" if str(tag).lower() != "false"
+              else "no stand-in rows (standin_data=false)")
+    # 4. audience fit, when a personalization run is there
+    fit = run_metric(cand.run_id, pol.fit_metric) if cand.run_id else None
+    if fit is None:
+        check("audience_fit", True, f"no personalization run ({pol.fit_metric!r} absent): not checked")
+    else:
+        check("audience_fit", fit > 0, f"audience-fit CI lower bound {pol.fit_metric} {fit:.4f} must be > 0")
+    refusals = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
+    ok = force or not refusals
+    if force:
+        reason = "forced" + (f" (despite: {'; '.join(refusals)})" if refusals else "")
+    elif refusals:
+        reason = "; ".join(refusals)
+    else:
+        reason = checks[0]["detail"]
     if ok:
         set_alias("champion", cand.version, name)
-    return {**out, "promoted": ok, "reason": reason}
+    return {**out, "promoted": ok, "reason": reason, "checks": checks}

