@@ -24,6 +24,7 @@ def generate(
     seed: int = 0,
     slot: str = "medoid",
     rescore: bool = True,
+    select: str = "slot",
     max_pairs: int = 0,
     bf16: bool = False,
     mlflow_parent_run_id: str = "",
@@ -48,6 +49,9 @@ def generate(
         slot: Cluster slot: "medoid" (member nearest the centroid) or "mean" (mean member embedding).
         rescore: A generation that fails the gate or copies the original is replaced by the Creative
             LLM's most likely gate-passing composition of the ad's core and one fact.
+        select: What is served: "slot" (best of n by the gate and the Creative LLM: the ad's gated
+            core+fact compositions scored by likelihood under the cluster's slot plus the slot's pointer
+            to the fact) or "generated" (the greedy generation when it passes the gate).
         max_pairs: Only the first N selected pairs (0 = all).
         bf16: bf16 autocast for the Creative LLM (2x faster batched prefill on AMX CPUs; GPUs).
         mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
@@ -61,7 +65,7 @@ def generate(
     cfg = GenerateConfig(model_dir=model.path, data_dir=data_dir, matches=matches.path, clusters_dir=clusters.path,
                          batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
                          top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None,
-                         bf16=bf16, slot=slot, rescore=rescore)
+                         bf16=bf16, slot=slot, rescore=rescore, select=select)
     meta = run(cfg, creatives.path, progress=False)
     creatives.metadata.update({k: meta[k] for k in ("generations", "grounded", "fallbacks", "ads")})
     for name in ("generations", "grounded", "fallbacks", "fallback_rate", "personalized_share", "copy_rate",

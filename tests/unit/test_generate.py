@@ -75,23 +75,24 @@ def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
     assert sorted(zip(cr.item_id, cr.cluster_id)) == sorted(zip(m[m.selected].item_id, m[m.selected].cluster_id))
     assert {"item_id", "cluster_id", "original_title", "llm_output", "score", "grounded", "reasons"} <= set(cr.columns)
     by = {r["item_id"]: r for r in ds.items.to_dict("records")}
-    assert set(cr["source"]) <= {"generated", "rescored", "original"}
+    assert set(cr["source"]) <= {"generated", "slot", "rescored", "original"}
     for r in cr.itertuples():
         assert r.original_title == titles[r.item_id]
         ad = G.ad_of(by[r.item_id])
         ok, _ = G.ground(r.llm_output, ad)
         assert r.grounded == (ok and not G.same_title(r.llm_output, r.original_title))
-        if r.grounded:
-            assert r.source == "generated" and r.title == r.llm_output and len(r.reasons) == 0
-        else:  # not served as generated: a gated composition the Creative LLM scored best, or the original
-            assert len(r.reasons) > 0
-            if r.source == "rescored":
-                assert r.title in G.candidate_titles(ad) and G.ground(r.title, ad)[0]
-            else:
-                assert r.source == "original" and r.title == r.original_title
+        assert (len(r.reasons) == 0) == r.grounded
+        if r.source == "generated":
+            assert r.grounded and r.title == r.llm_output
+        elif r.source in ("slot", "rescored"):  # a gated composition the Creative LLM picked under the slot
+            assert r.title in G.candidate_titles(ad) and G.ground(r.title, ad)[0]
+            assert r.source == "slot" or not r.grounded
+        else:
+            assert r.source == "original" and r.title == r.original_title
         assert r.personalized == (not G.same_title(r.title, r.original_title))
     assert meta["generations"] == len(cr) and meta["fallbacks"] == int((cr.source == "original").sum())
-    assert meta["source_generated"] + meta["source_rescored"] + meta["source_original"] == meta["generations"]
+    assert sum(meta[f"source_{k}"] for k in G.SOURCES) == meta["generations"]
+    assert meta["source_slot"] > 0  # the default serves the slot's pick of the ad's compositions
     assert meta["copy_rate"] == pytest.approx(float((~cr.personalized).mean()))
     # lookup: every (user, ad); personalized only where the served title differs from the original
     assert len(lk) == 60 * 3 and set(lk.columns) >= {"user_id", "cluster_id", "item_id", "title"}
@@ -120,7 +121,7 @@ def test_cli_generate_and_bad_matches(setup, tmp_path):
                                  "--max-pairs", "2", "--quiet"])
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "g" / "generate_meta.json").read_text())
-    assert meta["generations"] == 2 and "rescored" in r.output and "copy rate" in r.output
+    assert meta["generations"] == 2 and "slot" in r.output and "copy rate" in r.output
     bad = pd.read_parquet(root / "match" / "matches.parquet")
     bad.loc[3, "cluster_id"] = 99
     bad.to_parquet(tmp_path / "bad.parquet")

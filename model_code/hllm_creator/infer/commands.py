@@ -160,6 +160,10 @@ def generate_cmd(
     rescore: bool = typer.Option(True, "--rescore/--no-rescore", help="When a generation fails the gate or "
                                  "copies the original, serve the Creative LLM's most likely gate-passing "
                                  "composition of the ad's core and one of its facts (source 'rescored')."),
+    select: str = typer.Option("slot", "--select", help="What is served: slot = best of n by the gate and the "
+                               "Creative LLM (of the ad's gated core+fact compositions, the one with the highest "
+                               "likelihood under the cluster's slot plus the slot's pointer to its fact); "
+                               "generated = the greedy generation when it passes the gate."),
     seed: int = typer.Option(0, "--seed", help="Batch b is sampled with seed + b."),
     max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="Only the first N selected pairs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -175,12 +179,12 @@ def generate_cmd(
 
     cfg = _config(GenerateConfig, model_dir=str(model), data_dir=str(data), matches=str(matches),
                          clusters_dir=str(clusters), batch_size=batch_size, bf16=bf16, do_sample=sample,
-                         slot=slot, rescore=rescore,
+                         slot=slot, rescore=rescore, select=select,
                          temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                          seed=seed, max_pairs=max_pairs)
     meta = run(cfg, out, progress=not quiet)
     typer.echo(f"wrote {out}: {meta['generations']} titles: {meta['source_generated']} generated, "
-               f"{meta['source_rescored']} rescored, {meta['source_original']} original "
+               f"{meta['source_slot']} slot-picked, {meta['source_rescored']} rescored, {meta['source_original']} original "
                f"(copy rate {meta['copy_rate']:.0%}, {meta['distinct_titles_per_ad']:.2f} distinct titles per ad), "
                f"{meta['lookup_rows']:,} lookup rows")
 

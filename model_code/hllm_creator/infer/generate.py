@@ -9,8 +9,11 @@
 - Every output is cleaned (``creative.titles.clean_title``) and goes through the one gate
   (``creative.check.title_reasons``: every content word from the ad, no claims or other catalog
   brands, no repetition, not cut off, at most 100 characters, a usable title of this product).
-- What is served (``title``, with ``source``):
-  ``generated`` when the generation passes the gate and is not the original title;
+- What is served (``title``, with ``source``), by ``select``:
+  ``slot`` (default): best of n by the gate and the Creative LLM: of the ad's gate-passing
+  compositions ``core - fact``, the one with the highest log-likelihood per token under this
+  cluster's slot plus the slot's log-probability of pointing at its fact (the slot-fact head).
+  ``generated``: the greedy generation when it passes the gate and is not the original title;
   else, with ``rescore`` on, ``rescored``: the Creative LLM's most likely (lowest NLL per token
   under this cluster's slot) of the ad's gate-passing compositions ``core - fact``;
   else ``original`` (the ad's original title; ``reasons`` say why).
@@ -37,7 +40,7 @@ from hllm_creator.data.schema import DataError
 
 log = logging.getLogger(__name__)
 GENERATE_META = "generate_meta.json"
-SOURCES = ("generated", "rescored", "original")
+SOURCES = ("generated", "slot", "rescored", "original")
 
 
 class GenerateConfig(StepConfig):
@@ -58,6 +61,11 @@ class GenerateConfig(StepConfig):
                                             "(medoid) or the mean member embedding")
     rescore: bool = Field(True, description="when a generation fails the gate or copies the original, serve the "
                           "Creative LLM's most likely gate-passing composition of the ad's core and one fact")
+    select: Literal["slot", "generated"] = Field(
+        "slot", description="what is served: 'slot' = best of n by the gate and the Creative LLM: of the ad's "
+        "gate-passing compositions (core + one fact), the one with the highest log-likelihood under this cluster's "
+        "slot plus the slot's log-probability of pointing at its fact (the slot-fact head); 'generated' = the "
+        "greedy generation when it passes the gate (rescored compositions only as its fallback)")
     max_pairs: int | None = Field(None, ge=1, description="Only the first N selected pairs (smoke runs).")
     bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster on AMX CPUs and GPUs).")
 
@@ -77,30 +85,51 @@ def ground(title: str, ad: dict, known_names=None) -> tuple[bool, list[str]]:
     return not reasons, reasons
 
 
-def candidate_titles(ad: dict, known_names=None) -> list[str]:
-    """The ad's gate-passing compositions ``core - fact`` (what a rescored title is chosen from)."""
+def candidate_titles(ad: dict, known_names=None, *, with_facts: bool = False):
+    """The ad's gate-passing compositions ``core - fact`` (what a rescored title is chosen from);
+    ``with_facts``: (titles, their facts)."""
     from hllm_creator.creative.facts import compose, core_title, fact_phrases
     from hllm_creator.creative.prompts import N_FACTS
 
     core = core_title(ad["title"])
-    out = []
+    out, facts = [], []
     for f in fact_phrases(ad, N_FACTS):
         t = compose(core, f)
         if ground(t, ad, known_names)[0] and not same_title(t, ad["title"]):
             out.append(t)
-    return out
+            facts.append(f)
+    return (out, facts) if with_facts else out
 
 
-def rescore(model, slot: np.ndarray, prompt: tuple[str, str], candidates: list[str], bf16: bool = False) -> int:
-    """Index of the candidate with the lowest NLL per token under ``slot`` (the Creative LLM's choice)."""
+def rescore(model, slot: np.ndarray, prompt: tuple[str, str], candidates: list[str], bf16: bool = False,
+            facts: list[str] | None = None, temperature: float = 0.1) -> int:
+    """Index of the Creative LLM's choice among ``candidates`` under ``slot``: the lowest NLL per
+    token; with ``facts`` (candidate j features facts[j]) plus the slot's log-probability of pointing
+    at each fact (softmax over cos(slot, mean input embedding of the fact) / temperature, the
+    slot-fact head trained in train)."""
     import torch
+    import torch.nn.functional as F
 
     n = len(candidates)
     b = model.creative_batch([prompt[0]] * n, [prompt[1]] * n, candidates)
-    u = torch.from_numpy(np.repeat(np.asarray(slot, dtype=np.float32)[None], n, 0))
+    u = torch.from_numpy(np.repeat(np.asarray(slot, dtype=np.float32)[None], n, 0)).to(model.device)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        nll, cnt = model.response_nll(model.slot_embedding(u.to(model.device)), b)
-    return int(torch.argmin(nll.float() / cnt.clamp(min=1)).item())
+        s = model.slot_embedding(u)
+        nll, cnt = model.response_nll(s, b)
+    score = -(nll.float() / cnt.clamp(min=1))
+    if facts is not None:
+        from hllm_creator.train.data import fact_tensors
+
+        import pandas as pd
+
+        t = fact_tensors(model.tokenizers["creative"], pd.DataFrame({"facts": [facts], "fact_index": [0]}))
+        with torch.inference_mode():
+            e = model.creative.get_input_embeddings()(t["fact_ids"].to(model.device)).float()
+            m = t["fact_mask"].to(model.device)[..., None].float()
+            fe = ((e * m).sum(2) / m.sum(2).clamp(min=1))[0]  # [F, d]
+            cos = F.cosine_similarity(s[0].float()[None], fe, dim=-1)
+        score = score + F.log_softmax(cos / temperature, dim=0).cpu()
+    return int(torch.argmax(score).item())
 
 
 def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: np.ndarray,
@@ -134,7 +163,7 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
                 raise RuntimeError(f"generate returned {len(outs)} outputs for {len(chunk)} prompts")
             raw += list(outs)
             bar.update(len(chunk))
-    cands: dict[str, list[str]] = {}
+    cands: dict[str, tuple[list[str], list[str]]] = {}
     recs = []
     for r, out in zip(rows.to_dict("records"), raw):
         iid = r["item_id"]
@@ -144,12 +173,15 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
         if ok and same_title(cand, ad["title"]):
             ok, reasons = False, ["copy: the generation is the original title"]
         title, source = (cand, "generated") if ok else (ad["title"], "original")
-        if not ok and cfg.rescore and hasattr(model, "response_nll"):
+        slot_pick = cfg.select == "slot"
+        if (slot_pick or (not ok and cfg.rescore)) and hasattr(model, "response_nll"):
             if iid not in cands:
-                cands[iid] = candidate_titles(ad, known_names)
-            if cands[iid]:
-                k = rescore(model, user_slot[int(r["cluster_id"])], prompts[iid], cands[iid], cfg.bf16)
-                title, source = cands[iid][k], "rescored"
+                cands[iid] = candidate_titles(ad, known_names, with_facts=True)
+            titles_, facts_ = cands[iid]
+            if titles_:
+                k = rescore(model, user_slot[int(r["cluster_id"])], prompts[iid], titles_, cfg.bf16,
+                            facts=facts_ if slot_pick and len(titles_) > 1 else None)
+                title, source = titles_[k], ("slot" if slot_pick else "rescored")
         recs.append({"item_id": iid, "cluster_id": int(r["cluster_id"]), "original_title": ad["title"],
                      "llm_output": cand, "raw_output": out, "score": float(r["score"]), "grounded": ok,
                      "reasons": reasons, "title": title, "source": source,

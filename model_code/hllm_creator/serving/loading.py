@@ -341,9 +341,17 @@ def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: i
                             "reasons": [["not generated"]] * len(pairs)})
     from hllm_creator.teacher.grounding import Ad, check_grounding
 
+    from hllm_creator.creative.titles import same_title
+
+    def prefix(title: str) -> str:  # a strict prefix that still differs from the original once folded
+        w = str(title).split()
+        return " ".join(w[: max(2, min(6, len(w) - 1))])
+
+    k = next((i for i, t in enumerate(cre["original_title"]) if not same_title(prefix(t), t)), 0)
+    if k:
+        cre = pd.concat([cre.iloc[[k]], cre.drop(index=cre.index[k])]).reset_index(drop=True)
     first = cre.iloc[0]
-    words = str(first["original_title"]).split()
-    short = " ".join(words[: max(2, min(6, len(words) - 1))])  # a strict prefix: differs from the original
+    short = prefix(first["original_title"])
     ok = check_grounding(short, Ad(title=str(first["original_title"])))
     if not ok.ok:
         raise RuntimeError(f"fixture title {short!r} not grounded: {ok.reasons}")

@@ -102,13 +102,17 @@ PRESETS: dict[str, dict] = {
     "demo": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=2, user_llm="smollm2-135m-instruct",
                             user_layers=2, creative_llm="smollm2-135m-instruct", max_history=20,
                             item_max_tokens=32),  # same Item LLM as "cpu": the item cache is shared
-                 standin_rows=32, creative_per_step=2, cls_per_step=128, cls_negatives=256, cls_epochs=1.0,
-                 lr=2e-4, head_lr=2e-3, head_steps=300, eval_users=2000, save_steps=1000),
+                 standin_rows=32, creative_per_step=4, aux_rows_per_step=1, slot_fit_steps=300, cls_per_step=128,
+                 cls_negatives=256, cls_epochs=1.0, lr=2e-4, head_lr=2e-3, head_steps=300, eval_users=2000,
+                 save_steps=1000),
     # the full CPU run (issue 4 "done when"): ~12 min on 2 free cores
     "cpu": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=2, user_llm="smollm2-135m-instruct",
                            user_layers=4, creative_llm="smollm2-135m-instruct", max_history=30,
                            item_max_tokens=32),
-                standin_rows=160, creative_per_step=2, cls_per_step=96, cls_negatives=256, cls_epochs=1.0,
+                standin_rows=160, cls_per_step=96, cls_negatives=256, cls_epochs=1.0,
+                # creative side (issue 11): same-ad pairs (4 rows = 2 pairs a step), recon/align on 1 row,
+                # the slot pre-fit; the teacher's ~450 train rows are one pass in ~110 steps
+                creative_per_step=4, aux_rows_per_step=1, slot_fit_steps=300,
                 lr=2e-4, head_lr=2e-3, head_steps=600, eval_users=None, save_steps=100),
     # GPU: full backbones, ZeRO-2, bf16, flash-attn when importable, gradient checkpointing
     "gpu": dict(model=dict(item_llm="smollm2-135m-instruct", user_llm="smollm2-135m-instruct",
