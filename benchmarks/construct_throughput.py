@@ -1,9 +1,9 @@
-"""Construct throughput (rows/s, tokens/s) against the embedded SmolLM2 server at concurrency 1 and 8.
+"""Construct throughput (kept rows/s, tokens/s) against the embedded SmolLM2 server at concurrency 1 and 8.
 
-One run each, same users, fresh cache each (no cache hits), side by side; prints the ratio and writes
-benchmarks/results/construct_throughput.json.
+One run each, same ads, fresh cache each (no cache hits), side by side; prints the ratio and writes
+benchmarks/results/construct_throughput.json. The teacher asks one title per (ad, fact phrase).
 
-    .venv/bin/python benchmarks/construct_throughput.py --users 8 [--base-url URL --model NAME]
+    .venv/bin/python benchmarks/construct_throughput.py --ads 6 [--base-url URL --model NAME]
 
 Without --base-url it starts `hllm-creator serve llm` on a free 127.0.0.1 port.
 """
@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--ads", type=int, default=6)
     ap.add_argument("--base-url")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--data", default=str(REPO / ".hllm" / "data" / "amazon_scientific"))
@@ -67,14 +67,14 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 llm = LLMConfig(base_url=base, model=args.model, concurrency=conc, cache_path=f"{tmp}/c.sqlite",
                                 progress=False)
-                cfg = ConstructConfig(data=args.data, out=f"{tmp}/out", users=args.users, history_len=5,
-                                      profile_max_tokens=96, rewrite_max_tokens=40, verify_max_tokens=32, llm=llm)
+                cfg = ConstructConfig(data=args.data, out=f"{tmp}/out", ads=args.ads, history_len=5,
+                                      rewrite_max_tokens=40, llm=llm)
                 t0 = time.perf_counter()
                 s = construct(cfg)
                 wall = time.perf_counter() - t0
             tok = s["llm"]["llm_completion_tokens"]
-            results[str(conc)] = {"wall_s": round(wall, 2), "users": s["users"], "kept": s["kept"],
-                                  "rows_per_s": round(s["users"] / wall, 4),
+            results[str(conc)] = {"wall_s": round(wall, 2), "ads": s["ads"], "kept": s["kept"],
+                                  "rows_per_s": round(s["kept"] / wall, 4), "llm_calls": s["llm"]["llm_calls"],
                                   "completion_tokens": tok, "completion_tokens_per_s": round(tok / wall, 2),
                                   "total_tokens": s["llm"]["llm_total_tokens"], "acceptance": s["acceptance"]}
             print(f"concurrency {conc}: {results[str(conc)]}", flush=True)
@@ -84,7 +84,7 @@ def main() -> None:
             proc.wait(30)
     keys = list(results)
     ratio = (results[keys[-1]]["rows_per_s"] / results[keys[0]]["rows_per_s"]) if len(keys) > 1 else None
-    record = {"benchmark": "construct_throughput", "model": args.model, "users": args.users, "results": results,
+    record = {"benchmark": "construct_throughput", "model": args.model, "ads": args.ads, "results": results,
               "speedup_rows_per_s": round(ratio, 2) if ratio else None, "host": platform.node(),
               "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
               "note": "one run each; the machine is shared, so load_avg tells how busy it was"}
