@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--teacher", help="construct's train.parquet: also run the personalization evaluation")
     ap.add_argument("--judge-base-url", help="OpenAI-compatible judge for the cross-cluster GSB (optional)")
     ap.add_argument("--judge-samples", type=int, default=0)
+    ap.add_argument("--judge-model", default="smollm2-135m-instruct")
     a = ap.parse_args()
 
     import pandas as pd
@@ -85,7 +86,8 @@ def main() -> None:
                 "--matches", str(out / "match"), "--creatives", str(out / "generate"), "--train-set", a.teacher,
                 "--out", str(out / "personalization"), "--max-ads", str(a.n_ads), "--bf16"]
         if a.judge_base_url and a.judge_samples:
-            pers += ["--base-url", a.judge_base_url, "--judge-samples", str(a.judge_samples)]
+            pers += ["--base-url", a.judge_base_url, "--judge-model", a.judge_model,
+                     "--judge-samples", str(a.judge_samples)]
         steps.append(("personalization", pers))
     times = {}
     t_all = time.perf_counter()
