@@ -42,11 +42,12 @@ def _env(root: Path) -> dict:
     return env
 
 
-def _train(root: Path, name: str, ds, *extra: str, nproc: int = 2, ckpt: Path | None = None) -> dict:
+def _train(root: Path, name: str, ds, *extra: str, nproc: int = 2, ckpt: Path | None = None,
+           out: Path | None = None) -> dict:
     """Run the CLI (under torchrun when nproc > 1); return per-rank records, the dirs and the log."""
     from hllm_creator.serving.process import free_port
 
-    rec, out = root / f"{name}.rec", root / name
+    rec, out = root / f"{name}.rec", out or root / name
     ckpt = ckpt or root / f"{name}.ckpt"
     args = ["train", "--preset", "tiny", "--data", str(ds.path), "--out", str(out), "--checkpoint-dir", str(ckpt),
             "--max-steps", str(STEPS), "--save-steps", "2", "--eval-users", "10", "--bf16", "off",
@@ -159,15 +160,23 @@ def test_ddp_resume_from_a_checkpoint_with_two_ranks_reaches_the_same_losses(ddp
     ckpt = root / "resume.ckpt"
     shutil.copytree(ddp["ckpt"], ckpt)
     shutil.rmtree(ckpt / "checkpoint-4")  # as if the job had been stopped after step 2
-    res = _train(root, "resume", ds, "--resume", "--no-register", ckpt=ckpt)
-    assert "resume: " + str(ckpt / "checkpoint-2") in res["log"]
-    for r in range(2):
-        full = [x["loss"] for x in _kind(ddp["ranks"][r], "loss")]
-        resumed = [x["loss"] for x in _kind(res["ranks"][r], "loss")]
-        assert len(resumed) == STEPS - 2, (r, resumed)  # only steps 3 and 4 ran
-        assert resumed == pytest.approx(full[2:], rel=1e-5, abs=1e-6), (r, full, resumed)
-    # and it ends with the same model as the uninterrupted run
-    np.testing.assert_allclose(_scores(res["out"], ds), _scores(ddp["out"], ds), atol=1e-5)
+    # a checkpoint is resumed only by the same train config (its `out` included): re-run into the
+    # same model dir, keeping the uninterrupted run's model aside to compare and put back
+    before = root / "ddp.before_resume"
+    shutil.copytree(ddp["out"], before)
+    try:
+        res = _train(root, "resume", ds, "--resume", "--no-register", ckpt=ckpt, out=ddp["out"])
+        assert "resume: " + str(ckpt / "checkpoint-2") in res["log"]
+        for r in range(2):
+            full = [x["loss"] for x in _kind(ddp["ranks"][r], "loss")]
+            resumed = [x["loss"] for x in _kind(res["ranks"][r], "loss")]
+            assert len(resumed) == STEPS - 2, (r, resumed)  # only steps 3 and 4 ran
+            assert resumed == pytest.approx(full[2:], rel=1e-5, abs=1e-6), (r, full, resumed)
+        # and it ends with the same model as the uninterrupted run
+        np.testing.assert_allclose(_scores(ddp["out"], ds), _scores(before, ds), atol=1e-5)
+    finally:
+        shutil.rmtree(ddp["out"], ignore_errors=True)
+        before.rename(ddp["out"])
 
 
 def test_ddp_model_loads_and_scores_like_a_one_process_run(ddp, single, root, ds):
