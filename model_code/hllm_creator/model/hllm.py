@@ -27,7 +27,7 @@ from torch import nn
 
 from hllm_creator.model.collate import SlotBatch, position_ids, slot_batch, text_batch
 from hllm_creator.model.config import ModelConfig
-from hllm_creator.model.losses import cls_loss, info_nce
+from hllm_creator.model.losses import cls_loss, gather_no_grad, info_nce
 from hllm_creator.model.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ class HLLMCreator(nn.Module):
         self.projector = _projector(cfg.projector, dU, dC)
         self.profile_projector = _projector(cfg.projector, dU, dC)
         self.align_projector = _projector(cfg.projector, dU, dC)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.align_temperature)))
+        # shape [1], not a 0-dim scalar: DeepSpeed broadcasts parameters as byte views, which 0-dim refuses
+        self.logit_scale = nn.Parameter(torch.tensor([math.log(1.0 / cfg.align_temperature)]))
         self.predictor = Predictor(dU, dI, cfg.predictor_dim, cfg.predictor_hidden, cfg.predictor_head)
         q = cfg.align_queue
         self.register_buffer("queue_a", torch.zeros(q, dC))
@@ -228,6 +229,8 @@ class HLLMCreator(nn.Module):
         sd = load_file(str(model_dir / WEIGHTS_FILE))
         for k, src in meta.get("tied", {}).items():
             sd[k] = sd[src]
+        if "logit_scale" in sd and sd["logit_scale"].dim() == 0:  # dirs saved before it became shape [1]
+            sd["logit_scale"] = sd["logit_scale"].reshape(1)
         missing, unexpected = model.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith("queue_")]
         if missing or unexpected:
@@ -466,7 +469,9 @@ class HLLMCreator(nn.Module):
         loss = info_nce(a, p, scale, fn_cos=self.cfg.false_negative_cos,
                         queue_a=self.queue_a[:n] if n else None, queue_p=self.queue_p[:n] if n else None)
         if self.training and self.cfg.align_queue:
-            self._enqueue(a.detach().float(), p.detach().float())
+            # every rank enqueues every rank's rows (as MoCo does): the queues stay identical across
+            # ranks under any engine (DDP used to overwrite them with rank 0's; DeepSpeed did not)
+            self._enqueue(gather_no_grad(a.detach().float()), gather_no_grad(p.detach().float()))
         return loss
 
     @torch.no_grad()

@@ -11,9 +11,14 @@ import torch
 import torch.nn.functional as F
 
 
+_LOCAL_ONLY = False  # set by train.distributed.local_only(): rank 0 alone after training, no gathers
+
+
 def world_size() -> int:
     import torch.distributed as dist
 
+    if _LOCAL_ONLY:
+        return 1
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 

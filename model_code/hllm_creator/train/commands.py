@@ -10,7 +10,8 @@ import typer
 
 PRESET_HELP = ("tiny (tiny-llama, tests, seconds) | demo (SmolLM2, pipeline demo scale, a few minutes) | "
                "cpu (SmolLM2, the full 2-core CPU run, ~12 min) | gpu (full backbones, DeepSpeed ZeRO-2, "
-               "bf16, flash-attn when importable) | custom (only the flags)")
+               "bf16, flash-attn when importable) | gpu-multinode (paper scale: TinyLlama-1.1B + Qwen3-8B, ZeRO-3, "
+               "64 GPUs as a Kubeflow Trainer TrainJob; docs/train.md) | custom (only the flags)")
 
 
 def train_cmd(
@@ -31,6 +32,7 @@ def train_cmd(
     head_steps: Optional[int] = typer.Option(
         None, help="Predictor fit after joint training: cls steps on frozen user embeddings, best step picked "
         "on held-out users (0 = off; preset cpu 600, demo 300)."),
+    cls_per_step: Optional[int] = typer.Option(None, help="Users per step (per rank) for the cls objective."),
     creative_rows: Optional[int] = typer.Option(None, "--creative-rows",
                                                 help="Use at most N rows of the training parquet."),
     standin_rows: Optional[int] = typer.Option(None, help="Rows of the stand-in set (no --train-parquet)."),
@@ -86,6 +88,7 @@ def train_cmd(
             model=model, weights=weights or None, max_steps=max_steps, cls_epochs=cls_epochs, head_steps=head_steps,
             max_creative_rows=creative_rows, creative_per_step=creative_per_step, slot_fit_steps=slot_fit_steps,
             creative_epochs=creative_epochs, standin_rows=standin_rows, lora=lora, freeze_item_llm=freeze_item_llm,
+            cls_per_step=cls_per_step,
             bf16=bf16, gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None,
             lr=lr, head_lr=head_lr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
             save_steps=save_steps, resume=resume or None, eval_users=eval_users, threads=threads, seed=seed,

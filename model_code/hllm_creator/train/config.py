@@ -120,6 +120,15 @@ PRESETS: dict[str, dict] = {
                 creative_per_step=8, cls_per_step=256, cls_negatives=1024, cls_epochs=3.0, lora=False,
                 gradient_checkpointing=True, bf16="on", deepspeed="configs/deepspeed/zero2.json",
                 eval_users=None, save_steps=500),
+    # the paper's scale (docs/train.md "Multi-node"): 64 GPUs as a Kubeflow Trainer TrainJob (8 nodes x 8),
+    # TinyLlama-1.1B Item/User LLMs, Qwen3-8B Creative LLM (HF dirs on the shared volume: no hub access),
+    # full fine-tuning under DeepSpeed ZeRO-3, bf16, flash-attention 2 (picked by the loader on CUDA)
+    "gpu-multinode": dict(model=dict(item_llm="/data/backbones/TinyLlama-1.1B", user_llm="/data/backbones/TinyLlama-1.1B",
+                                     creative_llm="/data/backbones/Qwen3-8B", max_history=50, item_max_tokens=64),
+                          creative_per_step=4, cls_per_step=64, cls_negatives=1024, cls_epochs=3.0, lora=False,
+                          freeze_item_llm=False, gradient_checkpointing=True, bf16="on",
+                          deepspeed="/opt/hllm/configs/deepspeed/zero3.json", eval_users=None, save_steps=500,
+                          logging_steps=10),
 }
 
 

@@ -327,6 +327,9 @@ def run_train(cfg: TrainConfig) -> dict:
         t_train = time.time()
         result = trainer.train(resume_from_checkpoint=resume)
         train_s = time.time() - t_train
+        from hllm_creator.train.distributed import local_only, rank0_view
+
+        rank0_view(trainer)  # ZeRO-3: every rank gathers the full weights once, before rank 0 works alone
         model = trainer.accelerator.unwrap_model(trainer.model)
         model.eval()
 
@@ -346,10 +349,11 @@ def run_train(cfg: TrainConfig) -> dict:
                     tracking.log_metrics(m, step=step0 + step)
 
                 t_head = time.time()
-                head = head_fit(model, td, item_emb, steps=cfg.head_steps, batch_size=cfg.cls_per_step,
-                                negatives=cfg.cls_negatives, lr=cfg.head_lr, seed=cfg.seed, neg_p=collator.neg_p,
-                                val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
-                                log_every=cfg.logging_steps)
+                with local_only():  # rank 0 alone: the cls loss must not wait for the other ranks
+                    head = head_fit(model, td, item_emb, steps=cfg.head_steps, batch_size=cfg.cls_per_step,
+                                    negatives=cfg.cls_negatives, lr=cfg.head_lr, seed=cfg.seed, neg_p=collator.neg_p,
+                                    val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
+                                    log_every=cfg.logging_steps)
                 metrics["head_fit_seconds"] = time.time() - t_head
                 tracking.log_metrics({"head_fit_chosen_step": head["chosen_step"]})
         trend = loss_trend(history)
