@@ -147,8 +147,10 @@ def item_cache_path(cfg: TrainConfig, ds) -> Path:
     from hllm_creator.paths import work_dir
 
     m = cfg.model
-    key = json.dumps([m.item_llm, m.item_layers, m.item_max_tokens, ds.manifest.get("sha256"), cfg.seed, "v1"],
-                     sort_keys=True, default=str)
+    parts = [m.item_llm, m.item_layers, m.item_max_tokens, ds.manifest.get("sha256"), cfg.seed, "v1"]
+    if m.item_pooling != "item_token":
+        parts.append(m.item_pooling)
+    key = json.dumps(parts, sort_keys=True, default=str)
     return work_dir() / "cache" / f"item_emb_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
@@ -233,7 +235,7 @@ def run_train(cfg: TrainConfig) -> dict:
     if cfg.max_creative_rows:
         rows = rows.iloc[:cfg.max_creative_rows]
     td = tdata.prepare_train_data(ds, split.users, rows, standin=standin, cls_users=cfg.cls_users,
-                                  max_history=cfg.model.max_history, seed=cfg.seed)
+                                  max_history=cfg.model.max_history, seed=cfg.seed, val_users=cfg.cls_val_users)
 
     use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and bf16_supported())
     model = HLLMCreator.from_config(cfg.model, seed=cfg.seed)
@@ -276,7 +278,8 @@ def run_train(cfg: TrainConfig) -> dict:
                                  max_steps=cfg.max_steps, seed=cfg.seed, group_by_length=cfg.group_by_length)
     collator = tdata.BundleCollator(model, td, cls_negatives=cfg.cls_negatives,
                                     weights=cfg.weights.model_dump(), seed=cfg.seed, neg_sampling=cfg.neg_sampling,
-                                    contrast_margin=cfg.contrast_margin, aux_rows=cfg.aux_rows_per_step)
+                                    contrast_margin=cfg.contrast_margin, aux_rows=cfg.aux_rows_per_step,
+                                    next_item=cfg.cls_objective == "next_item")
     from hllm_creator.train.config import default_checkpoint_dir, prepare_checkpoints
 
     ckpt_dir = Path(cfg.checkpoint_dir or default_checkpoint_dir(cfg))
@@ -346,10 +349,10 @@ def run_train(cfg: TrainConfig) -> dict:
                     tracking.log_metrics(m, step=step0 + step)
 
                 t_head = time.time()
-                head = head_fit(model, td, item_emb, steps=cfg.head_steps, batch_size=cfg.cls_per_step,
-                                negatives=cfg.cls_negatives, lr=cfg.head_lr, seed=cfg.seed, neg_p=collator.neg_p,
+                head = head_fit(model, td, item_emb, steps=cfg.head_steps, batch_size=cfg.head_batch_size or cfg.cls_per_step,
+                                negatives=cfg.cls_negatives if cfg.head_negatives is None else cfg.head_negatives, lr=cfg.head_lr, seed=cfg.seed, neg_p=collator.neg_p,
                                 val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
-                                log_every=cfg.logging_steps)
+                                log_every=cfg.logging_steps, next_item=cfg.cls_objective == "next_item")
                 metrics["head_fit_seconds"] = time.time() - t_head
                 tracking.log_metrics({"head_fit_chosen_step": head["chosen_step"]})
         trend = loss_trend(history)
