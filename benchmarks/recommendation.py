@@ -248,6 +248,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-mlflow", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/recommendation.json"))
+    ap.add_argument("--reuse-sasrec", default=None, help="a previous run's JSON: reuse its SASRec and popularity "
+                    "per-user metrics (<json>.per_user.npz, same data/users/seed) instead of training SASRec again")
     a = ap.parse_args(argv)
     import torch
 
@@ -280,13 +282,23 @@ def main(argv=None) -> dict:
     pu["popularity"] = per_user(exclude_seen(s, rows, sp), target)
     res["rankers"]["popularity"] = {"train_seconds": 0.0}
 
-    print(f"SASRec: {a.sasrec_epochs} epochs on {n - a.val_users} users ...", flush=True)
-    sas, info = train_sasrec(sp, epochs=a.sasrec_epochs, eval_every=a.eval_every, seed=a.seed)
-    s = sasrec_scores(sas, left_pad([sp["hist"][u] + [int(sp["valid"][u])] for u in rows], 50))
-    pu["sasrec"] = per_user(exclude_seen(s, rows, sp), target)
-    res["rankers"]["sasrec"] = {"train_seconds": info["seconds"], "best_epoch": info["best_epoch"],
-                                "curve": info["curve"], "config": "2 blocks, 64 dims, 1 head, dropout 0.2, "
-                                "full softmax, Adam 1e-3, batch 128, maxlen 50"}
+    if a.reuse_sasrec:
+        prev = json.loads(Path(a.reuse_sasrec).read_text())
+        z = np.load(Path(a.reuse_sasrec).with_suffix(".per_user.npz"))
+        if not np.array_equal(z["rows"], rows) or (prev["data"], prev["val_users"]) != (data, a.val_users):
+            raise SystemExit(f"--reuse-sasrec {a.reuse_sasrec}: another data dir, user sample or val_users")
+        pu["sasrec"] = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("sasrec/")}
+        res["rankers"]["sasrec"] = {k: v for k, v in prev["rankers"]["sasrec"].items()
+                                    if k in ("train_seconds", "best_epoch", "curve", "config")}
+        res["rankers"]["sasrec"]["reused_from"] = str(a.reuse_sasrec)
+    else:
+        print(f"SASRec: {a.sasrec_epochs} epochs on {n - a.val_users} users ...", flush=True)
+        sas, info = train_sasrec(sp, epochs=a.sasrec_epochs, eval_every=a.eval_every, seed=a.seed)
+        s = sasrec_scores(sas, left_pad([sp["hist"][u] + [int(sp["valid"][u])] for u in rows], 50))
+        pu["sasrec"] = per_user(exclude_seen(s, rows, sp), target)
+        res["rankers"]["sasrec"] = {"train_seconds": info["seconds"], "best_epoch": info["best_epoch"],
+                                    "curve": info["curve"], "config": "2 blocks, 64 dims, 1 head, dropout 0.2, "
+                                    "full softmax, Adam 1e-3, batch 128, maxlen 50"}
 
     model_dir = a.model
     if a.train_preset:
@@ -330,6 +342,8 @@ def main(argv=None) -> dict:
             print(f"{'  - sasrec':<12}" + "".join(f"{c:>26}" for c in d))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
+    np.savez_compressed(Path(a.out).with_suffix(".per_user.npz"), rows=rows,
+                        **{f"{name}/{k}": v for name, d in pu.items() for k, v in d.items()})
     print(f"wrote {a.out}")
     if not a.no_mlflow:
         from hllm_creator import tracking

@@ -180,3 +180,13 @@ def test_benchmark_sasrec_learns_and_ranks_with_the_shared_protocol(small):
     s = bench.exclude_seen(s, rows, sp)
     assert all(np.isneginf(s[r, sp["hist"][r]]).all() for r in rows)  # seen items are not candidates
     assert np.isfinite(s[rows, sp["test"]]).all()  # the test target always is
+
+
+def test_cpu_preset_trains_the_next_item_recommender():
+    from hllm_creator.train.config import build_config
+
+    cfg = build_config("cpu", data="d", out="o")
+    assert cfg.cls_objective == "next_item" and cfg.cls_val_users == 500
+    assert cfg.model.predictor_head == "dot" and cfg.model.item_pooling == "mean"
+    assert cfg.head_steps > 0 and cfg.head_negatives >= 4344  # full softmax over the bundled catalog
+    assert build_config("tiny", data="d", out="o").cls_objective == "last"  # other presets unchanged
