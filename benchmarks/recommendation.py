@@ -319,7 +319,8 @@ def main(argv=None) -> dict:
         summ = Path(model_dir) / "train_summary.json"
         if "train_seconds" not in info and summ.exists():
             js = json.loads(summ.read_text())
-            info["train_seconds"] = js.get("train_seconds", 0) + js.get("rec_fit_seconds", 0)
+            # joint steps (both objectives when trained so) + the predictor fit
+            info["train_seconds"] = js.get("train_seconds", 0) + js.get("head_fit_seconds", js.get("rec_fit_seconds", 0))
             info["preset"] = js.get("config", {}).get("preset")
     from hllm_creator.train.evaluate import bootstrap_ci
 

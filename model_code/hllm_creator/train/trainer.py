@@ -377,7 +377,8 @@ def run_train(cfg: TrainConfig) -> dict:
             ie = model.item_cache
             model.extra_files = {"eval.json": ev, "train_summary.json": {
                 "config": cfg.model_dump(mode="json"), "steps": len(bundles), "train_seconds": train_s,
-                "standin_data": standin, "creative_rows": len(td.rows), "cls_users": len(td.cls_pos)}}
+                "standin_data": standin, "creative_rows": len(td.rows), "cls_users": len(td.cls_pos),
+                "head_fit_seconds": metrics.get("head_fit_seconds", 0.0), "val_users": len(td.val_hist or [])}}
             model.save(cfg.out)
             if ie is not None:
                 from hllm_creator.io import write_parquet
