@@ -187,6 +187,21 @@ def test_cpu_preset_trains_the_next_item_recommender():
 
     cfg = build_config("cpu", data="d", out="o")
     assert cfg.cls_objective == "next_item" and cfg.cls_val_users == 500
-    assert cfg.model.predictor_head == "dot" and cfg.model.item_pooling == "mean"
+    assert cfg.model.predictor_head == "dot" and cfg.model.item_pooling == "mean" and cfg.user_lr == 1e-3
     assert cfg.head_steps > 0 and cfg.head_negatives >= 4344  # full softmax over the bundled catalog
     assert build_config("tiny", data="d", out="o").cls_objective == "last"  # other presets unchanged
+
+
+def test_user_lr_gives_the_user_llm_its_own_optimizer_group(model, tmp_path):
+    from transformers import TrainingArguments
+
+    from hllm_creator.train.trainer import _trainer_cls
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", learning_rate=2e-4)
+    groups = _trainer_cls()(model=model, args=args, head_lr=2e-3, user_lr=1e-3).create_optimizer().param_groups
+    user_ids = {id(p) for p in model.user_llm.parameters() if p.requires_grad}
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_lr[1e-3] == user_ids and by_lr[2e-3].isdisjoint(user_ids)
+    assert by_lr[2e-4] and by_lr[2e-4].isdisjoint(user_ids)  # the creative LLM keeps the backbone rate
+    plain = _trainer_cls()(model=model, args=args, head_lr=2e-3).create_optimizer().param_groups
+    assert len(plain) == 2 and user_ids <= {id(p) for p in plain[0]["params"]}

@@ -69,6 +69,8 @@ class TrainConfig(StepConfig):
     # optimisation
     lr: float = Field(1e-4, gt=0, description="backbone (User LLM, LoRA / Creative LLM) learning rate")
     head_lr: float = Field(1e-3, gt=0, description="new parts: predictor, projectors, [ITEM]/[USER], temperature")
+    user_lr: float | None = Field(None, gt=0, description="the User LLM's learning rate (None = lr); the cpu preset "
+                                  "raises it for the next-item objective (docs/train.md, issue 12 table)")
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     max_steps: int | None = Field(None, ge=1, description="override the number of steps")
@@ -130,7 +132,7 @@ PRESETS: dict[str, dict] = {
                 lr=2e-4, head_lr=2e-3, eval_users=None, save_steps=100,
                 # rec side (issue 12): HLLM next-item objective at every position, validation users
                 # held out of every positive, then a full-softmax next-item fit on cached states
-                cls_objective="next_item", cls_negatives=1024, cls_val_users=500,
+                cls_objective="next_item", cls_negatives=1024, cls_val_users=500, user_lr=1e-3,
                 head_steps=500, head_batch_size=1024, head_negatives=100_000),
     # GPU: full backbones, ZeRO-2, bf16, flash-attn when importable, gradient checkpointing
     "gpu": dict(model=dict(item_llm="smollm2-135m-instruct", user_llm="smollm2-135m-instruct",

@@ -40,9 +40,10 @@ def _trainer_cls():
     class HLLMTrainer(Trainer):
         """Trainer that logs each loss, uses two learning rates and saves compact checkpoints."""
 
-        def __init__(self, *a, head_lr: float, **kw):
+        def __init__(self, *a, head_lr: float, user_lr: float | None = None, **kw):
             super().__init__(*a, **kw)
             self.head_lr = head_lr
+            self.user_lr = user_lr  # the User LLM's own rate (rec side); None = the backbone rate
             self._acc = defaultdict(list)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -62,12 +63,15 @@ def _trainer_cls():
         def create_optimizer(self, model=None):
             if self.optimizer is None:
                 m = self.model if model is None else model
-                head, body = [], []
+                head, body, user = [], [], []
                 for n, p in m.named_parameters():
                     if p.requires_grad:
-                        (head if n.split(".")[0] in HEAD_PREFIXES else body).append(p)
+                        top = n.split(".")[0]
+                        (head if top in HEAD_PREFIXES else
+                         user if top == "user_llm" and self.user_lr is not None else body).append(p)
                 groups = [g for g in ({"params": body, "lr": self.args.learning_rate},
-                                      {"params": head, "lr": self.head_lr}) if g["params"]]
+                                      {"params": head, "lr": self.head_lr},
+                                      {"params": user, "lr": self.user_lr}) if g["params"]]
                 self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate,
                                                    weight_decay=self.args.weight_decay)
             return self.optimizer
@@ -308,7 +312,7 @@ def run_train(cfg: TrainConfig) -> dict:
         if standin and rank0:
             tracking.log_json({"note": tdata.STANDIN_NOTE, "rows": len(rows)}, "standin_data")
         trainer = _trainer_cls()(model=model, args=args, train_dataset=tdata.BundleDataset(bundles),
-                                 data_collator=collator, head_lr=cfg.head_lr,
+                                 data_collator=collator, head_lr=cfg.head_lr, user_lr=cfg.user_lr,
                                  callbacks=[_callback(history, time.time())])
         # the latest complete checkpoint of THIS config (issue 16: resume on by default, durable dir)
         resume = prepare_checkpoints(cfg, ckpt_dir, is_main=rank0)
