@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # torch/OpenMP threads sleep instead of spin-waiting: servers and KFP task processes share 2 cores
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install bench lint clean
+.PHONY: demo test install bench bench-rec lint clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -33,6 +33,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# popularity vs SASRec vs the HLLM predictor (docs/train.md); MODEL=<trained model dir> adds the HLLM row
+bench-rec: $(STAMP)
+	$(BIN)/python benchmarks/recommendation.py $(if $(MODEL),--model $(MODEL),)
 
 clean:
 	rm -rf .hllm

@@ -31,7 +31,13 @@ class ModelConfig(StepConfig):
     projector: Literal["linear", "mlp"] = "mlp"
     predictor_dim: int = Field(128, ge=4, description="user_tower / item_tower output size")
     predictor_hidden: int = Field(256, ge=4, description="hidden size of the predictor's MLP head")
-    predictor_head: Literal["mlp", "mixer"] = "mlp"
+    predictor_head: Literal["mlp", "mixer", "dot"] = Field(
+        "mlp", description="mlp: MLP over [u, i, u*i] + scaled dot; mixer: one MLP-Mixer block; dot: cosine of "
+        "the tower outputs times a learnable scale (what a sampled-softmax next-item objective trains)")
+    item_pooling: Literal["item_token", "mean"] = Field(
+        "item_token", description="item embedding = the Item LLM's hidden state at [ITEM] (paper), or the mean "
+        "of its last hidden states over the item's tokens (better when the Item LLM is frozen: the [ITEM] "
+        "query is then never trained)")
     align_temperature: float = Field(0.05, gt=0, description="initial InfoNCE temperature (scale 1/T)")
     align_max_scale: float = Field(100.0, gt=0, description="clamp of the learnable InfoNCE scale")
     false_negative_cos: float = Field(0.99, description="mask negatives whose cosine to the positive exceeds this")

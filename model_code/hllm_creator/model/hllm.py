@@ -27,7 +27,7 @@ from torch import nn
 
 from hllm_creator.model.collate import SlotBatch, position_ids, slot_batch, text_batch
 from hllm_creator.model.config import ModelConfig
-from hllm_creator.model.losses import cls_loss, gather_no_grad, info_nce
+from hllm_creator.model.losses import cls_loss, gather_no_grad, info_nce, next_item_loss
 from hllm_creator.model.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -262,6 +262,9 @@ class HLLMCreator(nn.Module):
         emb = torch.where(b.slot_mask[..., None], self.item_token.to(emb.dtype), emb)
         out = self.item_llm(inputs_embeds=emb, attention_mask=b.attention_mask,
                             position_ids=position_ids(b.attention_mask))
+        if getattr(self.cfg, "item_pooling", "item_token") == "mean":  # mean over the item's tokens + [ITEM]
+            m = b.attention_mask[..., None].to(out.last_hidden_state.dtype)
+            return (out.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1)
         return out.last_hidden_state[b.slot_mask]
 
     def tokenize_items(self, texts: list[str]) -> SlotBatch:
@@ -303,8 +306,13 @@ class HLLMCreator(nn.Module):
             self._uprompt = torch.tensor(encode_text(self.tokenizers["user"], self.cfg.user_prompt), dtype=torch.long)
         return self._uprompt.to(self.device)
 
-    def user_forward(self, item_emb_seqs: list[torch.Tensor]) -> torch.Tensor:
-        """Histories (each [L_i, dI], oldest first) -> user embeddings [B, dU] (with grad)."""
+    def user_forward(self, item_emb_seqs: list[torch.Tensor], return_positions: bool = False):
+        """Histories (each [L_i, dI], oldest first) -> user embeddings [B, dU] (with grad).
+
+        ``return_positions``: also the User LLM's hidden state after each history item,
+        ``[B, L_max, dU]`` (right padded; row b valid for its first ``min(L_b, max_history)``
+        positions): causal attention makes position t a summary of items 0..t, the HLLM next-item
+        query for item t + 1."""
         if len(item_emb_seqs) == 0:
             raise ValueError("encode_users: no histories given")
         dev = self.device
@@ -327,7 +335,12 @@ class HLLMCreator(nn.Module):
             attn[b, :len(r)] = 1
             last[b] = len(r) - 1
         out = self.user_llm(inputs_embeds=emb, attention_mask=attn, position_ids=position_ids(attn))
-        return out.last_hidden_state[torch.arange(B, device=dev), last]
+        user = out.last_hidden_state[torch.arange(B, device=dev), last]
+        if not return_positions:
+            return user
+        n_items = [min(len(s), self.cfg.max_history) for s in item_emb_seqs]
+        start = len(prompt) if self.cfg.user_layout == "prompt_items_user" else 0
+        return user, out.last_hidden_state[:, start:start + max(n_items)]
 
     def _check_history(self, i: int, seq) -> None:
         if not isinstance(seq, torch.Tensor) or seq.dim() != 2 or seq.shape[1] != self.item_hidden_size:
@@ -562,9 +575,25 @@ class HLLMCreator(nn.Module):
         sub = SlotBatch(sub.input_ids[:, keep], sub.attention_mask[:, keep], sub.slot_mask[:, keep], None)
         return self.item_forward(sub)
 
+    def _next_item_queries(self, users, pos_h, hist_idx, hist_len, pos_idx):
+        """Every next-item example of the cls users: the hidden state after history item t -> item
+        t + 1, and [USER] (after the whole history) -> the user's target. Returns queries [P, dU]
+        and their target catalog ids [P]."""
+        dev = self.device
+        L = pos_h.shape[1]
+        lens = hist_len.to(dev).clamp(max=self.cfg.max_history)
+        # the last `lens` items of each history are what the User LLM read (oldest first)
+        read = torch.stack([torch.cat([hist_idx[b, max(0, int(hist_len[b]) - L):int(hist_len[b])],
+                                       hist_idx.new_zeros(L - int(lens[b]))]) for b in range(len(lens))])
+        t = torch.arange(L - 1, device=dev)
+        valid = t[None, :] < (lens[:, None] - 1)  # position t has a next item inside the history
+        q = torch.cat([pos_h[:, :-1][valid], users])
+        ids = torch.cat([read[:, 1:].to(dev)[valid], pos_idx.to(dev)])
+        return q, ids
+
     def forward(self, hist_idx, hist_len, pos_idx, neg_idx=None, cre_rows=None, creative=None, recon=None,
                 profile=None, weights=None, swap=None, contrast_margin: float = 2.0, fact_ids=None,
-                fact_mask=None, fact_chosen=None, **_) -> dict:
+                fact_mask=None, fact_chosen=None, next_item: bool = False, **_) -> dict:
         """One training step's losses. ``hist_idx`` [B, L] catalog indices (right padded, lengths
         ``hist_len``); the first ``cre_rows`` users carry the creative/recon/profile batches, the
         other ``B - cre_rows`` users are the cls users with targets ``pos_idx`` [B - cre_rows];
@@ -577,12 +606,18 @@ class HLLMCreator(nn.Module):
         h_emb = iemb[inv[:nh]].view(*hist_idx.shape, -1)
         p_emb = iemb[inv[nh:nh + len(pos_idx)]]
         n_emb = iemb[inv[nh + len(pos_idx):]] if neg_idx is not None else None
-        users = self.user_forward([h_emb[b, :int(hist_len[b])] for b in range(len(hist_len))])
         n = int(cre_rows or 0)
         losses = {}
-        if len(pos_idx):
-            losses["cls"] = cls_loss(self.predictor, users[n:], p_emb, pos_idx.to(self.device), n_emb,
-                                     None if neg_idx is None else neg_idx.to(self.device))
+        if next_item and len(pos_idx):
+            users, pos_h = self.user_forward([h_emb[b, :int(hist_len[b])] for b in range(len(hist_len))],
+                                             return_positions=True)
+            q, q_ids = self._next_item_queries(users[n:], pos_h[n:], hist_idx[n:], hist_len[n:], pos_idx)
+            losses["cls"] = next_item_loss(self.predictor, q, q_ids, self.item_embeddings, neg_idx)
+        else:
+            users = self.user_forward([h_emb[b, :int(hist_len[b])] for b in range(len(hist_len))])
+            if len(pos_idx):
+                losses["cls"] = cls_loss(self.predictor, users[n:], p_emb, pos_idx.to(self.device), n_emb,
+                                         None if neg_idx is None else neg_idx.to(self.device))
         if n:
             u = users[:n]
             if creative is not None and swap is not None and w.get("contrast", 0.0):

@@ -104,3 +104,39 @@ def cls_loss(predictor, user_emb: torch.Tensor, pos_emb: torch.Tensor, pos_ids: 
     n_neg = neg_mask.sum().clamp(min=1)
     loss_neg = (neg_l * neg_mask).sum() / n_neg
     return loss_pos + loss_neg
+
+
+def gather_var_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate ``x`` [n_r, ...] from every rank when each rank has its own n_r (padded gather,
+    gradient flows back to the local part). Returns the concatenation and this rank's row offset."""
+    if world_size() == 1:
+        return x, 0
+    import torch.distributed as dist
+
+    sizes = gather_no_grad(torch.tensor([len(x)], device=x.device))
+    n_max = int(sizes.max())
+    pad = torch.cat([x, x.new_zeros(n_max - len(x), *x.shape[1:])]) if len(x) < n_max else x
+    full = gather_with_grad(pad) if x.requires_grad else gather_no_grad(pad)
+    parts = [full[r * n_max:r * n_max + int(sizes[r])] for r in range(len(sizes))]
+    return torch.cat(parts), int(sizes[:dist.get_rank()].sum())
+
+
+def next_item_loss(predictor, queries: torch.Tensor, pos_ids: torch.Tensor, embed_items,
+                   neg_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Sampled-softmax next-item loss (HLLM): each query [P, dU] (the User LLM's state after an item,
+    or [USER]) must pick its next item ``pos_ids`` [P] among the candidates: every positive of the
+    batch (in-batch negatives), the sampled catalog items ``neg_ids`` and, when ``torch.distributed``
+    is initialized, the other ranks' candidates. Each catalog item is a candidate once per rank; a
+    candidate equal to the query's own positive is never its negative. ``embed_items(ids)`` ->
+    item embeddings [n, dI] (frozen cache or the Item LLM with grad)."""
+    dev = queries.device
+    pos_ids = pos_ids.to(dev)
+    pool = pos_ids if neg_ids is None or len(neg_ids) == 0 else torch.cat([pos_ids, neg_ids.to(dev)])
+    cand = torch.unique(pool)  # sorted
+    ct, off = gather_var_with_grad(predictor.ti(embed_items(cand)))
+    ids, _ = gather_var_with_grad(cand)
+    logits = predictor.pair_logits(predictor.tu(queries), ct).float()  # [P, N]
+    target = torch.searchsorted(cand, pos_ids) + off
+    dup = (ids[None, :] == pos_ids[:, None])
+    dup[torch.arange(len(pos_ids), device=dev), target] = False
+    return F.cross_entropy(logits.masked_fill(dup, float("-inf")), target)

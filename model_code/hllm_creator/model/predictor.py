@@ -53,8 +53,11 @@ class Predictor(nn.Module):
             self.out = nn.Sequential(nn.GELU(), nn.Linear(hidden, 1))
         elif head == "mixer":
             self.mixer = MixerHead(d, hidden)
+        elif head == "dot":
+            # cosine x learnable scale (init 1/0.05, clamped at 100), as in the align InfoNCE
+            self.log_scale = nn.Parameter(torch.tensor(math.log(20.0)))
         else:
-            raise ValueError(f"predictor_head must be 'mlp' or 'mixer', got {head!r}")
+            raise ValueError(f"predictor_head must be 'mlp', 'mixer' or 'dot', got {head!r}")
 
     def std_user(self, u: torch.Tensor) -> torch.Tensor:
         return (u.float() - self.u_mean) / self.u_std
@@ -77,6 +80,9 @@ class Predictor(nn.Module):
 
     def pair_logits(self, ut: torch.Tensor, it: torch.Tensor) -> torch.Tensor:
         """Tower outputs ``ut`` [n, d] x ``it`` [m, d] -> logits [n, m] (all pairs)."""
+        if self.head_kind == "dot":
+            scale = self.log_scale.exp().clamp(max=100.0)
+            return scale * nn.functional.normalize(ut, dim=-1) @ nn.functional.normalize(it, dim=-1).T
         dot = ut @ it.T / math.sqrt(self.d)
         if self.head_kind == "mlp":
             h = self.w_u(ut)[:, None, :] + self.w_i(it)[None, :, :] + self.w_p(ut[:, None, :] * it[None, :, :])

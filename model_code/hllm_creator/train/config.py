@@ -56,9 +56,21 @@ class TrainConfig(StepConfig):
     head_steps: int = Field(0, ge=0, description="predictor fit after joint training: steps of the cls "
                             "objective on frozen user embeddings (train/head_fit.py); 0 = off")
     head_val_users: int = Field(400, ge=0, description="users held out of the predictor fit to pick its best step")
+    head_batch_size: int | None = Field(None, ge=1, description="predictor fit: examples per step (None = cls_per_step)")
+    head_negatives: int | None = Field(None, ge=0, description="predictor fit: sampled catalog candidates per step "
+                                       "(None = cls_negatives; >= the catalog size = full softmax)")
+    cls_objective: Literal["last", "next_item"] = Field(
+        "last", description="last: BCE on (user, valid target) pairs (one positive per user); next_item: HLLM's "
+        "causal objective, the User LLM's state after every history item predicts the next item and [USER] the "
+        "valid target, sampled softmax over in-batch + sampled (+ other ranks') candidates; with a dot head")
+    cls_val_users: int = Field(0, ge=0, description="users held out of EVERY cls positive (and of the creative "
+                               "rows); their history -> valid target picks the predictor fit's step. 0 = the "
+                               "predictor fit holds out head_val_users of the cls users instead")
     # optimisation
     lr: float = Field(1e-4, gt=0, description="backbone (User LLM, LoRA / Creative LLM) learning rate")
     head_lr: float = Field(1e-3, gt=0, description="new parts: predictor, projectors, [ITEM]/[USER], temperature")
+    user_lr: float | None = Field(None, gt=0, description="the User LLM's learning rate (None = lr); the cpu preset "
+                                  "raises it for the next-item objective (docs/train.md, issue 12 table)")
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     max_steps: int | None = Field(None, ge=1, description="override the number of steps")
@@ -106,14 +118,22 @@ PRESETS: dict[str, dict] = {
                  cls_negatives=256, cls_epochs=1.0, lr=2e-4, head_lr=2e-3, head_steps=300, eval_users=2000,
                  save_steps=1000),
     # the full CPU run (issue 4 "done when"): ~12 min on 2 free cores
+    # budget split (docs/train.md): recommendation side <= ~10 min (cls in the joint steps + the
+    # next-item predictor fit + eval), creative side ~8-9 min
     "cpu": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=2, user_llm="smollm2-135m-instruct",
                            user_layers=4, creative_llm="smollm2-135m-instruct", max_history=30,
-                           item_max_tokens=32),
-                standin_rows=160, cls_per_step=96, cls_negatives=256, cls_epochs=1.0,
+                           item_max_tokens=32,
+                           # rec side (issue 12): mean-pooled frozen Item LLM, cosine head
+                           item_pooling="mean", predictor_head="dot"),
+                standin_rows=160, cls_per_step=96, cls_epochs=1.0,
                 # creative side (issue 11): same-ad pairs (4 rows = 2 pairs a step), recon/align on 1 row,
                 # the slot pre-fit; the teacher's ~450 train rows are one pass in ~110 steps
                 creative_per_step=4, aux_rows_per_step=1, slot_fit_steps=300,
-                lr=2e-4, head_lr=2e-3, head_steps=600, eval_users=None, save_steps=100),
+                lr=2e-4, head_lr=2e-3, eval_users=None, save_steps=100,
+                # rec side (issue 12): HLLM next-item objective at every position, validation users
+                # held out of every positive, then a full-softmax next-item fit on cached states
+                cls_objective="next_item", cls_negatives=1024, cls_val_users=500, user_lr=1e-3,
+                head_steps=500, head_batch_size=1024, head_negatives=100_000),
     # GPU: full backbones, ZeRO-2, bf16, flash-attn when importable, gradient checkpointing
     "gpu": dict(model=dict(item_llm="smollm2-135m-instruct", user_llm="smollm2-135m-instruct",
                            creative_llm="smollm2-135m-instruct"),

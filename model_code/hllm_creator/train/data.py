@@ -139,16 +139,32 @@ class TrainData:
     row_hist: list[list[int]]
     popularity: np.ndarray               # clicks per item in training data (for the baseline + sampling)
     standin: bool
+    # validation users: held out of every cls positive (not cls users, not creative rows); their
+    # history -> valid target picks the predictor fit's step
+    val_hist: list[list[int]] = None
+    val_pos: list[int] = None
+    val_user_ids: list[str] = None
 
 
 def prepare_train_data(ds, split_users: pd.DataFrame, rows: pd.DataFrame, *, standin: bool,
-                       cls_users: int | None = None, max_history: int = 50, seed: int = 0) -> TrainData:
+                       cls_users: int | None = None, max_history: int = 50, seed: int = 0,
+                       val_users: int = 0) -> TrainData:
+    """``val_users`` > 0: that many seeded users (none of them behind a creative row) are held out of
+    every cls positive; ``td.val_hist``/``td.val_pos`` (history -> valid target) validate the predictor."""
     from hllm_creator.data.text import item_text
 
     item_ids = ds.items["item_id"].astype(str).tolist()
     index = {x: i for i, x in enumerate(item_ids)}
     texts = [item_text(r) for r in ds.items.to_dict("records")]
     users = split_users
+    val = users.iloc[:0]
+    if val_users:
+        taken = set(rows["user_id"].astype(str)) if "user_id" in rows else set()
+        free = users[~users["user_id"].astype(str).isin(taken)]
+        if len(free) < val_users + 1:
+            raise ValueError(f"val_users={val_users}: only {len(free)} users are not behind a creative row")
+        val = free.sample(n=val_users, random_state=seed + 17).sort_index()
+        users = users.drop(index=val.index)
     if cls_users is not None and cls_users < len(users):
         users = users.sample(n=cls_users, random_state=seed).sort_index()
     cls_hist = [[index[x] for x in h][-max_history:] for h in users["history"]]
@@ -158,7 +174,10 @@ def prepare_train_data(ds, split_users: pd.DataFrame, rows: pd.DataFrame, *, sta
         for x in list(h) + [v]:
             pop[index[x]] += 1
     row_hist = [[index[x] for x in h][-max_history:] for h in rows["item_id_list"]]
-    return TrainData(item_ids, texts, cls_hist, cls_pos, rows.reset_index(drop=True), row_hist, pop, standin)
+    return TrainData(item_ids, texts, cls_hist, cls_pos, rows.reset_index(drop=True), row_hist, pop, standin,
+                     val_hist=[[index[x] for x in h][-max_history:] for h in val["history"]],
+                     val_pos=[index[x] for x in val["valid_target"]],
+                     val_user_ids=val["user_id"].astype(str).tolist())
 
 
 def make_bundles(td: TrainData, *, creative_per_step: int, cls_per_step: int, cls_epochs: float,
@@ -290,9 +309,12 @@ class BundleCollator:
     """One bundle -> model inputs: histories, cls targets, sampled negatives, slot batches."""
 
     def __init__(self, model, td: TrainData, *, cls_negatives: int, weights: dict, seed: int = 0,
-                 neg_sampling: str = "uniform", contrast_margin: float = 2.0, aux_rows: int | None = None):
-        self.model, self.td, self.k, self.weights, self.seed = model, td, cls_negatives, weights, seed
+                 neg_sampling: str = "uniform", contrast_margin: float = 2.0, aux_rows: int | None = None,
+                 next_item: bool = False):
+        self.model, self.td, self.weights, self.seed = model, td, weights, seed
+        self.k = min(cls_negatives, len(td.item_ids))  # >= the catalog: every item is a candidate
         self.contrast_margin, self.aux_rows = contrast_margin, aux_rows
+        self.next_item = next_item
         if neg_sampling not in ("uniform", "pop"):
             raise ValueError(f"neg_sampling must be 'uniform' or 'pop', got {neg_sampling!r}")
         p = td.popularity.astype(np.float64) + 1.0
@@ -319,6 +341,8 @@ class BundleCollator:
                "pos_idx": torch.tensor([td.cls_pos[u] for u in b["cls"]], dtype=torch.long),
                "neg_idx": torch.as_tensor(np.asarray(neg, dtype=np.int64)),
                "cre_rows": len(rows), "weights": self.weights}
+        if self.next_item:
+            out["next_item"] = True  # cls: every next-item position of each history (model.forward)
         if len(rows):
             m = self.model
             out["creative"] = m.creative_batch(rows["prompt1"].tolist(), rows["prompt2"].tolist(),

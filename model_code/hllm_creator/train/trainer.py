@@ -40,9 +40,10 @@ def _trainer_cls():
     class HLLMTrainer(Trainer):
         """Trainer that logs each loss, uses two learning rates and saves compact checkpoints."""
 
-        def __init__(self, *a, head_lr: float, **kw):
+        def __init__(self, *a, head_lr: float, user_lr: float | None = None, **kw):
             super().__init__(*a, **kw)
             self.head_lr = head_lr
+            self.user_lr = user_lr  # the User LLM's own rate (rec side); None = the backbone rate
             self._acc = defaultdict(list)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -62,12 +63,15 @@ def _trainer_cls():
         def create_optimizer(self, model=None):
             if self.optimizer is None:
                 m = self.model if model is None else model
-                head, body = [], []
+                head, body, user = [], [], []
                 for n, p in m.named_parameters():
                     if p.requires_grad:
-                        (head if n.split(".")[0] in HEAD_PREFIXES else body).append(p)
+                        top = n.split(".")[0]
+                        (head if top in HEAD_PREFIXES else
+                         user if top == "user_llm" and self.user_lr is not None else body).append(p)
                 groups = [g for g in ({"params": body, "lr": self.args.learning_rate},
-                                      {"params": head, "lr": self.head_lr}) if g["params"]]
+                                      {"params": head, "lr": self.head_lr},
+                                      {"params": user, "lr": self.user_lr}) if g["params"]]
                 self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate,
                                                    weight_decay=self.args.weight_decay)
             return self.optimizer
@@ -147,8 +151,10 @@ def item_cache_path(cfg: TrainConfig, ds) -> Path:
     from hllm_creator.paths import work_dir
 
     m = cfg.model
-    key = json.dumps([m.item_llm, m.item_layers, m.item_max_tokens, ds.manifest.get("sha256"), cfg.seed, "v1"],
-                     sort_keys=True, default=str)
+    parts = [m.item_llm, m.item_layers, m.item_max_tokens, ds.manifest.get("sha256"), cfg.seed, "v1"]
+    if m.item_pooling != "item_token":
+        parts.append(m.item_pooling)
+    key = json.dumps(parts, sort_keys=True, default=str)
     return work_dir() / "cache" / f"item_emb_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
@@ -233,7 +239,7 @@ def run_train(cfg: TrainConfig) -> dict:
     if cfg.max_creative_rows:
         rows = rows.iloc[:cfg.max_creative_rows]
     td = tdata.prepare_train_data(ds, split.users, rows, standin=standin, cls_users=cfg.cls_users,
-                                  max_history=cfg.model.max_history, seed=cfg.seed)
+                                  max_history=cfg.model.max_history, seed=cfg.seed, val_users=cfg.cls_val_users)
 
     use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and bf16_supported())
     model = HLLMCreator.from_config(cfg.model, seed=cfg.seed)
@@ -276,7 +282,8 @@ def run_train(cfg: TrainConfig) -> dict:
                                  max_steps=cfg.max_steps, seed=cfg.seed, group_by_length=cfg.group_by_length)
     collator = tdata.BundleCollator(model, td, cls_negatives=cfg.cls_negatives,
                                     weights=cfg.weights.model_dump(), seed=cfg.seed, neg_sampling=cfg.neg_sampling,
-                                    contrast_margin=cfg.contrast_margin, aux_rows=cfg.aux_rows_per_step)
+                                    contrast_margin=cfg.contrast_margin, aux_rows=cfg.aux_rows_per_step,
+                                    next_item=cfg.cls_objective == "next_item")
     from hllm_creator.train.config import default_checkpoint_dir, prepare_checkpoints
 
     ckpt_dir = Path(cfg.checkpoint_dir or default_checkpoint_dir(cfg))
@@ -305,7 +312,7 @@ def run_train(cfg: TrainConfig) -> dict:
         if standin and rank0:
             tracking.log_json({"note": tdata.STANDIN_NOTE, "rows": len(rows)}, "standin_data")
         trainer = _trainer_cls()(model=model, args=args, train_dataset=tdata.BundleDataset(bundles),
-                                 data_collator=collator, head_lr=cfg.head_lr,
+                                 data_collator=collator, head_lr=cfg.head_lr, user_lr=cfg.user_lr,
                                  callbacks=[_callback(history, time.time())])
         # the latest complete checkpoint of THIS config (issue 16: resume on by default, durable dir)
         resume = prepare_checkpoints(cfg, ckpt_dir, is_main=rank0)
@@ -350,10 +357,12 @@ def run_train(cfg: TrainConfig) -> dict:
 
                 t_head = time.time()
                 with local_only():  # rank 0 alone: the cls loss must not wait for the other ranks
-                    head = head_fit(model, td, item_emb, steps=cfg.head_steps, batch_size=cfg.cls_per_step,
-                                    negatives=cfg.cls_negatives, lr=cfg.head_lr, seed=cfg.seed, neg_p=collator.neg_p,
+                    head = head_fit(model, td, item_emb, steps=cfg.head_steps,
+                                    batch_size=cfg.head_batch_size or cfg.cls_per_step,
+                                    negatives=cfg.cls_negatives if cfg.head_negatives is None else cfg.head_negatives,
+                                    lr=cfg.head_lr, seed=cfg.seed, neg_p=collator.neg_p,
                                     val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
-                                    log_every=cfg.logging_steps)
+                                    log_every=cfg.logging_steps, next_item=cfg.cls_objective == "next_item")
                 metrics["head_fit_seconds"] = time.time() - t_head
                 tracking.log_metrics({"head_fit_chosen_step": head["chosen_step"]})
         trend = loss_trend(history)
@@ -378,7 +387,8 @@ def run_train(cfg: TrainConfig) -> dict:
             ie = model.item_cache
             model.extra_files = {"eval.json": ev, "train_summary.json": {
                 "config": cfg.model_dump(mode="json"), "steps": len(bundles), "train_seconds": train_s,
-                "standin_data": standin, "creative_rows": len(td.rows), "cls_users": len(td.cls_pos)}}
+                "standin_data": standin, "creative_rows": len(td.rows), "cls_users": len(td.cls_pos),
+                "head_fit_seconds": metrics.get("head_fit_seconds", 0.0), "val_users": len(td.val_hist or [])}}
             model.save(cfg.out)
             if ie is not None:
                 from hllm_creator.io import write_parquet

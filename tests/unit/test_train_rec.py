@@ -1,0 +1,207 @@
+"""The recommendation side: next-item objective over every position, the dot head, mean-pooled items,
+validation users held out of every positive, the bootstrap, and the benchmark's SASRec."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hllm_creator.train import data as tdata
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, bundled_dataset):
+    from hllm_creator.data import leave_last_out
+    from hllm_creator.model.testing import small_dataset
+
+    ds = small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=60, source_dir=bundled_dataset.path)
+    split = leave_last_out(ds.interactions)
+    rows = tdata.build_standin(ds, split.users, 4, seed=0)
+    td = tdata.prepare_train_data(ds, split.users, rows, standin=True, max_history=10, val_users=8)
+    return ds, split, td
+
+
+@pytest.fixture(scope="module")
+def model(small):
+    from hllm_creator.model.testing import tiny_model
+
+    _, _, td = small
+    torch.manual_seed(0)
+    m = tiny_model(seed=0, max_history=10, item_max_tokens=24, predictor_head="dot", item_pooling="mean")
+    for p in list(m.item_llm.parameters()) + [m.item_token]:
+        p.requires_grad_(False)
+    m.item_cache = m.encode_items(td.item_texts, batch_size=64)
+    m.set_stats(m.item_cache, td.cls_hist)
+    return m
+
+
+def test_val_users_are_held_out_of_every_positive(small):
+    ds, split, td = small
+    assert len(td.val_hist) == len(td.val_pos) == len(td.val_user_ids) == 8
+    assert len(td.cls_hist) == len(split.users) - 8
+    cls_ids = set(split.users["user_id"].astype(str)) - set(td.val_user_ids)
+    assert set(td.val_user_ids).isdisjoint(set(td.rows["user_id"].astype(str)))  # not behind a creative row
+    assert len(cls_ids) == len(td.cls_hist)
+    with pytest.raises(ValueError, match="val_users=1000"):
+        tdata.prepare_train_data(ds, split.users, td.rows, standin=True, val_users=1000)
+
+
+def test_next_item_queries_are_causal_and_cover_every_position(small, model):
+    _, _, td = small
+    users = [0, 1, 2]
+    coll = tdata.BundleCollator(model, td, cls_negatives=16, weights={}, seed=0, next_item=True)
+    b = coll([{"step": 0, "rows": [], "cls": users}])
+    assert b["next_item"] is True
+    model.eval()
+    with torch.no_grad():
+        h = [model.item_cache[td.cls_hist[u]] for u in users]
+        u_emb, pos_h = model.user_forward(h, return_positions=True)
+        q, ids = model._next_item_queries(u_emb, pos_h, b["hist_idx"], b["hist_len"], b["pos_idx"])
+        # one query per history item (item t -> t + 1, [USER] -> the valid target)
+        assert len(q) == sum(len(td.cls_hist[u]) for u in users)
+        want = [x for u in users for x in td.cls_hist[u][1:]] + [td.cls_pos[u] for u in users]
+        assert ids.tolist() == want
+        # causal: the state after item t of a history equals the state after the last item of its prefix
+        u = users[0]
+        t = len(td.cls_hist[u]) - 2
+        _, pre = model.user_forward([h[0][:t + 1]], return_positions=True)
+        assert torch.allclose(pre[0, t], pos_h[0, t], atol=1e-4)
+
+
+def test_next_item_loss_is_full_softmax_with_all_items_and_masks_duplicates(model):
+    from hllm_creator.model.losses import next_item_loss
+
+    n = len(model.item_cache)
+    q = torch.randn(5, model.user_hidden_size)
+    pos = torch.tensor([3, 3, 7, 1, 0])
+    emb = lambda ids: model.item_cache[ids]  # noqa: E731
+    loss = next_item_loss(model.predictor, q, pos, emb, torch.arange(n))
+    full = torch.nn.functional.cross_entropy(model.predictor(q, model.item_cache), pos)
+    assert torch.allclose(loss, full, atol=1e-5)
+    # in-batch only: candidates are the batch's positives {0, 1, 3, 7}
+    loss_ib = next_item_loss(model.predictor, q, pos, emb)
+    logits = model.predictor(q, model.item_cache[[0, 1, 3, 7]])
+    assert torch.allclose(loss_ib, torch.nn.functional.cross_entropy(logits, torch.tensor([2, 2, 3, 1, 0])), atol=1e-5)
+
+
+def test_next_item_objective_trains_on_a_tiny_batch(small, model):
+    _, _, td = small
+    import copy
+
+    m = copy.deepcopy(model)
+    m.train()
+    coll = tdata.BundleCollator(m, td, cls_negatives=64, weights={"creative": 0, "recon": 0, "align": 0},
+                                seed=0, next_item=True)
+    b = coll([{"step": 0, "rows": [], "cls": list(range(12))}])
+    params = [p for n, p in m.named_parameters() if p.requires_grad and not n.startswith("creative")]
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    first = None
+    for _ in range(8):
+        loss = m(**b)["loss"]
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(m(**b)["loss"]) < first - 0.5
+    assert m.predictor.log_scale.grad is not None  # the dot head's scale is trained
+
+
+def test_dot_head_scores_are_probabilities_and_mean_pooling_survives_save_load(model, tmp_path):
+    from hllm_creator.model.hllm import HLLMCreator
+
+    u = model.encode_users([model.item_cache[:3], model.item_cache[4:6]])
+    s = model.score(u, model.item_cache[:10])
+    assert s.shape == (2, 10) and float(s.min()) >= 0 and float(s.max()) <= 1
+    texts = ["Green tea, zero sugar", "Stainless steel staples 1/2 inch"]
+    pooled = model.encode_items(texts)
+    model.save(tmp_path / "m")
+    back = HLLMCreator.load(tmp_path / "m")
+    assert back.cfg.item_pooling == "mean" and back.cfg.predictor_head == "dot"
+    assert torch.allclose(back.encode_items(texts), pooled, atol=1e-5)
+    back.cfg.item_pooling = "item_token"
+    assert not torch.allclose(back.encode_items(texts), pooled, atol=1e-3)
+
+
+def test_next_item_predictor_fit_validates_on_held_out_users(small, model):
+    import copy
+
+    from hllm_creator.train.head_fit import head_fit, next_item_queries
+
+    _, _, td = small
+    m = copy.deepcopy(model)
+    q, ids = next_item_queries(m, td, m.item_cache, progress=False)
+    assert len(q) == sum(len(h) for h in td.cls_hist)
+    out = head_fit(m, td, m.item_cache, steps=60, batch_size=64, negatives=10_000, lr=3e-3, eval_every=20,
+                   next_item=True)
+    assert out["val_users"] == len(td.val_hist)
+    assert out["loss_last"] < out["loss_first"]
+    assert out["chosen_step"] in {c["step"] for c in out["curve"]}
+    td_noval = copy.copy(td)
+    td_noval.val_hist = []
+    with pytest.raises(ValueError, match="cls_val_users"):
+        head_fit(m, td_noval, m.item_cache, steps=1, batch_size=8, negatives=8, lr=1e-3, next_item=True)
+
+
+def test_bootstrap_ci_and_paired_difference():
+    from hllm_creator.train.evaluate import bootstrap_ci, per_user_metrics, rank_metrics, ranks
+
+    rng = np.random.default_rng(0)
+    s = rng.random((400, 50))
+    t = rng.integers(0, 50, 400)
+    pu = per_user_metrics(ranks(s, t))
+    assert pu["recall@10"].mean() == pytest.approx(rank_metrics(s, t)["recall@10"])
+    ci = bootstrap_ci(pu, baseline=pu, n_boot=200)
+    r = ci["recall@10"]
+    assert r["ci"][0] < r["mean"] < r["ci"][1]
+    assert r["diff"] == 0 and r["diff_ci"] == [0.0, 0.0]
+    better = {k: v + 0.1 for k, v in pu.items()}
+    assert bootstrap_ci(better, baseline=pu, n_boot=200)["mrr"]["diff_ci"][0] > 0.09
+    with pytest.raises(ValueError, match="same users"):
+        bootstrap_ci(pu, baseline={k: v[:10] for k, v in pu.items()})
+
+
+def test_benchmark_sasrec_learns_and_ranks_with_the_shared_protocol(small):
+    ds, _, _ = small
+    spec = importlib.util.spec_from_file_location("bench_rec", ROOT / "benchmarks/recommendation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sp = bench.load_split(str(ds.path), val_users=10, seed=0)
+    model, info = bench.train_sasrec(sp, epochs=6, eval_every=3, seed=0, log=lambda *_: None)
+    assert [c["epoch"] for c in info["curve"]] == [3, 6]
+    assert info["curve"][-1]["loss"] < np.log(sp["n_items"])  # below a uniform guess over the catalog
+    rows = np.arange(len(sp["users"]))
+    s = bench.sasrec_scores(model, bench.left_pad([sp["hist"][u] + [int(sp["valid"][u])] for u in rows], 50))
+    s = bench.exclude_seen(s, rows, sp)
+    assert all(np.isneginf(s[r, sp["hist"][r]]).all() for r in rows)  # seen items are not candidates
+    assert np.isfinite(s[rows, sp["test"]]).all()  # the test target always is
+
+
+def test_cpu_preset_trains_the_next_item_recommender():
+    from hllm_creator.train.config import build_config
+
+    cfg = build_config("cpu", data="d", out="o")
+    assert cfg.cls_objective == "next_item" and cfg.cls_val_users == 500
+    assert cfg.model.predictor_head == "dot" and cfg.model.item_pooling == "mean" and cfg.user_lr == 1e-3
+    assert cfg.head_steps > 0 and cfg.head_negatives >= 4344  # full softmax over the bundled catalog
+    assert build_config("tiny", data="d", out="o").cls_objective == "last"  # other presets unchanged
+
+
+def test_user_lr_gives_the_user_llm_its_own_optimizer_group(model, tmp_path):
+    from transformers import TrainingArguments
+
+    from hllm_creator.train.trainer import _trainer_cls
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", learning_rate=2e-4)
+    groups = _trainer_cls()(model=model, args=args, head_lr=2e-3, user_lr=1e-3).create_optimizer().param_groups
+    user_ids = {id(p) for p in model.user_llm.parameters() if p.requires_grad}
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_lr[1e-3] == user_ids and by_lr[2e-3].isdisjoint(user_ids)
+    assert by_lr[2e-4] and by_lr[2e-4].isdisjoint(user_ids)  # the creative LLM keeps the backbone rate
+    plain = _trainer_cls()(model=model, args=args, head_lr=2e-3).create_optimizer().param_groups
+    assert len(plain) == 2 and user_ids <= {id(p) for p in plain[0]["params"]}
