@@ -149,3 +149,23 @@ def test_cli_help_and_clear_error_on_bad_data(tmp_path):
     r = subprocess.run([exe, "train", "--data", "x", "--out", "y", "--preset", "nope"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0 and "unknown preset" in r.stderr
+
+
+def test_teacher_rows_train_with_the_slot_objectives(tmp_path, bundled_dataset):
+    """construct's contrastive rows -> train: pairs, contrast and slot-fact losses logged, the slot
+    pre-fit and the post-training slot refit run (their held-out accuracies in MLflow)."""
+    import mlflow
+
+    from hllm_creator.teacher.construct import ConstructConfig, construct
+    from hllm_creator.train.trainer import run_train
+
+    construct(ConstructConfig(data=str(bundled_dataset.path), out=str(tmp_path / "t"), ads=4, users_per_fact=3,
+                              candidate_users=600, llm_title=False))
+    cfg = _cfg(bundled_dataset, tmp_path, train_parquet=str(tmp_path / "t" / "train.parquet"), creative_per_step=4,
+               aux_rows_per_step=1, slot_fit_steps=20, slot_refit=True, max_steps=3, cls_users=32, eval_users=32)
+    res = run_train(cfg)
+    keys = {k for h in res["history"] for k in h}
+    assert {"loss_creative", "loss_contrast", "loss_slot_fact"} <= keys
+    run = mlflow.get_run(res["run_id"])
+    assert "slot_fit_val_acc" in run.data.metrics and "slot_refit_val_acc" in run.data.metrics
+    assert 0.0 <= res["metrics"]["slot_refit_val_acc"] <= 1.0

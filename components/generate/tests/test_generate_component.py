@@ -47,10 +47,18 @@ def test_python_func(upstream, tmp_path):
                          batch_size=4)
     cr = pd.read_parquet(tmp_path / "g" / "creatives.parquet")
     assert len(cr) == 4 == out.metadata["generations"]
-    assert metrics.metadata["grounded"] + metrics.metadata["fallbacks"] == 4
+    assert metrics.metadata["fallbacks"] == int((cr["source"] == "original").sum())
+    assert metrics.metadata["copy_rate"] == float((~cr["personalized"]).mean())
     assert (tmp_path / "g" / "lookup.parquet").exists()
-    # every emitted title is grounded or the original
-    assert ((cr["title"] == cr["llm_output"]) & cr["grounded"] | (cr["title"] == cr["original_title"])).all()
+    # every served title: the gated generation, the slot's pick of the ad's gated compositions, or the original
+    from hllm_creator.infer.generate import ad_of, candidate_titles
+
+    items = load_dataset(data).items.set_index("item_id")
+    for r in cr.itertuples():
+        ad = ad_of(items.loc[r.item_id].to_dict() | {"item_id": r.item_id})
+        assert (r.source == "generated" and r.grounded and r.title == r.llm_output) or \
+            (r.source in ("slot", "rescored") and r.title in candidate_titles(ad)) or \
+            (r.source == "original" and r.title == r.original_title)
 
 
 def test_local_runner(upstream, tmp_path):

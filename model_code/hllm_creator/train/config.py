@@ -47,6 +47,9 @@ class TrainConfig(StepConfig):
     creative_epochs: float = Field(1.0, gt=0, description="passes over the creative rows")
     aux_rows_per_step: int | None = Field(None, ge=1, description="recon/align on the first N creative rows of a "
                                           "step only (each costs two more Creative-LLM passes); None = all")
+    slot_refit: bool = Field(False, description="after joint training, fit the projector on the slot-fact loss "
+                             "again (slot_fit_steps steps) on the final, frozen User LLM: joint training moves the "
+                             "user embeddings (the next-item objective) and the slot's pointer with them")
     slot_fit_steps: int = Field(0, ge=0, description="slot pre-fit before joint training: steps of the slot-fact "
                                 "loss on the projector alone, users encoded once (train/slot_fit.py); 0 = off")
     contrast_margin: float = Field(2.0, ge=0, description="margin (nats, summed over the response) of the slot "
@@ -128,7 +131,7 @@ PRESETS: dict[str, dict] = {
                 standin_rows=160, cls_per_step=96, cls_epochs=1.0,
                 # creative side (issue 11): same-ad pairs (4 rows = 2 pairs a step), recon/align on 1 row,
                 # the slot pre-fit; the teacher's ~450 train rows are one pass in ~110 steps
-                creative_per_step=4, aux_rows_per_step=1, slot_fit_steps=300,
+                creative_per_step=4, aux_rows_per_step=1, slot_fit_steps=300, slot_refit=True,
                 lr=2e-4, head_lr=2e-3, eval_users=None, save_steps=100,
                 # rec side (issue 12): HLLM next-item objective at every position, validation users
                 # held out of every positive, then a full-softmax next-item fit on cached states

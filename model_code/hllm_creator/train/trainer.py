@@ -346,6 +346,17 @@ def run_train(cfg: TrainConfig) -> dict:
         if is_main:
             item_emb = (model.item_cache if model.item_cache is not None
                         else model.encode_items(td.item_texts, batch_size=cfg.item_batch_size, progress=True))
+            if cfg.slot_refit and cfg.slot_fit_steps and cfg.weights.slot_fact:
+                # the slot's pointer against the FINAL user embeddings (measured: after joint training
+                # with the next-item objective the pre-fit pointer was back at chance)
+                from hllm_creator.train.slot_fit import slot_fit
+
+                with local_only():
+                    sf = slot_fit(model, td, item_emb, steps=cfg.slot_fit_steps, lr=cfg.head_lr, seed=cfg.seed + 1,
+                                  bf16=use_bf16)
+                if sf is not None:
+                    tracking.log_metrics({f"slot_refit_{k}": v for k, v in sf.items() if isinstance(v, (int, float))})
+                    metrics["slot_refit_val_acc"] = sf["val_acc"]
             if cfg.head_steps:
                 from hllm_creator.train.head_fit import head_fit
 
