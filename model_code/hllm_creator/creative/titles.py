@@ -21,8 +21,8 @@ def clean_title(text: str) -> str:
 
 
 def same_title(a: str, b: str) -> bool:
-    """Equal after case folding and folding of punctuation and whitespace (the copy-rate test)."""
-    def key(s: str) -> str:
-        return " ".join(re.findall(r"[^\W_]+", (s or "").casefold()))
+    """The copy test (generate's ``personalized``, gsb-eval, the evaluation): equal after Unicode
+    normalization, case folding and folding of punctuation and whitespace (``creative.copy``)."""
+    from hllm_creator.creative.copy import is_copy
 
-    return key(a) == key(b)
+    return is_copy(a, b)

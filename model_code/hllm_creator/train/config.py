@@ -117,7 +117,8 @@ PRESETS: dict[str, dict] = {
     "demo": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=2, user_llm="smollm2-135m-instruct",
                             user_layers=2, creative_llm="smollm2-135m-instruct", max_history=20,
                             item_max_tokens=32),  # same Item LLM as "cpu": the item cache is shared
-                 standin_rows=32, creative_per_step=4, aux_rows_per_step=1, slot_fit_steps=300, cls_per_step=128,
+                 standin_rows=32, creative_per_step=4, aux_rows_per_step=1, slot_fit_steps=300, slot_refit=True,
+                 cls_per_step=128,
                  cls_negatives=256, cls_epochs=1.0, lr=2e-4, head_lr=2e-3, head_steps=300, eval_users=2000,
                  save_steps=1000),
     # the full CPU run (issue 4 "done when"): ~12 min on 2 free cores
