@@ -6,7 +6,8 @@ checkable: (1) what of the user's interests fits this ad, (2) which of the ad's 
   titles and leaf categories (a word on every third item says little about a user).
 - ``interests(history_items, vocab)``: idf-weighted, recency-weighted stemmed words of the history's
   titles and leaf categories (normalized to sum 1), plus the top categories and brands.
-- ``fit(phrase, interests)``: the interest weight a phrase's content words carry.
+- ``fit(phrase, interests)``: the interest weight a phrase's content words carry (the teacher
+  matches each user to the phrase that carries most).
 - ``profile(...)``: the JSON user profile the recon/align objectives regenerate.
 """
 
@@ -87,13 +88,6 @@ def interests(history_items: list[dict], vocab: Vocabulary, *, recency: float = 
 def fit(phrase: str, it: Interests) -> float:
     """Interest weight carried by the phrase's content words (0 when none is an interest)."""
     return float(sum(it.words.get(w, 0.0) for w in set(content_words(phrase))))
-
-
-def choose_fact(phrases: list[str], it: Interests) -> tuple[int, list[float]]:
-    """Index of the best-fitting phrase (ties: the earlier phrase, i.e. the ad's own emphasis)."""
-    scores = [fit(p, it) for p in phrases]
-    best = max(range(len(phrases)), key=lambda i: (scores[i], -i))
-    return best, scores
 
 
 def profile(it: Interests) -> dict:

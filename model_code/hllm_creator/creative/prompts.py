@@ -20,7 +20,7 @@ CHAT_CLOSE = "<|im_end|>\n<|im_start|>assistant\n"
 RESPONSE_END = "<|im_end|>"
 PROMPT1 = CHAT_OPEN.format(system=SYSTEM) + "Shopper:"
 # token budgets per field (with a tokenizer) and their character stand-ins (without one)
-TITLE_TOKENS, FACT_TOKENS, CORE_TOKENS = 40, 16, 24
+FACT_TOKENS, CORE_TOKENS = 16, 24
 CHARS_PER_TOKEN = 4
 N_FACTS = 4
 MAX_PROMPT2_TOKENS = CORE_TOKENS + N_FACTS * (FACT_TOKENS + 3) + 24

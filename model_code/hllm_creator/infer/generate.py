@@ -129,9 +129,7 @@ def slot_pick(model, slot: np.ndarray, facts: list[str]) -> int:
     t = fact_tensors(model.tokenizers["creative"], pd.DataFrame({"facts": [facts], "fact_index": [0]}))
     with torch.inference_mode():
         s = model.slot_embedding(torch.from_numpy(np.asarray(slot, dtype=np.float32)[None]).to(model.device))
-        e = model.creative.get_input_embeddings()(t["fact_ids"].to(model.device)).float()
-        m = t["fact_mask"].to(model.device)[..., None].float()
-        fe = ((e * m).sum(2) / m.sum(2).clamp(min=1))[0]
+        fe = model.fact_embeddings(t["fact_ids"], t["fact_mask"])[0]
         cos = F.cosine_similarity(s.float(), fe, dim=-1)
     return int(torch.argmax(cos).item())
 

@@ -247,13 +247,6 @@ class HLLMCreator(nn.Module):
         version = self.cfg.prompt_version if (self.cfg.prompt_version or "").startswith("v") else "v1"
         return creative_prompts(ad, version=version)
 
-    def facts(self, ad: dict) -> list[str]:
-        """The fact phrases the prompt offers for ``ad`` (the choices a personalized title features)."""
-        from hllm_creator.creative.facts import fact_phrases
-        from hllm_creator.creative.prompts import N_FACTS
-
-        return fact_phrases(ad, N_FACTS)
-
     # ------------------------------------------------------------------ item LLM
     def item_forward(self, batch: SlotBatch) -> torch.Tensor:
         """Tokenized item texts with one slot each -> hidden state at [ITEM] [B, dI] (with grad)."""
@@ -423,6 +416,14 @@ class HLLMCreator(nn.Module):
         nll = F.cross_entropy(logits.transpose(1, 2), tgt.clamp(min=0), reduction="none") * mask
         return nll.sum(1), mask.sum(1)
 
+    @torch.no_grad()
+    def fact_embeddings(self, fact_ids: torch.Tensor, fact_mask: torch.Tensor) -> torch.Tensor:
+        """[R, F, T] fact token ids (+ mask) -> [R, F, creative_hidden]: the mean input embedding of
+        each fact's tokens (what the slot points at; the input embeddings are not trained)."""
+        e = self.creative.get_input_embeddings()(fact_ids.to(self.device)).float()
+        m = fact_mask.to(self.device)[..., None].float()
+        return (e * m).sum(2) / m.sum(2).clamp(min=1)
+
     def slot_fact_loss(self, user_emb: torch.Tensor, fact_ids: torch.Tensor, fact_mask: torch.Tensor,
                        chosen: torch.Tensor, temperature: float = 0.1) -> torch.Tensor | None:
         """The slot points at the fact its user cares about: over each row's ad facts ([R, F, T] token
@@ -433,11 +434,8 @@ class HLLMCreator(nn.Module):
         if not bool(ok.any()):
             return None
         slot = self.slot_embedding(user_emb[ok.to(user_emb.device)])
-        ids, mask = fact_ids[ok].to(self.device), fact_mask[ok].to(self.device)
-        with torch.no_grad():
-            e = self.creative.get_input_embeddings()(ids).float()
-            m = mask[..., None].float()
-            fe = (e * m).sum(2) / m.sum(2).clamp(min=1)  # [R, F, d]
+        mask = fact_mask[ok].to(self.device)
+        fe = self.fact_embeddings(fact_ids[ok], fact_mask[ok])  # [R, F, d]
         logits = F.cosine_similarity(slot.float()[:, None, :], fe, dim=-1) / temperature
         logits = logits.masked_fill(~mask.any(-1), float("-inf"))
         return F.cross_entropy(logits, chosen[ok].to(self.device))

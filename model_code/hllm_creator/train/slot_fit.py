@@ -52,9 +52,7 @@ def slot_fit(model, td, item_emb, *, steps: int, lr: float, batch_size: int = 64
             return float("nan")
         with torch.no_grad():
             slot = model.slot_embedding(u[mask]).float()
-            e = model.creative.get_input_embeddings()(t["fact_ids"][mask]).float()
-            m = t["fact_mask"][mask][..., None].float()
-            fe = (e * m).sum(2) / m.sum(2).clamp(min=1)
+            fe = model.fact_embeddings(t["fact_ids"][mask], t["fact_mask"][mask])
             lg = F.cosine_similarity(slot[:, None], fe, dim=-1).masked_fill(~t["fact_mask"][mask].any(-1), -1e9)
             return float((lg.argmax(1) == t["fact_chosen"][mask]).float().mean())
 
