@@ -24,7 +24,7 @@ def generate(
     seed: int = 0,
     slot: str = "medoid",
     rescore: bool = True,
-    select: str = "slot",
+    select: str = "generated",
     max_pairs: int = 0,
     bf16: bool = False,
     mlflow_parent_run_id: str = "",
@@ -49,9 +49,9 @@ def generate(
         slot: Cluster slot: "medoid" (member nearest the centroid) or "mean" (mean member embedding).
         rescore: A generation that fails the gate or copies the original is replaced by the Creative
             LLM's most likely gate-passing composition of the ad's core and one fact.
-        select: What is served: "slot" (best of n by the gate and the Creative LLM: the ad's gated
-            core+fact compositions scored by likelihood under the cluster's slot plus the slot's pointer
-            to the fact) or "generated" (the greedy generation when it passes the gate).
+        select: What is served: "generated" (the greedy generation, which the slot moves through the
+            decoder and the fact-copy head, when it passes the gate; else the rescored composition) or
+            "slot" (of the ad's gated core+fact compositions, the one whose fact the slot points at).
         max_pairs: Only the first N selected pairs (0 = all).
         bf16: bf16 autocast for the Creative LLM (2x faster batched prefill on AMX CPUs; GPUs).
         mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).

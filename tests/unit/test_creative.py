@@ -184,3 +184,106 @@ def test_slot_fit_learns_a_choice_the_history_decides():
     assert out["val_rows"] >= 4 and out["val_acc"] == 1.0 and out["val_chance"] == 0.5
     assert slot_fit(m, types.SimpleNamespace(rows=rows.drop(columns="facts"), row_hist=td.row_hist),
                     item_emb, steps=5, lr=1e-2) is None
+
+
+def test_prompt_facts_reads_back_the_facts_every_prompt_lists(bundled_dataset):
+    """The fact-copy head points at the facts the Creative LLM reads: parsed back from the framed prompt,
+    in order, for every bundled ad (cut facts included); none for a prompt without a Facts block."""
+    from hllm_creator.creative.prompts import cut, prompt_facts
+
+    for it in bundled_dataset.items.to_dict("records"):
+        _, p2 = creative_prompts(it)
+        want = [cut(f, 16) for f in fact_phrases(it, 4)]
+        assert prompt_facts(p2) == [" ".join(w.split()) for w in want], it["item_id"]
+    assert prompt_facts("Original title: X" + CHAT_CLOSE) == []
+    assert prompt_facts("\nProduct: X\nFacts:\n1. -\n" + CHAT_CLOSE) == []
+
+
+def _copy_model():
+    from hllm_creator.model.testing import tiny_model
+
+    return tiny_model(fact_copy=True, fact_copy_init=3.0)
+
+
+def test_fact_copy_bias_follows_the_slots_pointer():
+    """The bias raises the pointed fact's tokens and lowers the others', leaves tokens every fact shares
+    at 0, and is 0 for a uniform pointer or a single fact; off by default."""
+    import torch
+
+    from hllm_creator.model.collate import fact_batch
+
+    m = _copy_model()
+    tok = m.tokenizers["creative"]
+    facts = [["fast set glue", "clear dry glue"], ["metal bond"]]
+    fb = fact_batch(tok, facts)
+    fe = m.fact_embeddings(fb.ids, fb.mask)
+    slot = fe[:, 0] * 5.0  # both rows point at their fact 0
+    bias = m.fact_copy_bias(slot, fb)
+    ids = lambda s: set(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    only0, only1, shared = ids(" fast set") - ids(" clear dry glue"), ids(" clear dry") - ids(" fast set glue"), \
+        ids(" glue") & ids(" fast set glue") & ids(" clear dry glue")
+    assert all(bias[0, v] > 0 for v in only0) and all(bias[0, v] < 0 for v in only1)
+    assert all(abs(float(bias[0, v])) < 1e-6 for v in shared)
+    assert float(bias[1].abs().max()) == 0.0  # one fact: nothing to choose
+    p = m.fact_pointer(slot, fb)
+    assert torch.allclose(p.sum(-1), torch.ones(2)) and p[1, 1] == 0 and p[0, 0] > p[0, 1]
+    # swap the pointer: the signs swap
+    bias2 = m.fact_copy_bias(fe[:, 1] * 5.0, fb)
+    assert all(bias2[0, v] < 0 for v in only0) and all(bias2[0, v] > 0 for v in only1)
+    from hllm_creator.model.testing import tiny_model
+
+    assert tiny_model().fact_copy_bias(slot, fb) is None  # the paper's single slot by default
+
+
+def test_fact_copy_makes_the_own_users_response_likelier_and_moves_greedy_titles():
+    """With the head on, the response that features fact j is likelier when the slot points at j than
+    when it points elsewhere (the NLL own < shuffled of the personalization step), and greedy
+    decoding follows the slot (the slot swap)."""
+    import torch
+
+    m = _copy_model().eval()
+    ad = {"title": "Gorilla Original Glue", "description": "Sets fast. Dries clear. Bonds metal.",
+          "selling_points": ["Sets fast in minutes", "Dries clear", "Bonds metal and wood"]}
+    p1, p2 = m.build_prompts(ad)
+    from hllm_creator.creative.prompts import prompt_facts
+
+    facts = prompt_facts(p2)
+    assert len(facts) >= 2
+    b = m.creative_batch([p1, p1], [p2, p2], [f"Gorilla Glue - {facts[0]}", f"Gorilla Glue - {facts[1]}"])
+    assert b.facts is not None
+    fe = m.fact_embeddings(b.facts.ids, b.facts.mask)
+    own = torch.stack([fe[0, 0], fe[1, 1]]) * 5.0
+    other = torch.stack([fe[0, 1], fe[1, 0]]) * 5.0
+    with torch.no_grad():
+        n_own, _ = m.response_nll(own, b)
+        n_other, _ = m.response_nll(other, b)
+    assert bool((n_other > n_own).all())
+    m.fact_copy_scale.data.fill_(200.0)  # the bias dominates the random decoder's logits
+    tok = m.tokenizers["creative"]
+
+    def first_token(slot_values):
+        from hllm_creator.model.hllm import _AddBias
+
+        bb = m.creative_batch([p1], [p2], padding_side="left")
+        with torch.no_grad():
+            bias = m.fact_copy_bias(slot_values, bb.facts)
+            logits = m._slot_forward(bb, slot_values, labels=False).logits[:, -1]
+        assert torch.equal(_AddBias(torch.zeros_like(bias))(None, logits), logits)
+        return int(logits.argmax(-1))
+
+    t0, t1 = first_token(fe[0:1, 0] * 5.0), first_token(fe[0:1, 1] * 5.0)
+    copy0 = set(b.facts.copy_ids[0, 0][b.facts.copy_mask[0, 0]].tolist())
+    copy1 = set(b.facts.copy_ids[0, 1][b.facts.copy_mask[0, 1]].tolist())
+    assert t0 in copy0 - copy1 and t1 in copy1 - copy0
+    # generate() applies the same bias (a logits processor): greedy titles start inside the fact each
+    # user's slot points at, so two users whose slots point at different facts get different titles
+    torch.manual_seed(0)
+    u = torch.randn(64, m.user_hidden_size)
+    with torch.no_grad():
+        bb = m.creative_batch([p1] * 64, [p2] * 64, padding_side="left")
+        picks = m.fact_pointer(m.slot_embedding(u), bb.facts).argmax(-1)
+    a = int(torch.nonzero(picks == 0)[0])
+    c = int(torch.nonzero(picks == 1)[0])
+    outs = m.generate(u[[a, c]], [p1, p1], [p2, p2], do_sample=False, max_new_tokens=1)
+    assert outs[0] != outs[1]
+    assert outs[0].strip() and outs[0].strip() in facts[0] and outs[1].strip() in facts[1]

@@ -162,10 +162,18 @@ def test_teacher_rows_train_with_the_slot_objectives(tmp_path, bundled_dataset):
     construct(ConstructConfig(data=str(bundled_dataset.path), out=str(tmp_path / "t"), ads=4, users_per_fact=3,
                               candidate_users=600, llm_title=False))
     cfg = _cfg(bundled_dataset, tmp_path, train_parquet=str(tmp_path / "t" / "train.parquet"), creative_per_step=4,
-               aux_rows_per_step=1, slot_fit_steps=20, slot_refit=True, max_steps=3, cls_users=32, eval_users=32)
+               aux_rows_per_step=1, slot_fit_steps=20, slot_refit=True, max_steps=3, cls_users=32, eval_users=32,
+               model={"max_history": 10, "item_max_tokens": 24, "fact_copy": True})
     res = run_train(cfg)
     keys = {k for h in res["history"] for k in h}
     assert {"loss_creative", "loss_contrast", "loss_slot_fact"} <= keys
     run = mlflow.get_run(res["run_id"])
     assert "slot_fit_val_acc" in run.data.metrics and "slot_refit_val_acc" in run.data.metrics
     assert 0.0 <= res["metrics"]["slot_refit_val_acc"] <= 1.0
+    # the fact-copy scale is refitted after the pointer and saved with the model
+    assert "fact_copy_scale" in run.data.metrics and run.data.metrics["fact_copy_nll"] <= \
+        run.data.metrics["fact_copy_nll_at_0"] + 1e-6
+    from hllm_creator.model import HLLMCreator
+
+    m = HLLMCreator.load(res["out"])
+    assert m.cfg.fact_copy and abs(float(m.fact_copy_scale) - res["metrics"]["fact_copy_scale"]) < 1e-4

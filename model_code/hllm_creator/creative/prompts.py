@@ -9,6 +9,7 @@ is always there, whatever the ad's length (tested over every bundled ad).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hllm_creator.creative.facts import core_title, fact_phrases
@@ -70,3 +71,28 @@ def creative_prompts(ad: Any, tokenizer=None, *, facts: list[str] | None = None)
     lines = [f"\nProduct: {core}", "Facts:"]
     lines += [f"{i + 1}. {cut(_untrusted(f), FACT_TOKENS, tokenizer)}" for i, f in enumerate(facts)] or ["1. -"]
     return PROMPT1, "\n".join(lines) + "\n" + CHAT_CLOSE
+
+
+_FACT_LINE = re.compile(r"^(\d+)\. (.+)$")
+
+
+def prompt_facts(prompt2: str) -> list[str]:
+    """The numbered fact phrases a framed ``prompt2`` lists, in order, as the Creative LLM reads them
+    (after the cut); ``[]`` for a prompt without a ``Facts:`` block (v1 model dirs, the placeholder
+    ``1. -``). The fact-copy head (``HLLMCreator.fact_copy_bias``) points at these."""
+    text = str(prompt2 or "")
+    if CHAT_CLOSE in text:
+        text = text[:text.rindex(CHAT_CLOSE)]
+    lines = text.split("\n")
+    try:
+        start = lines.index("Facts:") + 1
+    except ValueError:
+        return []
+    out = []
+    for line in lines[start:]:
+        m = _FACT_LINE.match(line.strip())
+        if not m or int(m.group(1)) != len(out) + 1:
+            break
+        if m.group(2).strip() != "-":
+            out.append(m.group(2).strip())
+    return out

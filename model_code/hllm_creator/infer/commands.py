@@ -160,10 +160,10 @@ def generate_cmd(
     rescore: bool = typer.Option(True, "--rescore/--no-rescore", help="When a generation fails the gate or "
                                  "copies the original, serve the Creative LLM's most likely gate-passing "
                                  "composition of the ad's core and one of its facts (source 'rescored')."),
-    select: str = typer.Option("slot", "--select", help="What is served: slot = best of n by the gate and the "
-                               "Creative LLM (of the ad's gated core+fact compositions, the one with the highest "
-                               "likelihood under the cluster's slot plus the slot's pointer to its fact); "
-                               "generated = the greedy generation when it passes the gate."),
+    select: str = typer.Option("generated", "--select", help="What is served: generated = the greedy generation "
+                               "(the slot moves it through the decoder and the fact-copy head) when it passes "
+                               "the gate, else the rescored composition; slot = of the ad's gated core+fact "
+                               "compositions, the one whose fact the cluster's slot points at."),
     seed: int = typer.Option(0, "--seed", help="Batch b is sampled with seed + b."),
     max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="Only the first N selected pairs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),

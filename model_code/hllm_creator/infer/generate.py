@@ -64,11 +64,11 @@ class GenerateConfig(StepConfig):
                                             "(medoid) or the mean member embedding")
     rescore: bool = Field(True, description="when a generation fails the gate or copies the original, serve the "
                           "Creative LLM's most likely gate-passing composition of the ad's core and one fact")
-    select: Literal["slot", "generated"] = Field(
-        "slot", description="what is served: 'slot' = best of n by the gate and the Creative LLM's slot: of the "
-        "ad's gate-passing compositions (core + one fact), the one whose fact the cluster's slot points at (the "
-        "slot-fact head); 'generated' = the greedy generation when it passes the gate (rescored compositions "
-        "only as its fallback)")
+    select: Literal["generated", "slot"] = Field(
+        "generated", description="what is served: 'generated' = the Creative LLM's greedy title (the slot reaches it "
+        "through the decoder and the fact-copy head) when it passes the gate, else the rescored composition "
+        "(core + one fact); 'slot' = of the ad's gate-passing compositions, the one whose fact the cluster's slot "
+        "points at (the slot-fact head; the default before the fact-copy head)")
     max_pairs: int | None = Field(None, ge=1, description="Only the first N selected pairs (smoke runs).")
     bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster on AMX CPUs and GPUs).")
 

@@ -15,15 +15,61 @@ IGNORE = -100
 
 
 @dataclass
+class FactBatch:
+    """The facts each creative prompt lists (``creative.prompts.prompt_facts``), for the fact-copy head."""
+    ids: torch.Tensor        # [B, F, T] each fact's token ids as a phrase of its own (the pointer's keys)
+    mask: torch.Tensor       # [B, F, T] bool
+    copy_ids: torch.Tensor   # [B, F, C] every token id the fact can be written with (alone, after a space)
+    copy_mask: torch.Tensor  # [B, F, C] bool
+
+    def to(self, device) -> "FactBatch":
+        return FactBatch(*(t.to(device) for t in (self.ids, self.mask, self.copy_ids, self.copy_mask)))
+
+    def repeat(self, n: int) -> "FactBatch":
+        return FactBatch(*(torch.cat([t] * n) for t in (self.ids, self.mask, self.copy_ids, self.copy_mask)))
+
+
+@dataclass
 class SlotBatch:
     input_ids: torch.Tensor       # [B, T] (slot positions hold pad_id; they are replaced by embeddings)
     attention_mask: torch.Tensor  # [B, T] 1 = real token
     slot_mask: torch.Tensor       # [B, T] bool, exactly one True per row
     labels: torch.Tensor | None   # [B, T] IGNORE except response tokens (None when no response)
+    facts: FactBatch | None = None  # the prompts' facts (creative batches only)
 
     def to(self, device) -> "SlotBatch":
         return SlotBatch(*(None if t is None else t.to(device) for t in
-                           (self.input_ids, self.attention_mask, self.slot_mask, self.labels)))
+                           (self.input_ids, self.attention_mask, self.slot_mask, self.labels, self.facts)))
+
+    def repeat(self, n: int) -> "SlotBatch":
+        """The batch stacked ``n`` times (rows ``i``, ``B + i``, ... are the same row)."""
+        return SlotBatch(*(None if t is None else torch.cat([t] * n) for t in
+                           (self.input_ids, self.attention_mask, self.slot_mask, self.labels)),
+                         None if self.facts is None else self.facts.repeat(n))
+
+
+def fact_batch(tokenizer, facts: list[list[str]], max_tokens: int = 16) -> FactBatch:
+    """Token ids of each row's fact phrases ([B, F, T], F = the most facts of a row, zero padded)."""
+    B = len(facts)
+    F_ = max([len(f) for f in facts] + [1])
+    keys = [[encode_text(tokenizer, f, max_tokens) for f in fs] for fs in facts]
+    # a fact is written alone ("Waterproof") or inside a title (" waterproof" after a space): both spellings
+    copies = [[sorted(set(k) | set(encode_text(tokenizer, " " + f, max_tokens + 2)))
+               for f, k in zip(fs, ks)] for fs, ks in zip(facts, keys)]
+
+    def pack(rows, width):
+        ids = torch.zeros(B, F_, width, dtype=torch.long)
+        mask = torch.zeros(B, F_, width, dtype=torch.bool)
+        for b, ts in enumerate(rows):
+            for j, t in enumerate(ts):
+                if t:
+                    ids[b, j, :len(t)] = torch.tensor(t)
+                    mask[b, j, :len(t)] = True
+        return ids, mask
+
+    ids, mask = pack(keys, max([len(t) for ks in keys for t in ks] + [1]))
+    cids, cmask = pack(copies, max([len(t) for cs in copies for t in cs] + [1]))
+    return FactBatch(ids, mask, cids, cmask)
 
 
 def encode_text(tokenizer, text: str, max_tokens: int | None = None) -> list[int]:

@@ -43,6 +43,11 @@ class ModelConfig(StepConfig):
     false_negative_cos: float = Field(0.99, description="mask negatives whose cosine to the positive exceeds this")
     align_queue: int = Field(32, ge=0, description="detached past embeddings used as extra align negatives "
                                                    "(makes batch size 1 work); 0 = off")
+    fact_copy: bool = Field(False, description="the fact-copy head: the slot's pointer over the facts the prompt "
+                            "lists (the slot-fact head) adds scale * (p_j - 1/F) to the logits of fact j's tokens at "
+                            "every response position, so the user embedding moves the decoder's choice directly "
+                            "(docs/train.md); off = the paper's single slot")
+    fact_copy_init: float = Field(2.0, ge=0, description="initial fact-copy scale (trained; refit after training)")
     # filled by the builder
     item_hidden: int | None = None
     user_hidden: int | None = None

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hllm_creator.model.collate import SlotBatch, position_ids, slot_batch, text_batch
+from hllm_creator.model.collate import FactBatch, SlotBatch, fact_batch, position_ids, slot_batch, text_batch
 from hllm_creator.model.config import ModelConfig
 from hllm_creator.model.losses import cls_loss, gather_no_grad, info_nce, next_item_loss
 from hllm_creator.model.predictor import Predictor
@@ -79,6 +79,8 @@ class HLLMCreator(nn.Module):
         self.align_projector = _projector(cfg.projector, dU, dC)
         # shape [1], not a 0-dim scalar: DeepSpeed broadcasts parameters as byte views, which 0-dim refuses
         self.logit_scale = nn.Parameter(torch.tensor([math.log(1.0 / cfg.align_temperature)]))
+        # the fact-copy head's scale (used when cfg.fact_copy; shape [1] for DeepSpeed as logit_scale)
+        self.fact_copy_scale = nn.Parameter(torch.tensor([float(cfg.fact_copy_init)]))
         self.predictor = Predictor(dU, dI, cfg.predictor_dim, cfg.predictor_hidden, cfg.predictor_head)
         q = cfg.align_queue
         self.register_buffer("queue_a", torch.zeros(q, dC))
@@ -232,7 +234,8 @@ class HLLMCreator(nn.Module):
         if "logit_scale" in sd and sd["logit_scale"].dim() == 0:  # dirs saved before it became shape [1]
             sd["logit_scale"] = sd["logit_scale"].reshape(1)
         missing, unexpected = model.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith("queue_")]
+        # queues are refilled; dirs saved before the fact-copy head have fact_copy off
+        missing = [k for k in missing if not k.startswith("queue_") and k != "fact_copy_scale"]
         if missing or unexpected:
             raise ModelDirError(f"{model_dir / WEIGHTS_FILE}: weights do not match the config "
                                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
@@ -386,9 +389,44 @@ class HLLMCreator(nn.Module):
         full = torch.zeros_like(emb)
         full[b.slot_mask] = slot_values.to(emb.dtype)
         emb = torch.where(b.slot_mask[..., None], full, emb)
-        return self.creative(inputs_embeds=emb, attention_mask=b.attention_mask,
-                             position_ids=position_ids(b.attention_mask),
-                             labels=b.labels if labels else None)
+        bias = self.fact_copy_bias(slot_values, b.facts)
+        out = self.creative(inputs_embeds=emb, attention_mask=b.attention_mask,
+                            position_ids=position_ids(b.attention_mask),
+                            labels=b.labels if labels and bias is None else None)
+        if bias is not None:
+            out.logits = out.logits + bias[:, None, :].to(out.logits.dtype)
+            if labels and b.labels is not None:
+                tgt = b.labels[:, 1:]
+                out.loss = F.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), tgt, ignore_index=-100)
+        return out
+
+    POINTER_T = 0.1  # temperature of the slot's pointer over the facts (slot_fact_loss, the fact-copy head)
+
+    def fact_pointer(self, slot_values: torch.Tensor, facts: FactBatch) -> torch.Tensor:
+        """[B, F] softmax over each row's facts of cos(slot, mean input embedding of fact j) / T: where the
+        slot points (padding facts get 0)."""
+        fe = self.fact_embeddings(facts.ids, facts.mask)                      # [B, F, d]
+        cos = F.cosine_similarity(slot_values.float()[:, None, :], fe, dim=-1)
+        valid = facts.mask.to(self.device).any(-1)
+        logits = (cos / self.POINTER_T).masked_fill(~valid, float("-inf"))
+        p = torch.softmax(logits, dim=-1)
+        return torch.nan_to_num(p, nan=0.0)
+
+    def fact_copy_bias(self, slot_values: torch.Tensor, facts: FactBatch | None) -> torch.Tensor | None:
+        """The fact-copy head (``cfg.fact_copy``): [B, V] logit bias ``scale * sum_j (p_j - 1/F) [v in fact j]``
+        with ``p`` the slot's pointer over the F facts the prompt lists. A token in every fact (or a row
+        with one fact) gets 0; a uniform pointer adds nothing. ``None`` when off or without facts."""
+        if not self.cfg.fact_copy or facts is None or facts.ids.shape[1] < 2:
+            return None
+        f = facts.to(self.device)
+        p = self.fact_pointer(slot_values, f)                                  # [B, F]
+        valid = f.mask.any(-1)
+        n = valid.sum(-1, keepdim=True).clamp(min=1)
+        c = (p - valid.float() / n) * valid                                    # centered
+        V = self.creative.get_output_embeddings().weight.shape[0]
+        hot = torch.zeros(*f.copy_ids.shape[:2], V, device=self.device)
+        hot.scatter_(2, f.copy_ids, f.copy_mask.float())                       # [B, F, V] multi-hot
+        return self.fact_copy_scale.float() * torch.einsum("bf,bfv->bv", c, hot)
 
     def slot_embedding(self, user_emb: torch.Tensor) -> torch.Tensor:
         """What goes into the Creative LLM's slot: ``projector(standardized user_emb)``."""
@@ -425,7 +463,7 @@ class HLLMCreator(nn.Module):
         return (e * m).sum(2) / m.sum(2).clamp(min=1)
 
     def slot_fact_loss(self, user_emb: torch.Tensor, fact_ids: torch.Tensor, fact_mask: torch.Tensor,
-                       chosen: torch.Tensor, temperature: float = 0.1) -> torch.Tensor | None:
+                       chosen: torch.Tensor, temperature: float | None = None) -> torch.Tensor | None:
         """The slot points at the fact its user cares about: over each row's ad facts ([R, F, T] token
         ids), cross-entropy of cos(slot, mean input embedding of fact j) / T against the teacher's
         chosen fact. The slot then carries the user's interests in the Creative LLM's own word space,
@@ -436,7 +474,7 @@ class HLLMCreator(nn.Module):
         slot = self.slot_embedding(user_emb[ok.to(user_emb.device)])
         mask = fact_mask[ok].to(self.device)
         fe = self.fact_embeddings(fact_ids[ok], fact_mask[ok])  # [R, F, d]
-        logits = F.cosine_similarity(slot.float()[:, None, :], fe, dim=-1) / temperature
+        logits = F.cosine_similarity(slot.float()[:, None, :], fe, dim=-1) / (temperature or self.POINTER_T)
         logits = logits.masked_fill(~mask.any(-1), float("-inf"))
         return F.cross_entropy(logits, chosen[ok].to(self.device))
 
@@ -452,8 +490,7 @@ class HLLMCreator(nn.Module):
         if not bool(valid.any()):
             nll, cnt = self.response_nll(slot, batch)
             return nll.sum() / cnt.sum().clamp(min=1), None
-        both = SlotBatch(*(torch.cat([t, t]) for t in (batch.input_ids, batch.attention_mask, batch.slot_mask,
-                                                          batch.labels)))
+        both = batch.repeat(2)
         nll, cnt = self.response_nll(torch.cat([slot, slot[swap]]), both)
         B = len(swap)
         own, other = nll[:B], nll[B:]
@@ -504,9 +541,14 @@ class HLLMCreator(nn.Module):
     def creative_batch(self, prompt1, prompt2, response=None, padding_side="right") -> SlotBatch:
         from hllm_creator.model.prompts import RESPONSE_END
 
-        return slot_batch(self.tokenizers["creative"], list(prompt1), list(prompt2),
-                          None if response is None else list(response), padding_side=padding_side,
-                          response_suffix=RESPONSE_END, max_prompt2_tokens=None)
+        b = slot_batch(self.tokenizers["creative"], list(prompt1), list(prompt2),
+                       None if response is None else list(response), padding_side=padding_side,
+                       response_suffix=RESPONSE_END, max_prompt2_tokens=None)
+        if self.cfg.fact_copy:
+            from hllm_creator.creative.prompts import prompt_facts
+
+            b.facts = fact_batch(self.tokenizers["creative"], [prompt_facts(p) for p in prompt2])
+        return b
 
     def recon_batch(self, profiles: list[str], padding_side="right") -> SlotBatch:
         n = len(profiles)
@@ -552,6 +594,11 @@ class HLLMCreator(nn.Module):
             emb = torch.where(b.slot_mask[..., None], full, emb)
             kw = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                       eos_token_id=stop or None)
+            bias = self.fact_copy_bias(u, b.facts)
+            if bias is not None:
+                from transformers import LogitsProcessorList
+
+                kw["logits_processor"] = LogitsProcessorList([_AddBias(bias)])
             if do_sample:
                 kw.update(temperature=temperature, top_p=top_p, top_k=top_k)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
@@ -635,6 +682,16 @@ class HLLMCreator(nn.Module):
                 losses["align"] = self.align_loss(u[:len(profile.input_ids)], profile)
         total = sum(w.get(k, 1.0) * v for k, v in losses.items())
         return {"loss": total, **{k: v.detach() for k, v in losses.items()}}
+
+
+class _AddBias:
+    """A logits processor adding a fixed [B, V] bias at every decoding step (the fact-copy head)."""
+
+    def __init__(self, bias: torch.Tensor):
+        self.bias = bias
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores + self.bias.to(scores.dtype)
 
 
 def l2norm(x: torch.Tensor) -> torch.Tensor:

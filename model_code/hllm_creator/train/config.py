@@ -116,7 +116,7 @@ PRESETS: dict[str, dict] = {
     # the pipeline's demo scale: SmolLM2 backbones, a few minutes on 2 cores
     "demo": dict(model=dict(item_llm="smollm2-135m-instruct", item_layers=2, user_llm="smollm2-135m-instruct",
                             user_layers=2, creative_llm="smollm2-135m-instruct", max_history=20,
-                            item_max_tokens=32),  # same Item LLM as "cpu": the item cache is shared
+                            item_max_tokens=32, fact_copy=True),  # same Item LLM as "cpu": the item cache is shared
                  standin_rows=32, creative_per_step=4, aux_rows_per_step=1, slot_fit_steps=300, slot_refit=True,
                  cls_per_step=128,
                  cls_negatives=256, cls_epochs=1.0, lr=2e-4, head_lr=2e-3, head_steps=300, eval_users=2000,
@@ -128,7 +128,9 @@ PRESETS: dict[str, dict] = {
                            user_layers=4, creative_llm="smollm2-135m-instruct", max_history=30,
                            item_max_tokens=32,
                            # rec side (issue 12): mean-pooled frozen Item LLM, cosine head
-                           item_pooling="mean", predictor_head="dot"),
+                           item_pooling="mean", predictor_head="dot",
+                           # creative side (issue 11): the slot's pointer moves the decoder (fact-copy head)
+                           fact_copy=True),
                 standin_rows=160, cls_per_step=96, cls_epochs=1.0,
                 # creative side (issue 11): same-ad pairs (4 rows = 2 pairs a step), recon/align on 1 row,
                 # the slot pre-fit; the teacher's ~450 train rows are one pass in ~110 steps

@@ -77,7 +77,82 @@ def slot_fit(model, td, item_emb, *, steps: int, lr: float, batch_size: int = 64
     chance = float((1.0 / t["fact_mask"][is_val].any(-1).sum(-1).float()).mean()) if bool(is_val.any()) else float("nan")
     out = {"steps": steps, "rows": int(usable.sum()), "val_rows": int(is_val.sum()), "chosen_step": best["step"],
            "val_acc": best["val_acc"], "val_acc_before": first_acc, "val_chance": chance,
-           "train_acc": accuracy(is_tr)}
+           "train_acc": accuracy(is_tr), "val_index": torch.nonzero(is_val).flatten().tolist()}
     log.info("slot fit: held-out fact accuracy %.3f (before %.3f, chance %.3f) at step %d", out["val_acc"],
              first_acc, chance, best["step"])
     return out
+
+
+def fit_copy_scale(model, prompt1: list[str], prompt2: list[str], responses: list[str], user_emb, *,
+                   batch_size: int = 16, max_scale: float = 40.0, bf16: bool = False) -> dict | None:
+    """Refit the fact-copy head's one scalar (``model.fact_copy_scale``) on teacher rows: the scale that
+    minimizes the response NLL with each row's own user in the slot, a convex 1-D problem (the logits are
+    affine in the scale) solved by ternary search over [0, max_scale]. The decoder runs once; only the
+    response positions' logits are kept. Call it after the slot refit (the pointer it scales changed)."""
+    import torch
+    import torch.nn.functional as F
+
+    if not model.cfg.fact_copy or len(prompt1) == 0:
+        return None
+    base, dirs, tgts = [], [], []
+    was = model.cfg.fact_copy
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for s in range(0, len(prompt1), batch_size):
+            b = model.creative_batch(prompt1[s:s + batch_size], prompt2[s:s + batch_size],
+                                     responses[s:s + batch_size]).to(model.device)
+            slot = model.slot_embedding(user_emb[s:s + batch_size].to(model.device))
+            scale = model.fact_copy_scale.detach().clone()
+            try:
+                model.fact_copy_scale.data.fill_(1.0)
+                d = model.fact_copy_bias(slot, b.facts)
+                model.cfg.fact_copy = False
+                logits = model._slot_forward(b, slot, labels=False).logits[:, :-1].float()
+            finally:
+                model.cfg.fact_copy = was
+                model.fact_copy_scale.data.copy_(scale)
+            tgt = b.labels[:, 1:]
+            rows, pos = torch.nonzero(tgt != -100, as_tuple=True)
+            if d is None or not len(rows):
+                continue
+            base.append(logits[rows, pos])
+            dirs.append(d.float()[rows])
+            tgts.append(tgt[rows, pos])
+    if not base:
+        return None
+    base, dirs, tgts = torch.cat(base), torch.cat(dirs), torch.cat(tgts)
+
+    def nll(a: float) -> float:
+        return float(F.cross_entropy(base + a * dirs, tgts))
+
+    lo, hi = 0.0, float(max_scale)
+    for _ in range(40):
+        m1, m2 = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        if nll(m1) <= nll(m2):
+            hi = m2
+        else:
+            lo = m1
+    best = (lo + hi) / 2
+    out = {"scale_before": float(model.fact_copy_scale.detach()), "scale": best, "nll_at_0": nll(0.0),
+           "nll_before": nll(out_before := float(model.fact_copy_scale.detach())), "nll": nll(best), "tokens": int(len(tgts))}
+    model.fact_copy_scale.data.fill_(best)
+    log.info("fact-copy scale %.2f -> %.2f (response NLL %.4f at 0, %.4f fitted; %d tokens)", out["scale_before"],
+             best, out["nll_at_0"], out["nll"], out["tokens"])
+    return out
+
+
+def refit_copy_scale(model, td, item_emb, *, rows: list[int] | None = None, max_rows: int = 96, seed: int = 0,
+                     bf16: bool = False) -> dict | None:
+    """``fit_copy_scale`` on teacher rows ``rows`` of ``td.rows`` (the slot refit's validation users, whose
+    pointer the refit did not train on, so the scale is not fitted to an over-confident pointer); a
+    random sample of ``max_rows`` when not given."""
+    import torch
+
+    if not model.cfg.fact_copy or not len(td.rows):
+        return None
+    idx = list(rows) if rows else np.random.default_rng([seed, 13]).permutation(len(td.rows)).tolist()
+    idx = idx[:max_rows]
+    r = td.rows.iloc[idx]
+    model.eval()
+    with torch.no_grad():
+        u = model.encode_users([item_emb[td.row_hist[i]] for i in idx], autocast_bf16=bf16).float()
+    return fit_copy_scale(model, r["prompt1"].tolist(), r["prompt2"].tolist(), r["response"].tolist(), u, bf16=bf16)

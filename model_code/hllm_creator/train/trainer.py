@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 LOSSES = ("creative", "contrast", "slot_fact", "recon", "align", "cls")
 PANELS = ("loss_total",) + tuple(f"loss_{x}" for x in LOSSES) + ("loss_cls_head",)
 HEAD_PREFIXES = ("item_token", "user_token", "item_to_user", "projector", "profile_projector",
-                 "align_projector", "logit_scale", "predictor")
+                 "align_projector", "logit_scale", "predictor", "fact_copy_scale")
 
 
 def bf16_supported() -> bool:
@@ -346,17 +346,27 @@ def run_train(cfg: TrainConfig) -> dict:
         if is_main:
             item_emb = (model.item_cache if model.item_cache is not None
                         else model.encode_items(td.item_texts, batch_size=cfg.item_batch_size, progress=True))
+            refit = None
             if cfg.slot_refit and cfg.slot_fit_steps and cfg.weights.slot_fact:
                 # the slot's pointer against the FINAL user embeddings (measured: after joint training
                 # with the next-item objective the pre-fit pointer was back at chance)
                 from hllm_creator.train.slot_fit import slot_fit
 
                 with local_only():
-                    sf = slot_fit(model, td, item_emb, steps=cfg.slot_fit_steps, lr=cfg.head_lr, seed=cfg.seed + 1,
-                                  bf16=use_bf16)
+                    sf = refit = slot_fit(model, td, item_emb, steps=cfg.slot_fit_steps, lr=cfg.head_lr,
+                                          seed=cfg.seed + 1, bf16=use_bf16)
                 if sf is not None:
                     tracking.log_metrics({f"slot_refit_{k}": v for k, v in sf.items() if isinstance(v, (int, float))})
                     metrics["slot_refit_val_acc"] = sf["val_acc"]
+            if model.cfg.fact_copy:  # the fact-copy scale for the (re)fitted pointer
+                from hllm_creator.train.slot_fit import refit_copy_scale
+
+                with local_only():
+                    fc = refit_copy_scale(model, td, item_emb, rows=(refit or {}).get("val_index"), seed=cfg.seed,
+                                          bf16=use_bf16)
+                if fc is not None:
+                    tracking.log_metrics({f"fact_copy_{k}": v for k, v in fc.items()})
+                    metrics["fact_copy_scale"] = fc["scale"]
             if cfg.head_steps:
                 from hllm_creator.train.head_fit import head_fit
 
