@@ -80,7 +80,7 @@ class HLLMCreator(nn.Module):
         # shape [1], not a 0-dim scalar: DeepSpeed broadcasts parameters as byte views, which 0-dim refuses
         self.logit_scale = nn.Parameter(torch.tensor([math.log(1.0 / cfg.align_temperature)]))
         # the fact-copy head's scale (used when cfg.fact_copy; shape [1] for DeepSpeed as logit_scale)
-        self.fact_copy_scale = nn.Parameter(torch.tensor([float(cfg.fact_copy_init)]))
+        self.fact_copy_scale = nn.Parameter(torch.tensor([float(cfg.fact_copy_init)]), requires_grad=cfg.fact_copy)
         self.predictor = Predictor(dU, dI, cfg.predictor_dim, cfg.predictor_hidden, cfg.predictor_head)
         q = cfg.align_queue
         self.register_buffer("queue_a", torch.zeros(q, dC))
