@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -59,6 +60,21 @@ def test_ground_rejects_grounded_fragments_that_are_not_titles():
         assert not ok and any(why in r for r in reasons), (frag, reasons)
     ok, reasons = G.ground("AcuRite 00613 Humidity Monitor - Shows When Humidity Is Too Low", ad)
     assert ok, reasons
+
+
+def test_select_slot_serves_the_composition_the_slot_points_at(setup, tmp_path):
+    data, mdir, root, model = setup
+    cfg = G.GenerateConfig(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
+                           clusters_dir=str(root / "clusters"), max_new_tokens=4, batch_size=4, select="slot",
+                           max_pairs=8)
+    G.run(cfg, tmp_path / "g", progress=False, model=model)
+    cr = pd.read_parquet(tmp_path / "g" / "creatives.parquet")
+    by = {r["item_id"]: G.ad_of(r) for r in load_dataset(data).items.to_dict("records")}
+    assert (cr.source == "slot").any()
+    for r in cr[cr.source == "slot"].itertuples():
+        titles, facts = G.candidate_titles(by[r.item_id], with_facts=True)
+        assert r.title == titles[G.slot_pick(model, np.load(root / "clusters" / "medoids.npy")[r.cluster_id], facts)
+                                 if len(titles) > 1 else 0]
 
 
 def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
