@@ -156,3 +156,4 @@ def refit_copy_scale(model, td, item_emb, *, rows: list[int] | None = None, max_
     with torch.no_grad():
         u = model.encode_users([item_emb[td.row_hist[i]] for i in idx], autocast_bf16=bf16).float()
     return fit_copy_scale(model, r["prompt1"].tolist(), r["prompt2"].tolist(), r["response"].tolist(), u, bf16=bf16)
+
