@@ -4,7 +4,7 @@
   deterministic across requests, replicas and restarts; ``share`` of the users get personalized
   titles. Control users are served the original title.
 - :class:`EventSink`: an append-only JSONL directory. Each server process writes its own segment
-  file (``<kind>-<utc>-<pid>-<rand>.jsonl``); every write is flushed and fsynced before the request
+  file (``<kind>-<utc>.<ns>-<pid>-<rand>.jsonl``); every write is flushed and fsynced before the request
   is answered, so an answered exposure or click survives a killed process. A torn last line (a kill
   in the middle of a write) is skipped and counted by :func:`read_events`. On a cluster, mount a
   PVC at the sink dir, or ship the segments to an object store / Kafka topic with a log shipper
@@ -71,7 +71,9 @@ class EventSink:
         self.root = Path(root)
         self.kind, self.fsync = kind, fsync
         self.root.mkdir(parents=True, exist_ok=True)
-        name = f"{kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+        ns = time.time_ns()  # names sort in creation order: the readout reads segments in order
+        name = (f"{kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(ns / 1e9))}.{ns % 10**9:09d}-{os.getpid()}-"
+                f"{uuid.uuid4().hex[:6]}.jsonl")
         self.path = self.root / name
         self._lock = threading.Lock()
         self._f = open(self.path, "ab", buffering=0)
