@@ -100,6 +100,21 @@ def predictor_cmd(model_dir: str = _MODEL_DIR, model_uri: str = _MODEL_URI, arti
                    threads, max_queue, deadline_s, ab=ab)
 
 
+# -- serve split (issue 17: champion + canary behind one port, as KServe's canaryTrafficPercent) ----
+@app.command("split")
+def split_cmd(champion: str = typer.Option(..., "--champion", help="URL of the champion server (http://HOST:PORT)."),
+              canary: str = typer.Option(..., "--canary", help="URL of the canary server."),
+              percent: int = typer.Option(..., "--percent", min=0, max=100,
+                                          help="Share of requests sent to the canary."),
+              host: str = _HOST, port: int = _PORT) -> None:
+    """Route requests between a champion and a canary server like KServe's canary split: each request
+    goes to the canary with probability PERCENT/100, or where the `x-hllm-route: champion|canary`
+    header says; answers carry `x-hllm-served-by`. Try a rollout locally without a cluster."""
+    from hllm_creator.publish.router import serve_split
+
+    serve_split(champion, canary, percent, host, port)
+
+
 # -- serve llm (the embedded OpenAI-compatible LLM server) -----------------------------------------
 @app.command("llm")
 def llm_cmd(
