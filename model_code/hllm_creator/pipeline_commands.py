@@ -237,6 +237,8 @@ def promote_cmd(
                          storage_uri=storage_uri, dry_run=dry_run, services=services, candidate=cand,
                          policy=policy, force=force)
         echo_rollout(out)
+        if out.get("gate") is not None and not out["gate"]["promoted"]:
+            raise typer.Exit(1)  # nothing reached traffic
         return
     res = tracking.promote(cand, force=force, policy=policy)
     typer.secho(("promoted: " if res["promoted"] else "not promoted: ") + res["reason"],

@@ -230,6 +230,10 @@ def ab_report(sink_dir: str | Path, *, experiment: str | None = None, model_vers
     exposures, torn_e = read_events(sink_dir, EXPOSURES)
     feedback, torn_f = read_events(sink_dir, FEEDBACK)
     ex = _frames(exposures, feedback, experiment)
+    if model_version is not None:  # a canary and its champion log to the same sink: read one version
+        ex = ex[ex["model_version"].astype(str) == str(model_version)]
+        if ex.empty:
+            raise ValueError(f"no exposure events served by model version {model_version!r}")
     s = ab_summary(ex, n_boot=n_boot, seed=seed)
     versions = sorted({str(v) for v in ex["model_version"].dropna()}) if "model_version" in ex else []
     s.update({"experiment": experiment or ",".join(sorted(set(ex["experiment"]))), "sink": str(sink_dir),

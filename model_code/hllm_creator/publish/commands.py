@@ -132,6 +132,8 @@ def rollout(action: str, *, percent: int | None, namespace: str, storage_uri: st
             out["applied"] = False
             return out
         v = res["candidate_version"]
+        if "rolled_back" in client.get_model_version(name, v).tags:  # a second chance
+            client.delete_model_version_tag(name, v, "rolled_back")
         uri = storage_uri or tracking.version_storage_uri(v)
         patches = R.rollout_patches("canary", storage_uri=uri, percent=percent, services=tuple(services),
                                     namespace=namespace)
