@@ -125,6 +125,22 @@ def test_serve_model_uri_alone_serves_the_runs_titles(published, stack, store):
     assert "serving bundle" in log
 
 
+def test_serve_creative_model_uri_alone(published, stack, store):
+    """The creative model from the same registered bundle, no other argument: it writes a title for
+    a catalog ad for a user of a known cluster."""
+    from hllm_creator.serving.process import serve_process
+
+    u, ad, _ = _user_with_personalized(stack)
+    with serve_process("creative", ["--model-uri", "models:/hllm-creator@candidate", "--threads", "1"],
+                       timeout=300, log_dir=store / "logs") as h:
+        r = httpx.post(f"{h.url}/v1/models/creative:predict", timeout=120, json={"instances": [
+            {"user_history": stack["users"][u], "ad": {"title": stack["titles"][ad]}, "max_new_tokens": 6}]})
+        assert r.status_code == 200, r.text
+        p = r.json()["predictions"][0]
+        assert p["cluster_id"] == stack["assignments"][u] and p["original_title"] == stack["titles"][ad]
+        assert "serving bundle" in h.log.read_text()
+
+
 def test_outputs_without_clusters_never_turn_ready(stack, store, tmp_path):
     """A run dir's outputs sit two levels down: the predictor names what is missing and where it looked."""
     import shutil
