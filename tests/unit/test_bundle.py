@@ -12,7 +12,6 @@ import pytest
 
 from hllm_creator.publish.bundle import (
     BundleError,
-    BundleInputs,
     assemble_bundle,
     bundle_paths,
     inputs_from_run_dir,
