@@ -59,6 +59,11 @@ def _register() -> None:
     from hllm_creator.pipeline_commands import register as register_pipeline
 
     register_pipeline(app)
+    # -- publish: serving bundle per run, A/B readout (promote --rollout: pipeline_commands) ----
+    from hllm_creator.publish.commands import ab_report_cmd, publish_cmd
+
+    app.command("publish")(publish_cmd)
+    app.command("ab-report")(ab_report_cmd)
 
 
 _register()

@@ -195,6 +195,18 @@ def promote_cmd(
                                    help="Audience-fit CI lower bound of the personalization step: must be > 0 "
                                         "when present."),
     force: bool = typer.Option(False, "--force", help="Promote even if a check refuses (checks still shown)."),
+    rollout: Optional[str] = typer.Option(None, "--rollout",
+                                          help="canary: gate, alias `canary`, patch the InferenceServices to the "
+                                               "candidate bundle with canaryTrafficPercent=--percent; complete: "
+                                               "100% and alias `champion` (docs/deploy.md)."),
+    percent: Optional[int] = typer.Option(None, "--percent", min=1, max=99, help="Canary traffic share (1..99)."),
+    rollback: bool = typer.Option(False, "--rollback", help="Canary traffic to 0% and storage back to the champion."),
+    namespace: str = typer.Option("hllm-creator", "--namespace", help="Namespace of the InferenceServices."),
+    services: list[str] = typer.Option(["predictor", "creative"], "--service", help="InferenceServices to patch."),
+    storage_uri: Optional[str] = typer.Option(None, "--storage-uri",
+                                              help="storageUri to roll out (default: the version's bundle in the "
+                                                   "MLflow artifact store)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the validated patches; do not call the cluster."),
 ) -> None:
     """Move alias `champion` to the candidate when the evidence holds; each refusal says why.
 
@@ -215,6 +227,19 @@ def promote_cmd(
                                         fit_metric=fit_metric)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    if rollout or rollback:  # issue 17: KServe canary rollout (hllm_creator.publish)
+        from hllm_creator.publish.commands import echo_rollout
+        from hllm_creator.publish.commands import rollout as do_rollout
+
+        if rollout and rollback:
+            raise typer.BadParameter("give --rollout canary|complete or --rollback, not both")
+        out = do_rollout("rollback" if rollback else rollout, percent=percent, namespace=namespace,
+                         storage_uri=storage_uri, dry_run=dry_run, services=services, candidate=cand,
+                         policy=policy, force=force)
+        echo_rollout(out)
+        if out.get("gate") is not None and not out["gate"]["promoted"]:
+            raise typer.Exit(1)  # nothing reached traffic
+        return
     res = tracking.promote(cand, force=force, policy=policy)
     typer.secho(("promoted: " if res["promoted"] else "not promoted: ") + res["reason"],
                 fg="green" if res["promoted"] else "yellow")

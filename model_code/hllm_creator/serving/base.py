@@ -14,7 +14,7 @@ from hllm_creator.serving.runtime import ServingError, kserve  # kserve imported
 
 from hllm_creator.serving import metrics as M  # noqa: I001
 from hllm_creator.serving.batching import MicroBatcher, QueueFull
-from hllm_creator.serving.loading import ServingAssets, load_assets, resolve_model_dir
+from hllm_creator.serving.loading import ServingAssets, load_assets, resolve_source
 from hllm_creator.serving.schemas import InvalidRequest, parse_v1, parse_v2
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
@@ -29,6 +29,8 @@ class BatchedModel(Model):
 
     instance_cls: type = None
     default_wait_ms: float = 5.0
+    # inference outputs without which the model does not turn ready (serving.loading.REQUIRED_FILES)
+    required_artifacts: tuple[str, ...] = ()
 
     def __init__(self, name: str, *, model_dir: str | Path | None = None, model_uri: str | None = None,
                  artifacts: str | Path | None = None, items: str | Path | None = None,
@@ -41,12 +43,14 @@ class BatchedModel(Model):
         self.max_batch, self.max_queue = max_batch, max_queue
         self.max_wait_s = (self.default_wait_ms if max_wait_ms is None else max_wait_ms) / 1000.0
         self.assets: ServingAssets | None = None
+        self.bundle: dict | None = None  # the serving bundle's manifest, when one was loaded
         self.batcher: MicroBatcher | None = None
 
     # -- loading
     def load(self) -> bool:
-        d = resolve_model_dir(self.model_dir and str(self.model_dir), self.model_uri)
-        self.assets = load_assets(d, self.artifacts, self.items, device=self.device)
+        d, art, items, self.bundle = resolve_source(self.model_dir and str(self.model_dir), self.model_uri,
+                                                    self.artifacts, self.items)
+        self.assets = load_assets(d, art, items, device=self.device, require=self.required_artifacts)
         self.batcher = MicroBatcher(self.run_batch, max_batch=self.max_batch, max_wait_s=self.max_wait_s,
                                     name=self.name, group_key=self.group_key, max_queue=self.max_queue)
         self.warmup()
@@ -77,12 +81,18 @@ class BatchedModel(Model):
         except QueueFull as e:
             raise ServingError(f"server busy: {e}; retry later", 429, retry_after=e.retry_after,
                                code="queue_full") from None
+        results = await self.after_batch(instances, results)
         M.INSTANCES.labels(model=self.name).inc(len(results))
         if not v2:
             return {"predictions": results}
         data = [orjson.dumps(r).decode() for r in results]
         out = InferOutput(name="predictions", shape=[len(data)], datatype="BYTES", data=data)
         return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=[out])
+
+    async def after_batch(self, instances: list, results: list) -> list:
+        """Per request, in its context (request id), after the batch ran: the A/B variant and the
+        exposure log of the predictor (``serving.predictor``)."""
+        return results
 
     def fallback(self, reason: str) -> None:
         M.FALLBACKS.labels(model=self.name, reason=reason).inc()

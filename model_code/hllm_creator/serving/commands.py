@@ -10,7 +10,7 @@ app = typer.Typer(help="Serve models over HTTP with KServe (binds 127.0.0.1 unle
 
 # -- creative and predictor (issue 7) -------------------------------------------------------------
 def _serve_batched(kind: str, model_dir, model_uri, artifacts, items, host, port, max_batch, batch_wait_ms,
-                   threads, max_queue: int = 1024, deadline_s: float = 300.0) -> None:
+                   threads, max_queue: int = 1024, deadline_s: float = 300.0, ab: dict | None = None) -> None:
     import torch
 
     if threads:
@@ -25,12 +25,33 @@ def _serve_batched(kind: str, model_dir, model_uri, artifacts, items, host, port
     if bool(model_dir) == bool(model_uri):
         raise typer.BadParameter("give exactly one of --model-dir or --model-uri")
     model = cls(kind, model_dir=model_dir, model_uri=model_uri, artifacts=artifacts, items=items,
-                max_batch=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue)
-    serve(model, host, port, model.load, max_body=MAX_BODY_BYTES, deadline_s=deadline_s)
+                max_batch=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue, **(ab or {}))
+    serve(model, host, port, model.load, max_body=MAX_BODY_BYTES, deadline_s=deadline_s,
+          setup_app=getattr(model, "setup_app", None))
 
 
-_MODEL_DIR = typer.Option(None, "--model-dir", help="A trained model dir (hllm-creator train).")
-_MODEL_URI = typer.Option(None, "--model-uri", help="Or a registry URI, e.g. models:/hllm-creator@champion.")
+def _ab(experiment: str | None, share: float, exposure_dir: str | None) -> dict:
+    """Predictor kwargs of an A/B experiment (none without --experiment)."""
+    if not experiment:
+        if exposure_dir:
+            raise typer.BadParameter("--exposure-dir needs --experiment (the experiment's salt)")
+        return {}
+    from pathlib import Path
+
+    from hllm_creator.paths import work_dir
+    from hllm_creator.publish.ab import Experiment
+
+    try:
+        exp = Experiment(salt=experiment, share=share)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    return {"experiment": exp, "sink_dir": Path(exposure_dir) if exposure_dir else work_dir() / "ab" / experiment}
+
+
+_MODEL_DIR = typer.Option(None, "--model-dir", help="A trained model dir (hllm-creator train), or a serving "
+                                                    "bundle (hllm-creator publish): then nothing else is needed.")
+_MODEL_URI = typer.Option(None, "--model-uri", help="Or a registry URI, e.g. models:/hllm-creator@champion (a "
+                                                    "registered bundle needs no --artifacts/--items).")
 _ARTIFACTS = typer.Option(None, "--artifacts", help="Inference outputs dir (centroids.npy, cluster_meta.json, "
                                                     "member_means.npy, matches.parquet, creatives.parquet).")
 _ITEMS = typer.Option(None, "--items", help="Item catalog: a dataset dir or items.parquet (item ids in "
@@ -63,10 +84,35 @@ def predictor_cmd(model_dir: str = _MODEL_DIR, model_uri: str = _MODEL_URI, arti
                   batch_wait_ms: float = typer.Option(3.0, "--batch-wait-ms", min=0,
                                                       help="How long a batch waits for more requests."),
                   threads: int = _THREADS, max_queue: int = _MAX_QUEUE,
-                  deadline_s: float = _DEADLINE) -> None:
+                  deadline_s: float = _DEADLINE,
+                  experiment: str = typer.Option(None, "--experiment",
+                                                 help="Run an A/B test under this name (the assignment salt): "
+                                                      "instances with user_id get a variant, control users the "
+                                                      "original title; exposures and clicks are logged."),
+                  ab_share: float = typer.Option(0.5, "--ab-share", min=0.0, max=1.0,
+                                                 help="Share of users in the personalized variant."),
+                  exposure_dir: str = typer.Option(None, "--exposure-dir",
+                                                   help="Append-only JSONL sink of exposures and feedback "
+                                                        "(default WORKDIR/ab/EXPERIMENT; a PVC on a cluster).")) -> None:
     """Serve the Item-User predictor (cluster, match scores, pre-generated titles) as the KServe model `predictor`."""
+    ab = _ab(experiment, ab_share, exposure_dir)
     _serve_batched("predictor", model_dir, model_uri, artifacts, items, host, port, max_batch, batch_wait_ms,
-                   threads, max_queue, deadline_s)
+                   threads, max_queue, deadline_s, ab=ab)
+
+
+# -- serve split (issue 17: champion + canary behind one port, as KServe's canaryTrafficPercent) ----
+@app.command("split")
+def split_cmd(champion: str = typer.Option(..., "--champion", help="URL of the champion server (http://HOST:PORT)."),
+              canary: str = typer.Option(..., "--canary", help="URL of the canary server."),
+              percent: int = typer.Option(..., "--percent", min=0, max=100,
+                                          help="Share of requests sent to the canary."),
+              host: str = _HOST, port: int = _PORT) -> None:
+    """Route requests between a champion and a canary server like KServe's canary split: each request
+    goes to the canary with probability PERCENT/100, or where the `x-hllm-route: champion|canary`
+    header says; answers carry `x-hllm-served-by`. Try a rollout locally without a cluster."""
+    from hllm_creator.publish.router import serve_split
+
+    serve_split(champion, canary, percent, host, port)
 
 
 # -- serve llm (the embedded OpenAI-compatible LLM server) -----------------------------------------

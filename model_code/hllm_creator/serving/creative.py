@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 class Creative(BatchedModel):
     instance_cls = CreativeInstance
     default_wait_ms = 20.0
+    required_artifacts = ("clusters",)
 
     def group_key(self, inst: CreativeInstance):
         # one generate call shares its sampling settings

@@ -34,7 +34,9 @@ TITLE_LRU = 50_000  # free-text history titles kept embedded in memory
 
 # ---- model source ------------------------------------------------------------------------------
 def resolve_model_dir(model_dir: str | None = None, model_uri: str | None = None) -> Path:
-    """A local model dir, or ``models:/hllm-creator@champion`` downloaded through MLflow."""
+    """A local model dir, or ``models:/hllm-creator@champion`` downloaded through MLflow.
+
+    Either may be a serving bundle (``hllm_creator.publish``): see :func:`resolve_source`."""
     if bool(model_dir) == bool(model_uri):
         raise ValueError("give exactly one of --model-dir or --model-uri")
     if model_dir:
@@ -47,6 +49,23 @@ def resolve_model_dir(model_dir: str | None = None, model_uri: str | None = None
     from hllm_creator.tracking import download_registered
 
     return Path(download_registered(model_uri))
+
+
+def resolve_source(model_dir: str | None, model_uri: str | None, artifacts: str | Path | None,
+                   items: str | Path | None) -> tuple[Path, str | Path | None, str | Path | None, dict | None]:
+    """(model dir, artifacts, items, bundle manifest or None). A serving bundle (a dir with
+    ``bundle.json``, local or downloaded from ``models:/...``) supplies its own model, artifacts and
+    item catalog; an explicit ``--artifacts``/``--items`` still wins."""
+    from hllm_creator.publish.bundle import bundle_paths, is_bundle, read_manifest
+
+    d = resolve_model_dir(model_dir, model_uri)
+    if not is_bundle(d):
+        return d, artifacts, items, None
+    m_dir, art, cat = bundle_paths(d)
+    man = read_manifest(d)
+    log.info("serving bundle %s (run %s, dataset %s %s) from %s", man.get("bundle_id"), man.get("mlflow_run_id"),
+             man.get("dataset"), man.get("dataset_hash"), model_uri or d)
+    return m_dir, artifacts or art, items or cat, man
 
 
 # ---- assets ------------------------------------------------------------------------------------
@@ -199,14 +218,46 @@ def _find(art: Path, name: str) -> Path | None:
     return hits[0] if hits else None
 
 
+# what a server needs from the inference outputs before it may turn ready (``require``)
+REQUIRED_FILES = {"clusters": (CENTROIDS, CLUSTER_META), "matches": (MATCHES,), "creatives": (CREATIVES,)}
+
+
+def check_required(artifacts: str | Path | None, require: Sequence[str]) -> None:
+    """Raise a ValueError naming every required output that is missing and the dirs searched.
+
+    ``require``: keys of REQUIRED_FILES. Files are looked up as :func:`load_assets` does (the dir
+    and one level below), so a server never turns ready without them."""
+    if not require:
+        return
+    need = [(k, f) for k in require for f in REQUIRED_FILES[k]]
+    if artifacts is None:
+        raise ValueError(f"no inference outputs given: this server needs {', '.join(sorted(set(require)))} "
+                         f"({', '.join(f for _, f in need)}); pass --artifacts DIR, or serve a bundle "
+                         f"(`hllm-creator publish RUN_DIR`, then --model-dir BUNDLE or --model-uri models:/...)")
+    art = Path(artifacts)
+    if not art.is_dir():
+        raise ValueError(f"--artifacts {art} is not a directory")
+    missing = [f"{k}: {f}" for k, f in need if _find(art, f) is None]
+    if missing:
+        looked = [str(art), f"{art}/*/"]
+        deeper = sorted({str(p.parent) for _, f in need for p in art.glob(f"*/*/{f}")})[:4]
+        hint = (f"; found deeper in {', '.join(deeper)}: a pipeline run dir is not a serving dir, "
+                f"assemble one with `hllm-creator publish RUN_DIR`") if deeper else ""
+        raise ValueError(f"inference outputs missing ({'; '.join(missing)}); looked in {' and '.join(looked)}{hint}")
+
+
 def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path | None = None,
-                device: str = "cpu") -> ServingAssets:
-    """Load the model and the inference outputs; everything checked before the server says ready."""
+                device: str = "cpu", require: Sequence[str] = ()) -> ServingAssets:
+    """Load the model and the inference outputs; everything checked before the server says ready.
+
+    ``require`` (keys of REQUIRED_FILES): outputs without which loading fails (the server does not
+    turn ready) with a message that names what is missing and where it looked."""
     import pandas as pd
 
     from hllm_creator.infer.item_cache import ItemCache
     from hllm_creator.model import HLLMCreator
 
+    check_required(artifacts, require)
     t0 = time.time()
     model = HLLMCreator.load(model_dir, device=device)
     a = ServingAssets(model=model, model_dir=Path(model_dir))

@@ -1,6 +1,12 @@
 """The ``predictor`` KServe model: user history + candidate ad ids -> user cluster, Item-User match
 score per ad, and the pre-generated personalized title for (ad, cluster) when ``match`` selected
 that pair (else the original title with the reason).
+
+Under an A/B experiment (``--experiment SALT``, ``hllm_creator.publish.ab``) each instance with a
+``user_id`` is assigned ``personalized`` or ``control`` (control users get the original title),
+the prediction carries its ``variant`` and every answered ad an ``exposure_id``, and one exposure
+event per ad is appended to the sink (fsynced) before the answer leaves. Clicks come back through
+``POST /v1/models/predictor/feedback`` (``{"events": [{"exposure_id": ..., "event": "click"}]}``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,96 @@ log = logging.getLogger(__name__)
 class Predictor(BatchedModel):
     instance_cls = PredictorInstance
     default_wait_ms = 3.0
+    required_artifacts = ("clusters", "matches", "creatives")
+
+    def __init__(self, name: str, *, experiment=None, sink_dir=None, **kw):
+        super().__init__(name, **kw)
+        self.experiment = experiment          # hllm_creator.publish.ab.Experiment | None
+        self.sink_dir = sink_dir
+        self.exposures = self.feedback_sink = None
+        self.model_version: str | None = None
+
+    def load(self) -> bool:
+        if self.experiment is not None:  # open the sink first: a server that cannot log does not turn ready
+            from hllm_creator.publish.ab import EXPOSURES, FEEDBACK, EventSink
+
+            self.exposures = EventSink(self.sink_dir, EXPOSURES)
+            self.feedback_sink = EventSink(self.sink_dir, FEEDBACK)
+            log.info("A/B experiment %r (personalized share %.2f): events in %s", self.experiment.salt,
+                     self.experiment.share, self.sink_dir)
+        self.model_version = _version_of(self.model_uri, self.bundle)
+        ok = super().load()
+        if self.model_version is None and self.bundle:
+            self.model_version = f"bundle:{self.bundle.get('bundle_id')}"
+        return ok
+
+    async def after_batch(self, instances: list, results: list) -> list:
+        if self.experiment is None:
+            return results
+        import asyncio
+
+        from hllm_creator.publish.ab import CONTROL, exposure_event
+        from hllm_creator.serving.runtime import REQUEST_ID
+
+        events = []
+        for inst, res in zip(instances, results):
+            if inst.user_id is None:
+                res["variant"] = None
+                res["reasons"] = [*res["reasons"], "no user_id: not in the A/B experiment"]
+                continue
+            v = self.experiment.variant(inst.user_id)
+            res["variant"] = v
+            for ad in res["ads"]:
+                if ad["title"] is None:
+                    continue  # an unknown ad: nothing was shown
+                if v == CONTROL and ad["personalized"]:
+                    ad.update(title=ad["original_title"], personalized=False,
+                              reasons=["A/B control group: original title"])
+                    ad.pop("source", None)
+                ev = exposure_event(experiment=self.experiment.salt, user_id=inst.user_id, ad_id=ad["ad_id"],
+                                    cluster_id=res["cluster_id"], variant=v, title=ad["title"],
+                                    personalized=ad["personalized"], model_version=self.model_version,
+                                    bundle_id=(self.bundle or {}).get("bundle_id"), request_id=REQUEST_ID.get())
+                ad["exposure_id"] = ev["exposure_id"]
+                events.append(ev)
+        if events:
+            await asyncio.to_thread(self.exposures.write, events)  # durable before the answer leaves
+        return results
+
+    def setup_app(self, app) -> None:
+        """``POST /v1/models/<name>/feedback``: clicks on answered exposures (400 on a bad body)."""
+        from fastapi import Request
+        from fastapi.responses import JSONResponse
+
+        async def feedback(request: Request):
+            import asyncio
+            import time
+
+            import orjson
+            from pydantic import ValidationError
+
+            from hllm_creator.serving.schemas import FeedbackRequest, format_validation_error
+
+            if self.feedback_sink is None:
+                return JSONResponse({"error": f"model {self.name} runs no A/B experiment (--experiment): "
+                                              "no feedback is recorded"}, status_code=409)
+            try:
+                body = orjson.loads(await request.body())
+                req = FeedbackRequest.model_validate(body)
+            except orjson.JSONDecodeError as e:
+                return JSONResponse({"error": f"body: malformed JSON ({e})"}, status_code=400)
+            except ValidationError as e:
+                return JSONResponse({"error": format_validation_error(e, "body")}, status_code=400)
+            now = time.time()
+            rows = [{"exposure_id": e.exposure_id, "event": e.event, "ts": e.ts if e.ts is not None else now,
+                     "received": now, "experiment": self.experiment.salt,
+                     "user_id": None if e.user_id is None else str(e.user_id),
+                     "ad_id": None if e.ad_id is None else str(e.ad_id)} for e in req.events]
+            n = await asyncio.to_thread(self.feedback_sink.write, rows)
+            return {"accepted": n}
+
+        feedback.__annotations__ = {"request": Request}  # a real class, not this module's postponed string
+        app.add_api_route(f"/v1/models/{self.name}/feedback", feedback, methods=["POST"])
 
     def warmup(self) -> None:
         ids = list(self.assets.items)[:2]
@@ -99,3 +195,16 @@ class Predictor(BatchedModel):
             return base | {"title": original, "personalized": False,
                            "reasons": ["pre-generated title failed the grounding check: original title", *rs]}
         return base | {"title": text, "personalized": True, "reasons": []}
+
+
+def _version_of(model_uri: str | None, bundle: dict | None) -> str | None:
+    """The registry version behind ``models:/NAME@ALIAS`` (exposures name the version they saw)."""
+    if not model_uri or not str(model_uri).startswith("models:/"):
+        return None
+    try:
+        from hllm_creator.tracking.mlflow_utils import _version_for
+
+        return str(_version_for(model_uri).version)
+    except Exception as e:  # noqa: BLE001 - serving does not depend on it; the URI is logged instead
+        log.warning("could not resolve the version of %s: %s", model_uri, e)
+        return model_uri

@@ -141,6 +141,19 @@ class PredictorInstance(_Strict):
         list[Annotated[StrictStr | StrictInt, Field()]], Field(min_length=1, max_length=MAX_CANDIDATES)
     ]
     score_with: Literal["cluster", "user"] = "cluster"
+    # the user's id: assigns the A/B variant when the server runs an experiment (--experiment) and
+    # is written with each exposure; optional otherwise
+    user_id: Annotated[StrictStr | StrictInt, Field()] | None = None
+
+    @field_validator("user_id")
+    @classmethod
+    def _uid(cls, v):
+        if v is None:
+            return v
+        s = str(v).strip()
+        if not s or len(s) > MAX_ID_CHARS:
+            raise ValueError(f"must be a non-empty id of at most {MAX_ID_CHARS} characters")
+        return _check_text(s)
 
     @field_validator("user_history")
     @classmethod
@@ -185,6 +198,21 @@ class PredictorPrediction(BaseModel):
     history_used: int
     ads: list[AdScore]
     reasons: list[str]
+    variant: str | None = None  # "personalized" | "control" under an A/B experiment (with user_id)
+
+
+class FeedbackEvent(_Strict):
+    """A click on an exposure the predictor answered (``exposure_id`` from its ``ads[*]``)."""
+
+    exposure_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
+    event: Literal["click"] = "click"
+    user_id: Annotated[StrictStr | StrictInt, Field()] | None = None
+    ad_id: Annotated[StrictStr | StrictInt, Field()] | None = None
+    ts: Annotated[StrictFloat | StrictInt, Field(ge=0)] | None = None
+
+
+class FeedbackRequest(_Strict):
+    events: Annotated[list[FeedbackEvent], Field(min_length=1, max_length=1000)]
 
 
 # ---- parsing -----------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from hllm_creator.tracking.mlflow_utils import (  # noqa: F401,I001
     log_artifacts,
     parent_run,
     register_model,
+    register_bundle,
+    version_storage_uri,
     resolve_tracking_uri,
     set_alias,
     download_registered,

@@ -200,11 +200,14 @@ def model_pip_requirements(extra: list[str] | None = None) -> list[str]:
 
 
 def register_model(model_dir: str | Path, *, name: str = MODEL_NAME, aliases: tuple[str, ...] = ("candidate",),
-                   pip_requirements: list[str] | None = None) -> Any:
+                   pip_requirements: list[str] | None = None, artifact_key: str = "model_dir",
+                   tags: dict[str, str] | None = None) -> Any:
     """Log a model directory into the active run as a pyfunc model and register it with aliases.
 
-    The registered model's artifacts hold the directory under ``artifacts/model_dir``; use
+    The registered model's artifacts hold the directory under ``artifacts/<artifact_key>``
+    (``model_dir``; ``bundle`` for a serving bundle, see :func:`register_bundle`); use
     ``download_registered(uri)`` to get a local path back (``models:/hllm-creator@champion``).
+    ``tags`` are set on the new model version.
     """
     import mlflow.pyfunc
 
@@ -217,17 +220,20 @@ def register_model(model_dir: str | Path, *, name: str = MODEL_NAME, aliases: tu
         """Wrapper that carries a model directory; predict is served by hllm_creator.serving."""
 
         def load_context(self, context):
-            self.model_dir = context.artifacts["model_dir"]
+            self.model_dir = context.artifacts[artifact_key]
 
         def predict(self, context, model_input, params=None):
             return {"model_dir": self.model_dir}
 
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=ModelDir(), artifacts={"model_dir": str(model_dir)},
+        name="model", python_model=ModelDir(), artifacts={artifact_key: str(model_dir)},
         pip_requirements=model_pip_requirements(pip_requirements), registered_model_name=name,
     )
     version = info.registered_model_version
     client = mlflow.MlflowClient()
+    for k, v in (tags or {}).items():
+        if v is not None:
+            client.set_model_version_tag(name, str(version), k, str(v))
     active = mlflow.active_run()
     if active is not None:
         parent = active.data.tags.get("mlflow.parentRunId") or os.environ.get(PARENT_ENV)
@@ -263,10 +269,49 @@ def download_registered(uri: str, dst: str | Path | None = None) -> Path:
     if mlmodel.exists():
         spec = yaml.safe_load(mlmodel.read_text()) or {}
         arts = (spec.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
-        rel = (arts.get("model_dir") or {}).get("path")
-        if rel and (local / rel).is_dir():
-            return local / rel
+        for key in ("bundle", "model_dir"):  # a serving bundle, else a model dir
+            rel = (arts.get(key) or {}).get("path")
+            if rel and (local / rel).is_dir():
+                return local / rel
     return local
+
+
+BUNDLE_KEY = "bundle"
+
+
+def register_bundle(bundle_dir: str | Path, manifest: dict, *, name: str = MODEL_NAME,
+                    aliases: tuple[str, ...] = ("candidate",)) -> Any:
+    """Register a serving bundle (``hllm_creator.publish``) as one model version of ``name``.
+
+    Call inside the publish step's run (nested under the pipeline run: ``promote`` reads the GSB
+    and personalization figures from its sibling step runs). The version is tagged ``kind=bundle``,
+    ``bundle_id``, ``dataset_hash``, ``config_hash``, ``pipeline_run_id`` and ``train_run_id``."""
+    tags = {"kind": "bundle", "bundle_id": manifest.get("bundle_id"), "dataset_hash": manifest.get("dataset_hash"),
+            "config_hash": manifest.get("config_hash"), "train_run_id": manifest.get("train_run_id"),
+            "model_hash": manifest.get("model_hash")}
+    return register_model(bundle_dir, name=name, aliases=aliases, artifact_key=BUNDLE_KEY, tags=tags)
+
+
+def version_storage_uri(version: str | int, name: str = MODEL_NAME) -> str:
+    """Where a version's registered directory (bundle or model dir) lies in the artifact store:
+    ``<version download uri>/<artifacts path>``, e.g. ``s3://bucket/1/models/m-.../artifacts/bundle``:
+    the ``storageUri`` a KServe InferenceService gives its storage initializer."""
+    client = _mlflow().MlflowClient()
+    base = client.get_model_version_download_uri(name, str(version)).rstrip("/")
+    mv = client.get_model_version(name, str(version))
+    key = BUNDLE_KEY if mv.tags.get("kind") == "bundle" else "model_dir"
+    # pyfunc stores a logged directory under artifacts/<its basename>: read MLmodel to know it
+    import yaml
+
+    try:
+        txt = _mlflow().artifacts.load_text(f"{base}/MLmodel")
+        arts = (yaml.safe_load(txt).get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+        rel = (arts.get(key) or {}).get("path")
+        if rel:
+            return f"{base}/{rel}"
+    except Exception as e:  # noqa: BLE001 - the MLmodel may be unreadable from here; say so
+        raise ValueError(f"cannot read MLmodel of {name} version {version} at {base}: {e}") from e
+    raise ValueError(f"{name} version {version}: MLmodel at {base} names no {key!r} artifact")
 
 
 def _version_for(uri_or_version: str, name: str = MODEL_NAME):
@@ -343,12 +388,14 @@ def run_tag(run_id: str, key: str, step: str = "train") -> str | None:
 
 
 def promote(candidate: str = "candidate", *, metric: str | None = None, name: str = MODEL_NAME,
-            force: bool = False, policy: PromotePolicy | None = None) -> dict[str, Any]:
+            force: bool = False, policy: PromotePolicy | None = None, alias: str = "champion") -> dict[str, Any]:
     """Move alias ``champion`` to the candidate version when the evidence of :class:`PromotePolicy`
     holds; every rule is checked and reported (``checks``), each refusal says why (``reason``).
 
     ``candidate``: an alias, a version number or a ``models:/`` URI. ``metric`` overrides the
     policy's GSB metric. ``force`` promotes whatever the checks say (they are still reported).
+    ``alias``: the alias moved when the checks pass (``canary`` for a canary rollout, which moves
+    ``champion`` only at ``--rollout complete``).
     """
     from mlflow.exceptions import MlflowException
 
@@ -410,5 +457,5 @@ def promote(candidate: str = "candidate", *, metric: str | None = None, name: st
     else:
         reason = checks[0]["detail"]
     if ok:
-        set_alias("champion", cand.version, name)
-    return {**out, "promoted": ok, "reason": reason, "checks": checks}
+        set_alias(alias, cand.version, name)
+    return {**out, "promoted": ok, "alias": alias, "reason": reason, "checks": checks}
