@@ -6,10 +6,13 @@
 - ``production``: GPU nodes (TinyLlama/Qwen backbones, DeepSpeed), sharded embedding, the
   teacher/judge behind an OpenAI-compatible endpoint from the ``hllm-creator-llm`` secret.
 
-Each step section holds the arguments of that step's component (names as in
-``components/<step>/component.py``); ``PipelineResources`` holds what only a cluster uses
-(GPU requests, node selectors, tolerations, the secret). ``Preset.arguments()`` flattens the
-step sections into the pipeline's parameters (``<step>__<name>``).
+Each step section holds arguments of that step's component (names as in
+``components/<step>/component.py``; what a section leaves out takes the component's default, which
+is the step's typed config default); ``pipelines.hllm_pipeline.check_preset`` rejects a key that is
+not an input of the component or that the pipeline wires itself. ``PipelineResources`` holds what
+only a cluster uses (GPU requests, node selectors, tolerations, secrets, volumes). This is the one
+preset layer of the pipeline; ``train``'s own ``preset`` argument names a TRAINING preset
+(``hllm_creator.train.config.TRAIN_PRESETS``: model sizes and schedules), a different thing.
 """
 
 from __future__ import annotations
@@ -58,9 +61,12 @@ class PipelineResources(_Strict):
     # (pipelines.hllm_pipeline.STATE_STEPS); HLLM_STATE_DIR points the library at it.
     work_pvc: str = "hllm-creator-work"
     work_mount: str = "/work"
-    # Steps read the dataset dir by path (`data_dir`): on a cluster it lives on this PVC, mounted
-    # at `data_mount` on every task (manifests/base/data-pvc.yaml); submit's default data_dir is
-    # <data_mount>/amazon_scientific. Train's dataset artifact is imported from `dataset_uri`.
+    # The dataset is one artifact, imported once from `dataset_uri` into the run's workspace: a PVC
+    # KFP creates per run (PipelineConfig(workspace=...)) that every step reads it from.
+    workspace_size: str = "50Gi"
+    workspace_storage_class: str | None = None  # None = the cluster's default StorageClass
+    # A shared ReadWriteMany volume mounted on train only: a TrainJob's pods read the staged dataset
+    # and write the model there (manifests/base/data-pvc.yaml).
     data_pvc: str = "hllm-creator-data"
     data_mount: str = "/data"
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
@@ -68,12 +74,20 @@ class PipelineResources(_Strict):
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
     steps: dict[str, StepResources] = Field(default_factory=dict)
 
+    def workspace(self):
+        """The run's workspace PVC (kfp ``WorkspaceConfig``)."""
+        from kfp import dsl
+
+        patch = {"accessModes": ["ReadWriteMany"]}  # steps on GPU and CPU nodes read it at once
+        if self.workspace_storage_class:
+            patch["storageClassName"] = self.workspace_storage_class
+        return dsl.WorkspaceConfig(size=self.workspace_size, kubernetes=dsl.KubernetesWorkspaceConfig(pvcSpecPatch=patch))
+
 
 class Preset(_Strict):
     name: str
     description: str
     # Step arguments, by component: every key must be an input of that step's component.
-    common: dict[str, Any] = Field(default_factory=dict)  # offered to every step that declares the key
     dataset_construct: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     embed: dict[str, Any] = Field(default_factory=dict)
@@ -87,9 +101,6 @@ class Preset(_Strict):
     llm_server_args: list[str] = Field(default_factory=list)
     resources: PipelineResources = Field(default_factory=PipelineResources)
 
-    def step_args(self, step: str) -> dict[str, Any]:
-        return {**self.common, **getattr(self, step)}
-
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -102,7 +113,6 @@ def _tiny() -> Preset:
     return Preset(
         name="tiny",
         description="CI: tiny random LLaMA backbones, a handful of users, a few tokens from the teacher/judge.",
-        common={"seed": 0},
         # SmolLM2's JSON profile needs ~150-200 tokens: at 48 or 96 every profile was cut short (0 rows kept,
         # and train refuses an empty training set)
         dataset_construct={"ads": 3, "users_per_fact": 1, "heldout_per_ad": 1, "candidate_users": 200,
@@ -125,7 +135,6 @@ def _demo() -> Preset:
     return Preset(
         name="demo",
         description="2-core CPU: SmolLM2-135M as teacher, backbone (first layers) and judge; whole pipeline <= 30 min.",
-        common={"seed": 0},
         # the teacher writes for the same 12 ads match offers (one LLM call per (ad, fact phrase));
         # SmolLM2 on 2 cores decodes ~20-30 tokens/s batched, so ~40 title calls take a minute or two
         dataset_construct={"ads": 12, "users_per_fact": 3, "heldout_per_ad": 2, "candidate_users": 3000,
@@ -148,7 +157,6 @@ def _production() -> Preset:
     return Preset(
         name="production",
         description="GPU nodes: full-size backbones, all users, sharded embedding, external OpenAI-compatible teacher/judge.",
-        common={"seed": 0},
         dataset_construct={"ads": 1000, "users_per_fact": 20, "heldout_per_ad": 5, "candidate_users": 200000},
         # one process on one GPU with ZeRO-3 (the config ships in the GPU image); multi-GPU / multi-node
         # training goes through torchrun or Kubeflow Trainer outside this single-pod task

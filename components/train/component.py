@@ -26,7 +26,6 @@ def train(
     deepspeed: str = "",
     register: bool = True,
     seed: int = 0,
-    mlflow_parent_run_id: str = "",
     launcher: str = "in-process",
     num_nodes: int = 1,
     gpus_per_node: int = 1,
@@ -59,7 +58,6 @@ def train(
         deepspeed: DeepSpeed JSON config path inside the image ("" = none).
         register: Register the model in MLflow with alias "candidate".
         seed: Random seed.
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
         launcher: in-process (train in this pod/process) | torchrun (gpus_per_node processes
             in this pod) | trainjob (a Kubeflow Trainer v2 TrainJob of num_nodes x gpus_per_node
             GPUs that this step creates, follows and waits for: hllm_creator/train/launch.py).
@@ -84,8 +82,6 @@ def train(
     from hllm_creator.train.config import build_config
     from hllm_creator.train.launch import job_name, train_step
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     train_parquet = None
     if train_set is not None and train_set.path:
         p = Path(train_set.path)

@@ -5,7 +5,10 @@ real MLflow store; then a failing step and a re-run that resumes from the KFP ca
 One test, three runs into one pipeline root, one LLM server (started by the runner's own
 ``llm_endpoint``) for all three:
 1. the full DAG: one parent run with eight nested step runs (embed: one per shard), metrics and
-   artifacts, the model registered as ``candidate``, creatives.parquet and the GSB summary;
+   artifacts, the model registered as ``candidate``, creatives.parquet and the GSB summary; and
+   every step's outputs the same as the recorded ones (``data/tiny_pipeline_digest.json``, written
+   by ``tests/pipeline_digest.py`` on the code before issue 14's move; the teacher's and judge's
+   replies come from the recorded reply cache, so only the pipeline's code decides the outputs);
 2. the same run with a bad ``generate`` value: fails at generate, every upstream step a cache hit;
 3. the value fixed: generate, gsb-eval and personalization-eval run, every upstream step a cache hit again.
 """
@@ -31,9 +34,15 @@ def _step_names(runs):
 
 
 def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset):
-    import mlflow
+    import json
+    import os
+    import shutil
+    import warnings
+    from pathlib import Path
 
-    from hllm_creator.infer.testing import small_dataset
+    import mlflow
+    from helpers import small_dataset
+    from pipeline_digest import diff, digest
 
     from hllm_creator import tracking
     from pipelines.local_runner import llm_endpoint, run_local
@@ -44,9 +53,20 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
     data = small_dataset(tmp_path / "data", n_users=40, source=src).path  # a real slice of the bundled data
     preset = get_preset("tiny")
     client = mlflow.MlflowClient(tracking_uri=tracking.resolve_tracking_uri())
+    golden = Path(__file__).parent / "data" / "tiny_pipeline_digest.json"
+    cache = Path(os.environ["HLLM_WORKDIR"]) / "llm_cache" / "replies.sqlite"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(golden.with_suffix(".replies.sqlite"), cache)  # the recorded teacher/judge replies
     with llm_endpoint(preset, None, tmp_path / "logs") as (url, _model):
         # 1. the whole DAG
         res = run_local(preset, pipeline_root=root, data_dir=data, llm_base_url=url, run_name="tiny-ci")
+        # the same step outputs as before the move (the replies are keyed by the endpoint's URL:
+        # the recorded ones were served on the runner's default port)
+        if url.startswith("http://127.0.0.1:18231/"):
+            changed = diff(json.loads(golden.read_text()), digest(res.run_dir))
+            assert not changed, "step outputs changed:\n" + "\n".join(changed)
+        else:
+            warnings.warn(f"LLM server on {url}, not the recorded port: step outputs not compared")
         parent = client.get_run(res.parent_run_id)
         assert parent.info.status == "FINISHED"
         for tag in ("kfp_run_id", "git_sha", "dataset_hash", "config_hash"):

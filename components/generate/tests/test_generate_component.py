@@ -11,7 +11,7 @@ from hllm_creator.data import load_dataset
 from hllm_creator.infer import cluster as cl
 from hllm_creator.infer import embed as E
 from hllm_creator.infer import match as M
-from hllm_creator.infer.testing import init_tracking_store, isolate_tracking, shared_tiny_workflow
+from helpers import init_tracking_store, isolate_tracking, shared_tiny_workflow
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +42,7 @@ def test_python_func(upstream, tmp_path):
     data, mdir = shared_tiny_workflow()
     clusters, matches = upstream
     out, metrics = dsl.Dataset(uri=str(tmp_path / "g")), dsl.Metrics(uri=str(tmp_path / "metrics.json"))
-    generate.python_func(model=dsl.Model(uri=str(mdir)), data_dir=str(data), clusters=dsl.Artifact(uri=str(clusters)),
+    generate.python_func(model=dsl.Model(uri=str(mdir)), dataset=dsl.Dataset(uri=str(data)), clusters=dsl.Dataset(uri=str(clusters)),
                          matches=dsl.Dataset(uri=str(matches)), creatives=out, metrics=metrics, max_new_tokens=6,
                          batch_size=4)
     cr = pd.read_parquet(tmp_path / "g" / "creatives.parquet")
@@ -72,9 +72,10 @@ def test_local_runner(upstream, tmp_path):
     @dsl.pipeline(name="generate-test")
     def pipe(data_dir: str, model_uri: str, clusters_uri: str, matches_uri: str):
         m = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
-        c = dsl.importer(artifact_uri=clusters_uri, artifact_class=dsl.Artifact, reimport=False)
+        d = dsl.importer(artifact_uri=data_dir, artifact_class=dsl.Dataset, reimport=False)
+        c = dsl.importer(artifact_uri=clusters_uri, artifact_class=dsl.Dataset, reimport=False)
         mt = dsl.importer(artifact_uri=matches_uri, artifact_class=dsl.Dataset, reimport=False)
-        generate(model=m.output, data_dir=data_dir, clusters=c.output, matches=mt.output, max_new_tokens=6,
+        generate(model=m.output, dataset=d.output, clusters=c.output, matches=mt.output, max_new_tokens=6,
                  max_pairs=2, do_sample=False)
 
     pipe(data_dir=str(data), model_uri=str(mdir), clusters_uri=str(clusters), matches_uri=str(matches))

@@ -8,7 +8,7 @@ import pytest
 from kfp import dsl
 
 from components.personalization_eval.component import personalization_eval
-from hllm_creator.infer.testing import isolate_tracking, shared_tiny_workflow
+from helpers import isolate_tracking, shared_tiny_workflow
 
 
 @pytest.fixture(autouse=True)
@@ -41,8 +41,8 @@ def test_python_func(tmp_path):
                   "original_title": sel["item_id"].map(titles), "title": sel["item_id"].map(titles),
                   "source": "original"}).to_parquet(tmp_path / "gen" / "creatives.parquet")
     report, metrics = dsl.Dataset(uri=str(tmp_path / "r")), dsl.Metrics(uri=str(tmp_path / "m.json"))
-    personalization_eval.python_func(model=dsl.Model(uri=str(mdir)), data_dir=str(data),
-                                     clusters=dsl.Artifact(uri=str(tmp_path / "clusters")),
+    personalization_eval.python_func(model=dsl.Model(uri=str(mdir)), dataset=dsl.Dataset(uri=str(data)),
+                                     clusters=dsl.Dataset(uri=str(tmp_path / "clusters")),
                                      matches=dsl.Dataset(uri=str(tmp_path / "matches")),
                                      creatives=dsl.Dataset(uri=str(tmp_path / "gen")), report=report,
                                      metrics=metrics, heldout_share=0.5, bootstrap=200, max_new_tokens=4)

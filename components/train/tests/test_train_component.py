@@ -10,10 +10,10 @@ from components.train.component import train
 
 
 @pytest.fixture(scope="module")
-def small_ds(tmp_path_factory):
-    from hllm_creator.model.testing import small_dataset
+def small_ds(tmp_path_factory, bundled_dataset):
+    from helpers import small_dataset
 
-    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=30)
+    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=30, source=bundled_dataset.path)
 
 
 def test_component_spec_documents_inputs():
