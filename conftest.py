@@ -20,6 +20,7 @@ from hllm_creator.serving.process import free_port, stop_process
 
 REPO = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "tests"))  # test helpers (tests/helpers.py): `from helpers import ...`
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -109,6 +110,6 @@ def llm_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def infer_workflow(tmp_path_factory):
     """(small dataset dir: first 60 bundled users, tiny untrained model dir), built once (infer tests)."""
-    from hllm_creator.infer.testing import shared_tiny_workflow
+    from helpers import shared_tiny_workflow
 
     return shared_tiny_workflow(60)

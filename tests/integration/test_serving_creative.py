@@ -21,7 +21,7 @@ def stack(tmp_path_factory, bundled_dataset):
     """Built once per pytest session (shared by the serving test modules through the base temp dir)."""
     import pickle
 
-    from hllm_creator.serving.loading import tiny_serving_stack
+    from helpers import tiny_serving_stack
 
     root = tmp_path_factory.getbasetemp() / "serving_stack"
     if not (root / "stack.pkl").exists():

@@ -3,7 +3,7 @@ and httpx; a corpus of bad requests and a hypothesis property test (never a 5xx,
 answering); metrics; readiness; loading from ``models:/hllm-creator@champion``.
 
 The stack is real and tiny: an untrained tiny-llama HLLMCreator and inference outputs made by the
-real infer steps on a slice of the bundled dataset (hllm_creator.serving.loading.tiny_serving_stack).
+real infer steps on a slice of the bundled dataset (tests/helpers.py: tiny_serving_stack).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def stack(tmp_path_factory, bundled_dataset):
     """Built once per pytest session (shared by the serving test modules through the base temp dir)."""
     import pickle
 
-    from hllm_creator.serving.loading import tiny_serving_stack
+    from helpers import tiny_serving_stack
 
     root = tmp_path_factory.getbasetemp() / "serving_stack"
     if not (root / "stack.pkl").exists():

@@ -105,7 +105,7 @@ def test_slot_contrast_loss_trains_the_slot():
     """The contrast term flows into the projector and falls when the slot decides the response."""
     import torch
 
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
 
     torch.manual_seed(0)
     m = tiny_model()
@@ -136,7 +136,7 @@ def test_slot_contrast_loss_trains_the_slot():
 def test_slot_fact_loss_points_the_slot_at_the_chosen_fact():
     import torch
 
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
     from hllm_creator.train.data import fact_tensors
 
     torch.manual_seed(0)
@@ -170,7 +170,7 @@ def test_slot_fit_learns_a_choice_the_history_decides():
 
     import torch
 
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
     from hllm_creator.train.slot_fit import slot_fit
 
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ AD = {"title": "Cordless Drill 18V", "description": "Compact drill with two batt
 
 @pytest.fixture(scope="module")
 def model():
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
 
     torch.manual_seed(0)
     return tiny_model(seed=0)

@@ -133,7 +133,7 @@ def tiny_upstream(tmp_path_factory):
     from hllm_creator.infer import embed as E
     from hllm_creator.infer import generate as G
     from hllm_creator.infer import match as M
-    from hllm_creator.infer.testing import shared_tiny_workflow
+    from helpers import shared_tiny_workflow
 
     data, mdir = shared_tiny_workflow(60)
     root = tmp_path_factory.mktemp("pers")

@@ -197,10 +197,10 @@ def test_wait_timeout_deletes_the_job_so_its_gpus_are_freed():
 def test_run_trainjob_failure_fails_the_step_and_records_the_reason_in_mlflow(tmp_path, bundled_dataset):
     import mlflow
 
-    from hllm_creator.model.testing import small_dataset
+    from helpers import small_dataset
     from hllm_creator.train.config import build_config
 
-    ds = small_dataset(tmp_path / "ds", n_users=10, source_dir=bundled_dataset.path)
+    ds = small_dataset(tmp_path / "ds", n_users=10, source=bundled_dataset.path)
     mount = tmp_path / "shared"
     mount.mkdir()
     cfg = build_config("tiny", data=str(ds.path), out=str(tmp_path / "model"))

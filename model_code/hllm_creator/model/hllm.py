@@ -20,7 +20,9 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "hllm_config.json"
 WEIGHTS_FILE = "model.safetensors"
+ITEM_EMBEDDINGS_FILE = "item_embeddings.parquet"
 PARTS = ("item", "user", "creative")
 
 
@@ -156,8 +159,16 @@ class HLLMCreator(nn.Module):
             return tmp.export_state_dict()
         return {k: v for k, v in self.state_dict().items() if not k.startswith("queue_")}
 
-    def save(self, model_dir: str | Path) -> Path:
-        """Write the model dir atomically (nothing half-written); returns its path."""
+    def save(self, model_dir: str | Path, *, json_files: dict[str, Any] | None = None,
+             item_embeddings: tuple[Sequence[str], Any] | None = None) -> Path:
+        """Write the model dir atomically (nothing half-written, nothing added afterwards); returns its path.
+
+        The dir holds the weights, the three LLM configs + tokenizers and ``hllm_config.json``, plus
+        what the caller passes: ``json_files`` ({file name: JSON object}, e.g. eval.json,
+        train_summary.json) and ``item_embeddings`` ((item ids, [n_items, dI] array): the frozen Item
+        LLM vectors training used, written as item_embeddings.parquet + item_embeddings.json naming
+        this model's hash, so inference can reuse them).
+        """
         from safetensors.torch import save_file
 
         from hllm_creator.io import atomic_dir, sha256_file, write_json
@@ -189,9 +200,19 @@ class HLLMCreator(nn.Module):
                                     "response_end": RESPONSE_END}},
                        tmp / CONFIG_FILE)
             write_json({"model_hash": self._hash}, tmp / "model_hash.json")
-            extra = getattr(self, "extra_files", None) or {}
-            for name, obj in extra.items():
+            for name, obj in (json_files or {}).items():
                 write_json(obj, tmp / name)
+            if item_embeddings is not None:
+                import pandas as pd
+
+                from hllm_creator.io import write_parquet
+
+                ids, emb = item_embeddings
+                emb = emb.numpy() if hasattr(emb, "numpy") else np.asarray(emb)
+                write_parquet(pd.DataFrame({"item_id": list(ids), "embedding": [r.astype(np.float32) for r in emb]}),
+                              tmp / ITEM_EMBEDDINGS_FILE)
+                write_json({"model_hash": self._hash, "note": "frozen Item LLM embeddings used in training"},
+                           tmp / "item_embeddings.json")
         return model_dir
 
     @classmethod
