@@ -137,17 +137,16 @@ def _demo() -> Preset:
         description="2-core CPU: SmolLM2-135M as teacher, backbone (first layers) and judge; whole pipeline <= 30 min.",
         # the teacher writes for the same 12 ads match offers (one LLM call per (ad, fact phrase));
         # SmolLM2 on 2 cores decodes ~20-30 tokens/s batched, so ~40 title calls take a minute or two
-        dataset_construct={"ads": 12, "users_per_fact": 3, "heldout_per_ad": 2, "candidate_users": 3000,
-                           "concurrency": 8},
-        train={"preset": "demo", "max_steps": 24, "eval_users": 1000},
-        embed={"batch_size": 64, "max_users": 1000, "bf16": True},
-        cluster={"k": 16, "min_cluster_size": 5},
+        dataset_construct={"ads": 12, "candidate_users": 3000, "concurrency": 8},
+        train={"max_steps": 24, "eval_users": 1000},  # the train component's preset: demo
+        embed={"max_users": 1000, "bf16": True},
+        cluster={"k": 16},
         match={"n_ads": 12, "top_k": 2},
         generate={"max_new_tokens": 24, "max_pairs": 24, "batch_size": 8, "bf16": True},
         gsb_eval={"max_samples": 12, "judge_max_tokens": 64},
         # held-out users (10%) of the 1000 embedded; MiniLM ~60 sentences/s; the greedy swap is 2 titles per pair
-        personalization_eval={"max_ads": 12, "members_per_cluster": 20, "nll_rows": 64, "max_new_tokens": 24,
-                              "batch_size": 8, "bf16": True, "judge_samples": 12, "judge_max_tokens": 64},
+        personalization_eval={"max_ads": 12, "nll_rows": 64, "max_new_tokens": 24, "bf16": True,
+                              "judge_samples": 12},
         n_embed_shards=2,
         llm_server_args=["--max-tokens-limit", "256", "--dtype", "bfloat16"],
     )
@@ -197,7 +196,6 @@ def _gpu_multinode() -> Preset:
     # the train task itself only stages data, creates the TrainJob and follows it: no GPU here
     p.train = {"preset": "gpu-multinode", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on",
                "launcher": "trainjob", "num_nodes": 8, "gpus_per_node": 8, "trainjob_image": _gpu_image(),
-               "trainjob_runtime": "torch-distributed", "trainjob_namespace": "hllm-creator",
                "data_pvc": p.resources.data_pvc, "data_mount": p.resources.data_mount,
                "trainjob_options": json.dumps({
                    "cpu_per_node": "96", "memory_per_node": "1000Gi",

@@ -21,6 +21,9 @@ def cluster(
 ):
     """K-means clusters of the users; members assigned with the metric the centroids were trained with.
 
+    The defaults are ``ClusterConfig``'s (KFP ships this function's source, so they are literals
+    here; tests/unit/test_defaults_once.py fails when they drift).
+
     Args:
         embeddings: Dir (or file) with user_embeddings.parquet from embed / embed_merge.
         clusters: Output dir: centroids.npy, member_means.npy, medoids.npy, assignments.parquet,

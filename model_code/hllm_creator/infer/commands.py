@@ -11,6 +11,9 @@ from typing import Optional
 
 import typer
 
+from hllm_creator.infer.cluster import ClusterConfig
+
+_CLUSTER = {name: f.default for name, f in ClusterConfig.model_fields.items()}  # the defaults, written once
 
 def _csv_list(value: Optional[str], what: str, conv=str) -> list:
     if not value:
@@ -92,18 +95,20 @@ def cluster_cmd(
     k_sweep: Optional[str] = typer.Option(None, "--k-sweep",
                                           help="Comma-separated Ks, e.g. 8,16,32: the best silhouette wins "
                                                "(inertia, silhouette, Davies-Bouldin and sizes logged per K)."),
-    metric: str = typer.Option("l2", "--metric", help="l2: L2 k-means, assign by L2. cosine: normalize, "
-                                                      "spherical k-means, assign by inner product."),
-    min_cluster_size: int = typer.Option(5, "--min-cluster-size",
+    metric: str = typer.Option(_CLUSTER["metric"], "--metric", help="l2: L2 k-means, assign by L2. cosine: "
+                                                                    "normalize, spherical k-means, assign by inner "
+                                                                    "product."),
+    min_cluster_size: int = typer.Option(_CLUSTER["min_cluster_size"], "--min-cluster-size",
                                          help="Clusters with fewer members are merged into the nearest other."),
-    niter: int = typer.Option(25, "--niter", help="k-means iterations."),
-    standardize: bool = typer.Option(True, "--standardize/--no-standardize", help="z-score every feature first: "
-                                     "the space the Creative LLM's projector reads (recorded; assign applies it)."),
-    seed: int = typer.Option(0, "--seed"),
+    niter: int = typer.Option(_CLUSTER["niter"], "--niter", help="k-means iterations."),
+    standardize: bool = typer.Option(_CLUSTER["standardize"], "--standardize/--no-standardize",
+                                     help="z-score every feature first: the space the Creative LLM's projector "
+                                          "reads (recorded; assign applies it)."),
+    seed: int = typer.Option(_CLUSTER["seed"], "--seed"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """faiss k-means of the user embeddings (GPU when faiss sees one); K given or chosen by a sweep."""
-    from hllm_creator.infer.cluster import ClusterConfig, run
+    from hllm_creator.infer.cluster import run
 
     cfg = _config(ClusterConfig, k=k, k_sweep=_csv_list(k_sweep, "--k-sweep", int), metric=metric,
                         min_cluster_size=min_cluster_size, niter=niter, seed=seed, standardize=standardize)
