@@ -70,6 +70,11 @@ def test_threshold_and_explicit_ads_via_cli(setup, tmp_path):
     meta = json.loads((tmp_path / "m" / "match_meta.json").read_text())
     assert sorted(m["item_id"].unique()) == sorted(ads) and meta["ads_chosen_by"] == "given"
     assert not m.loc[m.score < 1.0, "selected"].any()  # threshold 1.0: only perfect scores pass
+    # an option that does not apply is an error, not silently ignored (issue 14)
+    r = CliRunner().invoke(app, ["match", "--model", str(mdir), "--data", str(data), "--clusters",
+                                 str(root / "clusters"), "--out", str(tmp_path / "m2"), "--ads", ",".join(ads),
+                                 "--n-ads", "5"])
+    assert r.exit_code != 0 and "--n-ads" in str(r.exception) and not (tmp_path / "m2").exists()
 
 
 def test_match_bad_input(setup, tmp_path):

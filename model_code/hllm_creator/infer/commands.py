@@ -125,7 +125,8 @@ def match_cmd(
     clusters: Path = typer.Option(..., "--clusters", help="Output dir of `hllm-creator cluster`."),
     out: Path = typer.Option(..., "--out", help="Output dir: matches.parquet + match_meta.json (coverage)."),
     ads: Optional[str] = typer.Option(None, "--ads", help="Comma-separated ad item ids."),
-    n_ads: int = typer.Option(20, "--n-ads", help="Without --ads: the N most-clicked items (ties by id)."),
+    n_ads: Optional[int] = typer.Option(None, "--n-ads", help="Without --ads: the N most-clicked items (ties by "
+                                                              "id; default 20)."),
     top_k: int = typer.Option(3, "--top-k", help="Clusters selected per ad (best predictor score first)."),
     threshold: Optional[float] = typer.Option(None, "--threshold",
                                               help="Also require a match score >= this (0..1)."),
@@ -134,11 +135,15 @@ def match_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Score every (ad, cluster) pair with the Item-User predictor; select the top-k clusters per ad."""
+    from hllm_creator.data.schema import DataError
     from hllm_creator.infer.match import MatchConfig, run
 
+    if ads and n_ads is not None:
+        raise DataError("--n-ads picks the default ads and applies only without --ads: give one of them")
     cfg = _config(MatchConfig, model_dir=str(model), data_dir=str(data), clusters_dir=str(clusters),
-                      ads=_csv_list(ads, "--ads"), n_ads=n_ads, top_k=top_k, threshold=threshold,
-                      batch_size=batch_size, item_cache=str(item_cache) if item_cache else None)
+                  ads=_csv_list(ads, "--ads"), top_k=top_k, threshold=threshold, batch_size=batch_size,
+                  item_cache=str(item_cache) if item_cache else None,
+                  **({"n_ads": n_ads} if n_ads is not None else {}))
     meta = run(cfg, out, progress=not quiet)
     typer.echo(f"wrote {out}/matches.parquet: {len(meta['ads'])} ads x {meta['k']} clusters, "
                f"{meta['pairs_selected']} pairs selected, mean coverage {meta['mean_coverage']:.1%}")
