@@ -199,9 +199,6 @@ def generate_cmd(
                f"{meta['lookup_rows']:,} lookup rows")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("embed")(embed_cmd)
-    app.command("embed-merge")(embed_merge_cmd)
-    app.command("cluster")(cluster_cmd)
-    app.command("match")(match_cmd)
-    app.command("generate")(generate_cmd)
+# name -> command, registered by cli.py
+COMMANDS = {"embed": embed_cmd, "embed-merge": embed_merge_cmd, "cluster": cluster_cmd, "match": match_cmd,
+            "generate": generate_cmd}
