@@ -157,3 +157,12 @@ def infer_workflow(tmp_path_factory):
     from helpers import shared_tiny_workflow
 
     return shared_tiny_workflow(60)
+
+
+@pytest.fixture(scope="session")
+def serving_stack(tmp_path_factory, bundled_dataset):
+    """A tiny real serving stack (``helpers.tiny_serving_stack``: untrained tiny model + real infer
+    outputs on the bundled data), built once per session for the serving tests."""
+    from helpers import tiny_serving_stack
+
+    return tiny_serving_stack(tmp_path_factory.mktemp("serving_stack"), data_dir=bundled_dataset.path)

@@ -80,21 +80,72 @@ def shared_tiny_workflow(n_users: int = 60):
     return _SHARED[n_users]
 
 
+def tiny_clusters_and_matches(root: str | Path, *, k: int, n_ads: int, top_k: int = 2):
+    """On the shared tiny workflow, what the cluster and match steps write, made by the library:
+    ``root/clusters`` and ``root/matches/matches.parquet``. Returns (data dir, model dir, dataset,
+    matches DataFrame)."""
+    from hllm_creator.data import load_dataset
+    from hllm_creator.infer import cluster as cl
+    from hllm_creator.infer import embed as E
+    from hllm_creator.infer import match as M
+
+    root = Path(root)
+    data, mdir = shared_tiny_workflow()
+    ds = load_dataset(data)
+    model = E.load_model(mdir)
+    ids, emb = E.embed_users(model, ds.items, E.histories(ds.interactions), progress=False)
+    res = cl.cluster(emb, cl.ClusterConfig(k=k, min_cluster_size=2), progress=False)
+    cl.write(res, ids, root / "clusters")
+    cfg = M.MatchConfig(model_dir=str(mdir), data_dir=str(data), clusters_dir=str(root / "clusters"), n_ads=n_ads,
+                        top_k=top_k, item_cache=str(root / "c.parquet"))
+    m, _ = M.match(model, ds.items, M.default_ads(ds.items, ds.interactions, n_ads), res.member_means, res.sizes,
+                   cfg, progress=False)
+    (root / "matches").mkdir()
+    m.to_parquet(root / "matches" / "matches.parquet")
+    return data, mdir, ds, m
+
+
+def tiny_embed_and_cluster(root: str | Path, data, mdir, *, k: int = 4):
+    """``embed`` and ``cluster`` runs (library ``run`` functions, MLflow runs included) into
+    ``root/emb`` and ``root/clusters``; returns the loaded model."""
+    from hllm_creator.infer import cluster as cl
+    from hllm_creator.infer import embed as E
+
+    root = Path(root)
+    model = E.load_model(mdir)
+    E.run(E.EmbedConfig(model_dir=str(mdir), data_dir=str(data), item_cache=str(root / "c.parquet")),
+          root / "emb", progress=False, model=model)
+    cl.run(root / "emb", root / "clusters", cl.ClusterConfig(k=k, min_cluster_size=2), progress=False)
+    return model
+
+
 # ---- tracking --------------------------------------------------------------------------------------
-def isolate_tracking(monkeypatch, tmp_path) -> str:
-    """Point MLflow (and the embedded work dir) at a fresh sqlite store under ``tmp_path``."""
-    monkeypatch.setenv("HLLM_WORKDIR", str(tmp_path / ".hllm"))
-    uri = f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("HLLM_PARENT_RUN_ID", raising=False)
-    return uri
-
-
 def init_tracking_store() -> None:
     """Create the sqlite store's tables now, so parallel subprocess tasks do not race to migrate it."""
     from hllm_creator.tracking import ensure_experiment
 
     ensure_experiment()
+
+
+def kfp_local(root: str | Path) -> Path:
+    """The KFP local SubprocessRunner on this venv, pipeline root ``root/kfp``, the tracking store
+    ready (for a component's local-runner test); returns the pipeline root."""
+    import kfp.local
+
+    init_tracking_store()
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(Path(root) / "kfp"))
+    return Path(root) / "kfp"
+
+
+def metric(text: str, sample: str, **labels) -> float:
+    """One sample of a Prometheus text exposition (0 when absent), parsed by prometheus_client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
 
 
 # ---- serving -----------------------------------------------------------------------------------------

@@ -16,16 +16,14 @@ from hllm_creator.data.schema import DataError
 from hllm_creator.infer import cluster as cl
 from hllm_creator.infer import embed as E
 from hllm_creator.infer import match as M
+from helpers import tiny_embed_and_cluster
 
 
 @pytest.fixture(scope="module")
 def setup(infer_workflow, tmp_path_factory):
     data, mdir = infer_workflow
     root = tmp_path_factory.mktemp("match")
-    model = E.load_model(mdir)
-    E.run(E.EmbedConfig(model_dir=str(mdir), data_dir=str(data), item_cache=str(root / "c.parquet")),
-          root / "emb", progress=False, model=model)
-    cl.run(root / "emb", root / "clusters", cl.ClusterConfig(k=4, min_cluster_size=2), progress=False)
+    model = tiny_embed_and_cluster(root, data, mdir, k=4)
     return data, mdir, root, model
 
 

@@ -8,12 +8,8 @@ from kfp import dsl
 
 from components.cluster.component import cluster
 from hllm_creator.infer.common import embeddings_frame
-from helpers import init_tracking_store, isolate_tracking
+from helpers import kfp_local
 
-
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    isolate_tracking(monkeypatch, tmp_path)
 
 
 def _embeddings(d: Path) -> Path:
@@ -39,11 +35,8 @@ def test_python_func_k_and_sweep(tmp_path):
 
 
 def test_local_runner(tmp_path):
-    import kfp.local
-
     emb = _embeddings(tmp_path / "emb")
-    init_tracking_store()
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="cluster-test")
     def pipe(uri: str):

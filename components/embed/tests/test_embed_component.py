@@ -9,12 +9,8 @@ from kfp import dsl
 
 from components.embed.component import embed, embed_merge
 from hllm_creator.infer.common import read_embeddings
-from helpers import init_tracking_store, isolate_tracking, shared_tiny_workflow
+from helpers import kfp_local, shared_tiny_workflow
 
-
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    isolate_tracking(monkeypatch, tmp_path)
 
 
 def test_python_func_shards_and_merge(tmp_path):
@@ -39,11 +35,8 @@ def test_component_spec_documents_inputs():
 
 
 def test_local_runner_fan_out_and_merge(tmp_path):
-    import kfp.local
-
     data, mdir = shared_tiny_workflow()
-    init_tracking_store()
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="embed-test")
     def pipe(data_dir: str, model_uri: str, cache: str):

@@ -10,12 +10,8 @@ from components.match.component import match
 from hllm_creator.data import load_dataset
 from hllm_creator.infer import cluster as cl
 from hllm_creator.infer import embed as E
-from helpers import init_tracking_store, isolate_tracking, shared_tiny_workflow
+from helpers import kfp_local, shared_tiny_workflow
 
-
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    isolate_tracking(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +37,8 @@ def test_python_func(clusters, tmp_path):
 
 
 def test_local_runner(clusters, tmp_path):
-    import kfp.local
-
     data, mdir = shared_tiny_workflow()
-    init_tracking_store()
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="match-test")
     def pipe(data_dir: str, model_uri: str, clusters_uri: str):

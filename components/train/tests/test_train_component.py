@@ -7,6 +7,7 @@ import pytest
 from kfp import dsl
 
 from components.train.component import train
+from helpers import kfp_local
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,7 @@ def test_python_func_writes_a_loadable_model(small_ds, tmp_path):
 
 
 def test_local_runner_pipeline(small_ds, tmp_path):
-    import kfp.local
-
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="train-test")
     def pipe(data_uri: str):
