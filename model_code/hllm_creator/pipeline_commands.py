@@ -132,7 +132,7 @@ def compile_cmd(
     sets: Optional[list[str]] = _SET,
 ) -> None:
     """Compile the pipeline to KFP IR YAML (KFP 2 backend) and check it loads back with kfp."""
-    from pipelines.cluster import check_compiled, compile_pipeline
+    from pipelines.kfp_backend import check_compiled, compile_pipeline
 
     p, _ = _preset(preset, sets)
     try:
@@ -165,7 +165,7 @@ def submit_cmd(
     Creates the MLflow parent run first (on $MLFLOW_TRACKING_URI: the server the cluster uses) and
     passes its id to every step.
     """
-    from pipelines.cluster import submit
+    from pipelines.kfp_backend import submit
 
     p, _ = _preset(preset, sets)
     if not dataset_uri.startswith(("s3://", "gs://", "minio://", "https://")):

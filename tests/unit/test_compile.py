@@ -12,7 +12,7 @@ STEP_EXECUTORS = ("dataset-construct", "train", "embed", "embed-merge", "cluster
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    from pipelines.cluster import check_compiled, compile_pipeline
+    from pipelines.kfp_backend import check_compiled, compile_pipeline
     from pipelines.presets import get_preset
 
     out = compile_pipeline(get_preset("production"), tmp_path_factory.mktemp("c") / "hllm.yaml")
@@ -272,7 +272,7 @@ def test_images_by_digest_at_compile_time():
 def test_personalization_uses_the_slot_generate_serves_with(tmp_path):
     """personalization-eval's greedy swap fills the slot as generate does: a preset that sets
     generate.slot passes the same value on (unless the step sets its own)."""
-    from pipelines.cluster import compile_pipeline
+    from pipelines.kfp_backend import compile_pipeline
     from pipelines.presets import get_preset
 
     def slot_of(preset, name):

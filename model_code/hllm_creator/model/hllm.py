@@ -30,7 +30,7 @@ from torch import nn
 from hllm_creator.model.collate import SlotBatch, position_ids, slot_batch, text_batch
 from hllm_creator.model.config import ModelConfig
 from hllm_creator.model.losses import cls_loss, gather_no_grad, info_nce, next_item_loss
-from hllm_creator.model.predictor import Predictor
+from hllm_creator.model.predictor import ItemUserHead
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class HLLMCreator(nn.Module):
         self.align_projector = _projector(cfg.projector, dU, dC)
         # shape [1], not a 0-dim scalar: DeepSpeed broadcasts parameters as byte views, which 0-dim refuses
         self.logit_scale = nn.Parameter(torch.tensor([math.log(1.0 / cfg.align_temperature)]))
-        self.predictor = Predictor(dU, dI, cfg.predictor_dim, cfg.predictor_hidden, cfg.predictor_head)
+        self.predictor = ItemUserHead(dU, dI, cfg.predictor_dim, cfg.predictor_hidden, cfg.predictor_head)
         q = cfg.align_queue
         self.register_buffer("queue_a", torch.zeros(q, dC))
         self.register_buffer("queue_p", torch.zeros(q, dC))
