@@ -29,6 +29,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
         # mlflow: its store's schema migrations on first use
         for name in ("httpx", "httpx2", "mlflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its level on import
 
 
 def _register() -> None:
