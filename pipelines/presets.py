@@ -11,8 +11,8 @@ Each step section holds arguments of that step's component (names as in
 is the step's typed config default); ``pipelines.hllm_pipeline.check_preset`` rejects a key that is
 not an input of the component or that the pipeline wires itself. ``PipelineResources`` holds what
 only a cluster uses (GPU requests, node selectors, tolerations, secrets, volumes). This is the one
-preset layer of the pipeline; ``train``'s own ``preset`` argument names a TRAINING preset
-(``hllm_creator.train.config.TRAIN_PRESETS``: model sizes and schedules), a different thing.
+preset layer of the pipeline; ``train``'s own ``train_preset`` argument names a TRAINING preset
+(``hllm_creator.train.config.PRESETS``: model sizes and schedules), a different thing.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _tiny() -> Preset:
         # and train refuses an empty training set)
         dataset_construct={"ads": 3, "users_per_fact": 1, "heldout_per_ad": 1, "candidate_users": 200,
                            "history_len": 3, "rewrite_max_tokens": 32},
-        train={"preset": "tiny"},
+        train={"train_preset": "tiny"},
         embed={"batch_size": 8, "max_users": 12},
         cluster={"k": 2, "min_cluster_size": 1, "niter": 5},
         match={"n_ads": 3, "top_k": 1},
@@ -138,7 +138,7 @@ def _demo() -> Preset:
         # the teacher writes for the same 12 ads match offers (one LLM call per (ad, fact phrase));
         # SmolLM2 on 2 cores decodes ~20-30 tokens/s batched, so ~40 title calls take a minute or two
         dataset_construct={"ads": 12, "candidate_users": 3000, "concurrency": 8},
-        train={"max_steps": 24, "eval_users": 1000},  # the train component's preset: demo
+        train={"max_steps": 24, "eval_users": 1000},  # train_preset: demo (the component's default)
         embed={"max_users": 1000, "bf16": True},
         cluster={"k": 16},
         match={"n_ads": 12, "top_k": 2},
@@ -159,7 +159,7 @@ def _production() -> Preset:
         dataset_construct={"ads": 1000, "users_per_fact": 20, "heldout_per_ad": 5, "candidate_users": 200000},
         # one process on one GPU with ZeRO-3 (the config ships in the GPU image); multi-GPU / multi-node
         # training goes through torchrun or Kubeflow Trainer outside this single-pod task
-        train={"preset": "gpu", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on"},
+        train={"train_preset": "gpu", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on"},
         embed={"batch_size": 256, "bf16": True},
         cluster={"k_sweep": "128,256,512", "min_cluster_size": 20},
         match={"n_ads": 1000, "top_k": 10},
@@ -194,7 +194,7 @@ def _gpu_multinode() -> Preset:
     p.description = ("Paper scale: train launches a Kubeflow Trainer TrainJob, 8 nodes x 8 GPUs (64), "
                      "TinyLlama-1.1B item/user LLMs, Qwen3-8B creative LLM, ZeRO-3, bf16, flash-attention 2.")
     # the train task itself only stages data, creates the TrainJob and follows it: no GPU here
-    p.train = {"preset": "gpu-multinode", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on",
+    p.train = {"train_preset": "gpu-multinode", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on",
                "launcher": "trainjob", "num_nodes": 8, "gpus_per_node": 8, "trainjob_image": _gpu_image(),
                "data_pvc": p.resources.data_pvc, "data_mount": p.resources.data_mount,
                "trainjob_options": json.dumps({

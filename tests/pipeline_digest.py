@@ -3,9 +3,9 @@
 ``digest(run_dir)`` maps every output file of every task (relative path) to a hash of its content
 in a canonical form: parquet rows with floats rounded, JSON without the keys that change from run
 to run (times, throughput, paths, run ids), arrays rounded; plots, logs and Metrics-only files are
-left out. ``python tests/pipeline_digest.py OUT.json`` runs the tiny pipeline on the first 40
-bundled users and writes its digest plus the LLM reply cache it used (the golden files of
-``tests/integration/test_pipeline.py``).
+left out. ``HLLM_LLM_PORT=18239 python tests/pipeline_digest.py OUT.json`` runs the tiny pipeline on the
+first 40 bundled users and writes its digest plus the LLM reply cache it used (the golden files of
+``tests/integration/test_pipeline.py``; the replies are keyed by the server's URL, hence the port).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def test_train_component_launches_a_trainjob_and_returns_its_model(small_ds, tmp
     monkeypatch.setenv("HLLM_PARENT_RUN_ID", parent)  # the run context's one channel: the task env
     model = dsl.Model(uri=str(tmp_path / "model"))
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
-    train.python_func(dataset=dsl.Dataset(uri=str(small_ds.path)), model=model, metrics=metrics, preset="tiny",
+    train.python_func(dataset=dsl.Dataset(uri=str(small_ds.path)), model=model, metrics=metrics, train_preset="tiny",
                       max_steps=2, eval_users=8, bf16="off", register=True,
                       launcher="trainjob", num_nodes=1, gpus_per_node=2, trainjob_image="img:test",
                       data_mount=str(mount), trainjob_options=json.dumps({"secret_keys": ["MLFLOW_TRACKING_URI"]}))

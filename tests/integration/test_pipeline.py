@@ -33,7 +33,10 @@ def _step_names(runs):
     return {r.data.tags["step"].replace("_", "-") for r in runs}
 
 
-def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset):
+RECORDED_PORT = 18239  # the LLM server's port when the replies were recorded (the reply cache keys on the URL)
+
+
+def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset, monkeypatch):
     import json
     import os
     import shutil
@@ -57,12 +60,12 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
     cache = Path(os.environ["HLLM_WORKDIR"]) / "llm_cache" / "replies.sqlite"
     cache.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(golden.with_suffix(".replies.sqlite"), cache)  # the recorded teacher/judge replies
+    monkeypatch.setenv("HLLM_LLM_PORT", str(RECORDED_PORT))
     with llm_endpoint(preset, None, tmp_path / "logs") as (url, _model):
         # 1. the whole DAG
         res = run_local(preset, pipeline_root=root, data_dir=data, llm_base_url=url, run_name="tiny-ci")
-        # the same step outputs as before the move (the replies are keyed by the endpoint's URL:
-        # the recorded ones were served on the runner's default port)
-        if url.startswith("http://127.0.0.1:18231/"):
+        # the same step outputs as before the move (the replies are keyed by the endpoint's URL)
+        if url.startswith(f"http://127.0.0.1:{RECORDED_PORT}/"):
             changed = diff(json.loads(golden.read_text()), digest(res.run_dir))
             assert not changed, "step outputs changed:\n" + "\n".join(changed)
         else:
