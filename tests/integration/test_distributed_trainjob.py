@@ -140,7 +140,7 @@ def test_a_failing_trainjob_fails_the_step_with_the_jobs_reason(small_ds, tmp_pa
     (small_ds.path / "items.parquet").write_bytes(b"not a parquet")  # the job's training will fail
     with pytest.raises(launch.TrainJobFailed, match=r"JobsFailed: node-0: exit code \d+"):
         train.python_func(dataset=dsl.Dataset(uri=str(small_ds.path)), model=dsl.Model(uri=str(tmp_path / "m")),
-                          metrics=dsl.Metrics(uri=str(tmp_path / "x")), preset="tiny", max_steps=1,
+                          metrics=dsl.Metrics(uri=str(tmp_path / "x")), train_preset="tiny", max_steps=1,
                           register=False, launcher="trainjob", num_nodes=1, gpus_per_node=1,
                           trainjob_image="img:test", data_mount=str(mount))
     assert "items.parquet" in (tmp_path / "job.log").read_text()

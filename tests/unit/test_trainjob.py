@@ -251,8 +251,14 @@ def test_rbac_allows_exactly_what_the_launcher_calls():
     assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": docs["Role"]["metadata"]["name"]}
     assert {"kind": "ServiceAccount", "name": docs["ServiceAccount"]["metadata"]["name"],
             "namespace": "hllm-creator"} in rb["subjects"]
+    import inspect
+
+    from components.train.component import train
     from pipelines.presets import get_preset
 
-    assert get_preset("gpu-multinode").train["trainjob_namespace"] == docs["Role"]["metadata"]["namespace"]
+    # the namespace the TrainJob goes to: the preset's, else the train component's default
+    ns = get_preset("gpu-multinode").train.get(
+        "trainjob_namespace", inspect.signature(train.python_func).parameters["trainjob_namespace"].default)
+    assert ns == docs["Role"]["metadata"]["namespace"]
     kz = yaml.safe_load((REPO / "manifests/base/kustomization.yaml").read_text())
     assert "rbac-train-launcher.yaml" in kz["resources"]
