@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,10 +21,54 @@ from hllm_creator.serving.process import free_port, stop_process
 
 REPO = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "tests"))  # test helpers (tests/helpers.py): `from helpers import ...`
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # servers and tests share 2 cores: no spin-waiting
+
+# Tests never touch the user's own stores (the demo's .hllm/: its MLflow db, caches, pipeline root).
+# The per-test fixture below isolates each test; this covers what runs outside a test function
+# (module and session fixtures, collection): one session-wide temp work dir and tracking store.
+_SESSION_WORK = Path(tempfile.mkdtemp(prefix="hllm-tests-"))
+os.environ["HLLM_WORKDIR"] = str(_SESSION_WORK / ".hllm")
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_WORK / '.hllm' / 'mlflow.db'}"
+os.environ.pop("HLLM_PARENT_RUN_ID", None)
+USER_STORES = [REPO / ".hllm", Path.cwd() / ".hllm"]
+
+
+def _snapshot(roots) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime_ns) of every file under the user's .hllm dirs."""
+    out = {}
+    for root in dict.fromkeys(r.resolve() for r in roots):
+        if root.is_dir():
+            for f in root.rglob("*"):
+                try:
+                    st = f.lstat()
+                except OSError:
+                    continue
+                out[str(f)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def pytest_sessionstart(session):
+    session.config._hllm_user_stores = _snapshot(USER_STORES)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when anything under the user's .hllm/ changed while the tests ran."""
+    before = getattr(session.config, "_hllm_user_stores", None)
+    if before is None:
+        return
+    after = _snapshot(USER_STORES)
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    if changed:
+        msg = (f"FAILED: the tests changed {len(changed)} file(s) under the user's .hllm/ "
+               f"(tests must use their own stores): {changed[:10]}")
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(msg, red=True) if reporter else print(msg, file=sys.stderr)
+        session.exitstatus = 1
+    shutil.rmtree(_SESSION_WORK, ignore_errors=True)
 
 
 
@@ -109,6 +154,15 @@ def llm_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def infer_workflow(tmp_path_factory):
     """(small dataset dir: first 60 bundled users, tiny untrained model dir), built once (infer tests)."""
-    from hllm_creator.infer.testing import shared_tiny_workflow
+    from helpers import shared_tiny_workflow
 
     return shared_tiny_workflow(60)
+
+
+@pytest.fixture(scope="session")
+def serving_stack(tmp_path_factory, bundled_dataset):
+    """A tiny real serving stack (``helpers.tiny_serving_stack``: untrained tiny model + real infer
+    outputs on the bundled data), built once per session for the serving tests."""
+    from helpers import tiny_serving_stack
+
+    return tiny_serving_stack(tmp_path_factory.mktemp("serving_stack"), data_dir=bundled_dataset.path)

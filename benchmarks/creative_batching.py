@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -71,7 +72,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/creative_batching.json"))
     args = ap.parse_args()
 
-    from hllm_creator.serving.loading import tiny_serving_stack
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
+
+    from helpers import tiny_serving_stack
     from hllm_creator.serving.process import serve_process
 
     root = Path(args.stack_dir or tempfile.mkdtemp(prefix="bench-creative-"))

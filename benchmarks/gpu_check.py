@@ -139,12 +139,13 @@ def part_hllm_train(*, device: str, budget_s: float, preset: str, steps: int) ->
     import tempfile
 
     from hllm_creator.data.prepare import prepare_bundled
-    from hllm_creator.model.testing import small_dataset
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
+    from helpers import small_dataset
     from hllm_creator.train.config import build_config
 
     tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     full = prepare_bundled(tmp / "full")
-    ds = small_dataset(tmp / "ds", n_users=400, source_dir=full.path)
+    ds = small_dataset(tmp / "ds", n_users=400, source=full.path)
     over = dict(data=str(ds.path), out=str(tmp / "model"), max_steps=steps, eval_users=100, head_steps=0,
                 register_model=False, save_steps=10_000)
     if device == "cuda":
@@ -232,7 +233,9 @@ def part_kmeans(*, device: str, budget_s: float, n: int, d: int, k: int, niter: 
 def part_embed(*, device: str, budget_s: float, users: int) -> dict:
     import torch
 
-    from hllm_creator.model.testing import tiny_model
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
+
+    from helpers import tiny_model
 
     m = tiny_model().to(device).eval()
     g = torch.Generator().manual_seed(0)

@@ -8,7 +8,7 @@ gain to batching. Each request: one instance, a 50-item history (catalog item id
     .venv/bin/python benchmarks/predictor_load.py [--seconds 12] [--out benchmarks/results/predictor_load.json]
 
 Model: the untrained tiny-llama HLLMCreator (hidden 64, 2 layers per LLM) and real inference outputs
-on a slice of the bundled dataset (hllm_creator.serving.loading.tiny_serving_stack).
+on a slice of the bundled dataset (tests/helpers.py: tiny_serving_stack).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -103,7 +104,8 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from hllm_creator.serving.loading import tiny_serving_stack
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
+    from helpers import tiny_serving_stack
     from hllm_creator.serving.process import serve_process
 
     root = Path(args.stack_dir or tempfile.mkdtemp(prefix="bench-predictor-"))

@@ -7,9 +7,9 @@ What the runner does around ``kfp.local``:
    ``OPENAI_BASE_URL``), and hands its URL to the components (pipeline parameter + env);
 3. opens the MLflow parent run (tags: kfp_run_id, git_sha, dataset name + hash, config hash,
    preset) and exports ``HLLM_PARENT_RUN_ID`` + ``MLFLOW_TRACKING_URI``: component subprocesses
-   inherit the environment, so every step's ``tracking.step_run`` nests under the parent. The
-   parent id travels in the environment, not as a component input, so it does not break the
-   cache keys of a re-run;
+   inherit the environment, so every step's ``tracking.step_run`` nests under the parent. This is
+   the run context's one channel (on a cluster ``submit`` compiles the same variable into every
+   task's env); it is not a component input, so it does not break the cache keys of a re-run;
 4. runs the pipeline with caching on (``<pipeline_root>/.kfp_cache``): a re-run after a failure
    reuses the steps that succeeded;
 5. copies the headline metrics (GSB Adv, ...) to the parent run and returns where things are.
@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 from pipelines.presets import Preset
 
@@ -43,6 +43,9 @@ class RunResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    log: Path | None = None           # the full log (KFP's output, every step's own log)
+    experiment_id: str = ""
+    steps: list = field(default_factory=list)  # (task, status, seconds) as they ended
 
 
 def dataset_fingerprint(data_dir: Path) -> tuple[str, str]:
@@ -168,8 +171,14 @@ def _latest_run_dir(pipeline_root: Path, name: str, since: float) -> Path | None
 
 def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_dir: str | Path | None = None,
               llm_base_url: str | None = None, run_name: str | None = None, enable_caching: bool = True,
-              overrides_note: str | None = None) -> RunResult:
+              overrides_note: str | None = None, console: TextIO | None = None,
+              verbose: bool = False) -> RunResult:
+    """Run the pipeline here. KFP's output (the runner's log and every task's streamed log) goes to
+    ``<run dir>/run.log``; ``console`` (e.g. ``sys.stdout``; default none) gets one line per step as
+    it starts and ends; ``verbose`` copies KFP's output there as well."""
     import kfp.local
+
+    from pipelines.console import StepConsole
 
     from hllm_creator import tracking
     from hllm_creator.paths import work_dir
@@ -197,8 +206,26 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
                 materialize_metrics_outputs()
                 pipeline = build_pipeline(preset, local=True)
                 started = time.time()
-                task = pipeline(data_dir=str(data), dataset_uri=str(data), llm_base_url=url, llm_model=model)
+                log_path = pipeline_root / "logs" / f"{kfp_run_id}.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+
+                def to_console(line: str) -> None:  # a captured stream: sys.stdout is redirected meanwhile
+                    if console is not None:
+                        console.write(line + "\n")
+                        console.flush()
+
+                with open(log_path, "w") as log_file:
+                    steps = StepConsole(log_file, to_console, verbose=verbose,
+                                        run_dir=lambda: _latest_run_dir(pipeline_root, PIPELINE_NAME, started))
+                    try:
+                        with contextlib.redirect_stdout(steps), contextlib.redirect_stderr(steps), \
+                                _root_logging_to(steps):
+                            task = pipeline(dataset_uri=str(data), llm_base_url=url, llm_model=model)
+                    except RuntimeError as e:  # a step failed: say where its log is
+                        run_dir = _latest_run_dir(pipeline_root, PIPELINE_NAME, started)
+                        raise RuntimeError(f"{e}\nfull log: {_keep_log(log_path, run_dir)}") from None
         run_dir = _latest_run_dir(pipeline_root, PIPELINE_NAME, started)
+        log_path = _keep_log(log_path, run_dir)
         outputs = _task_outputs(task)
         summary = summarize(outputs)
         if summary.get("metrics"):
@@ -206,7 +233,34 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
         tracking.log_json({"summary": summary, "run_dir": str(run_dir)}, "pipeline_outputs")
         tracking.log_metrics({"pipeline_seconds": time.time() - t0})
     return RunResult(parent_run_id=parent.info.run_id, kfp_run_id=kfp_run_id, pipeline_root=pipeline_root,
-                     run_dir=run_dir, outputs=outputs, summary=summary, seconds=time.time() - t0)
+                     run_dir=run_dir, outputs=outputs, summary=summary, seconds=time.time() - t0, log=log_path,
+                     experiment_id=parent.info.experiment_id, steps=steps.steps)
+
+
+@contextlib.contextmanager
+def _root_logging_to(stream) -> Iterator[None]:
+    """Root logger -> ``stream`` for the run. KFP's local runner swaps the root handlers per task and
+    restores the ones it found: with parallel tasks (the embed shards) a restore can land while
+    another task still logs, so the handlers it finds must write to the run's log too."""
+    root = logging.getLogger()
+    old_handlers, old_level = root.handlers[:], root.level
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        root.handlers[:] = old_handlers
+        root.setLevel(old_level)
+
+
+def _keep_log(log_path: Path, run_dir: Path | None) -> Path:
+    """Move the run's log into its run dir (``run.log``); returns where it is."""
+    if run_dir is None or not run_dir.is_dir():
+        return log_path
+    dst = run_dir / "run.log"
+    os.replace(log_path, dst)
+    return dst
 
 
 def _task_outputs(task) -> dict[str, Any]:

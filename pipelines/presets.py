@@ -6,10 +6,13 @@
 - ``production``: GPU nodes (TinyLlama/Qwen backbones, DeepSpeed), sharded embedding, the
   teacher/judge behind an OpenAI-compatible endpoint from the ``hllm-creator-llm`` secret.
 
-Each step section holds the arguments of that step's component (names as in
-``components/<step>/component.py``); ``PipelineResources`` holds what only a cluster uses
-(GPU requests, node selectors, tolerations, the secret). ``Preset.arguments()`` flattens the
-step sections into the pipeline's parameters (``<step>__<name>``).
+Each step section holds arguments of that step's component (names as in
+``components/<step>/component.py``; what a section leaves out takes the component's default, which
+is the step's typed config default); ``pipelines.hllm_pipeline.check_preset`` rejects a key that is
+not an input of the component or that the pipeline wires itself. ``PipelineResources`` holds what
+only a cluster uses (GPU requests, node selectors, tolerations, secrets, volumes). This is the one
+preset layer of the pipeline; ``train``'s own ``train_preset`` argument names a TRAINING preset
+(``hllm_creator.train.config.PRESETS``: model sizes and schedules), a different thing.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STEPS = ("dataset_construct", "train", "embed", "cluster", "match", "generate", "gsb_eval", "personalization_eval")
+STEPS = ("dataset_construct", "train", "embed", "cluster", "match", "generate", "gsb_eval", "personalization_eval",
+         "publish")
 # personalization_eval runs the Creative LLM (greedy slot swap, NLL own vs shuffled): a GPU in production
 GPU_STEPS = ("train", "embed", "generate", "personalization_eval")
 
@@ -58,9 +62,12 @@ class PipelineResources(_Strict):
     # (pipelines.hllm_pipeline.STATE_STEPS); HLLM_STATE_DIR points the library at it.
     work_pvc: str = "hllm-creator-work"
     work_mount: str = "/work"
-    # Steps read the dataset dir by path (`data_dir`): on a cluster it lives on this PVC, mounted
-    # at `data_mount` on every task (manifests/base/data-pvc.yaml); submit's default data_dir is
-    # <data_mount>/amazon_scientific. Train's dataset artifact is imported from `dataset_uri`.
+    # The dataset is one artifact, imported once from `dataset_uri` into the run's workspace: a PVC
+    # KFP creates per run (PipelineConfig(workspace=...)) that every step reads it from.
+    workspace_size: str = "50Gi"
+    workspace_storage_class: str | None = None  # None = the cluster's default StorageClass
+    # A shared ReadWriteMany volume mounted on train only: a TrainJob's pods read the staged dataset
+    # and write the model there (manifests/base/data-pvc.yaml).
     data_pvc: str = "hllm-creator-data"
     data_mount: str = "/data"
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
@@ -68,12 +75,20 @@ class PipelineResources(_Strict):
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
     steps: dict[str, StepResources] = Field(default_factory=dict)
 
+    def workspace(self):
+        """The run's workspace PVC (kfp ``WorkspaceConfig``)."""
+        from kfp import dsl
+
+        patch = {"accessModes": ["ReadWriteMany"]}  # steps on GPU and CPU nodes read it at once
+        if self.workspace_storage_class:
+            patch["storageClassName"] = self.workspace_storage_class
+        return dsl.WorkspaceConfig(size=self.workspace_size, kubernetes=dsl.KubernetesWorkspaceConfig(pvcSpecPatch=patch))
+
 
 class Preset(_Strict):
     name: str
     description: str
     # Step arguments, by component: every key must be an input of that step's component.
-    common: dict[str, Any] = Field(default_factory=dict)  # offered to every step that declares the key
     dataset_construct: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     embed: dict[str, Any] = Field(default_factory=dict)
@@ -82,13 +97,11 @@ class Preset(_Strict):
     generate: dict[str, Any] = Field(default_factory=dict)
     gsb_eval: dict[str, Any] = Field(default_factory=dict)
     personalization_eval: dict[str, Any] = Field(default_factory=dict)
+    publish: dict[str, Any] = Field(default_factory=dict)
     n_embed_shards: int = Field(2, ge=1, le=256)
     llm_model: str = "smollm2-135m-instruct"  # what the local runner's embedded server hosts
     llm_server_args: list[str] = Field(default_factory=list)
     resources: PipelineResources = Field(default_factory=PipelineResources)
-
-    def step_args(self, step: str) -> dict[str, Any]:
-        return {**self.common, **getattr(self, step)}
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True, default=str)
@@ -102,12 +115,11 @@ def _tiny() -> Preset:
     return Preset(
         name="tiny",
         description="CI: tiny random LLaMA backbones, a handful of users, a few tokens from the teacher/judge.",
-        common={"seed": 0},
         # SmolLM2's JSON profile needs ~150-200 tokens: at 48 or 96 every profile was cut short (0 rows kept,
         # and train refuses an empty training set)
         dataset_construct={"ads": 3, "users_per_fact": 1, "heldout_per_ad": 1, "candidate_users": 200,
                            "history_len": 3, "rewrite_max_tokens": 32},
-        train={"preset": "tiny"},
+        train={"train_preset": "tiny"},
         embed={"batch_size": 8, "max_users": 12},
         cluster={"k": 2, "min_cluster_size": 1, "niter": 5},
         match={"n_ads": 3, "top_k": 1},
@@ -125,20 +137,18 @@ def _demo() -> Preset:
     return Preset(
         name="demo",
         description="2-core CPU: SmolLM2-135M as teacher, backbone (first layers) and judge; whole pipeline <= 30 min.",
-        common={"seed": 0},
         # the teacher writes for the same 12 ads match offers (one LLM call per (ad, fact phrase));
         # SmolLM2 on 2 cores decodes ~20-30 tokens/s batched, so ~40 title calls take a minute or two
-        dataset_construct={"ads": 12, "users_per_fact": 3, "heldout_per_ad": 2, "candidate_users": 3000,
-                           "concurrency": 8},
-        train={"preset": "demo", "max_steps": 24, "eval_users": 1000},
-        embed={"batch_size": 64, "max_users": 1000, "bf16": True},
-        cluster={"k": 16, "min_cluster_size": 5},
+        dataset_construct={"ads": 12, "candidate_users": 3000, "concurrency": 8},
+        train={"max_steps": 24, "eval_users": 1000},  # train_preset: demo (the component's default)
+        embed={"max_users": 1000, "bf16": True},
+        cluster={"k": 16},
         match={"n_ads": 12, "top_k": 2},
         generate={"max_new_tokens": 24, "max_pairs": 24, "batch_size": 8, "bf16": True},
         gsb_eval={"max_samples": 12, "judge_max_tokens": 64},
         # held-out users (10%) of the 1000 embedded; MiniLM ~60 sentences/s; the greedy swap is 2 titles per pair
-        personalization_eval={"max_ads": 12, "members_per_cluster": 20, "nll_rows": 64, "max_new_tokens": 24,
-                              "batch_size": 8, "bf16": True, "judge_samples": 12, "judge_max_tokens": 64},
+        personalization_eval={"max_ads": 12, "nll_rows": 64, "max_new_tokens": 24, "bf16": True,
+                              "judge_samples": 12},
         n_embed_shards=2,
         llm_server_args=["--max-tokens-limit", "256", "--dtype", "bfloat16"],
     )
@@ -148,11 +158,10 @@ def _production() -> Preset:
     return Preset(
         name="production",
         description="GPU nodes: full-size backbones, all users, sharded embedding, external OpenAI-compatible teacher/judge.",
-        common={"seed": 0},
         dataset_construct={"ads": 1000, "users_per_fact": 20, "heldout_per_ad": 5, "candidate_users": 200000},
         # one process on one GPU with ZeRO-3 (the config ships in the GPU image); multi-GPU / multi-node
         # training goes through torchrun or Kubeflow Trainer outside this single-pod task
-        train={"preset": "gpu", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on"},
+        train={"train_preset": "gpu", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on"},
         embed={"batch_size": 256, "bf16": True},
         cluster={"k_sweep": "128,256,512", "min_cluster_size": 20},
         match={"n_ads": 1000, "top_k": 10},
@@ -187,9 +196,8 @@ def _gpu_multinode() -> Preset:
     p.description = ("Paper scale: train launches a Kubeflow Trainer TrainJob, 8 nodes x 8 GPUs (64), "
                      "TinyLlama-1.1B item/user LLMs, Qwen3-8B creative LLM, ZeRO-3, bf16, flash-attention 2.")
     # the train task itself only stages data, creates the TrainJob and follows it: no GPU here
-    p.train = {"preset": "gpu-multinode", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on",
+    p.train = {"train_preset": "gpu-multinode", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on",
                "launcher": "trainjob", "num_nodes": 8, "gpus_per_node": 8, "trainjob_image": _gpu_image(),
-               "trainjob_runtime": "torch-distributed", "trainjob_namespace": "hllm-creator",
                "data_pvc": p.resources.data_pvc, "data_mount": p.resources.data_mount,
                "trainjob_options": json.dumps({
                    "cpu_per_node": "96", "memory_per_node": "1000Gi",

@@ -1,7 +1,7 @@
 """cluster: faiss k-means of the user embeddings (glue for ``hllm_creator.infer.cluster.run``)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+from kfp.dsl import Dataset, Input, Metrics, Output
 
 from components._images import CPU_IMAGE
 
@@ -9,7 +9,7 @@ from components._images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def cluster(
     embeddings: Input[Dataset],
-    clusters: Output[Artifact],
+    clusters: Output[Dataset],
     metrics: Output[Metrics],
     k: int = 0,
     k_sweep: str = "",
@@ -18,9 +18,11 @@ def cluster(
     niter: int = 25,
     standardize: bool = True,
     seed: int = 0,
-    mlflow_parent_run_id: str = "",
 ):
     """K-means clusters of the users; members assigned with the metric the centroids were trained with.
+
+    The defaults are ``ClusterConfig``'s (KFP ships this function's source, so they are literals
+    here; tests/unit/test_defaults_once.py fails when they drift).
 
     Args:
         embeddings: Dir (or file) with user_embeddings.parquet from embed / embed_merge.
@@ -34,14 +36,9 @@ def cluster(
         niter: k-means iterations.
         standardize: z-score every feature first (the space the Creative LLM's projector reads).
         seed: Seed of the k-means++ initialisation and the silhouette sample.
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
-    import os
-
     from hllm_creator.infer.cluster import ClusterConfig, run
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     sweep = [int(x) for x in k_sweep.split(",") if x.strip()]
     cfg = ClusterConfig(k=k or None, k_sweep=sweep if not k else [], metric=metric,
                         min_cluster_size=min_cluster_size, niter=niter, seed=seed, standardize=standardize)

@@ -23,7 +23,6 @@ def dataset_construct(
     concurrency: int = 4,
     rewrite_max_tokens: int = 48,
     cache_path: str = "",
-    mlflow_parent_run_id: str = "",
 ):
     """Personalized, contrastive training set: interests -> which fact -> title (teacher LLM) -> gate.
 
@@ -45,16 +44,11 @@ def dataset_construct(
         concurrency: Requests in flight at once.
         rewrite_max_tokens: Max tokens of the title reply.
         cache_path: sqlite reply cache ("" = $HLLM_WORKDIR/llm_cache/replies.sqlite); reruns resume from it.
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
-    import os
-
     from hllm_creator.llm.client import LLMConfig, default_cache_path
     from hllm_creator.teacher.construct import ConstructConfig, construct, log_summary
     from hllm_creator.tracking import step_run
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     llm = LLMConfig(base_url=base_url, model=model, concurrency=concurrency, progress=False,
                     cache_path=cache_path or default_cache_path())
     cfg = ConstructConfig(data=dataset.path, out=training_set.path, ads=ads, users_per_fact=users_per_fact,

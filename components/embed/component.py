@@ -16,7 +16,7 @@ from components._images import CPU_IMAGE, GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def embed(
     model: Input[Model],
-    data_dir: str,
+    dataset: Input[Dataset],
     embeddings: Output[Dataset],
     shard: str = "0/1",
     batch_size: int = 64,
@@ -25,13 +25,12 @@ def embed(
     max_users: int = 0,
     bf16: bool = False,
     item_cache: str = "",
-    mlflow_parent_run_id: str = "",
 ):
     """User embeddings of one shard of the users (item embeddings cached by text + model hash).
 
     Args:
         model: Model dir written by the train step (HLLMCreator).
-        data_dir: Dataset dir (items.parquet, interactions.parquet, manifest.json).
+        dataset: Dataset dir (items.parquet, interactions.parquet, manifest.json) from data prepare.
         embeddings: Output dir: user_embeddings.parquet (user_id, embedding) + embed_meta.json.
         shard: "i/n": users with sha256(user_id) mod n == i; "0/1" = all users.
         batch_size: Users per User-LLM forward.
@@ -40,16 +39,11 @@ def embed(
         max_users: Only the first N users of the shard (0 = all).
         bf16: bf16 autocast for the Item/User LLMs.
         item_cache: Item-embedding cache parquet ("" = default under the model cache dir).
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
-    import os
-
     from hllm_creator.infer.embed import EmbedConfig, parse_shard, run
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     i, n = parse_shard(shard)
-    cfg = EmbedConfig(model_dir=model.path, data_dir=data_dir, shard_index=i, shard_count=n,
+    cfg = EmbedConfig(model_dir=model.path, data_dir=dataset.path, shard_index=i, shard_count=n,
                       batch_size=batch_size, item_batch_size=item_batch_size, history=history,
                       max_users=max_users or None, bf16=bf16, item_cache=item_cache or None)
     meta = run(cfg, embeddings.path, progress=False)

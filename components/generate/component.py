@@ -2,7 +2,7 @@
 (glue for ``hllm_creator.infer.generate.run``)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components._images import GPU_IMAGE
 
@@ -10,8 +10,8 @@ from components._images import GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def generate(
     model: Input[Model],
-    data_dir: str,
-    clusters: Input[Artifact],
+    dataset: Input[Dataset],
+    clusters: Input[Dataset],
     matches: Input[Dataset],
     creatives: Output[Dataset],
     metrics: Output[Metrics],
@@ -27,13 +27,12 @@ def generate(
     select: str = "generated",
     max_pairs: int = 0,
     bf16: bool = False,
-    mlflow_parent_run_id: str = "",
 ):
     """Personalized titles with the cluster's slot in the Creative LLM; every title gated.
 
     Args:
         model: Model dir written by the train step (HLLMCreator, its Creative LLM).
-        data_dir: Dataset dir.
+        dataset: Dataset dir (items.parquet, interactions.parquet, manifest.json) from data prepare.
         clusters: Output dir of the cluster step.
         matches: Output dir of the match step.
         creatives: Output dir: creatives.parquet, lookup.parquet (user -> cluster -> title per ad),
@@ -54,15 +53,10 @@ def generate(
             "slot" (of the ad's gated core+fact compositions, the one whose fact the slot points at).
         max_pairs: Only the first N selected pairs (0 = all).
         bf16: bf16 autocast for the Creative LLM (2x faster batched prefill on AMX CPUs; GPUs).
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
-    import os
-
     from hllm_creator.infer.generate import GenerateConfig, run
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
-    cfg = GenerateConfig(model_dir=model.path, data_dir=data_dir, matches=matches.path, clusters_dir=clusters.path,
+    cfg = GenerateConfig(model_dir=model.path, data_dir=dataset.path, matches=matches.path, clusters_dir=clusters.path,
                          batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
                          top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None,
                          bf16=bf16, slot=slot, rescore=rescore, select=select)

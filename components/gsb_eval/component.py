@@ -21,7 +21,6 @@ def gsb_eval(
     judge_max_tokens: int = 96,
     bootstrap: int = 2000,
     cache_path: str = "",
-    mlflow_parent_run_id: str = "",
 ):
     """Good/Same/Bad of personalized vs original titles from an LLM judge, both orders (a flip = Same).
 
@@ -40,17 +39,13 @@ def gsb_eval(
         judge_max_tokens: Max tokens of each judge reply.
         bootstrap: Bootstrap resamples for the interval.
         cache_path: sqlite reply cache ("" = default under $HLLM_WORKDIR).
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
-    import os
     from pathlib import Path
 
     from hllm_creator.llm.client import LLMConfig, default_cache_path
     from hllm_creator.teacher.gsb import GSBConfig, gsb_stats, log_gsb, parse_counts, run_gsb, write_outputs
     from hllm_creator.tracking import step_run
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     if counts:
         g, s, b = parse_counts(counts)
         summary = gsb_stats(g, s, b, bootstrap=bootstrap)

@@ -2,7 +2,7 @@
 (glue for ``hllm_creator.infer.match.run``)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components._images import CPU_IMAGE
 
@@ -10,8 +10,8 @@ from components._images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def match(
     model: Input[Model],
-    data_dir: str,
-    clusters: Input[Artifact],
+    dataset: Input[Dataset],
+    clusters: Input[Dataset],
     matches: Output[Dataset],
     metrics: Output[Metrics],
     ads: str = "",
@@ -19,13 +19,12 @@ def match(
     top_k: int = 3,
     threshold: float = -1.0,
     batch_size: int = 256,
-    mlflow_parent_run_id: str = "",
 ):
     """Match scores of every (ad, cluster) pair; the top_k clusters per ad are selected.
 
     Args:
         model: Model dir written by the train step (HLLMCreator, its Item-User predictor).
-        data_dir: Dataset dir.
+        dataset: Dataset dir (items.parquet, interactions.parquet, manifest.json) from data prepare.
         clusters: Output dir of the cluster step.
         matches: Output dir: matches.parquet (item_id, cluster_id, score, rank, selected) + match_meta.json.
         metrics: Pairs scored/selected, mean and min coverage.
@@ -34,15 +33,10 @@ def match(
         top_k: Clusters selected per ad.
         threshold: Minimum match score to select (negative = no threshold).
         batch_size: Clusters per predictor call.
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
-    import os
-
     from hllm_creator.infer.match import MatchConfig, run
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
-    cfg = MatchConfig(model_dir=model.path, data_dir=data_dir, clusters_dir=clusters.path,
+    cfg = MatchConfig(model_dir=model.path, data_dir=dataset.path, clusters_dir=clusters.path,
                       ads=[a.strip() for a in ads.split(",") if a.strip()], n_ads=n_ads, top_k=top_k,
                       threshold=threshold if threshold >= 0 else None, batch_size=batch_size)
     meta = run(cfg, matches.path, progress=False)

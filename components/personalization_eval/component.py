@@ -2,7 +2,7 @@
 ``hllm_creator.evaluate.personalization.run``)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components._images import GPU_IMAGE
 
@@ -10,8 +10,8 @@ from components._images import GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def personalization_eval(
     model: Input[Model],
-    data_dir: str,
-    clusters: Input[Artifact],
+    dataset: Input[Dataset],
+    clusters: Input[Dataset],
     matches: Input[Dataset],
     creatives: Input[Dataset],
     report: Output[Dataset],
@@ -34,14 +34,13 @@ def personalization_eval(
     bootstrap: int = 2000,
     seed: int = 0,
     cache_path: str = "",
-    mlflow_parent_run_id: str = "",
 ):
     """Copy rate, distinct titles per ad, slot sensitivity (greedy swap, NLL own vs shuffled), audience
     fit (MiniLM ruler) and cross-cluster GSB on held-out users, each with a bootstrap 95% CI.
 
     Args:
         model: Model dir written by the train step.
-        data_dir: Dataset dir.
+        dataset: Dataset dir (items.parquet, interactions.parquet, manifest.json) from data prepare.
         clusters: Output dir of the cluster step (assignments.parquet, member_means.npy).
         matches: Output dir of the match step.
         creatives: Output dir of the generate step (creatives.parquet: the served `title`).
@@ -65,18 +64,15 @@ def personalization_eval(
         bootstrap: Bootstrap resamples for the CIs.
         seed: Seed of member sampling, the shuffle and the bootstrap.
         cache_path: sqlite judge-reply cache ("" = default under $HLLM_WORKDIR).
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
     import os
 
     from hllm_creator.evaluate.personalization import PersonalizationConfig, run
     from hllm_creator.llm.client import LLMConfig, default_cache_path
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     llm = LLMConfig(base_url=judge_base_url or None, model=judge_model or None, concurrency=concurrency,
                     progress=False, cache_path=cache_path or default_cache_path())
-    cfg = PersonalizationConfig(model_dir=model.path, data_dir=data_dir, clusters_dir=clusters.path,
+    cfg = PersonalizationConfig(model_dir=model.path, data_dir=dataset.path, clusters_dir=clusters.path,
                                 matches=matches.path, creatives=creatives.path,
                                 train_set=train_set.path if train_set is not None else None, max_ads=max_ads,
                                 members_per_cluster=members_per_cluster, heldout_share=heldout_share,

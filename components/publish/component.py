@@ -2,16 +2,16 @@
 (glue for ``hllm_creator.publish.publish.publish``)."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components._images import SERVING_IMAGE
+from components._images import CPU_IMAGE
 
 
-@dsl.component(base_image=SERVING_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def publish(
     model: Input[Model],
-    data_dir: str,
-    clusters: Input[Artifact],
+    dataset: Input[Dataset],
+    clusters: Input[Dataset],
     matches: Input[Dataset],
     creatives: Input[Dataset],
     bundle: Output[Model],
@@ -20,13 +20,12 @@ def publish(
     personalization_report: Input[Dataset] = None,
     register: bool = True,
     check_creative: bool = True,
-    mlflow_parent_run_id: str = "",
 ):
     """One serving bundle per run: model + inference outputs + item catalog + manifest.
 
     Args:
         model: Model dir written by the train step.
-        data_dir: Dataset dir (its items.parquet becomes the bundle's item catalog).
+        dataset: Dataset dir (its items.parquet becomes the bundle's item catalog).
         clusters: Output dir of the cluster step (centroids.npy, cluster_meta.json, member_means.npy, medoids.npy).
         matches: Output dir of the match step (matches.parquet).
         creatives: Output dir of the generate step (creatives.parquet).
@@ -37,18 +36,14 @@ def publish(
         personalization_report: Report dir of personalization-eval (personalization.json).
         register: Register the bundle as a version of hllm-creator with alias candidate.
         check_creative: Also generate once with the creative model in the load check.
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
     """
-    import os
     from pathlib import Path
 
     from hllm_creator.publish.bundle import BundleInputs
     from hllm_creator.publish.publish import publish as run
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     inp = BundleInputs(model=Path(model.path), clusters=Path(clusters.path), matches=Path(matches.path),
-                       creatives=Path(creatives.path), data_dir=Path(data_dir),
+                       creatives=Path(creatives.path), data_dir=Path(dataset.path),
                        gsb=Path(gsb_report.path) if gsb_report is not None else None,
                        personalization=Path(personalization_report.path) if personalization_report is not None
                        else None)

@@ -15,7 +15,7 @@ def train(
     model: Output[Model],
     metrics: Output[Metrics],
     train_set: Input[Dataset] = None,
-    preset: str = "demo",
+    train_preset: str = "demo",
     max_steps: int = 0,
     cls_epochs: float = 0.0,
     creative_rows: int = 0,
@@ -26,7 +26,6 @@ def train(
     deepspeed: str = "",
     register: bool = True,
     seed: int = 0,
-    mlflow_parent_run_id: str = "",
     launcher: str = "in-process",
     num_nodes: int = 1,
     gpus_per_node: int = 1,
@@ -47,19 +46,19 @@ def train(
         metrics: Held-out Recall@10 / NDCG@10 / AUC of the predictor and its baselines, final losses.
         train_set: Teacher training set (a dir holding train.parquet, or the parquet itself);
             absent = a deterministic STAND-IN set built from the dataset (not teacher data).
-        preset: tiny | demo | cpu | gpu (see docs/train.md).
-        max_steps: Override the number of optimizer steps (0 = preset).
-        cls_epochs: Passes over all users for the cls objective (0 = preset).
+        train_preset: A TRAINING preset (hllm_creator.train.config: model sizes, schedule): tiny | demo |
+            cpu | gpu | gpu-multinode (docs/train.md); not the pipeline preset.
+        max_steps: Override the number of optimizer steps (0 = train_preset).
+        cls_epochs: Passes over all users for the cls objective (0 = train_preset).
         creative_rows: Use at most N rows of the training set (0 = all).
-        eval_users: Held-out users to evaluate (0 = preset).
+        eval_users: Held-out users to evaluate (0 = train_preset).
         head_steps: Predictor-fit steps on frozen user embeddings after joint training
-            (-1 = preset, 0 = off).
+            (-1 = train_preset, 0 = off).
         lora: LoRA adapters on the Creative LLM (merged into the saved weights).
         bf16: auto | on | off.
         deepspeed: DeepSpeed JSON config path inside the image ("" = none).
         register: Register the model in MLflow with alias "candidate".
         seed: Random seed.
-        mlflow_parent_run_id: MLflow parent run to nest this step's run under ("" = none).
         launcher: in-process (train in this pod/process) | torchrun (gpus_per_node processes
             in this pod) | trainjob (a Kubeflow Trainer v2 TrainJob of num_nodes x gpus_per_node
             GPUs that this step creates, follows and waits for: hllm_creator/train/launch.py).
@@ -84,13 +83,11 @@ def train(
     from hllm_creator.train.config import build_config
     from hllm_creator.train.launch import job_name, train_step
 
-    if mlflow_parent_run_id:
-        os.environ["HLLM_PARENT_RUN_ID"] = mlflow_parent_run_id
     train_parquet = None
     if train_set is not None and train_set.path:
         p = Path(train_set.path)
         train_parquet = str(p / "train.parquet" if p.is_dir() else p)
-    cfg = build_config(preset, data=dataset.path, out=model.path, train_parquet=train_parquet,
+    cfg = build_config(train_preset, data=dataset.path, out=model.path, train_parquet=train_parquet,
                        max_steps=max_steps or None, cls_epochs=cls_epochs or None,
                        max_creative_rows=creative_rows or None, eval_users=eval_users or None,
                        head_steps=head_steps if head_steps >= 0 else None, lora=lora,

@@ -25,6 +25,11 @@ app = typer.Typer(
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # httpx: one INFO line per request (health polls, every teacher/judge call);
+        # mlflow: its store's schema migrations on first use
+        for name in ("httpx", "httpx2", "mlflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its level on import
 
 
 def _register() -> None:
@@ -48,17 +53,19 @@ def _register() -> None:
 
     app.command("train")(train_cmd)
     # -- infer: embed, cluster, match, generate ------------------------------------------------
-    from hllm_creator.infer.commands import register as register_infer
+    from hllm_creator.infer.commands import COMMANDS as INFER
 
-    register_infer(app)
+    for name, cmd in INFER.items():
+        app.command(name)(cmd)
     # -- evaluate: personalization on held-out users (the ruler is imported only in evaluate/) -
     from hllm_creator.evaluate.commands import personalization_cmd
 
     app.command("personalization")(personalization_cmd)
     # -- pipeline: run, compile, submit, compare, promote ---------------------------------------
-    from hllm_creator.pipeline_commands import register as register_pipeline
+    from hllm_creator.pipeline_commands import COMMANDS as PIPELINE
 
-    register_pipeline(app)
+    for name, cmd in PIPELINE.items():
+        app.command(name)(cmd)
     # -- publish: serving bundle per run, A/B readout (promote --rollout: pipeline_commands) ----
     from hllm_creator.publish.commands import ab_report_cmd, publish_cmd
 
@@ -75,6 +82,7 @@ def demo_cmd(
                                   help="Only the quick check: prepare the data, start the embedded LLM "
                                        "server, ask it once through the openai client, stop it (~1 min)."),
     preset: str = typer.Option("demo", "--preset", "-p", help="Pipeline preset (tiny runs in ~3 min)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print KFP's own output (see `run --verbose`)."),
 ) -> None:
     """The README's main job. First one real SmolLM2 reply through the openai client (data -> embedded
     server -> request -> stop), then the whole pipeline, locally, on the bundled data with SmolLM2 as
@@ -89,7 +97,8 @@ def demo_cmd(
         return
     from hllm_creator.pipeline_commands import run_cmd
 
-    run_cmd(preset=preset, pipeline_root=None, data=None, llm_url=None, run_name=None, no_cache=False, sets=None)
+    run_cmd(preset=preset, pipeline_root=None, data=None, llm_url=None, run_name=None, no_cache=False, sets=None,
+            verbose=verbose)
 
 
 def main() -> None:

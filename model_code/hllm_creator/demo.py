@@ -1,9 +1,8 @@
 """``hllm-creator demo --llm-only``: the quick foundation check (the full demo runs the pipeline).
 
-1. Prepare the bundled Amazon Industrial & Scientific data.
-2. Start the embedded OpenAI-compatible server (SmolLM2-135M-Instruct) on loopback.
-3. Ask it, through the official ``openai`` client, for a catchy ad title for a real item.
-4. Stop the server.
+Prepares the bundled Amazon Industrial & Scientific data, starts the embedded OpenAI-compatible
+server (SmolLM2-135M-Instruct) on loopback, asks it through the official ``openai`` client for a
+catchy ad title for a real item, stops the server; three console lines.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-console = Console()
+console = Console(soft_wrap=True)  # one line per message, however wide: the terminal wraps
 
 
 def llm_roundtrip(data_dir: Path) -> str:
@@ -25,12 +24,11 @@ def llm_roundtrip(data_dir: Path) -> str:
     t0 = time.time()
     ds = prepare_bundled(data_dir)
     c = ds.manifest["counts"]
-    console.print(f"[bold]1. data[/]: {data_dir}: {c['users']:,} users, {c['items']:,} items, "
+    console.print(f"[bold]data[/]: {data_dir}: {c['users']:,} users, {c['items']:,} items, "
                   f"{c['interactions']:,} interactions ({time.time() - t0:.1f}s)")
     item = ds.items.set_index("item_id").loc["1"]
-    console.print("[bold]2. starting[/] `hllm-creator serve llm --model smollm2-135m-instruct` on 127.0.0.1 ...")
     with serve_process("llm", ["--model", "smollm2-135m-instruct"]) as srv:
-        console.print(f"   ready at {srv.openai_base_url} ({time.time() - t0:.1f}s)")
+        t_ready = time.time() - t0
         client = OpenAI(base_url=srv.openai_base_url, api_key="not-needed-for-the-embedded-server")
         prompt = (f"Product: {item['title']}\nSelling points: {'; '.join(item['selling_points'])}\n\n"
                   "Write one catchy ad title for this product, using only its facts.")
@@ -40,9 +38,8 @@ def llm_roundtrip(data_dir: Path) -> str:
                                                                              "Reply with the title only."},
                                                                   {"role": "user", "content": prompt}])
         answer = resp.choices[0].message.content
-        console.print(f"[bold]3. openai client[/] -> chat.completions ({resp.usage.completion_tokens} tokens, "
-                      f"{time.time() - t1:.1f}s)")
-        console.print(f"   original title: {item['title']}")
-        console.print(f"   SmolLM2 says:   [green]{answer}[/]")
-    console.print("[bold]4. server stopped[/]")
+    console.print(f"[bold]llm[/]: `hllm-creator serve llm --model smollm2-135m-instruct` on {srv.openai_base_url} "
+                  f"(ready at {t_ready:.1f}s), one chat completion through the openai client "
+                  f"({resp.usage.completion_tokens} tokens, {time.time() - t1:.1f}s), server stopped:")
+    console.print(f"  original {item['title']!r}; SmolLM2 says: [green]{' '.join(answer.split())}[/]")
     return answer

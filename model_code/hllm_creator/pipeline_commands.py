@@ -8,6 +8,7 @@ stays fast.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -52,22 +53,27 @@ def run_cmd(
     run_name: Optional[str] = typer.Option(None, "--run-name", help="MLflow parent run name."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again (caching is on by default)."),
     sets: Optional[list[str]] = _SET,
+    verbose: bool = typer.Option(False, "--verbose", help="Also print KFP's own output (every task's executor "
+                                                          "input and log) instead of one line per step."),
 ) -> None:
     """Run the whole pipeline here with the KFP local SubprocessRunner (no cluster, no Docker).
 
     dataset-construct -> train -> embed (ParallelFor shards + merge) -> cluster -> match -> generate ->
-    gsb-eval + personalization-eval. Ends with, per ad, the clusters' top interests and their served
-    titles, then the personalization figures (held-out users, 95% CIs). One MLflow parent run
-    (printed) with a nested run per step. A re-run reuses the steps whose inputs did not change (KFP
-    local cache under the pipeline root).
+    gsb-eval + personalization-eval. Prints one line per step as it starts and ends (status, seconds,
+    its headline figure); the full log goes to run.log in the run dir (path printed). Ends with, per
+    ad, the clusters' top interests and their served titles, the personalization figures (held-out
+    users, 95% CIs), then the MLflow parent run's URL and the command that opens the UI. A re-run
+    reuses the steps whose inputs did not change (KFP local cache under the pipeline root).
     """
     from hllm_creator.tracking import resolve_tracking_uri
     from pipelines.local_runner import run_local
 
     p, note = _preset(preset, sets)
+    typer.echo(f"pipeline {p.name}: {p.description}")
     try:
         res = run_local(p, pipeline_root=pipeline_root, data_dir=data, llm_base_url=llm_url, run_name=run_name,
-                        enable_caching=not no_cache, overrides_note=note or None)
+                        enable_caching=not no_cache, overrides_note=note or None,
+                        console=sys.stdout, verbose=verbose)
     except RuntimeError as e:  # KFP local raises RuntimeError naming the failed task
         typer.secho(f"pipeline failed: {e}", fg="red", err=True)
         typer.secho("the steps that finished are cached: run the same command again to resume from there "
@@ -76,24 +82,52 @@ def run_cmd(
     except ValueError as e:  # bad dataset dir, a component that cannot be wired, ...
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from None
-    typer.secho(f"pipeline finished in {res.seconds:.0f}s (preset {p.name})", fg="green")
-    typer.echo(f"MLflow parent run: {res.parent_run_id}  (store {resolve_tracking_uri()})")
-    typer.echo(f"run dir: {res.run_dir}")
+    typer.secho(f"pipeline finished in {res.seconds:.0f}s (preset {p.name}); full log: {res.log}", fg="green")
     if "creatives" in res.summary:
         typer.echo(f"creatives: {res.summary['creatives']} ({res.summary.get('n_creatives')} rows)")
-    if "gsb" in res.summary:
-        typer.echo(f"GSB (served titles that differ from the original): {json.dumps(res.summary['gsb'], default=str)}")
+    gsb = res.summary.get("gsb") or {}
+    if gsb:
+        typer.echo(f"GSB (served titles that differ from the original): G={_n(gsb.get('G'))} S={_n(gsb.get('S'))} "
+                   f"B={_n(gsb.get('B'))} Adv {_pct(gsb.get('adv'))} (95% CI {_pct(gsb.get('ci_low'))} .. "
+                   f"{_pct(gsb.get('ci_high'))})")
     pers = res.summary.get("personalization") or {}
     if pers.get("lines"):
         # the closing summary: per ad the clusters' top interests and their SERVED titles (the original
         # once), then the personalization figures with their CIs
-        typer.echo(f"personalization report: {pers['report']}")
         for line in pers["lines"]:
             typer.echo(line)
-        return
-    for s in res.summary.get("samples", []):  # no personalization report: the served titles only
-        typer.echo(f"  [{s.get('item_id')} / cluster {s.get('cluster_id')}] "
-                   f"{s.get('original_title')!r}  ->  served {s.get('title', s.get('original_title'))!r}")
+    else:
+        for s in res.summary.get("samples", []):  # no personalization report: the served titles only
+            typer.echo(f"  [{s.get('item_id')} / cluster {s.get('cluster_id')}] "
+                       f"{s.get('original_title')!r}  ->  served {s.get('title', s.get('original_title'))!r}")
+    url, ui = mlflow_ui(resolve_tracking_uri(), res.experiment_id, res.parent_run_id)
+    typer.echo(f"MLflow parent run: {url}")
+    if ui:
+        typer.echo(f"MLflow UI: {ui}")
+    bundle = res.summary.get("paths", {}).get("publish__bundle")
+    if bundle:  # the run's serving bundle, registered as hllm-creator@candidate (docs/deploy.md)
+        typer.echo(f"Serving bundle: {bundle}; serve it: hllm-creator serve predictor --model-uri "
+                   "models:/hllm-creator@candidate")
+
+
+def _n(v) -> str:
+    return "-" if v is None else f"{int(v)}"
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * float(v):.1f}%"
+
+
+def mlflow_ui(tracking_uri: str, experiment_id: str, run_id: str, port: int = 5000) -> tuple[str, str | None]:
+    """(URL of the run in the MLflow UI, the command that serves the UI for an embedded store or None)."""
+    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{path}", None
+    from hllm_creator.paths import work_dir
+
+    cmd = (f"mlflow ui --backend-store-uri {tracking_uri} --default-artifact-root {work_dir() / 'mlartifacts'} "
+           f"--host 127.0.0.1 --port {port}")
+    return f"http://127.0.0.1:{port}/{path}", cmd
 
 
 def compile_cmd(
@@ -102,7 +136,7 @@ def compile_cmd(
     sets: Optional[list[str]] = _SET,
 ) -> None:
     """Compile the pipeline to KFP IR YAML (KFP 2 backend) and check it loads back with kfp."""
-    from pipelines.cluster import check_compiled, compile_pipeline
+    from pipelines.kfp_backend import check_compiled, compile_pipeline
 
     p, _ = _preset(preset, sets)
     try:
@@ -121,10 +155,9 @@ def submit_cmd(
     run_name: str = typer.Option(..., "--run-name", help="KFP run name (also the MLflow parent run name)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", help="KFP profile namespace (multi-user)."),
     preset: str = typer.Option("production", "--preset", "-p"),
-    data: str = typer.Option("", "--data", help="Dataset dir as the containers see it (default: "
-                                                "/data/amazon_scientific on the hllm-creator-data PVC)."),
-    dataset_uri: str = typer.Option(..., "--dataset-uri", help="Object-store URI of the same dataset dir "
-                                                               "(s3://..., gs://...): train's input artifact."),
+    dataset_uri: str = typer.Option(..., "--dataset-uri", help="Object-store URI of the dataset dir "
+                                                               "(s3://..., gs://...): the pipeline imports it "
+                                                               "once into the run's workspace PVC."),
     llm_url: str = typer.Option("", "--llm-url", help="Teacher/judge endpoint (default: the secret's OPENAI_BASE_URL)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="KFP_TOKEN", help="Bearer token for the KFP API."),
     no_parent_run: bool = typer.Option(False, "--no-parent-run",
@@ -136,12 +169,12 @@ def submit_cmd(
     Creates the MLflow parent run first (on $MLFLOW_TRACKING_URI: the server the cluster uses) and
     passes its id to every step.
     """
-    from pipelines.cluster import submit
+    from pipelines.kfp_backend import submit
 
     p, _ = _preset(preset, sets)
     if not dataset_uri.startswith(("s3://", "gs://", "minio://", "https://")):
         raise typer.BadParameter(f"--dataset-uri must be an object-store URI (s3://, gs://, minio://), got {dataset_uri!r}")
-    res = submit(p, host=host, experiment=experiment, run_name=run_name, namespace=namespace, data_dir=data,
+    res = submit(p, host=host, experiment=experiment, run_name=run_name, namespace=namespace,
                  dataset_uri=dataset_uri,
                  llm_base_url=llm_url, existing_token=token, create_parent_run=not no_parent_run)
     for k, v in res.items():
@@ -262,9 +295,6 @@ def _version_of_run(run: str) -> str:
     raise typer.BadParameter(f"no version of {MODEL_NAME} was registered by run {run}")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("run")(run_cmd)
-    app.command("compile")(compile_cmd)
-    app.command("submit")(submit_cmd)
-    app.command("compare")(compare_cmd)
-    app.command("promote")(promote_cmd)
+# name -> command, registered by cli.py
+COMMANDS = {"run": run_cmd, "compile": compile_cmd, "submit": submit_cmd, "compare": compare_cmd,
+            "promote": promote_cmd}

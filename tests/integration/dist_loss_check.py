@@ -33,10 +33,10 @@ def make_inputs():
 
 
 def make_predictor():
-    from hllm_creator.model.predictor import Predictor
+    from hllm_creator.model.predictor import ItemUserHead
 
     torch.manual_seed(0)
-    return Predictor(H, H, d=8, hidden=16)
+    return ItemUserHead(H, H, d=8, hidden=16)
 
 
 def losses_on(x, pred, rows: slice | None = None):

@@ -89,9 +89,9 @@ def _scores(model_dir: Path, ds, n_users: int = 12) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory, bundled_dataset):
-    from hllm_creator.model.testing import small_dataset
+    from helpers import small_dataset
 
-    return small_dataset(tmp_path_factory.mktemp("dist_ds") / "ds", n_users=40, source_dir=bundled_dataset.path)
+    return small_dataset(tmp_path_factory.mktemp("dist_ds") / "ds", n_users=40, source=bundled_dataset.path)
 
 
 @pytest.fixture(scope="module")

@@ -82,9 +82,9 @@ class FakeLocalTrainer:
 
 @pytest.fixture()
 def small_ds(tmp_path, bundled_dataset):
-    from hllm_creator.model.testing import small_dataset
+    from helpers import small_dataset
 
-    return small_dataset(tmp_path / "ds", n_users=30, source_dir=bundled_dataset.path)
+    return small_dataset(tmp_path / "ds", n_users=30, source=bundled_dataset.path)
 
 
 def test_train_component_launches_a_trainjob_and_returns_its_model(small_ds, tmp_path, monkeypatch):
@@ -101,10 +101,11 @@ def test_train_component_launches_a_trainjob_and_returns_its_model(small_ds, tmp
     monkeypatch.setattr(launch, "kube_api", lambda: fake)
     parent = mlflow.MlflowClient().create_run(
         mlflow.set_experiment("hllm-creator").experiment_id, run_name="parent").info.run_id
+    monkeypatch.setenv("HLLM_PARENT_RUN_ID", parent)  # the run context's one channel: the task env
     model = dsl.Model(uri=str(tmp_path / "model"))
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
-    train.python_func(dataset=dsl.Dataset(uri=str(small_ds.path)), model=model, metrics=metrics, preset="tiny",
-                      max_steps=2, eval_users=8, bf16="off", register=True, mlflow_parent_run_id=parent,
+    train.python_func(dataset=dsl.Dataset(uri=str(small_ds.path)), model=model, metrics=metrics, train_preset="tiny",
+                      max_steps=2, eval_users=8, bf16="off", register=True,
                       launcher="trainjob", num_nodes=1, gpus_per_node=2, trainjob_image="img:test",
                       data_mount=str(mount), trainjob_options=json.dumps({"secret_keys": ["MLFLOW_TRACKING_URI"]}))
     log = (tmp_path / "job.log").read_text()
@@ -139,7 +140,7 @@ def test_a_failing_trainjob_fails_the_step_with_the_jobs_reason(small_ds, tmp_pa
     (small_ds.path / "items.parquet").write_bytes(b"not a parquet")  # the job's training will fail
     with pytest.raises(launch.TrainJobFailed, match=r"JobsFailed: node-0: exit code \d+"):
         train.python_func(dataset=dsl.Dataset(uri=str(small_ds.path)), model=dsl.Model(uri=str(tmp_path / "m")),
-                          metrics=dsl.Metrics(uri=str(tmp_path / "x")), preset="tiny", max_steps=1,
+                          metrics=dsl.Metrics(uri=str(tmp_path / "x")), train_preset="tiny", max_steps=1,
                           register=False, launcher="trainjob", num_nodes=1, gpus_per_node=1,
                           trainjob_image="img:test", data_mount=str(mount))
     assert "items.parquet" in (tmp_path / "job.log").read_text()

@@ -5,7 +5,10 @@ real MLflow store; then a failing step and a re-run that resumes from the KFP ca
 One test, three runs into one pipeline root, one LLM server (started by the runner's own
 ``llm_endpoint``) for all three:
 1. the full DAG: one parent run with eight nested step runs (embed: one per shard), metrics and
-   artifacts, the model registered as ``candidate``, creatives.parquet and the GSB summary;
+   artifacts, the model registered as ``candidate``, creatives.parquet and the GSB summary; and
+   every step's outputs the same as the recorded ones (``data/tiny_pipeline_digest.json``, written
+   by ``tests/pipeline_digest.py`` on the code before issue 14's move; the teacher's and judge's
+   replies come from the recorded reply cache, so only the pipeline's code decides the outputs);
 2. the same run with a bad ``generate`` value: fails at generate, every upstream step a cache hit;
 3. the value fixed: generate, gsb-eval and personalization-eval run, every upstream step a cache hit again.
 """
@@ -17,7 +20,8 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-STEPS = {"dataset-construct", "train", "embed", "cluster", "match", "generate", "gsb-eval", "personalization"}
+STEPS = {"dataset-construct", "train", "embed", "cluster", "match", "generate", "gsb-eval", "personalization",
+         "publish"}
 
 
 def _children(client, parent_id):
@@ -30,10 +34,19 @@ def _step_names(runs):
     return {r.data.tags["step"].replace("_", "-") for r in runs}
 
 
-def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset):
-    import mlflow
+RECORDED_PORT = 18239  # the LLM server's port when the replies were recorded (the reply cache keys on the URL)
 
-    from hllm_creator.infer.testing import small_dataset
+
+def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset, monkeypatch):
+    import json
+    import os
+    import shutil
+    import warnings
+    from pathlib import Path
+
+    import mlflow
+    from helpers import small_dataset
+    from pipeline_digest import diff, digest
 
     from hllm_creator import tracking
     from pipelines.local_runner import llm_endpoint, run_local
@@ -44,9 +57,20 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
     data = small_dataset(tmp_path / "data", n_users=40, source=src).path  # a real slice of the bundled data
     preset = get_preset("tiny")
     client = mlflow.MlflowClient(tracking_uri=tracking.resolve_tracking_uri())
+    golden = Path(__file__).parent / "data" / "tiny_pipeline_digest.json"
+    cache = Path(os.environ["HLLM_WORKDIR"]) / "llm_cache" / "replies.sqlite"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(golden.with_suffix(".replies.sqlite"), cache)  # the recorded teacher/judge replies
+    monkeypatch.setenv("HLLM_LLM_PORT", str(RECORDED_PORT))
     with llm_endpoint(preset, None, tmp_path / "logs") as (url, _model):
         # 1. the whole DAG
         res = run_local(preset, pipeline_root=root, data_dir=data, llm_base_url=url, run_name="tiny-ci")
+        # the same step outputs as before the move (the replies are keyed by the endpoint's URL)
+        if url.startswith(f"http://127.0.0.1:{RECORDED_PORT}/"):
+            changed = diff(json.loads(golden.read_text()), digest(res.run_dir))
+            assert not changed, "step outputs changed:\n" + "\n".join(changed)
+        else:
+            warnings.warn(f"LLM server on {url}, not the recorded port: step outputs not compared")
         parent = client.get_run(res.parent_run_id)
         assert parent.info.status == "FINISHED"
         for tag in ("kfp_run_id", "git_sha", "dataset_hash", "config_hash"):
@@ -59,8 +83,11 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
         by_step = {r.data.tags["step"].replace("_", "-"): r for r in kids}
         assert by_step["train"].data.metrics and by_step["cluster"].data.metrics and by_step["gsb-eval"].data.metrics
         assert any(a.path.endswith(".png") for a in client.list_artifacts(by_step["cluster"].info.run_id))
+        # the run registers one version, its serving bundle (publish), not the bare model dir (train)
         cand = client.get_model_version_by_alias(tracking.MODEL_NAME, "candidate")
-        assert cand.run_id == by_step["train"].info.run_id
+        assert cand.run_id == by_step["publish"].info.run_id
+        assert len(client.search_model_versions(f"name = '{tracking.MODEL_NAME}'")) == 1
+        assert Path(res.summary["paths"]["publish__bundle"], "bundle.json").exists()
         # what `hllm-creator run` prints: creatives, GSB summary, titles side by side
         creatives = pd.read_parquet(res.summary["creatives"])
         assert len(creatives) == res.summary["n_creatives"] > 0
@@ -88,7 +115,8 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
         fixed = get_preset("tiny", {"generate.batch_size": 2})
         res3 = run_local(fixed, pipeline_root=root, data_dir=data, llm_base_url=url, run_name="tiny-resume")
         executed = {p.name for p in res3.run_dir.iterdir() if p.is_dir()}
-        assert {"generate", "gsb-eval", "personalization-eval"} <= executed, executed
+        assert {"generate", "gsb-eval", "personalization-eval", "publish"} <= executed, executed
         assert not executed & {"train", "cluster", "match"}, executed
-        assert _step_names(_children(client, res3.parent_run_id)) == {"generate", "gsb-eval", "personalization"}
+        assert _step_names(_children(client, res3.parent_run_id)) == {"generate", "gsb-eval", "personalization",
+                                                                       "publish"}
         assert pd.read_parquet(res3.summary["creatives"]).shape[0] > 0

@@ -21,17 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, bundled_dataset):
-    """The tiny real stack of the serving tests (shared through the base temp dir)."""
-    import pickle
-
-    from hllm_creator.serving.loading import tiny_serving_stack
-
-    root = tmp_path_factory.getbasetemp() / "serving_stack"
-    if not (root / "stack.pkl").exists():
-        s = tiny_serving_stack(root, data_dir=bundled_dataset.path)
-        (root / "stack.pkl").write_bytes(pickle.dumps(s))
-    return pickle.loads((root / "stack.pkl").read_bytes())
+def stack(serving_stack):
+    """The tiny real stack of the serving tests (the root conftest's session fixture)."""
+    return serving_stack
 
 
 @pytest.fixture(scope="module")

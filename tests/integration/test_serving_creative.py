@@ -13,28 +13,16 @@ import json
 import httpx
 import pytest
 
+from helpers import metric
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, bundled_dataset):
-    """Built once per pytest session (shared by the serving test modules through the base temp dir)."""
-    import pickle
-
-    from hllm_creator.serving.loading import tiny_serving_stack
-
-    root = tmp_path_factory.getbasetemp() / "serving_stack"
-    if not (root / "stack.pkl").exists():
-        s = tiny_serving_stack(root, data_dir=bundled_dataset.path)
-        (root / "stack.pkl").write_bytes(pickle.dumps(s))
-    return pickle.loads((root / "stack.pkl").read_bytes())
-
-
-@pytest.fixture(scope="module")
-def server(stack, tmp_path_factory):
+def server(serving_stack, tmp_path_factory):
     from hllm_creator.serving.process import serve_process
 
-    args = ["--model-dir", stack["model_dir"], "--artifacts", stack["artifacts"], "--items", stack["items"],
+    args = ["--model-dir", serving_stack["model_dir"], "--artifacts", serving_stack["artifacts"], "--items", serving_stack["items"],
             "--threads", "1", "--batch-wait-ms", "50"]
     with serve_process("creative", args, timeout=240, log_dir=tmp_path_factory.mktemp("log")) as h:
         yield h
@@ -43,16 +31,6 @@ def server(stack, tmp_path_factory):
 AD = {"title": "Gorilla Tape, Black Duct Tape, 1.88 in x 12 yd, 2 Pack",
       "description": "Double thick adhesive, tough all-weather shell, for indoor and outdoor use.",
       "selling_points": ["double thick adhesive", "all-weather"]}
-
-
-def metric(text: str, sample: str, **labels) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
 
 
 def check_prediction(p: dict, ad: dict) -> None:
@@ -66,12 +44,12 @@ def check_prediction(p: dict, ad: dict) -> None:
         assert p["title"] == ad["title"] and not p["personalized"] and p["reasons"]
 
 
-def test_v1_kserve_client(server, stack):
+def test_v1_kserve_client(server, serving_stack):
     from kserve import InferenceRESTClient, RESTConfig
 
-    users = list(stack["users"])[:3]
-    body = {"instances": [{"user_history": stack["users"][u], "ad": AD} for u in users]
-            + [{"user_history": stack["users"][users[0]], "ad": AD, "condition_on": "user"}]}
+    users = list(serving_stack["users"])[:3]
+    body = {"instances": [{"user_history": serving_stack["users"][u], "ad": AD} for u in users]
+            + [{"user_history": serving_stack["users"][users[0]], "ad": AD, "condition_on": "user"}]}
 
     async def go():
         client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=120))
@@ -84,17 +62,17 @@ def test_v1_kserve_client(server, stack):
     assert len(preds) == 4
     for u, p in zip(users + [users[0]], preds):
         check_prediction(p, AD)
-        assert p["cluster_id"] == stack["assignments"][u]  # nearest cluster, training metric
-        assert p["history_used"] == min(50, len(stack["users"][u]))
+        assert p["cluster_id"] == serving_stack["assignments"][u]  # nearest cluster, training metric
+        assert p["history_used"] == min(50, len(serving_stack["users"][u]))
         assert isinstance(p["candidate"], str)  # what the Creative LLM wrote (before the check)
 
 
-def test_v2_kserve_client_and_cold_start(server, stack):
+def test_v2_kserve_client_and_cold_start(server, serving_stack):
     import numpy as np
     from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-    u = next(iter(stack["users"]))
-    insts = [{"user_history": stack["users"][u], "ad": AD},
+    u = next(iter(serving_stack["users"]))
+    insts = [{"user_history": serving_stack["users"][u], "ad": AD},
              {"user_history": [], "ad": AD},
              {"user_history": ["B0UNKNOWN77"], "ad": AD}]
     inp = InferInput(name="instances", shape=[3], datatype="BYTES")
@@ -111,7 +89,7 @@ def test_v2_kserve_client_and_cold_start(server, stack):
     out = asyncio.run(go()).outputs[0]
     p, cold, unknown = (json.loads(x) for x in out.data)
     check_prediction(p, AD)
-    assert p["cluster_id"] == stack["assignments"][u]
+    assert p["cluster_id"] == serving_stack["assignments"][u]
     for c in (cold, unknown):
         check_prediction(c, AD)
         assert c["cluster_id"] is None and c["history_used"] == 0 and not c["grounded"]
@@ -119,14 +97,14 @@ def test_v2_kserve_client_and_cold_start(server, stack):
     assert any("1 unknown item id" in r for r in unknown["reasons"])
 
 
-def test_concurrent_requests_share_generate_calls(server, stack):
-    users = list(stack["users"])[:12]
+def test_concurrent_requests_share_generate_calls(server, serving_stack):
+    users = list(serving_stack["users"])[:12]
     m0 = httpx.get(f"{server.url}/metrics").text
 
     async def go():
         async with httpx.AsyncClient(timeout=120) as c:
             return await asyncio.gather(*(c.post(f"{server.url}/v1/models/creative:predict",
-                                                 json={"instances": [{"user_history": stack["users"][u],
+                                                 json={"instances": [{"user_history": serving_stack["users"][u],
                                                                       "ad": AD, "max_new_tokens": 8,
                                                                       "do_sample": True, "seed": 1}]})
                                           for u in users))
@@ -136,7 +114,7 @@ def test_concurrent_requests_share_generate_calls(server, stack):
         assert r.status_code == 200, r.text
         p = r.json()["predictions"][0]
         check_prediction(p, AD)
-        assert p["cluster_id"] == stack["assignments"][u]
+        assert p["cluster_id"] == serving_stack["assignments"][u]
     m1 = httpx.get(f"{server.url}/metrics").text
     n = metric(m1, "hllm_serving_batch_size_sum", model="creative") - metric(m0, "hllm_serving_batch_size_sum", model="creative")
     calls = metric(m1, "hllm_serving_batch_size_count", model="creative") - metric(m0, "hllm_serving_batch_size_count", model="creative")
@@ -144,9 +122,9 @@ def test_concurrent_requests_share_generate_calls(server, stack):
     assert metric(m1, "hllm_serving_generated_tokens_total", model="creative") > 0
 
 
-def test_sampling_settings_are_kept_apart_and_seeded(server, stack):
-    u = next(iter(stack["users"]))
-    inst = {"user_history": stack["users"][u], "ad": AD, "do_sample": True, "seed": 7, "temperature": 1.2,
+def test_sampling_settings_are_kept_apart_and_seeded(server, serving_stack):
+    u = next(iter(serving_stack["users"]))
+    inst = {"user_history": serving_stack["users"][u], "ad": AD, "do_sample": True, "seed": 7, "temperature": 1.2,
             "max_new_tokens": 12}
 
     def ask():
@@ -171,13 +149,13 @@ def test_sampling_settings_are_kept_apart_and_seeded(server, stack):
     (b"{{{", None, "Unrecognized"),
     (json.dumps({"instances": [{"user_history": [], "ad": AD}]}), {"content-type": "text/plain"}, "Content-Type"),
 ])
-def test_bad_bodies_400_then_good_answer(server, stack, body, headers, needle):
+def test_bad_bodies_400_then_good_answer(server, serving_stack, body, headers, needle):
     r = httpx.post(f"{server.url}/v1/models/creative:predict", content=body,
                    headers=headers or {"content-type": "application/json"}, timeout=60)
     assert r.status_code == 400, r.text[:300]
     assert needle in r.json()["error"]
-    u = next(iter(stack["users"]))
+    u = next(iter(serving_stack["users"]))
     r = httpx.post(f"{server.url}/v1/models/creative:predict", timeout=120,
-                   json={"instances": [{"user_history": stack["users"][u], "ad": AD, "max_new_tokens": 4}]})
+                   json={"instances": [{"user_history": serving_stack["users"][u], "ad": AD, "max_new_tokens": 4}]})
     assert r.status_code == 200
     check_prediction(r.json()["predictions"][0], AD)

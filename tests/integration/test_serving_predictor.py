@@ -3,7 +3,7 @@ and httpx; a corpus of bad requests and a hypothesis property test (never a 5xx,
 answering); metrics; readiness; loading from ``models:/hllm-creator@champion``.
 
 The stack is real and tiny: an untrained tiny-llama HLLMCreator and inference outputs made by the
-real infer steps on a slice of the bundled dataset (hllm_creator.serving.loading.tiny_serving_stack).
+real infer steps on a slice of the bundled dataset (tests/helpers.py: tiny_serving_stack).
 """
 
 from __future__ import annotations
@@ -18,25 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import metric
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, bundled_dataset):
-    """Built once per pytest session (shared by the serving test modules through the base temp dir)."""
-    import pickle
-
-    from hllm_creator.serving.loading import tiny_serving_stack
-
-    root = tmp_path_factory.getbasetemp() / "serving_stack"
-    if not (root / "stack.pkl").exists():
-        s = tiny_serving_stack(root, data_dir=bundled_dataset.path)
-        (root / "stack.pkl").write_bytes(pickle.dumps(s))
-    return pickle.loads((root / "stack.pkl").read_bytes())
-
-
-@pytest.fixture(scope="module")
-def server(stack, tmp_path_factory):
+def server(serving_stack, tmp_path_factory):
     """The predictor loaded from the registry: ``--model-uri models:/hllm-creator@champion`` (a real
     MLflow registry in a sqlite store of this module)."""
     import mlflow
@@ -51,41 +39,30 @@ def server(stack, tmp_path_factory):
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
         tracking.ensure_experiment()  # this store's experiment, not one a previous test selected
         with mlflow.start_run():
-            tracking.register_model(stack["model_dir"], aliases=("champion",))
-        args = ["--model-uri", "models:/hllm-creator@champion", "--artifacts", stack["artifacts"],
-                "--items", stack["items"], "--threads", "1"]
+            tracking.register_model(serving_stack["model_dir"], aliases=("champion",))
+        args = ["--model-uri", "models:/hllm-creator@champion", "--artifacts", serving_stack["artifacts"],
+                "--items", serving_stack["items"], "--threads", "1"]
         with serve_process("predictor", args, timeout=300, log_dir=root) as h:
             yield h
 
 
-def metric(text: str, sample: str, **labels) -> float:
-    """One sample of a Prometheus text exposition (0 when absent), parsed by prometheus_client."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
-
-
-def user_in_cluster(stack, cid):
-    return next(u for u, c in stack["assignments"].items() if c == cid)
+def user_in_cluster(serving_stack, cid):
+    return next(u for u, c in serving_stack["assignments"].items() if c == cid)
 
 
 def v1(url, instances, timeout=60):
     return httpx.post(f"{url}/v1/models/predictor:predict", json={"instances": instances}, timeout=timeout)
 
 
-def good_instance(stack):
-    ad, cid, _ = stack["personalized"]
-    u = user_in_cluster(stack, cid)
-    return {"user_history": stack["users"][u], "candidate_ad_ids": [ad]}
+def good_instance(serving_stack):
+    ad, cid, _ = serving_stack["personalized"]
+    u = user_in_cluster(serving_stack, cid)
+    return {"user_history": serving_stack["users"][u], "candidate_ad_ids": [ad]}
 
 
-def check_good_answer(url, stack):
-    ad, cid, title = stack["personalized"]
-    r = v1(url, [good_instance(stack)])
+def check_good_answer(url, serving_stack):
+    ad, cid, title = serving_stack["personalized"]
+    r = v1(url, [good_instance(serving_stack)])
     assert r.status_code == 200, r.text
     p = r.json()["predictions"][0]
     assert p["cluster_id"] == cid and p["ads"][0]["title"] == title and p["ads"][0]["personalized"] is True
@@ -97,15 +74,15 @@ def test_readiness_and_metadata(server):
     assert httpx.get(f"{server.url}/v1/models/predictor").json() == {"name": "predictor", "ready": True}
 
 
-def test_v1_kserve_client_matches_offline_outputs(server, stack):
+def test_v1_kserve_client_matches_offline_outputs(server, serving_stack):
     import pandas as pd
     from kserve import InferenceRESTClient, RESTConfig
 
-    matches = pd.read_parquet(f"{stack['artifacts']}/matches.parquet")
+    matches = pd.read_parquet(f"{serving_stack['artifacts']}/matches.parquet")
     offline = {(r.item_id, int(r.cluster_id)): float(r.score) for r in matches.itertuples()}
-    users = list(stack["users"])[:6]
-    ads = stack["ads"][:5]
-    body = {"instances": [{"user_history": stack["users"][u], "candidate_ad_ids": ads} for u in users]}
+    users = list(serving_stack["users"])[:6]
+    ads = serving_stack["ads"][:5]
+    body = {"instances": [{"user_history": serving_stack["users"][u], "candidate_ad_ids": ads} for u in users]}
 
     async def go():
         client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=60))
@@ -117,27 +94,27 @@ def test_v1_kserve_client_matches_offline_outputs(server, stack):
     preds = asyncio.run(go())["predictions"]
     assert len(preds) == len(users)
     for u, p in zip(users, preds):
-        cid = stack["assignments"][u]
+        cid = serving_stack["assignments"][u]
         assert p["cluster_id"] == cid  # same metric as cluster_meta.json, same user embedding
-        assert p["history_used"] == min(50, len(stack["users"][u]))
+        assert p["history_used"] == min(50, len(serving_stack["users"][u]))
         for a in p["ads"]:
             assert 0.0 <= a["score"] <= 1.0
             # scored with the cluster's slot vector: equals the offline (ad, cluster) score of match
             assert math.isclose(a["score"], offline[(a["ad_id"], cid)], abs_tol=1e-4)
-            assert a["original_title"] == stack["titles"][a["ad_id"]]
-            if (a["ad_id"], cid) in set(stack["selected"]):
+            assert a["original_title"] == serving_stack["titles"][a["ad_id"]]
+            if (a["ad_id"], cid) in set(serving_stack["selected"]):
                 assert a["personalized"] or any("grounding" in x or "no pre-generated" in x for x in a["reasons"])
             else:
                 assert not a["personalized"] and a["title"] == a["original_title"]
                 assert any("not among the top clusters" in x for x in a["reasons"])
 
 
-def test_v2_kserve_client_and_personalized_title(server, stack):
+def test_v2_kserve_client_and_personalized_title(server, serving_stack):
     import numpy as np
     from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-    ad, cid, title = stack["personalized"]
-    inst = good_instance(stack)
+    ad, cid, title = serving_stack["personalized"]
+    inst = good_instance(serving_stack)
     other = {"user_history": inst["user_history"], "candidate_ad_ids": [ad], "score_with": "user"}
     inp = InferInput(name="instances", shape=[2], datatype="BYTES")
     inp.set_data_from_numpy(np.array([json.dumps(inst), json.dumps(other)], dtype=object), binary_data=False)
@@ -160,8 +137,8 @@ def test_v2_kserve_client_and_personalized_title(server, stack):
     assert p2["ads"][0]["score"] != p1["ads"][0]["score"]
 
 
-def test_cold_start_unknown_ids_and_titles(server, stack):
-    ad = stack["ads"][0]
+def test_cold_start_unknown_ids_and_titles(server, serving_stack):
+    ad = serving_stack["ads"][0]
     r = v1(server.url, [
         {"user_history": [], "candidate_ad_ids": [ad]},
         {"user_history": ["B0UNKNOWN99", "X77"], "candidate_ad_ids": [ad, "NOPE123"]},
@@ -172,17 +149,17 @@ def test_cold_start_unknown_ids_and_titles(server, stack):
     for p in (cold, unknown):
         assert p["cluster_id"] is None and p["history_used"] == 0
         assert any("cold start" in x for x in p["reasons"])
-        assert p["ads"][0]["title"] == stack["titles"][ad] and not p["ads"][0]["personalized"]
+        assert p["ads"][0]["title"] == serving_stack["titles"][ad] and not p["ads"][0]["personalized"]
     assert any("2 unknown item id" in x for x in unknown["reasons"])
     assert unknown["ads"][1] == {"ad_id": "NOPE123", "score": None, "original_title": None, "title": None,
                                  "personalized": False,
                                  "reasons": ["unknown ad id 'NOPE123': not in the item catalog"]}
     # free-text titles are embedded by the Item LLM: a real user embedding and cluster
-    assert titles["history_used"] == 1 and titles["cluster_id"] in set(stack["assignments"].values())
+    assert titles["history_used"] == 1 and titles["cluster_id"] in set(serving_stack["assignments"].values())
 
 
-def bad_corpus(stack):
-    good = good_instance(stack)
+def bad_corpus(serving_stack):
+    good = good_instance(serving_stack)
     big = "x" * (1 << 20)
     p = "/v1/models/predictor:predict"
     v2 = "/v2/models/predictor/infer"
@@ -223,20 +200,20 @@ def bad_corpus(stack):
     ]
 
 
-def test_bad_request_corpus_never_5xx_and_server_keeps_serving(server, stack):
-    for name, path, headers, body in bad_corpus(stack):
+def test_bad_request_corpus_never_5xx_and_server_keeps_serving(server, serving_stack):
+    for name, path, headers, body in bad_corpus(serving_stack):
         r = httpx.post(f"{server.url}{path}", content=body, headers=headers, timeout=60)
         assert 400 <= r.status_code < 500, (name, r.status_code, r.text[:300])
         err = r.json()["error"]
         assert isinstance(err, str) and len(err) > 5, (name, err)
-        check_good_answer(server.url, stack)  # the next good request is answered correctly
+        check_good_answer(server.url, serving_stack)  # the next good request is answered correctly
     # unknown ids are not an error: 200 with reasons
     r = v1(server.url, [{"user_history": ["B0NOPE0001"], "candidate_ad_ids": ["B0NOPE0002"]}])
     assert r.status_code == 200 and r.json()["predictions"][0]["ads"][0]["title"] is None
 
 
-def test_error_messages_name_the_field(server, stack):
-    good = good_instance(stack)
+def test_error_messages_name_the_field(server, serving_stack):
+    good = good_instance(serving_stack)
     r = v1(server.url, [good, {**good, "user_history": ["a"] * 10_000}])
     assert r.status_code == 400
     assert re.search(r"instances\[1\]\.user_history: .*1000", r.json()["error"]), r.text
@@ -280,8 +257,8 @@ def test_property_any_body_never_5xx(server, body, raw, protocol):
         assert isinstance(r.json()["error"], str)
 
 
-def test_after_the_storm_server_is_live_and_metrics_count(server, stack):
-    check_good_answer(server.url, stack)
+def test_after_the_storm_server_is_live_and_metrics_count(server, serving_stack):
+    check_good_answer(server.url, serving_stack)
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
 
@@ -297,10 +274,10 @@ def test_after_the_storm_server_is_live_and_metrics_count(server, stack):
     assert "request_predict_seconds" in text  # KServe's own histograms next to ours
 
 
-def test_concurrent_requests_are_batched(server, stack):
+def test_concurrent_requests_are_batched(server, serving_stack):
     from kserve import InferenceRESTClient, RESTConfig
 
-    users = list(stack["users"])
+    users = list(serving_stack["users"])
     metrics0 = httpx.get(f"{server.url}/metrics").text
 
     def batch_stats(text):
@@ -310,8 +287,8 @@ def test_concurrent_requests_are_batched(server, stack):
     async def go():
         client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=60))
         try:
-            reqs = [client.infer(server.url, {"instances": [{"user_history": stack["users"][u],
-                                                             "candidate_ad_ids": stack["ads"][:3]}]},
+            reqs = [client.infer(server.url, {"instances": [{"user_history": serving_stack["users"][u],
+                                                             "candidate_ad_ids": serving_stack["ads"][:3]}]},
                                  model_name="predictor") for u in users[:24]]
             return await asyncio.gather(*reqs)
         finally:
@@ -319,7 +296,7 @@ def test_concurrent_requests_are_batched(server, stack):
 
     res = asyncio.run(go())
     for u, r in zip(users, res):
-        assert r["predictions"][0]["cluster_id"] == stack["assignments"][u]
+        assert r["predictions"][0]["cluster_id"] == serving_stack["assignments"][u]
     s0, c0 = batch_stats(metrics0)
     s1, c1 = batch_stats(httpx.get(f"{server.url}/metrics").text)
     assert s1 - s0 == 24 and c1 - c0 < 24  # 24 instances in fewer model passes

@@ -7,12 +7,12 @@ import pytest
 import yaml
 
 STEP_EXECUTORS = ("dataset-construct", "train", "embed", "embed-merge", "cluster", "match", "generate", "gsb-eval",
-                  "personalization-eval")
+                  "personalization-eval", "publish")
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    from pipelines.cluster import check_compiled, compile_pipeline
+    from pipelines.kfp_backend import check_compiled, compile_pipeline
     from pipelines.presets import get_preset
 
     out = compile_pipeline(get_preset("production"), tmp_path_factory.mktemp("c") / "hllm.yaml")
@@ -29,7 +29,7 @@ def test_compiles_and_loads_back(compiled):
         assert f"exec-{step.replace('_', '-')}" in rep["executors"], (step, rep["executors"])
     # pipeline parameters a run can set
     params = rep["spec"]["root"]["inputDefinitions"]["parameters"]
-    assert {"data_dir", "dataset_uri", "llm_base_url", "llm_model", "mlflow_parent_run_id"} <= set(params)
+    assert set(params) == {"dataset_uri", "llm_base_url", "llm_model"}
 
 
 def test_gpu_requests_on_train_embed_generate_personalization_only(compiled):
@@ -51,7 +51,6 @@ def test_kubernetes_settings(compiled):
         envs = {e["envVar"] for s in ex["secretAsEnv"] for e in s["keyToEnv"]}
         assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= envs
         assert res.mlflow_secret_name in {s["secretName"] for s in ex["secretAsEnv"]}
-        assert ex["pvcMount"][0]["mountPath"] == res.data_mount
     for step in ("train", "embed", "generate", "personalization-eval"):
         ex = k8s[f"exec-{step}"]
         assert ex["nodeSelector"]["labels"] == res.gpu_node_selector
@@ -104,16 +103,61 @@ def test_every_task_pod_is_restricted_and_state_is_durable(compiled):
         assert set(ex) <= {"secretAsEnv", "pvcMount", "securityContext", "emptyDirMounts", "podMetadata",
                            "nodeSelector", "tolerations"}, f"{step}: unexpected pod settings {set(ex)}"
         assert ex["podMetadata"]["labels"] == res.pod_labels
-        mounts = {m["mountPath"] for m in ex["pvcMount"]}
+        mounts = {m["mountPath"] for m in ex.get("pvcMount", [])}
         env = {e["name"]: e["value"] for e in executors[f"exec-{step}"]["container"].get("env", [])}
+        # the shared data volume only on train (a TrainJob stages the dataset there); the dataset
+        # itself reaches every step as one artifact in the run's workspace
+        data = {res.data_mount} if step == "train" else set()
         if step.replace("-", "_") in STATE_STEPS:
-            assert mounts == {res.data_mount, res.work_mount}
+            assert mounts == data | {res.work_mount}
             assert env["HLLM_STATE_DIR"].startswith(res.work_mount + "/")
         else:
-            assert mounts == {res.data_mount} and "HLLM_STATE_DIR" not in env
+            assert mounts == data and "HLLM_STATE_DIR" not in env
         cpu = res.steps.get(step.replace("-", "_"))
         if cpu is not None and cpu.cpu:
             assert env["OMP_NUM_THREADS"] == str(int(float(cpu.cpu)))
+
+
+def test_the_dataset_is_one_artifact_in_the_runs_workspace(compiled):
+    """One importer of `dataset_uri` into the workspace PVC feeds every step that reads the dataset
+    (no `data_dir` string beside it); `clusters` is the same artifact type in every step."""
+    from pipelines.presets import get_preset
+
+    path, rep = compiled
+    spec = rep["spec"]
+    assert spec["root"]["inputDefinitions"]["parameters"].keys() == {"dataset_uri", "llm_base_url", "llm_model"}
+    imp = [c for c in spec["deploymentSpec"]["executors"].values() if "importer" in c]
+    assert len(imp) == 1 and imp[0]["importer"]["downloadToWorkspace"] is True
+    platform = next(d for d in yaml.safe_load_all(path.read_text()) if d and "platforms" in d)
+    ws = platform["platforms"]["kubernetes"]["pipelineConfig"]["workspace"]
+    assert ws["size"] == get_preset("production").resources.workspace_size
+    assert ws["kubernetes"]["pvcSpecPatch"]["accessModes"] == ["ReadWriteMany"]
+    for name, comp in spec["components"].items():
+        arts = comp.get("inputDefinitions", {}).get("artifacts", {})
+        params = comp.get("inputDefinitions", {}).get("parameters", {})
+        assert "data_dir" not in params, name
+        for a in ("dataset", "clusters"):
+            if a in arts:
+                assert arts[a]["artifactType"]["schemaTitle"] == "system.Dataset", (name, a)
+
+
+def test_pipeline_source_has_no_name_lookup():
+    """Every edge is a call with named arguments: no alias tables, no input probing."""
+    import inspect
+
+    import pipelines.hllm_pipeline as hp
+
+    src = inspect.getsource(hp)
+    for gone in ("ALIASES", "STEP_INPUTS", "_shard_inputs", "pool.get", "component_io"):
+        assert gone not in src, gone
+
+
+def test_a_preset_may_not_set_a_wired_input():
+    from pipelines.hllm_pipeline import WiringError, build_pipeline
+    from pipelines.presets import get_preset
+
+    with pytest.raises(WiringError, match="wires"):
+        build_pipeline(get_preset("tiny", {"match.clusters": "x"}))
 
 
 def test_cpu_threads_parses_quantities():
@@ -228,7 +272,7 @@ def test_images_by_digest_at_compile_time():
 def test_personalization_uses_the_slot_generate_serves_with(tmp_path):
     """personalization-eval's greedy swap fills the slot as generate does: a preset that sets
     generate.slot passes the same value on (unless the step sets its own)."""
-    from pipelines.cluster import compile_pipeline
+    from pipelines.kfp_backend import compile_pipeline
     from pipelines.presets import get_preset
 
     def slot_of(preset, name):

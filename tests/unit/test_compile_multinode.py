@@ -39,11 +39,15 @@ def test_train_task_is_a_trainjob_launch_at_paper_scale(compiled):
     assert components.load_component_from_file(str(path)).name == "hllm-creator"
     params = {k: v["runtimeValue"]["constant"] for k, v in spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"].items()
               if "runtimeValue" in v}
-    assert params["launcher"] == "trainjob" and params["preset"] == "gpu-multinode"
+    assert params["launcher"] == "trainjob" and params["train_preset"] == "gpu-multinode"
     assert int(params["num_nodes"]) * int(params["gpus_per_node"]) == 64
     assert params["deepspeed"].endswith("zero3.json") and params["bf16"] == "on"
     assert params["trainjob_image"].split(":")[0].endswith("hllm-creator-gpu")
-    assert params["trainjob_runtime"] == "torch-distributed" and params["trainjob_namespace"] == "hllm-creator"
+    # runtime and namespace: the component's defaults (the preset only overrides)
+    defaults = spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
+    assert defaults["trainjob_runtime"]["defaultValue"] == "torch-distributed"
+    assert defaults["trainjob_namespace"]["defaultValue"] == "hllm-creator"
+    assert "trainjob_runtime" not in params and "trainjob_namespace" not in params
     opts = json.loads(params["trainjob_options"])
     assert opts["tolerations"][0]["key"] == "nvidia.com/gpu" and opts["node_selector"]
 

@@ -105,7 +105,7 @@ def test_slot_contrast_loss_trains_the_slot():
     """The contrast term flows into the projector and falls when the slot decides the response."""
     import torch
 
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
 
     torch.manual_seed(0)
     m = tiny_model()
@@ -136,7 +136,7 @@ def test_slot_contrast_loss_trains_the_slot():
 def test_slot_fact_loss_points_the_slot_at_the_chosen_fact():
     import torch
 
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
     from hllm_creator.train.data import fact_tensors
 
     torch.manual_seed(0)
@@ -170,7 +170,7 @@ def test_slot_fit_learns_a_choice_the_history_decides():
 
     import torch
 
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
     from hllm_creator.train.slot_fit import slot_fit
 
     torch.manual_seed(0)
@@ -200,7 +200,7 @@ def test_prompt_facts_reads_back_the_facts_every_prompt_lists(bundled_dataset):
 
 
 def _copy_model():
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
 
     return tiny_model(fact_copy=True, fact_copy_init=3.0)
 
@@ -230,7 +230,7 @@ def test_fact_copy_bias_follows_the_slots_pointer():
     # swap the pointer: the signs swap
     bias2 = m.fact_copy_bias(fe[:, 1] * 5.0, fb)
     assert all(bias2[0, v] < 0 for v in only0) and all(bias2[0, v] > 0 for v in only1)
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
 
     assert tiny_model().fact_copy_bias(slot, fb) is None  # the paper's single slot by default
 

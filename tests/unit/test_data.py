@@ -180,3 +180,65 @@ def test_cli_generic_yaml_and_flags(tmp_path):
                               "--item-col", "item_id=asin"], capture_output=True, text=True)
     assert r.returncode == 2 and "missing column 'title'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "c").exists()
+
+
+def _prepare(*args):
+    """`hllm-creator data prepare ARGS` in-process (CliRunner): (exit code, output)."""
+    from typer.testing import CliRunner
+
+    from hllm_creator.cli import app
+
+    r = CliRunner().invoke(app, ["data", "prepare", *args])
+    return r.exit_code, r.output + (str(r.exception) if r.exception and not isinstance(r.exception, SystemExit) else "")
+
+
+def test_mapping_without_source_prepares_the_mapped_data(tmp_path):
+    """Issue 14 item 8: `--mapping` alone selects the generic source (it used to write the bundled data)."""
+    items_csv, events_csv = _write_other_schema(tmp_path)
+    (tmp_path / "map.yaml").write_text(
+        "items:\n  path: products.csv\n  columns: {item_id: asin, title: name}\n"
+        "interactions:\n  path: events.csv\n  columns: {user_id: customer, item_id: product, ts: time}\n")
+    code, out = _prepare("--mapping", str(tmp_path / "map.yaml"), "--out", str(tmp_path / "x"))
+    assert code == 0, out
+    assert "2 users, 3 items, 6 interactions" in out
+    assert load_dataset(tmp_path / "x").manifest["source"].startswith("generic")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--source", "bundled", "--mapping", "m.yaml"], "--mapping does not apply to --source bundled"),
+    (["--source", "amazon", "--inter", "a", "--item", "b", "--items", "c"], "--items does not apply to --source amazon"),
+    (["--reference", "r.parquet", "--inter", "a"], "choose one with --source"),
+    (["--name", "x"], "--name applies to"),
+    (["--source", "nope"], "unknown --source"),
+])
+def test_an_option_that_does_not_apply_is_an_error(tmp_path, args, needle):
+    code, out = _prepare(*args, "--out", str(tmp_path / "x"))
+    assert code != 0 and needle in out, out
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("yaml_text,needle", [
+    # the columns one level too high (the report in issue 14)
+    ("items: {path: products.csv, item_id: asin, title: name}\ninteractions: {path: events.csv}\n",
+     "unknown key 'items.item_id'; allowed under 'items': ['path', 'columns']; a column mapping belongs under "
+     "'items.columns'"),
+    ("items: {path: products.csv, columns: {item_id: asin, title: name}}\ninteractions: {path: events.csv}\n"
+     "list_separator: '|'\n", "unknown key 'list_separator' at the top level"),
+    ("items: {path: products.csv, columns: {item_id: asin, titel: name}}\ninteractions: {path: events.csv}\n",
+     "unknown field(s) ['titel'] under 'items.columns'"),
+])
+def test_a_mapping_file_rejects_unknown_keys_naming_them(tmp_path, yaml_text, needle):
+    (tmp_path / "map.yaml").write_text(yaml_text)
+    with pytest.raises(DataError) as e:
+        adapters.load_mapping_yaml(tmp_path / "map.yaml")
+    assert needle in str(e.value) and e.value.file == str(tmp_path / "map.yaml")
+    code, out = _prepare("--mapping", str(tmp_path / "map.yaml"), "--out", str(tmp_path / "x"))
+    assert code != 0 and needle in out
+
+
+def test_mapping_and_table_flags_together_are_an_error(tmp_path):
+    items_csv, _ = _write_other_schema(tmp_path)
+    (tmp_path / "map.yaml").write_text("items: {path: products.csv}\ninteractions: {path: events.csv}\n")
+    code, out = _prepare("--mapping", str(tmp_path / "map.yaml"), "--items", str(items_csv),
+                         "--out", str(tmp_path / "x"))
+    assert code != 0 and "--mapping and --items both describe the tables" in out

@@ -12,21 +12,17 @@ from typer.testing import CliRunner
 
 from hllm_creator.data import load_dataset
 from hllm_creator.data.schema import DataError
-from hllm_creator.infer import cluster as cl
-from hllm_creator.infer import embed as E
 from hllm_creator.infer import generate as G
 from hllm_creator.infer import match as M
 from hllm_creator.teacher.grounding import Ad, check_grounding, title_quality
+from helpers import tiny_embed_and_cluster
 
 
 @pytest.fixture(scope="module")
 def setup(infer_workflow, tmp_path_factory):
     data, mdir = infer_workflow
     root = tmp_path_factory.mktemp("gen")
-    model = E.load_model(mdir)
-    E.run(E.EmbedConfig(model_dir=str(mdir), data_dir=str(data), item_cache=str(root / "c.parquet")),
-          root / "emb", progress=False, model=model)
-    cl.run(root / "emb", root / "clusters", cl.ClusterConfig(k=4, min_cluster_size=2), progress=False)
+    model = tiny_embed_and_cluster(root, data, mdir, k=4)
     M.run(M.MatchConfig(model_dir=str(mdir), data_dir=str(data), clusters_dir=str(root / "clusters"), n_ads=3,
                         top_k=2, item_cache=str(root / "c.parquet")), root / "match", progress=False, model=model)
     return data, mdir, root, model

@@ -16,16 +16,14 @@ from hllm_creator.data.schema import DataError
 from hllm_creator.infer import cluster as cl
 from hllm_creator.infer import embed as E
 from hllm_creator.infer import match as M
+from helpers import tiny_embed_and_cluster
 
 
 @pytest.fixture(scope="module")
 def setup(infer_workflow, tmp_path_factory):
     data, mdir = infer_workflow
     root = tmp_path_factory.mktemp("match")
-    model = E.load_model(mdir)
-    E.run(E.EmbedConfig(model_dir=str(mdir), data_dir=str(data), item_cache=str(root / "c.parquet")),
-          root / "emb", progress=False, model=model)
-    cl.run(root / "emb", root / "clusters", cl.ClusterConfig(k=4, min_cluster_size=2), progress=False)
+    model = tiny_embed_and_cluster(root, data, mdir, k=4)
     return data, mdir, root, model
 
 
@@ -70,6 +68,11 @@ def test_threshold_and_explicit_ads_via_cli(setup, tmp_path):
     meta = json.loads((tmp_path / "m" / "match_meta.json").read_text())
     assert sorted(m["item_id"].unique()) == sorted(ads) and meta["ads_chosen_by"] == "given"
     assert not m.loc[m.score < 1.0, "selected"].any()  # threshold 1.0: only perfect scores pass
+    # an option that does not apply is an error, not silently ignored (issue 14)
+    r = CliRunner().invoke(app, ["match", "--model", str(mdir), "--data", str(data), "--clusters",
+                                 str(root / "clusters"), "--out", str(tmp_path / "m2"), "--ads", ",".join(ads),
+                                 "--n-ads", "5"])
+    assert r.exit_code != 0 and "--n-ads" in str(r.exception) and not (tmp_path / "m2").exists()
 
 
 def test_match_bad_input(setup, tmp_path):

@@ -14,7 +14,7 @@ AD = {"title": "Cordless Drill 18V", "description": "Compact drill with two batt
 
 @pytest.fixture(scope="module")
 def model():
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
 
     torch.manual_seed(0)
     return tiny_model(seed=0)
@@ -164,10 +164,10 @@ def test_info_nce_batch_one_queue_and_false_negative_mask():
 
 
 def test_cls_loss_batch_one_and_positive_never_a_negative(model):
-    from hllm_creator.model.predictor import Predictor
+    from hllm_creator.model.predictor import ItemUserHead
 
     torch.manual_seed(0)
-    pr = Predictor(16, 12, d=8, hidden=16)
+    pr = ItemUserHead(16, 12, d=8, hidden=16)
     u, pos = torch.randn(1, 16), torch.randn(1, 12)
     neg = torch.randn(5, 12)
     loss = cls_loss(pr, u, pos, torch.tensor([3]), neg, torch.tensor([0, 1, 2, 4, 5]))
@@ -179,19 +179,19 @@ def test_cls_loss_batch_one_and_positive_never_a_negative(model):
     alone = cls_loss(pr, u, pos, torch.tensor([3]))
     assert torch.isfinite(alone)
     # mixer head works too
-    mx = Predictor(16, 12, d=8, hidden=16, head="mixer")
+    mx = ItemUserHead(16, 12, d=8, hidden=16, head="mixer")
     assert mx(torch.randn(3, 16), torch.randn(7, 12)).shape == (3, 7)
 
 
 def test_cls_and_align_under_torch_distributed_world_size_one(tmp_path):
     import torch.distributed as dist
 
-    from hllm_creator.model.predictor import Predictor
+    from hllm_creator.model.predictor import ItemUserHead
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         torch.manual_seed(0)
-        pr = Predictor(16, 12, d=8, hidden=16)
+        pr = ItemUserHead(16, 12, d=8, hidden=16)
         u, pos = torch.randn(1, 16, requires_grad=True), torch.randn(1, 12)
         loss = cls_loss(pr, u, pos, torch.tensor([1]), torch.randn(4, 12), torch.tensor([2, 3, 4, 5]))
         loss.backward()

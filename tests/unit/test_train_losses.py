@@ -11,9 +11,9 @@ from hllm_creator.train import data as tdata
 @pytest.fixture(scope="module")
 def small(tmp_path_factory, bundled_dataset):
     from hllm_creator.data import leave_last_out
-    from hllm_creator.model.testing import small_dataset
+    from helpers import small_dataset
 
-    ds = small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=40, source_dir=bundled_dataset.path)
+    ds = small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=40, source=bundled_dataset.path)
     split = leave_last_out(ds.interactions)
     rows = tdata.build_standin(ds, split.users, 4, seed=0)
     td = tdata.prepare_train_data(ds, split.users, rows, standin=True, max_history=10)
@@ -21,7 +21,7 @@ def small(tmp_path_factory, bundled_dataset):
 
 
 def _model(td, *, frozen_items: bool, seed=0, **kw):
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
 
     m = tiny_model(seed=seed, max_history=10, item_max_tokens=24, **kw)
     if frozen_items:

@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def small(tmp_path_factory, bundled_dataset):
     from hllm_creator.data import leave_last_out
-    from hllm_creator.model.testing import small_dataset
+    from helpers import small_dataset
 
-    ds = small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=60, source_dir=bundled_dataset.path)
+    ds = small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=60, source=bundled_dataset.path)
     split = leave_last_out(ds.interactions)
     rows = tdata.build_standin(ds, split.users, 4, seed=0)
     td = tdata.prepare_train_data(ds, split.users, rows, standin=True, max_history=10, val_users=8)
@@ -29,7 +29,7 @@ def small(tmp_path_factory, bundled_dataset):
 
 @pytest.fixture(scope="module")
 def model(small):
-    from hllm_creator.model.testing import tiny_model
+    from helpers import tiny_model
 
     _, _, td = small
     torch.manual_seed(0)

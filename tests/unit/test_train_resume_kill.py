@@ -47,9 +47,9 @@ def _complete(ckpt: Path) -> list[int]:
 
 @pytest.fixture(scope="module")
 def tiny_ds(tmp_path_factory, bundled_dataset):
-    from hllm_creator.model.testing import small_dataset
+    from helpers import small_dataset
 
-    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=30, source_dir=bundled_dataset.path)
+    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=30, source=bundled_dataset.path)
 
 
 def test_sigkill_mid_training_then_rerun_continues_from_the_last_checkpoint(tiny_ds, tmp_path):

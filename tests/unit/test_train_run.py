@@ -19,9 +19,9 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def small_ds(tmp_path_factory, bundled_dataset):
-    from hllm_creator.model.testing import small_dataset
+    from helpers import small_dataset
 
-    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=40, source_dir=bundled_dataset.path)
+    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=40, source=bundled_dataset.path)
 
 
 def _cfg(ds, tmp_path, **kw):

@@ -197,10 +197,10 @@ def test_wait_timeout_deletes_the_job_so_its_gpus_are_freed():
 def test_run_trainjob_failure_fails_the_step_and_records_the_reason_in_mlflow(tmp_path, bundled_dataset):
     import mlflow
 
-    from hllm_creator.model.testing import small_dataset
+    from helpers import small_dataset
     from hllm_creator.train.config import build_config
 
-    ds = small_dataset(tmp_path / "ds", n_users=10, source_dir=bundled_dataset.path)
+    ds = small_dataset(tmp_path / "ds", n_users=10, source=bundled_dataset.path)
     mount = tmp_path / "shared"
     mount.mkdir()
     cfg = build_config("tiny", data=str(ds.path), out=str(tmp_path / "model"))
@@ -251,8 +251,14 @@ def test_rbac_allows_exactly_what_the_launcher_calls():
     assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": docs["Role"]["metadata"]["name"]}
     assert {"kind": "ServiceAccount", "name": docs["ServiceAccount"]["metadata"]["name"],
             "namespace": "hllm-creator"} in rb["subjects"]
+    import inspect
+
+    from components.train.component import train
     from pipelines.presets import get_preset
 
-    assert get_preset("gpu-multinode").train["trainjob_namespace"] == docs["Role"]["metadata"]["namespace"]
+    # the namespace the TrainJob goes to: the preset's, else the train component's default
+    ns = get_preset("gpu-multinode").train.get(
+        "trainjob_namespace", inspect.signature(train.python_func).parameters["trainjob_namespace"].default)
+    assert ns == docs["Role"]["metadata"]["namespace"]
     kz = yaml.safe_load((REPO / "manifests/base/kustomization.yaml").read_text())
     assert "rbac-train-launcher.yaml" in kz["resources"]

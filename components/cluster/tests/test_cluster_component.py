@@ -8,12 +8,8 @@ from kfp import dsl
 
 from components.cluster.component import cluster
 from hllm_creator.infer.common import embeddings_frame
-from hllm_creator.infer.testing import init_tracking_store, isolate_tracking
+from helpers import kfp_local
 
-
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    isolate_tracking(monkeypatch, tmp_path)
 
 
 def _embeddings(d: Path) -> Path:
@@ -27,23 +23,20 @@ def _embeddings(d: Path) -> Path:
 
 def test_python_func_k_and_sweep(tmp_path):
     emb = _embeddings(tmp_path / "emb")
-    out, metrics = dsl.Artifact(uri=str(tmp_path / "c")), dsl.Metrics(uri=str(tmp_path / "m.json"))
+    out, metrics = dsl.Dataset(uri=str(tmp_path / "c")), dsl.Metrics(uri=str(tmp_path / "m.json"))
     cluster.python_func(embeddings=dsl.Dataset(uri=str(emb)), clusters=out, metrics=metrics, k_sweep="2,3,5")
     assert out.metadata["k"] == 3 and out.metadata["metric"] == "l2" and out.metadata["users"] == 300
     assert metrics.metadata["k"] == 3.0 and "silhouette" in metrics.metadata
     assert (tmp_path / "c" / "assignments.parquet").exists() and (tmp_path / "c" / "centroids.npy").exists()
-    out2 = dsl.Artifact(uri=str(tmp_path / "c2"))
+    out2 = dsl.Dataset(uri=str(tmp_path / "c2"))
     cluster.python_func(embeddings=dsl.Dataset(uri=str(emb)), clusters=out2,
                         metrics=dsl.Metrics(uri=str(tmp_path / "m2.json")), k=4, metric="cosine")
     assert out2.metadata["metric"] == "ip" and out2.metadata["normalized"] is True
 
 
 def test_local_runner(tmp_path):
-    import kfp.local
-
     emb = _embeddings(tmp_path / "emb")
-    init_tracking_store()
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="cluster-test")
     def pipe(uri: str):

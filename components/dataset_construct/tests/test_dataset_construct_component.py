@@ -8,6 +8,7 @@ import pytest
 from kfp import dsl
 
 from components.dataset_construct.component import dataset_construct
+from helpers import kfp_local
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +26,8 @@ def test_python_func(tmp_path, bundled_dataset, llm_server):
 
 
 def test_local_runner(tmp_path, bundled_dataset, llm_server):
-    import kfp.local
-
     base_url, model = llm_server
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="construct-test")
     def pipe(uri: str, base_url: str, model: str, cache: str):

@@ -9,12 +9,8 @@ from kfp import dsl
 
 from components.embed.component import embed, embed_merge
 from hllm_creator.infer.common import read_embeddings
-from hllm_creator.infer.testing import init_tracking_store, isolate_tracking, shared_tiny_workflow
+from helpers import kfp_local, shared_tiny_workflow
 
-
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    isolate_tracking(monkeypatch, tmp_path)
 
 
 def test_python_func_shards_and_merge(tmp_path):
@@ -22,7 +18,7 @@ def test_python_func_shards_and_merge(tmp_path):
     outs = []
     for i in range(2):
         out = dsl.Dataset(uri=str(tmp_path / f"shard{i}"))
-        embed.python_func(model=dsl.Model(uri=str(mdir)), data_dir=str(data), embeddings=out, shard=f"{i}/2",
+        embed.python_func(model=dsl.Model(uri=str(mdir)), dataset=dsl.Dataset(uri=str(data)), embeddings=out, shard=f"{i}/2",
                           batch_size=16, item_cache=str(tmp_path / "cache.parquet"))
         assert out.metadata["shard_index"] == i and out.metadata["users"] > 0
         outs.append(out)
@@ -34,22 +30,20 @@ def test_python_func_shards_and_merge(tmp_path):
 
 def test_component_spec_documents_inputs():
     ins = embed.component_spec.inputs
-    assert {"model", "data_dir", "shard", "batch_size"} <= set(ins)
+    assert {"model", "dataset", "shard", "batch_size"} <= set(ins)
     assert "Args:" in embed.python_func.__doc__ and "shard" in embed.python_func.__doc__
 
 
 def test_local_runner_fan_out_and_merge(tmp_path):
-    import kfp.local
-
     data, mdir = shared_tiny_workflow()
-    init_tracking_store()
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="embed-test")
     def pipe(data_dir: str, model_uri: str, cache: str):
         m = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
+        d = dsl.importer(artifact_uri=data_dir, artifact_class=dsl.Dataset, reimport=False)
         with dsl.ParallelFor(items=["0/2", "1/2"], parallelism=2) as shard:
-            e = embed(model=m.output, data_dir=data_dir, shard=shard, batch_size=16, item_cache=cache)
+            e = embed(model=m.output, dataset=d.output, shard=shard, batch_size=16, item_cache=cache)
         embed_merge(shards=dsl.Collected(e.outputs["embeddings"]))
 
     pipe(data_dir=str(data), model_uri=str(mdir), cache=str(tmp_path / "cache.parquet"))

@@ -8,33 +8,14 @@ from kfp import dsl
 
 from components.generate.component import generate
 from hllm_creator.data import load_dataset
-from hllm_creator.infer import cluster as cl
-from hllm_creator.infer import embed as E
-from hllm_creator.infer import match as M
-from hllm_creator.infer.testing import init_tracking_store, isolate_tracking, shared_tiny_workflow
-
-
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    isolate_tracking(monkeypatch, tmp_path)
+from helpers import kfp_local, shared_tiny_workflow, tiny_clusters_and_matches
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
     """clusters + matches dirs made by the library (what the cluster and match steps write)."""
-    data, mdir = shared_tiny_workflow()
     root = tmp_path_factory.mktemp("gc")
-    ds = load_dataset(data)
-    model = E.load_model(mdir)
-    ids, emb = E.embed_users(model, ds.items, E.histories(ds.interactions), progress=False)
-    res = cl.cluster(emb, cl.ClusterConfig(k=3, min_cluster_size=2), progress=False)
-    cl.write(res, ids, root / "clusters")
-    cfg = M.MatchConfig(model_dir=str(mdir), data_dir=str(data), clusters_dir=str(root / "clusters"), n_ads=2,
-                        top_k=2, item_cache=str(root / "c.parquet"))
-    m, _ = M.match(model, ds.items, M.default_ads(ds.items, ds.interactions, 2), res.member_means, res.sizes, cfg,
-                   progress=False)
-    (root / "matches").mkdir()
-    m.to_parquet(root / "matches" / "matches.parquet")
+    tiny_clusters_and_matches(root, k=3, n_ads=2)
     return root / "clusters", root / "matches"
 
 
@@ -42,7 +23,7 @@ def test_python_func(upstream, tmp_path):
     data, mdir = shared_tiny_workflow()
     clusters, matches = upstream
     out, metrics = dsl.Dataset(uri=str(tmp_path / "g")), dsl.Metrics(uri=str(tmp_path / "metrics.json"))
-    generate.python_func(model=dsl.Model(uri=str(mdir)), data_dir=str(data), clusters=dsl.Artifact(uri=str(clusters)),
+    generate.python_func(model=dsl.Model(uri=str(mdir)), dataset=dsl.Dataset(uri=str(data)), clusters=dsl.Dataset(uri=str(clusters)),
                          matches=dsl.Dataset(uri=str(matches)), creatives=out, metrics=metrics, max_new_tokens=6,
                          batch_size=4)
     cr = pd.read_parquet(tmp_path / "g" / "creatives.parquet")
@@ -62,19 +43,17 @@ def test_python_func(upstream, tmp_path):
 
 
 def test_local_runner(upstream, tmp_path):
-    import kfp.local
-
     data, mdir = shared_tiny_workflow()
     clusters, matches = upstream
-    init_tracking_store()
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="generate-test")
     def pipe(data_dir: str, model_uri: str, clusters_uri: str, matches_uri: str):
         m = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
-        c = dsl.importer(artifact_uri=clusters_uri, artifact_class=dsl.Artifact, reimport=False)
+        d = dsl.importer(artifact_uri=data_dir, artifact_class=dsl.Dataset, reimport=False)
+        c = dsl.importer(artifact_uri=clusters_uri, artifact_class=dsl.Dataset, reimport=False)
         mt = dsl.importer(artifact_uri=matches_uri, artifact_class=dsl.Dataset, reimport=False)
-        generate(model=m.output, data_dir=data_dir, clusters=c.output, matches=mt.output, max_new_tokens=6,
+        generate(model=m.output, dataset=d.output, clusters=c.output, matches=mt.output, max_new_tokens=6,
                  max_pairs=2, do_sample=False)
 
     pipe(data_dir=str(data), model_uri=str(mdir), clusters_uri=str(clusters), matches_uri=str(matches))

@@ -8,6 +8,7 @@ import pytest
 from kfp import dsl
 
 from components.gsb_eval.component import gsb_eval
+from helpers import kfp_local
 
 
 def test_python_func_counts(tmp_path):
@@ -19,9 +20,7 @@ def test_python_func_counts(tmp_path):
 
 
 def test_local_runner_counts(tmp_path):
-    import kfp.local
-
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="gsb-counts-test")
     def pipe(counts: str):
@@ -34,7 +33,6 @@ def test_local_runner_counts(tmp_path):
 
 @pytest.mark.integration
 def test_local_runner_judge(tmp_path, llm_server):
-    import kfp.local
     import pandas as pd
 
     base_url, model = llm_server
@@ -45,7 +43,7 @@ def test_local_runner_judge(tmp_path, llm_server):
                   "title_a": ["Glass Beaker 250 ml for Your Lab"], "title_b": ["Glass Beaker 250 ml"],
                   "title_list": [["Pipette Set 10 ml"]], "user_profile": ['{"description": "lab work"}']}
                  ).to_parquet(samples / "samples.parquet")
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="gsb-judge-test")
     def pipe(uri: str, base_url: str, model: str):

@@ -10,12 +10,8 @@ from components.match.component import match
 from hllm_creator.data import load_dataset
 from hllm_creator.infer import cluster as cl
 from hllm_creator.infer import embed as E
-from hllm_creator.infer.testing import init_tracking_store, isolate_tracking, shared_tiny_workflow
+from helpers import kfp_local, shared_tiny_workflow
 
-
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    isolate_tracking(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +28,7 @@ def clusters(tmp_path_factory):
 def test_python_func(clusters, tmp_path):
     data, mdir = shared_tiny_workflow()
     out, metrics = dsl.Dataset(uri=str(tmp_path / "m")), dsl.Metrics(uri=str(tmp_path / "metrics.json"))
-    match.python_func(model=dsl.Model(uri=str(mdir)), data_dir=str(data), clusters=dsl.Artifact(uri=str(clusters)),
+    match.python_func(model=dsl.Model(uri=str(mdir)), dataset=dsl.Dataset(uri=str(data)), clusters=dsl.Dataset(uri=str(clusters)),
                       matches=out, metrics=metrics, n_ads=4, top_k=2)
     m = pd.read_parquet(tmp_path / "m" / "matches.parquet")
     assert len(m) == 4 * 3 and m["selected"].sum() == 8
@@ -41,17 +37,15 @@ def test_python_func(clusters, tmp_path):
 
 
 def test_local_runner(clusters, tmp_path):
-    import kfp.local
-
     data, mdir = shared_tiny_workflow()
-    init_tracking_store()
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="match-test")
     def pipe(data_dir: str, model_uri: str, clusters_uri: str):
         m = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
-        c = dsl.importer(artifact_uri=clusters_uri, artifact_class=dsl.Artifact, reimport=False)
-        match(model=m.output, data_dir=data_dir, clusters=c.output, n_ads=3, top_k=1, threshold=0.0)
+        d = dsl.importer(artifact_uri=data_dir, artifact_class=dsl.Dataset, reimport=False)
+        c = dsl.importer(artifact_uri=clusters_uri, artifact_class=dsl.Dataset, reimport=False)
+        match(model=m.output, dataset=d.output, clusters=c.output, n_ads=3, top_k=1, threshold=0.0)
 
     pipe(data_dir=str(data), model_uri=str(mdir), clusters_uri=str(clusters))
     found = list((tmp_path / "kfp").rglob("match_meta.json"))

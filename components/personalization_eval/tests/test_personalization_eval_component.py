@@ -8,32 +8,11 @@ import pytest
 from kfp import dsl
 
 from components.personalization_eval.component import personalization_eval
-from hllm_creator.infer.testing import isolate_tracking, shared_tiny_workflow
-
-
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    isolate_tracking(monkeypatch, tmp_path)
+from helpers import tiny_clusters_and_matches
 
 
 def test_python_func(tmp_path):
-    from hllm_creator.data import load_dataset
-    from hllm_creator.infer import cluster as cl
-    from hllm_creator.infer import embed as E
-    from hllm_creator.infer import match as M
-
-    data, mdir = shared_tiny_workflow()
-    ds = load_dataset(data)
-    model = E.load_model(mdir)
-    ids, emb = E.embed_users(model, ds.items, E.histories(ds.interactions), progress=False)
-    res = cl.cluster(emb, cl.ClusterConfig(k=2, min_cluster_size=2), progress=False)
-    cl.write(res, ids, tmp_path / "clusters")
-    mc = M.MatchConfig(model_dir=str(mdir), data_dir=str(data), clusters_dir=str(tmp_path / "clusters"), n_ads=2,
-                       top_k=2, item_cache=str(tmp_path / "c.parquet"))
-    m, _ = M.match(model, ds.items, M.default_ads(ds.items, ds.interactions, 2), res.member_means, res.sizes, mc,
-                   progress=False)
-    (tmp_path / "matches").mkdir()
-    m.to_parquet(tmp_path / "matches" / "matches.parquet")
+    data, mdir, ds, m = tiny_clusters_and_matches(tmp_path, k=2, n_ads=2)
     sel = m[m["selected"]].reset_index(drop=True)
     titles = dict(zip(ds.items["item_id"], ds.items["title"]))
     (tmp_path / "gen").mkdir()
@@ -41,8 +20,8 @@ def test_python_func(tmp_path):
                   "original_title": sel["item_id"].map(titles), "title": sel["item_id"].map(titles),
                   "source": "original"}).to_parquet(tmp_path / "gen" / "creatives.parquet")
     report, metrics = dsl.Dataset(uri=str(tmp_path / "r")), dsl.Metrics(uri=str(tmp_path / "m.json"))
-    personalization_eval.python_func(model=dsl.Model(uri=str(mdir)), data_dir=str(data),
-                                     clusters=dsl.Artifact(uri=str(tmp_path / "clusters")),
+    personalization_eval.python_func(model=dsl.Model(uri=str(mdir)), dataset=dsl.Dataset(uri=str(data)),
+                                     clusters=dsl.Dataset(uri=str(tmp_path / "clusters")),
                                      matches=dsl.Dataset(uri=str(tmp_path / "matches")),
                                      creatives=dsl.Dataset(uri=str(tmp_path / "gen")), report=report,
                                      metrics=metrics, heldout_share=0.5, bootstrap=200, max_new_tokens=4)

@@ -8,25 +8,12 @@ import pytest
 from kfp import dsl
 
 from components.publish.component import publish
-from hllm_creator.infer.testing import init_tracking_store, isolate_tracking
+from helpers import init_tracking_store, kfp_local
 
 
-@pytest.fixture(autouse=True)
-def _tracking(monkeypatch, tmp_path):
-    isolate_tracking(monkeypatch, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    import pickle
-
-    from hllm_creator.serving.loading import tiny_serving_stack
-
-    root = tmp_path_factory.getbasetemp() / "serving_stack"
-    if not (root / "stack.pkl").exists():
-        s = tiny_serving_stack(root)
-        (root / "stack.pkl").write_bytes(pickle.dumps(s))
-    return pickle.loads((root / "stack.pkl").read_bytes())
+@pytest.fixture
+def stack(serving_stack):
+    return serving_stack
 
 
 def test_python_func(stack, tmp_path):
@@ -34,8 +21,8 @@ def test_python_func(stack, tmp_path):
 
     art = stack["artifacts"]
     out, metrics = dsl.Model(uri=str(tmp_path / "b")), dsl.Metrics(uri=str(tmp_path / "metrics.json"))
-    publish.python_func(model=dsl.Model(uri=stack["model_dir"]), data_dir=str(Path(stack["items"]).parent),
-                        clusters=dsl.Artifact(uri=art), matches=dsl.Dataset(uri=art), creatives=dsl.Dataset(uri=art),
+    publish.python_func(model=dsl.Model(uri=stack["model_dir"]), dataset=dsl.Dataset(uri=str(Path(stack["items"]).parent)),
+                        clusters=dsl.Dataset(uri=art), matches=dsl.Dataset(uri=art), creatives=dsl.Dataset(uri=art),
                         bundle=out, metrics=metrics, check_creative=False)
     m = read_manifest(tmp_path / "b")
     assert out.metadata["bundle_id"] == m["bundle_id"] and out.metadata["model_version"] == "1"
@@ -43,20 +30,18 @@ def test_python_func(stack, tmp_path):
 
 
 def test_local_runner(stack, tmp_path):
-    import kfp.local
-
     init_tracking_store()
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="publish-test")
-    def pipe(data_dir: str, model_uri: str, art_uri: str):
+    def pipe(data_uri: str, model_uri: str, art_uri: str):
         m = dsl.importer(artifact_uri=model_uri, artifact_class=dsl.Model, reimport=False)
-        c = dsl.importer(artifact_uri=art_uri, artifact_class=dsl.Artifact, reimport=False)
+        ds = dsl.importer(artifact_uri=data_uri, artifact_class=dsl.Dataset, reimport=False)
         d = dsl.importer(artifact_uri=art_uri, artifact_class=dsl.Dataset, reimport=False)
-        publish(model=m.output, data_dir=data_dir, clusters=c.output, matches=d.output, creatives=d.output,
+        publish(model=m.output, dataset=ds.output, clusters=d.output, matches=d.output, creatives=d.output,
                 register=False, check_creative=False)
 
-    pipe(data_dir=str(Path(stack["items"]).parent), model_uri=stack["model_dir"], art_uri=stack["artifacts"])
+    pipe(data_uri=str(Path(stack["items"]).parent), model_uri=stack["model_dir"], art_uri=stack["artifacts"])
     found = list((tmp_path / "kfp").rglob("bundle.json"))
     assert len(found) == 1
     assert json.loads(found[0].read_text())["files"]["artifacts/items.parquet"]["bytes"] > 0

@@ -7,18 +7,19 @@ import pytest
 from kfp import dsl
 
 from components.train.component import train
+from helpers import kfp_local
 
 
 @pytest.fixture(scope="module")
-def small_ds(tmp_path_factory):
-    from hllm_creator.model.testing import small_dataset
+def small_ds(tmp_path_factory, bundled_dataset):
+    from helpers import small_dataset
 
-    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=30)
+    return small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=30, source=bundled_dataset.path)
 
 
 def test_component_spec_documents_inputs():
     spec = train.component_spec
-    assert {"dataset", "train_set", "preset", "max_steps"} <= set(spec.inputs)
+    assert {"dataset", "train_set", "train_preset", "max_steps"} <= set(spec.inputs)
     assert {"model", "metrics"} <= set(spec.outputs)
     assert "Args:" in train.python_func.__doc__ and "train_set" in train.python_func.__doc__
 
@@ -29,7 +30,7 @@ def test_python_func_writes_a_loadable_model(small_ds, tmp_path):
     model = dsl.Model(uri=str(tmp_path / "model"))
     metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
     train.python_func(dataset=dsl.Dataset(uri=str(small_ds.path)), model=model, metrics=metrics,
-                      preset="tiny", max_steps=2, register=False)
+                      train_preset="tiny", max_steps=2, register=False)
     m = HLLMCreator.load(model.path)
     assert model.metadata["model_hash"] == m.model_hash and model.metadata["standin_data"] is True
     assert 0 <= metrics.metadata["model_recall@10"] <= 1 and "popularity_recall@10" in metrics.metadata
@@ -37,14 +38,12 @@ def test_python_func_writes_a_loadable_model(small_ds, tmp_path):
 
 
 def test_local_runner_pipeline(small_ds, tmp_path):
-    import kfp.local
-
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kfp_local(tmp_path)
 
     @dsl.pipeline(name="train-test")
     def pipe(data_uri: str):
         d = dsl.importer(artifact_uri=data_uri, artifact_class=dsl.Dataset, reimport=False)
-        train(dataset=d.output, preset="tiny", max_steps=2, register=True)
+        train(dataset=d.output, train_preset="tiny", max_steps=2, register=True)
 
     pipe(data_uri=str(small_ds.path))
     cfgs = list(Path(tmp_path / "kfp").rglob("hllm_config.json"))

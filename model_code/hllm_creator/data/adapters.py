@@ -223,8 +223,16 @@ def generic(items_path: str | Path, interactions_path: str | Path, *,
     return items, inter
 
 
+MAPPING_KEYS = {"items": "the items table: path + columns", "interactions": "the interactions table: path + columns",
+                "list_sep": "separator of list cells in CSV"}
+TABLE_KEYS = ("path", "columns")
+
+
 def load_mapping_yaml(path: str | Path) -> dict:
-    """YAML: {items: {path, columns: {...}}, interactions: {path, columns: {...}}, list_sep: '|'}."""
+    """YAML: {items: {path, columns: {...}}, interactions: {path, columns: {...}}, list_sep: '|'}.
+
+    Strict: an unknown key is an error that names it and says where it belongs (a field name one
+    level too high, ``items: {item_id: movie}``, belongs under ``items.columns``)."""
     import yaml
 
     path = Path(path)
@@ -236,10 +244,31 @@ def load_mapping_yaml(path: str | Path) -> dict:
         raise DataError(f"invalid YAML: {e}", file=str(path)) from None
     if not isinstance(spec, dict) or "items" not in spec or "interactions" not in spec:
         raise DataError("expected keys 'items' and 'interactions'", file=str(path))
+    for k in spec:
+        if k not in MAPPING_KEYS:
+            raise DataError(f"unknown key {k!r} at the top level; allowed: "
+                            + ", ".join(f"{a} ({b})" for a, b in MAPPING_KEYS.items()), file=str(path))
     base = path.parent
-    for key in ("items", "interactions"):
-        if "path" not in spec[key]:
+    for key, fields in (("items", ITEM_FIELDS), ("interactions", INTER_FIELDS)):
+        table = spec[key]
+        if not isinstance(table, dict):
+            raise DataError(f"'{key}' must be a mapping with keys {list(TABLE_KEYS)}", file=str(path), column=key)
+        for k in table:
+            if k not in TABLE_KEYS:
+                hint = (f"; a column mapping belongs under '{key}.columns' ({key}: {{columns: {{{k}: ...}}}})"
+                        if k in fields else "")
+                raise DataError(f"unknown key '{key}.{k}'; allowed under '{key}': {list(TABLE_KEYS)}{hint}",
+                                file=str(path), column=f"{key}.{k}")
+        if "path" not in table:
             raise DataError(f"'{key}.path' missing", file=str(path), column=key)
-        p = Path(spec[key]["path"])
-        spec[key]["path"] = str(p if p.is_absolute() else base / p)
+        cols = table.get("columns") or {}
+        if not isinstance(cols, dict) or not all(isinstance(v, str) for v in cols.values()):
+            raise DataError(f"'{key}.columns' must map our field names to your column names (strings)",
+                            file=str(path), column=f"{key}.columns")
+        unknown = sorted(set(cols) - set(fields))
+        if unknown:
+            raise DataError(f"unknown field(s) {unknown} under '{key}.columns'; known: {sorted(fields)}",
+                            file=str(path), column=f"{key}.columns")
+        p = Path(table["path"])
+        table["path"] = str(p if p.is_absolute() else base / p)
     return spec

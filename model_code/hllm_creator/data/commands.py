@@ -15,7 +15,8 @@ app = typer.Typer(help="Prepare datasets into the dataset-dir contract (items, i
 def prepare_cmd(
     out: Path = typer.Option(Path(".hllm/data/amazon_scientific"), "--out", "-o",
                              help="Dataset dir to write (atomically replaced)."),
-    source: str = typer.Option("bundled", help="bundled | amazon | reference | generic"),
+    source: Optional[str] = typer.Option(None, help="bundled | amazon | reference | generic (default: the one "
+                                                    "the other options belong to; bundled when none is given)"),
     inter: Optional[Path] = typer.Option(None, help="amazon: <name>.inter.json[.gz]"),
     item: Optional[Path] = typer.Option(None, help="amazon: <name>.item.json[.gz]"),
     reference: Optional[Path] = typer.Option(None, help="reference: the HLLM-Creator training parquet"),
@@ -29,13 +30,20 @@ def prepare_cmd(
                                         help="generic: OUR=THEIRS, e.g. --inter-col user_id=uid "
                                              "(fields: user_id item_id ts label)"),
     mapping: Optional[Path] = typer.Option(None, help="generic: a YAML mapping file instead of the flags"),
-    list_sep: str = typer.Option("|", help="generic: separator of list cells (categories) in CSV"),
+    list_sep: Optional[str] = typer.Option(None, help="generic: separator of list cells (categories) in CSV "
+                                                      "(default |; with --mapping: the file's list_sep)"),
     name: Optional[str] = typer.Option(None, help="Dataset name for the manifest."),
 ) -> None:
     """Write a dataset dir: items.parquet, interactions.parquet, manifest.json (with counts and sha256)."""
     from hllm_creator.data import adapters
     from hllm_creator.data.prepare import prepare, prepare_bundled
     from hllm_creator.data.schema import DataError
+
+    given = {"inter": inter, "item": item, "reference": reference, "items": items, "interactions": interactions,
+             "item-col": item_col or None, "inter-col": inter_col or None, "mapping": mapping,
+             "list-sep": list_sep, "name": name}
+    source = _choose_source(source, {k for k, v in given.items() if v is not None})
+    list_sep = list_sep or "|"
 
     def need(**kw):
         for k, v in kw.items():
@@ -56,7 +64,13 @@ def prepare_cmd(
                      license="unknown", items_file=str(reference), interactions_file=str(reference))
     elif source == "generic":
         if mapping is not None:
+            flags = [f"--{k}" for k in ("items", "interactions", "item-col", "inter-col") if given[k] is not None]
+            if flags:
+                raise DataError(f"--mapping and {', '.join(flags)} both describe the tables: give one of them")
             spec = adapters.load_mapping_yaml(mapping)
+            if given["list-sep"] is not None and "list_sep" in spec:
+                raise DataError(f"--list-sep and the mapping's list_sep both set the separator: give one",
+                                file=str(mapping))
             items_p, inter_p = Path(spec["items"]["path"]), Path(spec["interactions"]["path"])
             icols, acols = spec["items"].get("columns", {}), spec["interactions"].get("columns", {})
             sep = spec.get("list_sep", list_sep)
@@ -73,6 +87,38 @@ def prepare_cmd(
     typer.echo(f"wrote {out}: {c['users']:,} users, {c['items']:,} items, {c['interactions']:,} interactions "
                f"({c['users_with_split']:,} users with a leave-last-out split, "
                f"{c['users_too_short_for_split']} with fewer than 3 clicks)")
+
+
+# which options belong to which source; every other option is an error for that source
+SOURCE_OPTIONS = {
+    "bundled": set(),
+    "amazon": {"inter", "item", "name"},
+    "reference": {"reference", "name"},
+    "generic": {"items", "interactions", "item-col", "inter-col", "mapping", "list-sep", "name"},
+}
+
+
+def _choose_source(source: str | None, given: set[str]) -> str:
+    """The source the options select (``--source`` when given); an option that does not apply to it
+    is an error naming the option and the source it belongs to, never silently ignored."""
+    from hllm_creator.data.schema import DataError
+
+    if source is not None and source not in SOURCE_OPTIONS:
+        raise DataError(f"unknown --source {source!r}: use {', '.join(SOURCE_OPTIONS)}")
+    if source is None:
+        owners = {s for s, opts in SOURCE_OPTIONS.items() if (given - {"name"}) & opts}
+        if len(owners) > 1:
+            raise DataError("options of several sources given (" + ", ".join(f"--{o}" for o in sorted(given)) +
+                            "): choose one with --source")
+        if not owners and given:  # --name alone
+            raise DataError("--name applies to --source amazon, reference or generic (the bundled data has its own)")
+        source = owners.pop() if owners else "bundled"
+    stray = sorted(given - SOURCE_OPTIONS[source])
+    if stray:
+        where = {o: [s for s, opts in SOURCE_OPTIONS.items() if o in opts] for o in stray}
+        raise DataError("; ".join(f"--{o} does not apply to --source {source} (it belongs to --source "
+                                  f"{' / '.join(where[o])})" for o in stray))
+    return source
 
 
 @app.command("show")

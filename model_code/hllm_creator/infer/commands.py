@@ -11,6 +11,9 @@ from typing import Optional
 
 import typer
 
+from hllm_creator.infer.cluster import ClusterConfig
+
+_CLUSTER = {name: f.default for name, f in ClusterConfig.model_fields.items()}  # the defaults, written once
 
 def _csv_list(value: Optional[str], what: str, conv=str) -> list:
     if not value:
@@ -92,18 +95,20 @@ def cluster_cmd(
     k_sweep: Optional[str] = typer.Option(None, "--k-sweep",
                                           help="Comma-separated Ks, e.g. 8,16,32: the best silhouette wins "
                                                "(inertia, silhouette, Davies-Bouldin and sizes logged per K)."),
-    metric: str = typer.Option("l2", "--metric", help="l2: L2 k-means, assign by L2. cosine: normalize, "
-                                                      "spherical k-means, assign by inner product."),
-    min_cluster_size: int = typer.Option(5, "--min-cluster-size",
+    metric: str = typer.Option(_CLUSTER["metric"], "--metric", help="l2: L2 k-means, assign by L2. cosine: "
+                                                                    "normalize, spherical k-means, assign by inner "
+                                                                    "product."),
+    min_cluster_size: int = typer.Option(_CLUSTER["min_cluster_size"], "--min-cluster-size",
                                          help="Clusters with fewer members are merged into the nearest other."),
-    niter: int = typer.Option(25, "--niter", help="k-means iterations."),
-    standardize: bool = typer.Option(True, "--standardize/--no-standardize", help="z-score every feature first: "
-                                     "the space the Creative LLM's projector reads (recorded; assign applies it)."),
-    seed: int = typer.Option(0, "--seed"),
+    niter: int = typer.Option(_CLUSTER["niter"], "--niter", help="k-means iterations."),
+    standardize: bool = typer.Option(_CLUSTER["standardize"], "--standardize/--no-standardize",
+                                     help="z-score every feature first: the space the Creative LLM's projector "
+                                          "reads (recorded; assign applies it)."),
+    seed: int = typer.Option(_CLUSTER["seed"], "--seed"),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """faiss k-means of the user embeddings (GPU when faiss sees one); K given or chosen by a sweep."""
-    from hllm_creator.infer.cluster import ClusterConfig, run
+    from hllm_creator.infer.cluster import run
 
     cfg = _config(ClusterConfig, k=k, k_sweep=_csv_list(k_sweep, "--k-sweep", int), metric=metric,
                         min_cluster_size=min_cluster_size, niter=niter, seed=seed, standardize=standardize)
@@ -120,7 +125,8 @@ def match_cmd(
     clusters: Path = typer.Option(..., "--clusters", help="Output dir of `hllm-creator cluster`."),
     out: Path = typer.Option(..., "--out", help="Output dir: matches.parquet + match_meta.json (coverage)."),
     ads: Optional[str] = typer.Option(None, "--ads", help="Comma-separated ad item ids."),
-    n_ads: int = typer.Option(20, "--n-ads", help="Without --ads: the N most-clicked items (ties by id)."),
+    n_ads: Optional[int] = typer.Option(None, "--n-ads", help="Without --ads: the N most-clicked items (ties by "
+                                                              "id; default 20)."),
     top_k: int = typer.Option(3, "--top-k", help="Clusters selected per ad (best predictor score first)."),
     threshold: Optional[float] = typer.Option(None, "--threshold",
                                               help="Also require a match score >= this (0..1)."),
@@ -129,11 +135,15 @@ def match_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Score every (ad, cluster) pair with the Item-User predictor; select the top-k clusters per ad."""
+    from hllm_creator.data.schema import DataError
     from hllm_creator.infer.match import MatchConfig, run
 
+    if ads and n_ads is not None:
+        raise DataError("--n-ads picks the default ads and applies only without --ads: give one of them")
     cfg = _config(MatchConfig, model_dir=str(model), data_dir=str(data), clusters_dir=str(clusters),
-                      ads=_csv_list(ads, "--ads"), n_ads=n_ads, top_k=top_k, threshold=threshold,
-                      batch_size=batch_size, item_cache=str(item_cache) if item_cache else None)
+                  ads=_csv_list(ads, "--ads"), top_k=top_k, threshold=threshold, batch_size=batch_size,
+                  item_cache=str(item_cache) if item_cache else None,
+                  **({"n_ads": n_ads} if n_ads is not None else {}))
     meta = run(cfg, out, progress=not quiet)
     typer.echo(f"wrote {out}/matches.parquet: {len(meta['ads'])} ads x {meta['k']} clusters, "
                f"{meta['pairs_selected']} pairs selected, mean coverage {meta['mean_coverage']:.1%}")
@@ -189,9 +199,6 @@ def generate_cmd(
                f"{meta['lookup_rows']:,} lookup rows")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("embed")(embed_cmd)
-    app.command("embed-merge")(embed_merge_cmd)
-    app.command("cluster")(cluster_cmd)
-    app.command("match")(match_cmd)
-    app.command("generate")(generate_cmd)
+# name -> command, registered by cli.py
+COMMANDS = {"embed": embed_cmd, "embed-merge": embed_merge_cmd, "cluster": cluster_cmd, "match": match_cmd,
+            "generate": generate_cmd}

@@ -31,6 +31,10 @@ from pydantic import Field, SecretStr
 from hllm_creator.config import StepConfig
 
 log = logging.getLogger(__name__)
+# one `HTTP Request: POST ...` INFO line per call from httpx (the openai client's transport) is noise
+# in every step's log: our own per-run LLM statistics say what the calls did
+for _name in ("httpx", "httpx2"):  # the openai client's transport (httpx2 in openai 3.x)
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 DEFAULT_MODEL_ENV = "HLLM_TEACHER_MODEL"
 

@@ -20,7 +20,9 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,12 +30,13 @@ from torch import nn
 from hllm_creator.model.collate import FactBatch, SlotBatch, fact_batch, position_ids, slot_batch, text_batch
 from hllm_creator.model.config import ModelConfig
 from hllm_creator.model.losses import cls_loss, gather_no_grad, info_nce, next_item_loss
-from hllm_creator.model.predictor import Predictor
+from hllm_creator.model.predictor import ItemUserHead
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "hllm_config.json"
 WEIGHTS_FILE = "model.safetensors"
+ITEM_EMBEDDINGS_FILE = "item_embeddings.parquet"
 PARTS = ("item", "user", "creative")
 
 
@@ -81,7 +84,7 @@ class HLLMCreator(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor([math.log(1.0 / cfg.align_temperature)]))
         # the fact-copy head's scale (used when cfg.fact_copy; shape [1] for DeepSpeed as logit_scale)
         self.fact_copy_scale = nn.Parameter(torch.tensor([float(cfg.fact_copy_init)]), requires_grad=cfg.fact_copy)
-        self.predictor = Predictor(dU, dI, cfg.predictor_dim, cfg.predictor_hidden, cfg.predictor_head)
+        self.predictor = ItemUserHead(dU, dI, cfg.predictor_dim, cfg.predictor_hidden, cfg.predictor_head)
         q = cfg.align_queue
         self.register_buffer("queue_a", torch.zeros(q, dC))
         self.register_buffer("queue_p", torch.zeros(q, dC))
@@ -158,8 +161,16 @@ class HLLMCreator(nn.Module):
             return tmp.export_state_dict()
         return {k: v for k, v in self.state_dict().items() if not k.startswith("queue_")}
 
-    def save(self, model_dir: str | Path) -> Path:
-        """Write the model dir atomically (nothing half-written); returns its path."""
+    def save(self, model_dir: str | Path, *, json_files: dict[str, Any] | None = None,
+             item_embeddings: tuple[Sequence[str], Any] | None = None) -> Path:
+        """Write the model dir atomically (nothing half-written, nothing added afterwards); returns its path.
+
+        The dir holds the weights, the three LLM configs + tokenizers and ``hllm_config.json``, plus
+        what the caller passes: ``json_files`` ({file name: JSON object}, e.g. eval.json,
+        train_summary.json) and ``item_embeddings`` ((item ids, [n_items, dI] array): the frozen Item
+        LLM vectors training used, written as item_embeddings.parquet + item_embeddings.json naming
+        this model's hash, so inference can reuse them).
+        """
         from safetensors.torch import save_file
 
         from hllm_creator.io import atomic_dir, sha256_file, write_json
@@ -191,9 +202,19 @@ class HLLMCreator(nn.Module):
                                     "response_end": RESPONSE_END}},
                        tmp / CONFIG_FILE)
             write_json({"model_hash": self._hash}, tmp / "model_hash.json")
-            extra = getattr(self, "extra_files", None) or {}
-            for name, obj in extra.items():
+            for name, obj in (json_files or {}).items():
                 write_json(obj, tmp / name)
+            if item_embeddings is not None:
+                import pandas as pd
+
+                from hllm_creator.io import write_parquet
+
+                ids, emb = item_embeddings
+                emb = emb.numpy() if hasattr(emb, "numpy") else np.asarray(emb)
+                write_parquet(pd.DataFrame({"item_id": list(ids), "embedding": [r.astype(np.float32) for r in emb]}),
+                              tmp / ITEM_EMBEDDINGS_FILE)
+                write_json({"model_hash": self._hash, "note": "frozen Item LLM embeddings used in training"},
+                           tmp / "item_embeddings.json")
         return model_dir
 
     @classmethod

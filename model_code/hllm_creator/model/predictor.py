@@ -30,8 +30,10 @@ class MixerHead(nn.Module):
         return self.out(x.flatten(-2)).squeeze(-1)
 
 
-class Predictor(nn.Module):
-    """match logit of (user, item): MLP over [u, i, u*i] of the tower outputs, plus a scaled dot."""
+class ItemUserHead(nn.Module):
+    """The Item-User predictor's scoring head (named apart from the KServe ``serving.predictor.Predictor``
+    that serves it): match logit of (user, item): MLP over [u, i, u*i] of the tower outputs, plus a
+    scaled dot."""
 
     def __init__(self, user_hidden: int, item_hidden: int, d: int = 128, hidden: int = 256, head: str = "mlp"):
         super().__init__()

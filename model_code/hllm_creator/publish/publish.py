@@ -77,7 +77,10 @@ def publish(inp: BundleInputs, out: str | Path, *, register: bool = True, check:
             raise BundleError(f"bundle {out} does not load with the serving loaders: {e}") from e
         log.info("bundle check: %s", {k: v for k, v in res["check"].items() if not k.endswith("_sample")})
     if register:
-        with tracking.step_run("publish", parent_run_id=parent, tags={"bundle_id": manifest["bundle_id"]}) as run:
+        params = {"bundle_id": manifest["bundle_id"], "dataset_hash": manifest["dataset_hash"], "checked": check,
+                  "check_creative": check_creative, "aliases": ",".join(aliases)}
+        with tracking.step_run("publish", params, parent_run_id=parent,
+                               tags={"bundle_id": manifest["bundle_id"]}) as run:
             tracking.log_json(manifest, "bundle.json")
             figs = {"bundle_files": len(manifest["files"]),
                     "bundle_mb": sum(f["bytes"] for f in manifest["files"].values()) / 2**20}

@@ -81,7 +81,8 @@ def setup_users(tracking_uri: str, *, writer: tuple[str, str], reader: tuple[str
             log.info("MLflow user %s exists: password re-set from the secret", user)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(
+        experiment, tags={"mlflow.experimentKind": "custom_model_development"})
     try:
         client.get_registered_model(model_name)
     except RestException as e:

@@ -20,6 +20,10 @@ from hllm_creator.paths import REPO_ROOT, work_dir
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "hllm-creator"
+# MLflow 3's UI opens an experiment by its kind: without this tag it guessed a GenAI experiment
+# (the traces overview, step runs under "Evaluations"); a model-training one opens on the runs table
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 MODEL_NAME = "hllm-creator"
 PARENT_ENV = "HLLM_PARENT_RUN_ID"
 _MAX_PARAM = 6000  # MLflow param value limit (chars)
@@ -48,9 +52,14 @@ def ensure_experiment(name: str | None = None) -> str:
         kwargs = {}
         if resolve_tracking_uri().startswith("sqlite:"):
             kwargs["artifact_location"] = (work_dir() / "mlartifacts").as_uri()
-        exp_id = mlflow.create_experiment(name, **kwargs)
+        exp_id = mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}, **kwargs)
     else:
         exp_id = exp.experiment_id
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):  # made before the tag: set it once
+            try:
+                mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            except mlflow.exceptions.MlflowException as e:  # a user that may only log runs: not fatal
+                log.debug("cannot tag experiment %s: %s", name, e)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 

@@ -11,7 +11,9 @@ import logging
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hllm_creator.train.config import TrainConfig
 
@@ -195,24 +197,45 @@ def prefill_queue(model, td, n: int, use_bf16: bool) -> None:
         model.prefill_align_queue(u, model.profile_batch(td.rows["user_profile"].iloc[rows].tolist()))
 
 
-def run_train(cfg: TrainConfig) -> dict:
-    """The whole step: data -> model -> Trainer -> eval -> model dir (+ MLflow run, registered)."""
-    import numpy as np
+@dataclass
+class TrainData:
+    """What training reads: the dataset, its leave-last-out split, the creative rows (teacher or
+    stand-in) and the prepared tensors' sources (``train.data.TrainData``)."""
+
+    ds: Any
+    split: Any
+    rows: Any
+    standin: bool | str
+    td: Any
+
+
+@dataclass
+class Plan:
+    """The optimizer steps (bundles of creative + cls rows) and the collator that batches them."""
+
+    bundles: list
+    collator: Any
+
+
+@dataclass
+class Fitted:
+    """The trained model and what the fit left behind."""
+
+    model: Any
+    history: list[dict]
+    train_s: float
+    training_loss: float
+    is_main: bool
+
+
+def load_data(cfg: TrainConfig) -> TrainData:
+    """Dataset -> split -> creative rows (the teacher parquet, topped up or replaced by stand-in rows,
+    loudly) -> ``train.data.prepare_train_data``."""
     import pandas as pd
-    import torch
-    from transformers import TrainingArguments, set_seed
 
-    from hllm_creator import tracking
     from hllm_creator.data import leave_last_out, load_dataset
-    from hllm_creator.io import write_json
-    from hllm_creator.model.hllm import HLLMCreator
     from hllm_creator.train import data as tdata
-    from hllm_creator.train.evaluate import evaluate
 
-    t_start = time.time()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
     ds = load_dataset(cfg.data)
     split = leave_last_out(ds.interactions)
     if len(split.users) == 0:
@@ -240,23 +263,32 @@ def run_train(cfg: TrainConfig) -> dict:
         rows = rows.iloc[:cfg.max_creative_rows]
     td = tdata.prepare_train_data(ds, split.users, rows, standin=standin, cls_users=cfg.cls_users,
                                   max_history=cfg.model.max_history, seed=cfg.seed, val_users=cfg.cls_val_users)
+    return TrainData(ds=ds, split=split, rows=rows, standin=standin, td=td)
 
-    use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and bf16_supported())
+
+def build_model(cfg: TrainConfig, data: TrainData, use_bf16: bool):
+    """HLLMCreator from the config, with what training freezes frozen (the Item LLM's catalog encoded
+    once into ``item_cache``), head statistics set, LoRA on the Creative LLM."""
+    import random
+
+    import torch
+
+    from hllm_creator.model.hllm import HLLMCreator
+
+    td = data.td
     model = HLLMCreator.from_config(cfg.model, seed=cfg.seed)
     if cfg.freeze_item_llm:
         for p in list(model.item_llm.parameters()) + [model.item_token]:
             p.requires_grad_(False)
-        model.item_cache = encode_catalog(model, cfg, ds, td.item_texts, use_bf16)
+        model.item_cache = encode_catalog(model, cfg, data.ds, td.item_texts, use_bf16)
     else:
         model.item_tokens = model.tokenize_items(td.item_texts)
     # standardize LLM hidden states for the heads (massive-activation dims would drown the signal)
-    import random as _random
-
-    stat_hist = _random.Random(cfg.seed).sample(td.cls_hist, min(512, len(td.cls_hist)))
+    stat_hist = random.Random(cfg.seed).sample(td.cls_hist, min(512, len(td.cls_hist)))
     if model.item_cache is not None:
         model.set_stats(model.item_cache, stat_hist)
     else:
-        sub = _random.Random(cfg.seed).sample(range(len(td.item_texts)), min(512, len(td.item_texts)))
+        sub = random.Random(cfg.seed).sample(range(len(td.item_texts)), min(512, len(td.item_texts)))
         emb = torch.zeros(len(td.item_texts), model.item_hidden_size)
         emb[sub] = model.encode_items([td.item_texts[i] for i in sub])
         model.predictor.set_stats(item_emb=emb[sub])
@@ -274,9 +306,13 @@ def run_train(cfg: TrainConfig) -> dict:
     if cfg.weights.recon == 0 and cfg.weights.align == 0 and cfg.weights.creative == 0:
         for p in model.creative.parameters():
             p.requires_grad_(False)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_all = sum(p.numel() for p in model.parameters())
+    return model
 
+
+def plan_steps(cfg: TrainConfig, model, data: TrainData) -> Plan:
+    from hllm_creator.train import data as tdata
+
+    td = data.td
     bundles = tdata.make_bundles(td, creative_per_step=cfg.creative_per_step, cls_per_step=cfg.cls_per_step,
                                  cls_epochs=cfg.cls_epochs, creative_epochs=cfg.creative_epochs,
                                  max_steps=cfg.max_steps, seed=cfg.seed, group_by_length=cfg.group_by_length)
@@ -284,8 +320,22 @@ def run_train(cfg: TrainConfig) -> dict:
                                     weights=cfg.weights.model_dump(), seed=cfg.seed, neg_sampling=cfg.neg_sampling,
                                     contrast_margin=cfg.contrast_margin, aux_rows=cfg.aux_rows_per_step,
                                     next_item=cfg.cls_objective == "next_item")
-    from hllm_creator.train.config import default_checkpoint_dir, prepare_checkpoints
+    return Plan(bundles=bundles, collator=collator)
 
+
+def fit(cfg: TrainConfig, model, data: TrainData, plan: Plan, use_bf16: bool, *, rank0: bool) -> Fitted:
+    """The joint fit on the HF Trainer (resumes from this config's latest checkpoint), preceded on a
+    fresh start by the slot pre-fit and the align-queue prefill. Per-loss metrics go to the active
+    MLflow run (rank 0)."""
+    import torch
+    from transformers import TrainingArguments
+
+    from hllm_creator import tracking
+    from hllm_creator.train import data as tdata
+    from hllm_creator.train.config import default_checkpoint_dir, prepare_checkpoints
+    from hllm_creator.train.distributed import rank0_view
+
+    td, bundles = data.td, plan.bundles
     ckpt_dir = Path(cfg.checkpoint_dir or default_checkpoint_dir(cfg))
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=1, num_train_epochs=1, max_steps=len(bundles),
@@ -299,130 +349,184 @@ def run_train(cfg: TrainConfig) -> dict:
         deepspeed=cfg.deepspeed, disable_tqdm=False,
     )
     history: list[dict] = []
-    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun/deepspeed only rank 0 talks to MLflow
+    trainer = _trainer_cls()(model=model, args=args, train_dataset=tdata.BundleDataset(bundles),
+                             data_collator=plan.collator, head_lr=cfg.head_lr, user_lr=cfg.user_lr,
+                             callbacks=[_callback(history, time.time())])
+    # the latest complete checkpoint of THIS config (issue 16: resume on by default, durable dir)
+    resume = prepare_checkpoints(cfg, ckpt_dir, is_main=rank0)
+    log.info("resume: %s", resume or "no checkpoint of this config found, starting fresh")
+    if resume is None and cfg.slot_fit_steps and cfg.weights.slot_fact and model.item_cache is not None:
+        from hllm_creator.train.slot_fit import slot_fit
+
+        def on_slot_log(step, m):
+            if rank0:
+                tracking.log_metrics(m, step=step)
+
+        sf = slot_fit(model, td, model.item_cache, steps=cfg.slot_fit_steps, lr=cfg.head_lr, seed=cfg.seed,
+                      bf16=use_bf16, on_log=on_slot_log)
+        if sf is not None and rank0:
+            tracking.log_metrics({f"slot_fit_{k}": v for k, v in sf.items() if isinstance(v, (int, float))})
+        model.train()
+    if resume is None and cfg.model.align_queue and len(td.rows):
+        prefill_queue(model, td, cfg.model.align_queue, use_bf16)
+    t_train = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_s = time.time() - t_train
+    rank0_view(trainer)  # ZeRO-3: every rank gathers the full weights once, before rank 0 works alone
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.eval()
+    return Fitted(model=model, history=history, train_s=train_s, training_loss=float(result.training_loss),
+                  is_main=trainer.is_world_process_zero() and rank0)
+
+
+def refit_heads(cfg: TrainConfig, fitted: Fitted, data: TrainData, plan: Plan, use_bf16: bool,
+                metrics: dict) -> tuple[Any, dict | None]:
+    """Rank 0, after the joint fit: the item embeddings evaluation and the heads use, the slot's
+    post-training refit and the predictor's head fit on frozen user embeddings. Returns
+    (item embeddings, head-fit report or None)."""
+    from hllm_creator import tracking
+    from hllm_creator.train.distributed import local_only
+
+    model, td = fitted.model, data.td
+    item_emb = (model.item_cache if model.item_cache is not None
+                else model.encode_items(td.item_texts, batch_size=cfg.item_batch_size, progress=True))
+    refit = None
+    if cfg.slot_refit and cfg.slot_fit_steps and cfg.weights.slot_fact:
+        # the slot's pointer against the FINAL user embeddings (measured: after joint training
+        # with the next-item objective the pre-fit pointer was back at chance)
+        from hllm_creator.train.slot_fit import slot_fit
+
+        with local_only():
+            refit = slot_fit(model, td, item_emb, steps=cfg.slot_fit_steps, lr=cfg.head_lr, seed=cfg.seed + 1,
+                             bf16=use_bf16)
+        if refit is not None:
+            tracking.log_metrics({f"slot_refit_{k}": v for k, v in refit.items() if isinstance(v, (int, float))})
+            metrics["slot_refit_val_acc"] = refit["val_acc"]
+    if model.cfg.fact_copy:  # the fact-copy scale for the (re)fitted pointer, on the refit's validation users
+        from hllm_creator.train.slot_fit import refit_copy_scale
+
+        with local_only():
+            fc = refit_copy_scale(model, td, item_emb, rows=(refit or {}).get("val_index"), seed=cfg.seed,
+                                  bf16=use_bf16)
+        if fc is not None:
+            tracking.log_metrics({f"fact_copy_{k}": v for k, v in fc.items()})
+            metrics["fact_copy_scale"] = fc["scale"]
+    head = None
+    if cfg.head_steps:
+        from hllm_creator.train.head_fit import head_fit
+
+        step0 = len(plan.bundles)
+
+        def on_log(step, m):
+            fitted.history.append({"step": step0 + step, **m})
+            tracking.log_metrics(m, step=step0 + step)
+
+        t_head = time.time()
+        with local_only():  # rank 0 alone: the cls loss must not wait for the other ranks
+            head = head_fit(model, td, item_emb, steps=cfg.head_steps,
+                            batch_size=cfg.head_batch_size or cfg.cls_per_step,
+                            negatives=cfg.cls_negatives if cfg.head_negatives is None else cfg.head_negatives,
+                            lr=cfg.head_lr, seed=cfg.seed, neg_p=plan.collator.neg_p,
+                            val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
+                            log_every=cfg.logging_steps, next_item=cfg.cls_objective == "next_item")
+        metrics["head_fit_seconds"] = time.time() - t_head
+        tracking.log_metrics({"head_fit_chosen_step": head["chosen_step"]})
+    return item_emb, head
+
+
+def evaluate_model(cfg: TrainConfig, model, item_emb, data: TrainData, trend: dict, head: dict | None,
+                   use_bf16: bool) -> dict:
+    """Held-out Recall/NDCG/AUC of the predictor vs popularity and random (``train.evaluate``), logged."""
+    from hllm_creator import tracking
+    from hllm_creator.train.evaluate import evaluate
+
+    t_eval = time.time()
+    ev = evaluate(model, item_emb, data.td, data.split.users, eval_users=cfg.eval_users, seed=cfg.seed,
+                  bf16=use_bf16)
+    ev["eval_seconds"] = time.time() - t_eval
+    ev["loss_trend"] = trend
+    ev["standin_data"] = data.standin
+    if head is not None:
+        ev["head_fit"] = head
+    for name in ("model", "popularity", "random"):
+        tracking.log_metrics({f"eval_{name}_{k.replace('@', '_at_')}": v for k, v in ev[name].items()
+                              if isinstance(v, (int, float))})
+    for k, v in trend.items():
+        tracking.log_metrics({f"{k}_first": v["first"], f"{k}_last": v["last"]})
+    return ev
+
+
+def save_model(cfg: TrainConfig, model, data: TrainData, plan: Plan, fitted: Fitted, ev: dict,
+               metrics: dict) -> Path:
+    """The model dir, atomically as a whole: weights (LoRA merged), eval.json, train_summary.json and,
+    with a frozen Item LLM, the item embeddings training used."""
+    td = data.td
+    model.merge_lora()
+    ie = model.item_cache
+    summary = {"config": cfg.model_dump(mode="json"), "steps": len(plan.bundles), "train_seconds": fitted.train_s,
+               "standin_data": data.standin, "creative_rows": len(td.rows), "cls_users": len(td.cls_pos),
+               "head_fit_seconds": metrics.get("head_fit_seconds", 0.0), "val_users": len(td.val_hist or [])}
+    return model.save(cfg.out, json_files={"eval.json": ev, "train_summary.json": summary},
+                      item_embeddings=(td.item_ids, ie) if ie is not None else None)
+
+
+def register(cfg: TrainConfig) -> None:
+    """Register the model dir in MLflow (alias ``candidate``) under the active train run."""
+    from hllm_creator import tracking
+
+    tracking.register_model(cfg.out)
+
+
+def run_train(cfg: TrainConfig) -> dict:
+    """The whole step: load_data -> build_model -> plan_steps -> fit -> refit_heads -> evaluate_model
+    -> save_model -> register, inside the step's MLflow run (rank 0 alone talks to MLflow)."""
     import contextlib
 
-    ctx = (tracking.step_run("train", cfg, tags={"standin_data": str(standin).lower()}) if rank0
+    import pandas as pd
+    import torch
+    from transformers import set_seed
+
+    from hllm_creator import tracking
+    from hllm_creator.train import data as tdata
+
+    t_start = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    data = load_data(cfg)
+    use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and bf16_supported())
+    model = build_model(cfg, data, use_bf16)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    plan = plan_steps(cfg, model, data)
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun/deepspeed only rank 0 talks to MLflow
+    ctx = (tracking.step_run("train", cfg, tags={"standin_data": str(data.standin).lower()}) if rank0
            else contextlib.nullcontext(None))
     with ctx as run:
         if rank0:
-            tracking.log_metrics({"params_trainable": n_train, "params_total": n_all, "steps": len(bundles),
-                                  "creative_rows": len(td.rows), "cls_users": len(td.cls_pos),
+            tracking.log_metrics({"params_trainable": n_train, "params_total": n_all, "steps": len(plan.bundles),
+                                  "creative_rows": len(data.td.rows), "cls_users": len(data.td.cls_pos),
                                   "bf16": float(use_bf16)})
-        if standin and rank0:
-            tracking.log_json({"note": tdata.STANDIN_NOTE, "rows": len(rows)}, "standin_data")
-        trainer = _trainer_cls()(model=model, args=args, train_dataset=tdata.BundleDataset(bundles),
-                                 data_collator=collator, head_lr=cfg.head_lr, user_lr=cfg.user_lr,
-                                 callbacks=[_callback(history, time.time())])
-        # the latest complete checkpoint of THIS config (issue 16: resume on by default, durable dir)
-        resume = prepare_checkpoints(cfg, ckpt_dir, is_main=rank0)
-        log.info("resume: %s", resume or "no checkpoint of this config found, starting fresh")
-        if resume is None and cfg.slot_fit_steps and cfg.weights.slot_fact and model.item_cache is not None:
-            from hllm_creator.train.slot_fit import slot_fit
-
-            def on_slot_log(step, m):
-                if rank0:
-                    tracking.log_metrics(m, step=step)
-
-            sf = slot_fit(model, td, model.item_cache, steps=cfg.slot_fit_steps, lr=cfg.head_lr, seed=cfg.seed,
-                          bf16=use_bf16, on_log=on_slot_log)
-            if sf is not None and rank0:
-                tracking.log_metrics({f"slot_fit_{k}": v for k, v in sf.items() if isinstance(v, (int, float))})
-            model.train()
-        if resume is None and cfg.model.align_queue and len(td.rows):
-            prefill_queue(model, td, cfg.model.align_queue, use_bf16)
-        t_train = time.time()
-        result = trainer.train(resume_from_checkpoint=resume)
-        train_s = time.time() - t_train
-        from hllm_creator.train.distributed import local_only, rank0_view
-
-        rank0_view(trainer)  # ZeRO-3: every rank gathers the full weights once, before rank 0 works alone
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        model.eval()
-
-        is_main = trainer.is_world_process_zero() and rank0
-        metrics = {"train_seconds": train_s, "train_loss": float(result.training_loss)}
-        ev = head = None
-        if is_main:
-            item_emb = (model.item_cache if model.item_cache is not None
-                        else model.encode_items(td.item_texts, batch_size=cfg.item_batch_size, progress=True))
-            refit = None
-            if cfg.slot_refit and cfg.slot_fit_steps and cfg.weights.slot_fact:
-                # the slot's pointer against the FINAL user embeddings (measured: after joint training
-                # with the next-item objective the pre-fit pointer was back at chance)
-                from hllm_creator.train.slot_fit import slot_fit
-
-                with local_only():
-                    sf = refit = slot_fit(model, td, item_emb, steps=cfg.slot_fit_steps, lr=cfg.head_lr,
-                                          seed=cfg.seed + 1, bf16=use_bf16)
-                if sf is not None:
-                    tracking.log_metrics({f"slot_refit_{k}": v for k, v in sf.items() if isinstance(v, (int, float))})
-                    metrics["slot_refit_val_acc"] = sf["val_acc"]
-            if model.cfg.fact_copy:  # the fact-copy scale for the (re)fitted pointer
-                from hllm_creator.train.slot_fit import refit_copy_scale
-
-                with local_only():
-                    fc = refit_copy_scale(model, td, item_emb, rows=(refit or {}).get("val_index"), seed=cfg.seed,
-                                          bf16=use_bf16)
-                if fc is not None:
-                    tracking.log_metrics({f"fact_copy_{k}": v for k, v in fc.items()})
-                    metrics["fact_copy_scale"] = fc["scale"]
-            if cfg.head_steps:
-                from hllm_creator.train.head_fit import head_fit
-
-                step0 = len(bundles)
-
-                def on_log(step, m):
-                    history.append({"step": step0 + step, **m})
-                    tracking.log_metrics(m, step=step0 + step)
-
-                t_head = time.time()
-                with local_only():  # rank 0 alone: the cls loss must not wait for the other ranks
-                    head = head_fit(model, td, item_emb, steps=cfg.head_steps,
-                                    batch_size=cfg.head_batch_size or cfg.cls_per_step,
-                                    negatives=cfg.cls_negatives if cfg.head_negatives is None else cfg.head_negatives,
-                                    lr=cfg.head_lr, seed=cfg.seed, neg_p=collator.neg_p,
-                                    val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
-                                    log_every=cfg.logging_steps, next_item=cfg.cls_objective == "next_item")
-                metrics["head_fit_seconds"] = time.time() - t_head
-                tracking.log_metrics({"head_fit_chosen_step": head["chosen_step"]})
-        trend = loss_trend(history)
-        if is_main:
-            t_eval = time.time()
-            ev = evaluate(model, item_emb, td, split.users, eval_users=cfg.eval_users, seed=cfg.seed, bf16=use_bf16)
-            ev["eval_seconds"] = time.time() - t_eval
-            ev["loss_trend"] = trend
-            ev["standin_data"] = standin
-            if head is not None:
-                ev["head_fit"] = head
-            for name in ("model", "popularity", "random"):
-                tracking.log_metrics({f"eval_{name}_{k.replace('@', '_at_')}": v for k, v in ev[name].items()
-                                      if isinstance(v, (int, float))})
-            for k, v in trend.items():
-                tracking.log_metrics({f"{k}_first": v["first"], f"{k}_last": v["last"]})
-            if history:
-                tracking.log_figure(loss_figure(history), "loss_curves.png")
-                tracking.log_table(pd.DataFrame(history), "loss_history")
-            # the model dir: weights (LoRA merged) + eval + item embedding cache + training summary
-            model.merge_lora()
-            ie = model.item_cache
-            model.extra_files = {"eval.json": ev, "train_summary.json": {
-                "config": cfg.model_dump(mode="json"), "steps": len(bundles), "train_seconds": train_s,
-                "standin_data": standin, "creative_rows": len(td.rows), "cls_users": len(td.cls_pos),
-                "head_fit_seconds": metrics.get("head_fit_seconds", 0.0), "val_users": len(td.val_hist or [])}}
-            model.save(cfg.out)
-            if ie is not None:
-                from hllm_creator.io import write_parquet
-
-                write_parquet(pd.DataFrame({"item_id": td.item_ids,
-                                            "embedding": [r.astype(np.float32) for r in ie.numpy()]}),
-                              Path(cfg.out) / "item_embeddings.parquet")
-                write_json({"model_hash": model.model_hash, "note": "frozen Item LLM embeddings used in training"},
-                           Path(cfg.out) / "item_embeddings.json")
+        if data.standin and rank0:
+            tracking.log_json({"note": tdata.STANDIN_NOTE, "rows": len(data.rows)}, "standin_data")
+        fitted = fit(cfg, model, data, plan, use_bf16, rank0=rank0)
+        model = fitted.model
+        metrics = {"train_seconds": fitted.train_s, "train_loss": fitted.training_loss}
+        ev = head = item_emb = None
+        if fitted.is_main:
+            item_emb, head = refit_heads(cfg, fitted, data, plan, use_bf16, metrics)
+        trend = loss_trend(fitted.history)
+        if fitted.is_main:
+            ev = evaluate_model(cfg, model, item_emb, data, trend, head, use_bf16)
+            if fitted.history:
+                tracking.log_figure(loss_figure(fitted.history), "loss_curves.png")
+                tracking.log_table(pd.DataFrame(fitted.history), "loss_history")
+            save_model(cfg, model, data, plan, fitted, ev, metrics)
             tracking.log_json(ev, "eval.json")
             metrics["total_seconds"] = time.time() - t_start
             tracking.log_metrics(metrics)
             if cfg.register_model:
-                tracking.register_model(cfg.out)
-        return {"out": cfg.out, "run_id": run.info.run_id if run is not None else None, "eval": ev, "metrics": metrics, "loss_trend": trend,
-                "history": history, "standin": standin, "steps": len(bundles)}
+                register(cfg)
+        return {"out": cfg.out, "run_id": run.info.run_id if run is not None else None, "eval": ev,
+                "metrics": metrics, "loss_trend": trend, "history": fitted.history, "standin": data.standin,
+                "steps": len(plan.bundles)}

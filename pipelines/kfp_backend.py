@@ -60,7 +60,7 @@ def check_compiled(path: str | Path) -> dict[str, Any]:
 
 
 def submit(preset: Preset, *, host: str, experiment: str, run_name: str, namespace: str | None = None,
-           data_dir: str = "", dataset_uri: str = "", llm_base_url: str = "", existing_token: str | None = None,
+           dataset_uri: str = "", llm_base_url: str = "", existing_token: str | None = None,
            create_parent_run: bool = True, work_dir: str | Path | None = None) -> dict[str, str]:
     """Create the MLflow parent run, compile with its id baked into every task's env, submit.
 
@@ -83,10 +83,10 @@ def submit(preset: Preset, *, host: str, experiment: str, run_name: str, namespa
     compile_pipeline(preset, out, parent_run_id=parent_id)
     client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
     res = client.create_run_from_pipeline_package(
-        # the parent id is compiled into every task's env (HLLM_PARENT_RUN_ID), not passed as the
-        # `mlflow_parent_run_id` argument: an argument that changes per run would defeat caching
-        str(out), arguments={k: v for k, v in {"data_dir": data_dir, "dataset_uri": dataset_uri,
-                                               "llm_base_url": llm_base_url}.items() if v},
+        # the parent id is compiled into every task's env (HLLM_PARENT_RUN_ID), not passed as an
+        # argument: an argument that changes per run would defeat caching
+        str(out), arguments={k: v for k, v in {"dataset_uri": dataset_uri, "llm_base_url": llm_base_url}.items()
+                             if v},
         run_name=run_name, experiment_name=experiment, namespace=namespace, enable_caching=True)
     if parent_id:
         import mlflow

@@ -1,0 +1,116 @@
+"""The operator's console of a local run: one line per step as it starts and as it ends (status,
+seconds, its headline figure); everything else (KFP's executor JSON, every step's own log) goes to a
+log file whose path is printed.
+
+``StepConsole`` is a text stream that replaces ``sys.stdout`` while the KFP local runner runs: the
+runner's logger and the streamed output of every task subprocess are written through it. Each line
+goes to the log file; the runner's task events ("Executing task 'x'", "Task 'x' finished with
+status S", "Task x cache hit") become the console's lines. ``verbose=True`` also echoes every line
+(what KFP prints without this layer).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from pathlib import Path
+from typing import Callable, TextIO
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_START = re.compile(r"Executing task '?([\w.-]+)'?\s*$")
+_END = re.compile(r"Task '?([\w.-]+)'? finished with status (\w+)")
+_CACHED = re.compile(r"Task '?([\w.-]+)'? cache hit")
+_QUIET_TASKS = {"importer"}
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if isinstance(v, float) and not v.is_integer() else f"{int(v)}"
+
+
+# step -> (metadata key, label) pairs: the figure a reader wants first
+HEADLINES: dict[str, list[tuple[str, str]]] = {
+    "dataset-construct": [("kept", "rows kept"), ("rejected", "rejected"), ("distinct_titles_per_ad", "titles/ad")],
+    "train": [("model_recall@10", "Recall@10"), ("popularity_recall@10", "popularity"), ("steps", "steps")],
+    "embed": [("users", "users")],
+    "embed-merge": [("users", "users"), ("dim", "dim")],
+    "cluster": [("k", "K"), ("silhouette", "silhouette")],
+    "match": [("pairs_selected", "pairs selected"), ("mean_coverage", "coverage")],
+    "generate": [("generations", "titles"), ("copy_rate", "copy rate"), ("distinct_titles_per_ad", "titles/ad")],
+    "gsb-eval": [("G", "G"), ("S", "S"), ("B", "B"), ("adv", "Adv")],
+    "personalization-eval": [("pers_copy_rate", "copy rate"), ("pers_distinct_per_ad", "titles/ad"),
+                             ("pers_swap_changed", "slot swap changed")],
+    "publish": [("files", "files"), ("model_version", "version")],
+}
+
+
+def headline(step: str, executor_output: Path) -> str:
+    """The step's headline figures from its executor output (the outputs' metadata)."""
+    try:
+        out = json.loads(executor_output.read_text())
+    except (OSError, json.JSONDecodeError):
+        return ""
+    meta: dict = {}
+    for value in (out.get("artifacts") or {}).values():
+        for art in value.get("artifacts", []):
+            meta.update(art.get("metadata") or {})
+    parts = [f"{label} {_fmt(float(meta[k]))}" for k, label in HEADLINES.get(step, [])
+             if isinstance(meta.get(k), (int, float)) and not isinstance(meta.get(k), bool)]
+    return ", ".join(parts)
+
+
+class StepConsole(io.TextIOBase):
+    """A write-only text stream: every line to ``log``, task events to ``echo`` as one line each."""
+
+    def __init__(self, log: TextIO, echo: Callable[[str], None], *, run_dir: Callable[[], Path | None],
+                 verbose: bool = False):
+        self._log, self._echo, self._run_dir, self._verbose = log, echo, run_dir, verbose
+        self._buf = ""
+        self._started: dict[str, list[float]] = {}
+        self.steps: list[tuple[str, str, float]] = []  # (task, status, seconds)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self._log.write(s)
+        self._buf += s
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            self._line(line)
+        return len(s)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+    def _line(self, raw: str) -> None:
+        if self._verbose:
+            self._echo(raw)
+        line = _ANSI.sub("", raw)
+        if m := _START.search(line):
+            task = m.group(1)
+            self._started.setdefault(task, []).append(time.time())
+            if task not in _QUIET_TASKS and not self._verbose:
+                self._echo(f"  {task:<22} started")
+        elif m := _END.search(line):
+            task, status = m.group(1), m.group(2)
+            t0 = (self._started.get(task) or [time.time()]).pop(0)
+            secs = time.time() - t0
+            self.steps.append((task, status, secs))
+            if task in _QUIET_TASKS or self._verbose:
+                return
+            fig = headline(task, self._executor_output(task)) if status == "SUCCESS" else ""
+            self._echo(f"  {task:<22} {status.lower():<8} {secs:6.1f}s" + (f"  {fig}" if fig else ""))
+        elif m := _CACHED.search(line):
+            task = m.group(1)
+            self.steps.append((task, "CACHED", 0.0))
+            if task not in _QUIET_TASKS and not self._verbose:
+                self._echo(f"  {task:<22} cached")
+
+    def _executor_output(self, task: str) -> Path:
+        run_dir = self._run_dir()
+        if run_dir is None:
+            return Path("/nonexistent")
+        found = sorted(run_dir.glob(f"**/{task}/executor_output.json"), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else Path("/nonexistent")

@@ -1,0 +1,113 @@
+"""Defaults once (issue 14): each step's typed config is the single source of its defaults. The
+component signature, the CLI command and the pipeline presets may only reference or override it;
+this test fails when any of them restates a default that differs from the config's.
+
+Conventions the glue uses for "not set" (KFP parameters cannot be None): 0 / "" / -1 in a
+component stand for the config's None or empty list (a config default of None or []).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+# (component module, component name, CLI module, CLI command, config classes (first match wins))
+STEPS = [
+    ("components.cluster.component", "cluster", "hllm_creator.infer.commands", "cluster_cmd",
+     ["hllm_creator.infer.cluster:ClusterConfig"]),
+    ("components.embed.component", "embed", "hllm_creator.infer.commands", "embed_cmd",
+     ["hllm_creator.infer.embed:EmbedConfig"]),
+    ("components.match.component", "match", "hllm_creator.infer.commands", "match_cmd",
+     ["hllm_creator.infer.match:MatchConfig"]),
+    ("components.generate.component", "generate", "hllm_creator.infer.commands", "generate_cmd",
+     ["hllm_creator.infer.generate:GenerateConfig"]),
+    ("components.personalization_eval.component", "personalization_eval", "hllm_creator.evaluate.commands",
+     "personalization_cmd", ["hllm_creator.evaluate.personalization:PersonalizationConfig",
+                             "hllm_creator.llm.client:LLMConfig"]),
+    ("components.dataset_construct.component", "dataset_construct", "hllm_creator.teacher.commands", "construct_cmd",
+     ["hllm_creator.teacher.construct:ConstructConfig", "hllm_creator.llm.client:LLMConfig"]),
+    ("components.gsb_eval.component", "gsb_eval", "hllm_creator.teacher.commands", "gsb_cmd",
+     ["hllm_creator.teacher.gsb:GSBConfig", "hllm_creator.llm.client:LLMConfig"]),
+]
+UNSET = (0, "", -1, -1.0, None)
+
+
+def _load(spec: str):
+    import importlib
+
+    mod, _, name = spec.partition(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def _config_defaults(classes) -> dict:
+    out = {}
+    for spec in reversed(classes):  # the first class wins
+        for name, f in _load(spec).model_fields.items():
+            out[name] = f.default_factory() if f.default_factory is not None else f.default
+    return out
+
+
+def _same(glue, cfg, *, cli: bool) -> bool:
+    if cli and glue is None:  # an optional CLI option left out: the config's default applies
+        return True
+    if cfg is None or cfg == []:
+        return glue in UNSET or glue == cfg
+    return glue == cfg
+
+
+def _drift(defaults: dict, cfg: dict, where: str, *, cli: bool = False) -> list[str]:
+    return [f"{where}: {n} = {v!r}, config says {cfg[n]!r}" for n, v in defaults.items()
+            if n in cfg and not _same(v, cfg[n], cli=cli)]
+
+
+@pytest.mark.parametrize("comp_mod,comp_name,cli_mod,cli_name,classes", STEPS, ids=[s[1] for s in STEPS])
+def test_component_and_cli_defaults_are_the_configs(comp_mod, comp_name, cli_mod, cli_name, classes):
+    import importlib
+
+    cfg = _config_defaults(classes)
+    comp = getattr(importlib.import_module(comp_mod), comp_name)
+    comp_defaults = {n: p.default for n, p in inspect.signature(comp.python_func).parameters.items()
+                     if p.default is not inspect.Parameter.empty}
+    cli = getattr(importlib.import_module(cli_mod), cli_name)
+    cli_defaults = {n: getattr(p.default, "default", p.default)
+                    for n, p in inspect.signature(cli).parameters.items()}
+    cli_defaults = {n: v for n, v in cli_defaults.items() if v is not ...}
+    drift = _drift(comp_defaults, cfg, f"component {comp_name}") + _drift(cli_defaults, cfg, f"CLI {cli_name}", cli=True)
+    assert not drift, "\n".join(drift)
+    assert set(comp_defaults) & set(cfg), "the mapping above names the wrong config"
+
+
+# preset values taken from the preset's own PipelineResources (the volume a TrainJob mounts is the one
+# the pipeline mounts): a reference, not a restated default
+FROM_RESOURCES = {("train", "data_pvc"), ("train", "data_mount")}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo", "production", "gpu-multinode"])
+def test_presets_only_override(preset):
+    """A preset value equal to the component's default is a second copy of that default."""
+    from pipelines.hllm_pipeline import COMPONENTS
+    from pipelines.presets import STEPS as PIPELINE_STEPS, get_preset
+
+    p = get_preset(preset)
+    copies = []
+    for step in PIPELINE_STEPS:
+        sig = inspect.signature(COMPONENTS[step].python_func).parameters
+        for k, v in getattr(p, step).items():
+            if k in sig and sig[k].default == v and (step, k) not in FROM_RESOURCES:
+                copies.append(f"{step}.{k} = {v!r}")
+    assert not copies, f"preset {preset} restates defaults: {copies}"
+
+
+def test_cluster_cli_defaults_are_referenced_not_restated():
+    """The k-means knobs named in issue 14 (written three times before): the CLI takes its defaults
+    from ClusterConfig itself (the component must restate them as literals: KFP ships its source;
+    the test above keeps them equal)."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for f in ("model_code/hllm_creator/infer/commands.py",):
+        text = (repo / f).read_text()
+        for knob in ("niter", "min_cluster_size"):
+            assert not re.search(rf"{knob}\W[^\n]*=\s*(typer\.Option\()?\d", text), f"{f} restates {knob}"
