@@ -48,23 +48,6 @@ class RunResult:
     steps: list = field(default_factory=list)  # (task, status, seconds) as they ended
 
 
-def dataset_fingerprint(data_dir: Path) -> tuple[str, str]:
-    """(name, hash) of a prepared dataset dir from its manifest (sha256 of files), else of the files."""
-    import hashlib
-
-    from hllm_creator.io import sha256_file
-
-    man = data_dir / "manifest.json"
-    if man.exists():
-        m = json.loads(man.read_text())
-        blob = json.dumps(m.get("sha256") or m.get("files") or m, sort_keys=True, default=str)
-        return str(m.get("name", data_dir.name)), hashlib.sha256(blob.encode()).hexdigest()[:16]
-    h = hashlib.sha256()
-    for f in sorted(data_dir.glob("*.parquet")):
-        h.update(f.name.encode() + sha256_file(f).encode())
-    return data_dir.name, h.hexdigest()[:16]
-
-
 def ensure_dataset(data_dir: str | Path | None) -> Path:
     from hllm_creator.paths import work_dir
 
@@ -188,6 +171,8 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
     pipeline_root = Path(pipeline_root or work_dir() / "pipeline_root").resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     data = ensure_dataset(data_dir)
+    from hllm_creator.data.schema import dataset_fingerprint
+
     ds_name, ds_hash = dataset_fingerprint(data)
     kfp_run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
     os.environ["MLFLOW_TRACKING_URI"] = tracking.resolve_tracking_uri()  # the same store for every step

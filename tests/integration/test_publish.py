@@ -62,12 +62,12 @@ def published(stack, store):
             tracking.log_metrics({"gsb_ci_low": 0.1, "gsb_judge_failure_rate": 0.0, "gsb_adv": 0.3})
     pid = parent.info.run_id
     # the dataset hash the runner tags must be the catalog's: use the real fingerprint
-    from hllm_creator.publish.bundle import _dataset_fingerprint
+    from hllm_creator.data.schema import dataset_fingerprint
 
     from pathlib import Path
 
     items_dir = Path(stack["items"]).parent
-    tracking.mlflow_utils._mlflow().MlflowClient().set_tag(pid, "dataset_hash", _dataset_fingerprint(items_dir)[1])
+    tracking.mlflow_utils._mlflow().MlflowClient().set_tag(pid, "dataset_hash", dataset_fingerprint(items_dir)[1])
     art = stack["artifacts"]
     r = _cli("publish", "--model", stack["model_dir"], "--clusters", art, "--matches", art, "--creatives", art,
              "--data", str(items_dir), "--out", str(store / "bundle"), "--run-id", pid)

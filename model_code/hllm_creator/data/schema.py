@@ -151,3 +151,23 @@ def load_dataset(path: str | Path, *, verify: bool = True) -> Dataset:
         validate_items(items, str(path / "items.parquet"))
         validate_interactions(inter, items, str(path / "interactions.parquet"))
     return Dataset(items=items, interactions=inter, manifest=manifest, path=path)
+
+
+def dataset_fingerprint(data_dir: str | Path) -> tuple[str, str]:
+    """(name, hash) of a prepared dataset dir: the hash of its manifest's file checksums, else of its
+    parquet files. The pipeline runner tags the parent run with it (``dataset_hash``); ``publish``
+    checks that a bundle's catalog is the run's dataset with it."""
+    import hashlib
+
+    from hllm_creator.io import sha256_file
+
+    data_dir = Path(data_dir)
+    man = data_dir / "manifest.json"
+    if man.exists():
+        m = json.loads(man.read_text())
+        blob = json.dumps(m.get("sha256") or m.get("files") or m, sort_keys=True, default=str)
+        return str(m.get("name", data_dir.name)), hashlib.sha256(blob.encode()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for f in sorted(data_dir.glob("*.parquet")):
+        h.update(f.name.encode() + sha256_file(f).encode())
+    return data_dir.name, h.hexdigest()[:16]

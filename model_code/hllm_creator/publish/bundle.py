@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hllm_creator.data.schema import dataset_fingerprint
 from hllm_creator.infer.common import CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
+from hllm_creator.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -135,27 +137,6 @@ def _copy_tree(src: Path, dst: Path) -> None:
             _link_or_copy(p, dst / p.relative_to(src))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
-
-
-def _dataset_fingerprint(data_dir: Path) -> tuple[str, str]:
-    """(name, hash) of a dataset dir, as the pipeline runner tags the parent run (``dataset_hash``)."""
-    man = data_dir / "manifest.json"
-    if man.exists():
-        m = json.loads(man.read_text())
-        blob = json.dumps(m.get("sha256") or m.get("files") or m, sort_keys=True, default=str)
-        return str(m.get("name", data_dir.name)), hashlib.sha256(blob.encode()).hexdigest()[:16]
-    h = hashlib.sha256()
-    for f in sorted(data_dir.glob("*.parquet")):
-        h.update(f.name.encode() + _sha256(f).encode())
-    return data_dir.name, h.hexdigest()[:16]
-
-
 def _figures(inp: BundleInputs) -> dict[str, Any]:
     """GSB summary + personalization figures from the report dirs (numbers only)."""
     out: dict[str, Any] = {}
@@ -201,7 +182,7 @@ def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, A
         raise BundleError(f"cannot assemble a serving bundle: missing {', '.join(missing)}")
     if items is None:
         raise BundleError("no item catalog: give the run's dataset dir (--data DIR holding items.parquet)")
-    ds_name, ds_hash = _dataset_fingerprint(items.parent)
+    ds_name, ds_hash = dataset_fingerprint(items.parent)
     t0 = time.time()
     with atomic_dir(out) as tmp:
         _copy_tree(inp.model, tmp / MODEL)
@@ -211,7 +192,7 @@ def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, A
         files = {}
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
-                files[str(p.relative_to(tmp))] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                files[str(p.relative_to(tmp))] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         bundle_id = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
         model_hash = _json(inp.model / "model_hash.json").get("model_hash") or inp.extra.get("model_hash")
         manifest = {
@@ -253,7 +234,7 @@ def verify_bundle(bundle: str | Path) -> list[str]:
         p = b / rel
         if not p.is_file():
             bad.append(f"{rel}: missing")
-        elif p.stat().st_size != meta["bytes"] or _sha256(p) != meta["sha256"]:
+        elif p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
             bad.append(f"{rel}: content differs from the manifest")
     return bad
 

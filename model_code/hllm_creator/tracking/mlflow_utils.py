@@ -339,27 +339,28 @@ def _version_for(uri_or_version: str, name: str = MODEL_NAME):
     return client.get_model_version_by_alias(name, ref)
 
 
+def _family(run_id: str, *, metrics: bool, step: str | None = None):
+    """The run, then (for metrics) its parent, then its sibling step runs (those tagged ``step`` when
+    given): where ``run_metric``/``run_tag`` look, nearest first."""
+    client = _mlflow().MlflowClient()
+    run = client.get_run(run_id)
+    yield run
+    parent_id = run.data.tags.get("mlflow.parentRunId")
+    if not parent_id:
+        return
+    if metrics:
+        yield client.get_run(parent_id)
+    flt = f"tags.mlflow.parentRunId = '{parent_id}'" + (f" and tags.step = '{step}'" if step else "")
+    yield from client.search_runs([run.info.experiment_id], filter_string=flt)
+
+
 def run_metric(run_id: str, key: str) -> float | None:
     """Metric ``key`` of a run, else of its parent, else of any sibling step run under that parent.
 
     The model is registered by the train step's run; GSB is logged by the gsb-eval step run next
     to it (and copied to the parent by the pipeline runner), so this finds it either way.
     """
-    client = _mlflow().MlflowClient()
-    run = client.get_run(run_id)
-    if key in run.data.metrics:
-        return run.data.metrics[key]
-    parent_id = run.data.tags.get("mlflow.parentRunId")
-    if not parent_id:
-        return None
-    parent = client.get_run(parent_id)
-    if key in parent.data.metrics:
-        return parent.data.metrics[key]
-    sibs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    for s in sibs:
-        if key in s.data.metrics:
-            return s.data.metrics[key]
-    return None
+    return next((r.data.metrics[key] for r in _family(run_id, metrics=True) if key in r.data.metrics), None)
 
 
 class PromotePolicy(StepConfig):
@@ -381,19 +382,7 @@ class PromotePolicy(StepConfig):
 
 def run_tag(run_id: str, key: str, step: str = "train") -> str | None:
     """Tag ``key`` of a run, else of its sibling step run tagged ``step`` (e.g. the train run)."""
-    client = _mlflow().MlflowClient()
-    run = client.get_run(run_id)
-    if key in run.data.tags:
-        return run.data.tags[key]
-    parent_id = run.data.tags.get("mlflow.parentRunId")
-    if not parent_id:
-        return None
-    sibs = client.search_runs([run.info.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.step = '{step}'")
-    for s in sibs:
-        if key in s.data.tags:
-            return s.data.tags[key]
-    return None
+    return next((r.data.tags[key] for r in _family(run_id, metrics=False, step=step) if key in r.data.tags), None)
 
 
 def promote(candidate: str = "candidate", *, metric: str | None = None, name: str = MODEL_NAME,
