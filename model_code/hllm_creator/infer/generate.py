@@ -117,21 +117,17 @@ def rescore(model, slot: np.ndarray, prompt: tuple[str, str], candidates: list[s
 
 
 def slot_pick(model, slot: np.ndarray, facts: list[str]) -> int:
-    """Index of the fact the cluster's slot points at: the largest cosine between the slot
-    (``projector(std_user(u))``) and the mean input embedding of each fact's words, the slot-fact
-    head trained in train (``slot_fact_loss``)."""
-    import pandas as pd
+    """Index of the fact the cluster's slot points at: the argmax of ``HLLMCreator.fact_pointer``
+    (cosine of the slot, ``projector(std_user(u))``, with the mean input embedding of each fact's
+    words), the slot-fact head trained in train (``slot_fact_loss``)."""
     import torch
-    import torch.nn.functional as F
 
-    from hllm_creator.train.data import fact_tensors
+    from hllm_creator.model.collate import fact_batch
 
-    t = fact_tensors(model.tokenizers["creative"], pd.DataFrame({"facts": [facts], "fact_index": [0]}))
+    fb = fact_batch(model.tokenizers["creative"], [list(facts)])
     with torch.inference_mode():
         s = model.slot_embedding(torch.from_numpy(np.asarray(slot, dtype=np.float32)[None]).to(model.device))
-        fe = model.fact_embeddings(t["fact_ids"], t["fact_mask"])[0]
-        cos = F.cosine_similarity(s.float(), fe, dim=-1)
-    return int(torch.argmax(cos).item())
+        return int(model.fact_pointer(s, fb.to(model.device)).argmax(-1).item())
 
 
 def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: np.ndarray,

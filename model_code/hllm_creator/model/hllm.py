@@ -433,10 +433,10 @@ class HLLMCreator(nn.Module):
         p = torch.softmax(logits, dim=-1)
         return torch.nan_to_num(p, nan=0.0)
 
-    def fact_copy_bias(self, slot_values: torch.Tensor, facts: FactBatch | None) -> torch.Tensor | None:
-        """The fact-copy head (``cfg.fact_copy``): [B, V] logit bias ``scale * sum_j (p_j - 1/F) [v in fact j]``
-        with ``p`` the slot's pointer over the F facts the prompt lists. A token in every fact (or a row
-        with one fact) gets 0; a uniform pointer adds nothing. ``None`` when off or without facts."""
+    def fact_copy_direction(self, slot_values: torch.Tensor, facts: FactBatch | None) -> torch.Tensor | None:
+        """[B, V] ``sum_j (p_j - 1/F) [v in fact j]`` with ``p`` the slot's pointer over the F facts the prompt
+        lists: a token in every fact (or a row with one fact) gets 0; a uniform pointer adds nothing.
+        ``None`` when the head is off or the batch carries no facts."""
         if not self.cfg.fact_copy or facts is None or facts.ids.shape[1] < 2:
             return None
         f = facts.to(self.device)
@@ -447,7 +447,12 @@ class HLLMCreator(nn.Module):
         V = self.creative.get_output_embeddings().weight.shape[0]
         hot = torch.zeros(*f.copy_ids.shape[:2], V, device=self.device)
         hot.scatter_(2, f.copy_ids, f.copy_mask.float())                       # [B, F, V] multi-hot
-        return self.fact_copy_scale.float() * torch.einsum("bf,bfv->bv", c, hot)
+        return torch.einsum("bf,bfv->bv", c, hot)
+
+    def fact_copy_bias(self, slot_values: torch.Tensor, facts: FactBatch | None) -> torch.Tensor | None:
+        """The fact-copy head (``cfg.fact_copy``): the [B, V] logit bias ``scale * fact_copy_direction``."""
+        d = self.fact_copy_direction(slot_values, facts)
+        return None if d is None else self.fact_copy_scale.float() * d
 
     def slot_embedding(self, user_emb: torch.Tensor) -> torch.Tensor:
         """What goes into the Creative LLM's slot: ``projector(standardized user_emb)``."""

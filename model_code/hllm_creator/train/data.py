@@ -272,24 +272,17 @@ def swap_index(rows: pd.DataFrame) -> list[int]:
 
 
 def fact_tensors(tokenizer, rows: pd.DataFrame, max_tokens: int = 16) -> dict:
-    """Each row's fact phrases as token ids [R, F, T] (+ mask) and the teacher's chosen index [R]
-    (-1 for a row without facts): the targets of the slot-fact loss."""
+    """Each row's fact phrases as token ids [R, F, T] (+ mask; ``collate.fact_batch``'s keys) and the
+    teacher's chosen index [R] (-1 for a row without facts): the targets of the slot-fact loss."""
     import torch
 
+    from hllm_creator.model.collate import fact_batch
+
     facts = [[str(f) for f in _list(v)] for v in rows["facts"]]
-    F_ = max([len(f) for f in facts] + [1])
-    toks = [[tokenizer(f, add_special_tokens=False)["input_ids"][:max_tokens] for f in fs] for fs in facts]
-    T = max([len(t) for ts in toks for t in ts] + [1])
-    ids = torch.zeros(len(rows), F_, T, dtype=torch.long)
-    mask = torch.zeros(len(rows), F_, T, dtype=torch.bool)
-    for r, ts in enumerate(toks):
-        for j, t in enumerate(ts):
-            if t:
-                ids[r, j, :len(t)] = torch.tensor(t)
-                mask[r, j, :len(t)] = True
+    fb = fact_batch(tokenizer, facts, max_tokens)
     chosen = torch.tensor([int(i) if fs and i is not None and not (isinstance(i, float) and np.isnan(i)) else -1
                            for i, fs in zip(rows["fact_index"], facts)], dtype=torch.long)
-    return {"fact_ids": ids, "fact_mask": mask, "fact_chosen": chosen}
+    return {"fact_ids": fb.ids, "fact_mask": fb.mask, "fact_chosen": chosen}
 
 
 class BundleDataset:

@@ -95,27 +95,21 @@ def fit_copy_scale(model, prompt1: list[str], prompt2: list[str], responses: lis
     if not model.cfg.fact_copy or len(prompt1) == 0:
         return None
     base, dirs, tgts = [], [], []
-    was = model.cfg.fact_copy
+    scale = float(model.fact_copy_scale.detach())
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for s in range(0, len(prompt1), batch_size):
             b = model.creative_batch(prompt1[s:s + batch_size], prompt2[s:s + batch_size],
                                      responses[s:s + batch_size]).to(model.device)
             slot = model.slot_embedding(user_emb[s:s + batch_size].to(model.device))
-            scale = model.fact_copy_scale.detach().clone()
-            try:
-                model.fact_copy_scale.data.fill_(1.0)
-                d = model.fact_copy_bias(slot, b.facts)
-                model.cfg.fact_copy = False
-                logits = model._slot_forward(b, slot, labels=False).logits[:, :-1].float()
-            finally:
-                model.cfg.fact_copy = was
-                model.fact_copy_scale.data.copy_(scale)
+            d = model.fact_copy_direction(slot, b.facts)
             tgt = b.labels[:, 1:]
             rows, pos = torch.nonzero(tgt != -100, as_tuple=True)
             if d is None or not len(rows):
                 continue
-            base.append(logits[rows, pos])
-            dirs.append(d.float()[rows])
+            logits = model._slot_forward(b, slot, labels=False).logits[:, :-1].float()[rows, pos]
+            d = d.float()[rows]
+            base.append(logits - scale * d)  # the decoder alone: the head's bias taken off again
+            dirs.append(d)
             tgts.append(tgt[rows, pos])
     if not base:
         return None
@@ -132,8 +126,8 @@ def fit_copy_scale(model, prompt1: list[str], prompt2: list[str], responses: lis
         else:
             lo = m1
     best = (lo + hi) / 2
-    out = {"scale_before": float(model.fact_copy_scale.detach()), "scale": best, "nll_at_0": nll(0.0),
-           "nll_before": nll(out_before := float(model.fact_copy_scale.detach())), "nll": nll(best), "tokens": int(len(tgts))}
+    out = {"scale_before": scale, "scale": best, "nll_at_0": nll(0.0), "nll_before": nll(scale), "nll": nll(best),
+           "tokens": int(len(tgts))}
     model.fact_copy_scale.data.fill_(best)
     log.info("fact-copy scale %.2f -> %.2f (response NLL %.4f at 0, %.4f fitted; %d tokens)", out["scale_before"],
              best, out["nll_at_0"], out["nll"], out["tokens"])
