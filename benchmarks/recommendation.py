@@ -205,10 +205,14 @@ def hllm_scores(model_dir: str, sp: dict, rows: np.ndarray, bf16: bool = True) -
 
         emb = model.encode_items([item_text(r) for r in sp["ds"].items.to_dict("records")], autocast_bf16=bf16)
     H = model.cfg.max_history
-    ue = model.encode_users([emb[(sp["hist"][u] + [int(sp["valid"][u])])[-H:]] for u in rows], autocast_bf16=bf16,
-                            progress=True, desc="hllm users")
+    inputs = [(sp["hist"][u] + [int(sp["valid"][u])])[-H:] for u in rows]
+    ue = model.encode_users([emb[h] for h in inputs], autocast_bf16=bf16, progress=True, desc="hllm users")
+    # the hybrid predictor's ID parts (None when the model has no ID embeddings)
+    recent = model.recent_index([[sp["item_ids"][i] for i in h] for h in inputs])
+    ids = model.item_index(sp["item_ids"])
     with torch.no_grad():
-        return torch.cat([model.predictor(ue[s:s + 256], emb.float()) for s in range(0, len(ue), 256)]).numpy()
+        return torch.cat([model.predictor(ue[s:s + 256], emb.float(), recent=None if recent is None else
+                                          recent[s:s + 256], item_ids=ids) for s in range(0, len(ue), 256)]).numpy()
 
 
 def train_hllm(preset: str, data: str, out: str, both: bool, seed: int) -> dict:

@@ -87,3 +87,76 @@ def test_match_bad_input(setup, tmp_path):
     with pytest.raises(ValueError):
         M.MatchConfig(model_dir="m", data_dir="d", clusters_dir="c", threshold=1.5)
     assert not (tmp_path / "m").exists()
+
+
+def test_hybrid_predictor_scores_clusters_with_their_members_id_parts(setup, tmp_path):
+    import copy
+
+    data, mdir, root, model = setup
+    ds = load_dataset(data)
+    m = copy.deepcopy(model)
+    m.enable_item_ids(ds.items["item_id"].astype(str).tolist(), recent=3)
+    with torch.no_grad():
+        m.predictor.id_in.weight[:-1].normal_()
+        m.predictor.id_out.weight[:-1].normal_()
+    cfg = M.MatchConfig(model_dir=str(mdir), data_dir=str(data), clusters_dir=str(root / "clusters"), n_ads=5,
+                        top_k=2, item_cache=str(root / "c.parquet"))
+    meta = M.run(cfg, tmp_path / "m", progress=False, model=m)
+    assert meta["predictor_id_parts"] == M.MEMBER_ID_PARTS
+    parts = np.load(tmp_path / "m" / M.MEMBER_ID_PARTS)
+    # independently: each member's last 3 clicks -> recent_part, averaged per cluster
+    _, means, asg, _ = cl.load(root / "clusters")
+    hist = E.histories(ds.interactions, "no-test")
+    ref_parts = np.zeros_like(parts)
+    for c in range(len(means)):
+        users = asg.loc[asg["cluster_id"] == c, "user_id"].astype(str)
+        with torch.no_grad():
+            ref_parts[c] = m.predictor.recent_part(m.recent_index([list(hist[u]) for u in users])).mean(0).numpy()
+    assert np.allclose(parts, ref_parts, atol=1e-5)
+    ad_emb = m.encode_items([E.item_texts(ds.items)[a] for a in meta["ads"]])
+    ref = m.score(torch.from_numpy(means), ad_emb, user_id_part=torch.from_numpy(ref_parts),
+                  item_index=m.item_index(meta["ads"])).numpy().T
+    text_only = model.score(torch.from_numpy(means), ad_emb).numpy().T
+    got = pd.read_parquet(tmp_path / "m" / "matches.parquet")
+    for r in got.itertuples():
+        assert r.score == pytest.approx(ref[meta["ads"].index(r.item_id), r.cluster_id], abs=1e-5)
+    assert not np.allclose(ref, text_only, atol=1e-3)  # the ID parts are in the scores
+
+
+def test_serving_predictor_scores_like_match_with_the_hybrid_parts(setup, tmp_path):
+    """The KServe predictor's run_batch (in process): a 'cluster' request is scored with the cluster's
+    member mean + its members' ID part (what match wrote), a 'user' request with the user's own."""
+    import copy
+
+    from hllm_creator.serving.loading import ServingAssets
+    from hllm_creator.serving.predictor import Predictor
+    from hllm_creator.serving.schemas import PredictorInstance
+
+    data, mdir, root, model = setup
+    ds = load_dataset(data)
+    m = copy.deepcopy(model)
+    m.enable_item_ids(ds.items["item_id"].astype(str).tolist(), recent=3)
+    with torch.no_grad():
+        m.predictor.id_in.weight[:-1].normal_()
+        m.predictor.id_out.weight[:-1].normal_()
+    cents, means, asg, cmeta = cl.load(root / "clusters")
+    parts = np.random.default_rng(0).normal(size=(len(means), m.predictor.d)).astype(np.float32)
+    items = {str(r["item_id"]): r for r in ds.items.to_dict("records")}
+    a = ServingAssets(model=m, model_dir=mdir, centroids=cents, slot=means, score_slot=means,
+                      score_id_parts=parts, cluster_meta=cmeta, items=items)
+    a.item_cache = type("NoCache", (), {"get": lambda self, texts, enc, **kw: enc(texts)})()
+    p = Predictor("predictor", model_dir=str(mdir))
+    p.assets = a
+    hist = list(E.histories(ds.interactions, "no-test").iloc[0])
+    ads = [hist[0], "not-in-catalog"]
+    out = p.run_batch([PredictorInstance(user_history=hist, candidate_ad_ids=ads, score_with=w)
+                       for w in ("cluster", "user")])
+    u, _ = a.user_embeddings([hist])
+    cid = int(a.assign(u)[0])
+    ad_emb = torch.from_numpy(a.item_embeddings([a.item_text_of(hist[0])]))
+    want_cluster = m.score(torch.from_numpy(means[[cid]]), ad_emb, user_id_part=torch.from_numpy(parts[[cid]]),
+                           item_index=m.item_index([hist[0]]))
+    want_user = m.score(torch.from_numpy(u), ad_emb, recent=m.recent_index([hist]), item_index=m.item_index([hist[0]]))
+    assert out[0]["ads"][0]["score"] == pytest.approx(float(want_cluster[0, 0]), abs=1e-5)
+    assert out[1]["ads"][0]["score"] == pytest.approx(float(want_user[0, 0]), abs=1e-5)
+    assert out[0]["ads"][1]["score"] is None  # an unknown ad is still answered, unscored

@@ -109,9 +109,32 @@ def coverage(matches: pd.DataFrame, sizes: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+MEMBER_ID_PARTS = "member_id_parts.npy"
+
+
+def member_id_parts(model, assignments: pd.DataFrame, hist: pd.Series, k: int) -> np.ndarray | None:
+    """The hybrid predictor's user-side ID part of each cluster: the mean over its members of
+    ``predictor.recent_part`` of their last clicks (the ID analogue of the member-mean embedding the
+    clusters are scored with) -> [k, d]; None when the model has no ID embeddings."""
+    import torch
+
+    if not getattr(model, "predictor_items", None):
+        return None
+    users = assignments["user_id"].astype(str).tolist()
+    recent = model.recent_index([list(hist.get(u, [])) for u in users])
+    with torch.inference_mode():
+        parts = model.predictor.recent_part(recent).float().cpu()
+    cid = torch.as_tensor(assignments["cluster_id"].to_numpy(), dtype=torch.long)
+    sums = torch.zeros(k, parts.shape[1]).index_add_(0, cid, parts)
+    counts = torch.bincount(cid, minlength=k).clamp(min=1)[:, None].float()
+    return (sums / counts).numpy()
+
+
 def score_pairs(model, user_emb: np.ndarray, item_emb: np.ndarray, *, batch_size: int = 256,
-                progress: bool = True) -> np.ndarray:
-    """HLLMCreator.score over all (cluster, ad) pairs in batches of clusters -> [n_ads, K]."""
+                progress: bool = True, user_id_part: np.ndarray | None = None,
+                item_index=None) -> np.ndarray:
+    """HLLMCreator.score over all (cluster, ad) pairs in batches of clusters -> [n_ads, K].
+    ``user_id_part`` [K, d] / ``item_index`` [n_ads]: the hybrid predictor's ID parts (or None)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -121,20 +144,26 @@ def score_pairs(model, user_emb: np.ndarray, item_emb: np.ndarray, *, batch_size
         for s in tqdm(range(0, len(user_emb), batch_size), desc="score (cluster, ad) pairs",
                       unit="batch", disable=not progress):
             u = torch.from_numpy(np.ascontiguousarray(user_emb[s:s + batch_size], dtype=np.float32))
-            parts.append(model.score(u, it).float().cpu().numpy())
+            idp = None if user_id_part is None else torch.from_numpy(
+                np.ascontiguousarray(user_id_part[s:s + batch_size], dtype=np.float32))
+            parts.append(model.score(u, it, user_id_part=idp, item_index=item_index).float().cpu().numpy())
     return np.concatenate(parts).T  # [n_ads, K]
 
 
 def match(model, items: pd.DataFrame, ad_ids: list[str], user_slot: np.ndarray, sizes: np.ndarray,
-          cfg: MatchConfig, *, cache=None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Embed the ads, score all (ad, cluster) pairs, select. Returns (matches, coverage)."""
+          cfg: MatchConfig, *, cache=None, progress: bool = True,
+          user_id_part: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Embed the ads, score all (ad, cluster) pairs, select. Returns (matches, coverage).
+    ``user_id_part``: the clusters' ID parts (``member_id_parts``; hybrid predictor), or None."""
     from hllm_creator.infer.embed import _encoder, item_texts
     from hllm_creator.infer.item_cache import ItemCache
 
     cache = cache if cache is not None else ItemCache(model.model_hash, cfg.item_cache)
     texts = item_texts(items[items["item_id"].isin(set(ad_ids))])
     item_emb = cache.get([texts[a] for a in ad_ids], _encoder(model, 32), progress=progress, desc="ads")
-    scores = score_pairs(model, user_slot, item_emb, batch_size=cfg.batch_size, progress=progress)
+    scores = score_pairs(model, user_slot, item_emb, batch_size=cfg.batch_size, progress=progress,
+                         user_id_part=user_id_part, item_index=model.item_index(ad_ids)
+                         if getattr(model, "predictor_items", None) else None)
     m = select(scores, ad_ids, cfg.top_k, cfg.threshold)
     return m, coverage(m, sizes)
 
@@ -146,7 +175,7 @@ def run(cfg: MatchConfig, out: str | Path, *, progress: bool = True, model=None)
     from hllm_creator.infer import cluster as cl
     from hllm_creator.infer.common import MATCHES
     from hllm_creator.infer.embed import load_model
-    from hllm_creator.io import write_json, write_parquet
+    from hllm_creator.io import atomic_path, write_json, write_parquet
 
     t0 = time.time()
     ds = load_dataset(cfg.data_dir)
@@ -157,10 +186,19 @@ def run(cfg: MatchConfig, out: str | Path, *, progress: bool = True, model=None)
     if user_slot.shape[1] != model.user_hidden_size:
         raise DataError(f"cluster centroids have dim {user_slot.shape[1]}, the model's user embedding "
                         f"{model.user_hidden_size}: clusters from another model?", file=str(cfg.clusters_dir))
+    id_parts = None
+    if getattr(model, "predictor_items", None):  # the hybrid predictor: each cluster's ID part too
+        from hllm_creator.infer.embed import histories
+
+        id_parts = member_id_parts(model, asg, histories(ds.interactions, cmeta.get("history") or "no-test"),
+                                   len(user_slot))
     with tracking.step_run("match", cfg):
-        m, cov = match(model, ds.items, ads, user_slot, sizes, cfg, progress=progress)
+        m, cov = match(model, ds.items, ads, user_slot, sizes, cfg, progress=progress, user_id_part=id_parts)
         out = Path(out)
         write_parquet(m, out / MATCHES)
+        if id_parts is not None:  # serving scores a cluster as this step did
+            with atomic_path(out / MEMBER_ID_PARTS) as tmp, open(tmp, "wb") as f:
+                np.save(f, id_parts.astype(np.float32))
         sel = m[m["selected"]]
         meta = {"ads": ads, "ads_chosen_by": "given" if cfg.ads else f"{cfg.n_ads} most-clicked items",
                 "k": int(len(user_slot)), "users": int(sizes.sum()), "top_k": cfg.top_k,
@@ -170,6 +208,8 @@ def run(cfg: MatchConfig, out: str | Path, *, progress: bool = True, model=None)
                 "selected_score_mean": float(sel["score"].mean()) if len(sel) else float("nan"),
                 "model_hash": model.model_hash, "cluster_metric": cmeta.get("metric"),
                 "seconds": round(time.time() - t0, 2)}
+        if id_parts is not None:  # the hybrid predictor scored the clusters with their members' ID parts too
+            meta["predictor_id_parts"] = MEMBER_ID_PARTS
         write_json(meta, out / MATCH_META)
         tracking.log_metrics({k: meta[k] for k in ("pairs_scored", "pairs_selected", "mean_coverage",
                                                    "min_coverage", "score_mean", "selected_score_mean",

@@ -38,6 +38,11 @@ class ModelConfig(StepConfig):
         "item_token", description="item embedding = the Item LLM's hidden state at [ITEM] (paper), or the mean "
         "of its last hidden states over the item's tokens (better when the Item LLM is frozen: the [ITEM] "
         "query is then never trained)")
+    predictor_ids: bool = Field(False, description="hybrid predictor: learned ID vectors of the training catalog's "
+                                "items added to both towers (item side: the item's own; user side: a "
+                                "recency-weighted sum over the last predictor_recent clicks), trained in the "
+                                "predictor fit; items outside the catalog fall back to the LLM towers")
+    predictor_recent: int = Field(8, ge=1, description="clicks the hybrid predictor's user-side ID part reads")
     align_temperature: float = Field(0.05, gt=0, description="initial InfoNCE temperature (scale 1/T)")
     align_max_scale: float = Field(100.0, gt=0, description="clamp of the learnable InfoNCE scale")
     false_negative_cos: float = Field(0.99, description="mask negatives whose cosine to the positive exceeds this")

@@ -85,6 +85,8 @@ class HLLMCreator(nn.Module):
         # the fact-copy head's scale (used when cfg.fact_copy; shape [1] for DeepSpeed as logit_scale)
         self.fact_copy_scale = nn.Parameter(torch.tensor([float(cfg.fact_copy_init)]), requires_grad=cfg.fact_copy)
         self.predictor = ItemUserHead(dU, dI, cfg.predictor_dim, cfg.predictor_hidden, cfg.predictor_head)
+        self.predictor_items: list[str] | None = None  # the ID embeddings' catalog (enable_item_ids)
+        self._id_index: dict[str, int] = {}
         q = cfg.align_queue
         self.register_buffer("queue_a", torch.zeros(q, dC))
         self.register_buffer("queue_p", torch.zeros(q, dC))
@@ -96,6 +98,42 @@ class HLLMCreator(nn.Module):
         from hllm_creator.model.prompts import PROMPT_VERSION
 
         cfg.prompt_version = cfg.prompt_version or PROMPT_VERSION
+
+    # ------------------------------------------------------------------ hybrid predictor: item IDs
+    def enable_item_ids(self, item_ids: Sequence[str], recent: int | None = None) -> None:
+        """Give the predictor ID embeddings for this catalog (``ModelConfig.predictor_ids``): the
+        item side adds a learned vector per catalog item, the user side a recency-weighted sum of the
+        vectors of the user's last ``recent`` clicks (``ItemUserHead.enable_ids``). Items outside
+        the catalog (a new ad) get none: the LLM towers alone score them."""
+        ids = [str(x) for x in item_ids]
+        if len(set(ids)) != len(ids):
+            raise ValueError("enable_item_ids: the catalog lists an item id twice")
+        self.cfg.predictor_recent = recent or self.cfg.predictor_recent  # saved: load rebuilds the same sizes
+        self.predictor.enable_ids(len(ids), self.cfg.predictor_recent)
+        self.predictor.to(self.device)
+        self.predictor_items = ids
+        self._id_index = {x: i for i, x in enumerate(ids)}
+
+    def item_index(self, item_ids: Sequence[str]) -> torch.Tensor | None:
+        """Item ids -> [m] indices into the predictor's ID catalog (unknown -> "none"); None when the
+        predictor has no ID embeddings."""
+        if not self.predictor_items:
+            return None
+        none = len(self.predictor_items)
+        return torch.tensor([self._id_index.get(str(x), none) for x in item_ids], dtype=torch.long)
+
+    def recent_index(self, histories: Sequence[Sequence[str]]) -> torch.Tensor | None:
+        """Click histories (item ids, oldest first) -> [n, k] indices of each user's last k clicks,
+        right-aligned, "none"-padded (the predictor's user-side ID part); None without ID embeddings."""
+        if not self.predictor_items:
+            return None
+        none, k = len(self.predictor_items), self.predictor.id_recency.numel()
+        out = torch.full((len(histories), k), none, dtype=torch.long)
+        for r, h in enumerate(histories):
+            last = [self._id_index.get(str(x), none) for x in list(h)[-k:]]
+            if last:
+                out[r, k - len(last):] = torch.tensor(last, dtype=torch.long)
+        return out
 
     # ------------------------------------------------------------------ building / io
     @classmethod
@@ -198,6 +236,7 @@ class HLLMCreator(nn.Module):
             from hllm_creator.model.prompts import PROMPT1, PROMPT2, RESPONSE_END, SYSTEM
 
             write_json({"model": self.cfg.model_dump(mode="json"), "tied": tied, "model_hash": self._hash,
+                        **({"predictor_items": self.predictor_items} if self.predictor_items else {}),
                         "prompts": {"system": SYSTEM, "prompt1": PROMPT1, "prompt2": PROMPT2,
                                     "response_end": RESPONSE_END}},
                        tmp / CONFIG_FILE)
@@ -249,6 +288,8 @@ class HLLMCreator(nn.Module):
                 tok.pad_token = tok.eos_token
             toks[part] = tok
         model = cls(cfg, lms["item"], lms["user"], lms["creative"], toks)
+        if meta.get("predictor_items"):  # the hybrid predictor's ID catalog
+            model.enable_item_ids(meta["predictor_items"])
         sd = load_file(str(model_dir / WEIGHTS_FILE))
         for k, src in meta.get("tied", {}).items():
             sd[k] = sd[src]
@@ -394,14 +435,26 @@ class HLLMCreator(nn.Module):
 
     # ------------------------------------------------------------------ predictor
     @torch.no_grad()
-    def score(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
-        """All (user, item) pairs -> match probabilities [n, m] in [0, 1]."""
+    def score(self, user_emb: torch.Tensor, item_emb: torch.Tensor, *, recent: torch.Tensor | None = None,
+              item_index: torch.Tensor | None = None, user_id_part: torch.Tensor | None = None) -> torch.Tensor:
+        """All (user, item) pairs -> match probabilities [n, m] in [0, 1].
+
+        With ID embeddings (``enable_item_ids``): ``recent`` [n, k] (``recent_index`` of the users'
+        histories) or ``user_id_part`` [n, d] (already summed, e.g. a cluster's member mean of
+        ``predictor.recent_part``) adds the user-side ID part, ``item_index`` [m] (``item_index`` of
+        the items) the item side; None leaves that side to the LLM tower alone."""
         for name, t, d in (("user_emb", user_emb, self.user_hidden_size), ("item_emb", item_emb, self.item_hidden_size)):
             if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != d:
                 raise ValueError(f"score: {name} must be [n, {d}], got "
                                  f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
         p = self.predictor.to(self.device)
-        return torch.sigmoid(p(user_emb.to(self.device).float(), item_emb.to(self.device).float())).cpu()
+        if user_id_part is None:
+            return torch.sigmoid(p(user_emb.to(self.device).float(), item_emb.to(self.device).float(),
+                                   recent=recent, item_ids=item_index)).cpu()
+        if user_id_part.shape != (len(user_emb), p.d):
+            raise ValueError(f"score: user_id_part must be [{len(user_emb)}, {p.d}], got {tuple(user_id_part.shape)}")
+        ut = p.tu(user_emb.to(self.device).float()) + user_id_part.to(self.device).float()
+        return torch.sigmoid(p.pair_logits(ut, p.ti(item_emb.to(self.device).float(), item_index))).cpu()
 
     # ------------------------------------------------------------------ creative LLM
     def _slot_forward(self, batch: SlotBatch, slot_values: torch.Tensor, labels: bool = True):

@@ -122,20 +122,22 @@ def gather_var_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def next_item_loss(predictor, queries: torch.Tensor, pos_ids: torch.Tensor, embed_items,
-                   neg_ids: torch.Tensor | None = None) -> torch.Tensor:
+                   neg_ids: torch.Tensor | None = None, recent: torch.Tensor | None = None) -> torch.Tensor:
     """Sampled-softmax next-item loss (HLLM): each query [P, dU] (the User LLM's state after an item,
     or [USER]) must pick its next item ``pos_ids`` [P] among the candidates: every positive of the
     batch (in-batch negatives), the sampled catalog items ``neg_ids`` and, when ``torch.distributed``
     is initialized, the other ranks' candidates. Each catalog item is a candidate once per rank; a
     candidate equal to the query's own positive is never its negative. ``embed_items(ids)`` ->
-    item embeddings [n, dI] (frozen cache or the Item LLM with grad)."""
+    item embeddings [n, dI] (frozen cache or the Item LLM with grad). ``recent`` [P, k]: each query's
+    last clicked catalog ids (the hybrid predictor's ID parts, ``ItemUserHead.enable_ids``: the
+    candidates then carry their output ID vectors too); None = the LLM towers alone."""
     dev = queries.device
     pos_ids = pos_ids.to(dev)
     pool = pos_ids if neg_ids is None or len(neg_ids) == 0 else torch.cat([pos_ids, neg_ids.to(dev)])
     cand = torch.unique(pool)  # sorted
-    ct, off = gather_var_with_grad(predictor.ti(embed_items(cand)))
+    ct, off = gather_var_with_grad(predictor.ti(embed_items(cand), cand if recent is not None else None))
     ids, _ = gather_var_with_grad(cand)
-    logits = predictor.pair_logits(predictor.tu(queries), ct).float()  # [P, N]
+    logits = predictor.pair_logits(predictor.tu(queries, recent), ct).float()  # [P, N]
     target = torch.searchsorted(cand, pos_ids) + off
     dup = (ids[None, :] == pos_ids[:, None])
     dup[torch.arange(len(pos_ids), device=dev), target] = False

@@ -1,4 +1,12 @@
-"""The Item-User predictor: ``user_tower``, ``item_tower`` and an MLP (or MLP-Mixer) head."""
+"""The Item-User predictor: ``user_tower``, ``item_tower`` and an MLP (or MLP-Mixer) head.
+
+With ID embeddings on (``enable_ids``, ``ModelConfig.predictor_ids``) the predictor is a hybrid:
+the user side adds a recency-weighted sum of the last ``recent`` clicked items' input ID vectors
+(``id_in``) to ``user_tower(User LLM state)`` and the item side adds the item's output ID vector
+(``id_out``) to ``item_tower(Item LLM embedding)``. Index ``n_ids`` is "no item" (padding, an item
+outside the training catalog): its vectors are zero, so a cold item or a user without known clicks
+falls back to the LLM towers alone.
+"""
 
 from __future__ import annotations
 
@@ -61,17 +69,61 @@ class ItemUserHead(nn.Module):
         else:
             raise ValueError(f"predictor_head must be 'mlp', 'mixer' or 'dot', got {head!r}")
 
+    # ------------------------------------------------------------------ ID embeddings (hybrid)
+    @property
+    def n_ids(self) -> int:
+        return self.id_out.num_embeddings - 1 if getattr(self, "id_out", None) is not None else 0
+
+    def enable_ids(self, n_ids: int, recent: int = 8) -> None:
+        """Add ID embeddings for a catalog of ``n_ids`` items (index ``n_ids`` = none; zero vectors):
+        ``id_out`` on the item side, ``id_in`` for the user's last ``recent`` clicks with learnable
+        recency weights (init 1, 1/2, 1/4, ... from the newest click back)."""
+        if n_ids < 1 or recent < 1:
+            raise ValueError(f"enable_ids: need n_ids >= 1 and recent >= 1, got {n_ids}, {recent}")
+        g = torch.Generator().manual_seed(0)
+        self.id_out = nn.Embedding(n_ids + 1, self.d, padding_idx=n_ids)
+        self.id_in = nn.Embedding(n_ids + 1, self.d, padding_idx=n_ids)
+        with torch.no_grad():
+            for e in (self.id_out, self.id_in):
+                e.weight.copy_(torch.randn(n_ids + 1, self.d, generator=g) * 0.01)
+                e.weight[n_ids].zero_()
+        self.id_recency = nn.Parameter(torch.tensor([0.5 ** k for k in range(recent)][::-1]))
+
+    def recent_part(self, recent: torch.Tensor) -> torch.Tensor:
+        """``recent`` [n, k] catalog indices of each user's last clicks, oldest first, right-aligned
+        (the newest in the last column; ``n_ids`` = none) -> [n, d]."""
+        k = self.id_recency.numel()
+        if recent.dim() != 2:
+            raise ValueError(f"recent must be [n, k] catalog indices, got shape {tuple(recent.shape)}")
+        r = recent[:, -k:].to(self.id_in.weight.device)
+        if r.shape[1] < k:
+            r = torch.cat([r.new_full((len(r), k - r.shape[1]), self.n_ids), r], 1)
+        r = torch.where((r < 0) | (r > self.n_ids), torch.full_like(r, self.n_ids), r)
+        return (self.id_in(r) * self.id_recency[None, :, None]).sum(1)
+
     def std_user(self, u: torch.Tensor) -> torch.Tensor:
         return (u.float() - self.u_mean) / self.u_std
 
     def std_item(self, i: torch.Tensor) -> torch.Tensor:
         return (i.float() - self.i_mean) / self.i_std
 
-    def tu(self, u: torch.Tensor) -> torch.Tensor:
-        return self.user_tower(self.std_user(u))
+    def tu(self, u: torch.Tensor, recent: torch.Tensor | None = None) -> torch.Tensor:
+        """User tower output [n, d]; with ID embeddings and ``recent`` ([n, k] catalog indices), plus
+        their recency-weighted input ID vectors."""
+        out = self.user_tower(self.std_user(u))
+        if recent is not None and self.n_ids:
+            out = out + self.recent_part(recent).to(out.dtype)
+        return out
 
-    def ti(self, i: torch.Tensor) -> torch.Tensor:
-        return self.item_tower(self.std_item(i))
+    def ti(self, i: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Item tower output [m, d]; with ID embeddings and ``ids`` ([m] catalog indices, ``n_ids`` =
+        not in the catalog), plus their output ID vectors."""
+        out = self.item_tower(self.std_item(i))
+        if ids is not None and self.n_ids:
+            ids = ids.to(self.id_out.weight.device)
+            ids = torch.where((ids < 0) | (ids > self.n_ids), torch.full_like(ids, self.n_ids), ids)
+            out = out + self.id_out(ids).to(out.dtype)
+        return out
 
     @torch.no_grad()
     def set_stats(self, user_emb: torch.Tensor | None = None, item_emb: torch.Tensor | None = None) -> None:
@@ -91,7 +143,9 @@ class ItemUserHead(nn.Module):
             return self.out(h).squeeze(-1) + dot
         return self.mixer(ut[:, None, :], it[None, :, :]) + dot
 
-    def forward(self, user_emb: torch.Tensor, item_emb: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-        """All-pairs logits [n, m]; chunked over users to bound memory."""
-        ut, it = self.tu(user_emb), self.ti(item_emb)
+    def forward(self, user_emb: torch.Tensor, item_emb: torch.Tensor, chunk: int = 64,
+                recent: torch.Tensor | None = None, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """All-pairs logits [n, m]; chunked over users to bound memory. ``recent`` / ``item_ids``: the
+        ID parts (hybrid predictor; ignored without ID embeddings)."""
+        ut, it = self.tu(user_emb, recent), self.ti(item_emb, item_ids)
         return torch.cat([self.pair_logits(ut[s:s + chunk], it) for s in range(0, len(ut), chunk)], dim=0)

@@ -8,7 +8,8 @@ argument (``--model-dir BUNDLE`` or ``--model-uri models:/hllm-creator@champion`
                          personalization figures, sha256 and size of every file
       model/             the trained model dir (hllm-creator train)
       artifacts/         centroids.npy, cluster_meta.json, member_means.npy, medoids.npy,
-                         matches.parquet, creatives.parquet (+ their *_meta.json) and items.parquet
+                         matches.parquet (+ member_id_parts.npy for a hybrid predictor),
+                         creatives.parquet (+ their *_meta.json) and items.parquet
                          (the item catalog of the run's dataset)
 
 It is written to a temp dir beside the target and renamed (``io.atomic_dir``): a bundle dir is
@@ -42,7 +43,7 @@ ITEMS = "items.parquet"
 
 # file -> (source step output, required)
 CLUSTER_FILES = {CENTROIDS: True, CLUSTER_META: True, MEMBER_MEANS: False, MEDOIDS: False}
-MATCH_FILES = {MATCHES: True, "match_meta.json": False}
+MATCH_FILES = {MATCHES: True, "match_meta.json": False, "member_id_parts.npy": False}  # last: hybrid predictor
 CREATIVE_FILES = {CREATIVES: True, "generate_meta.json": False}
 
 # KFP local run dir: <run_dir>/<task>/<output> (ECOSYSTEM_NOTES, "KFP 2.17 local execution")

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hllm_creator.infer.common import CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
+from hllm_creator.infer.match import MEMBER_ID_PARTS
 from hllm_creator.serving.batching import MicroBatcher  # noqa: F401 (re-exported)
 from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards, serve  # noqa: F401
 from hllm_creator.serving.schemas import HISTORY_KEPT, looks_like_id
@@ -83,6 +84,7 @@ class ServingAssets:
     centroids: np.ndarray | None = None          # [K, d] (training space of the clustering)
     slot: np.ndarray | None = None               # [K, d] a cluster in the Creative LLM's slot (as generate)
     score_slot: np.ndarray | None = None         # [K, d] a cluster for the predictor (as match: member means)
+    score_id_parts: np.ndarray | None = None     # [K, dP] a cluster's ID part (hybrid predictor; as match)
     cluster_meta: dict = field(default_factory=dict)
     items: dict[str, dict] = field(default_factory=dict)        # item_id -> item row (title, ...)
     creatives: dict[tuple[str, int], dict] = field(default_factory=dict)  # (item, cluster) -> row
@@ -186,6 +188,21 @@ class ServingAssets:
         ids[ok] = cid
         return ids
 
+    def id_parts(self, histories: Sequence[Sequence[str]], cluster_ids: np.ndarray, mode: Sequence[str]):
+        """The hybrid predictor's user-side ID parts [n, dP] per row, as ``conditioning`` picks the
+        vector: the cluster's (match's ``member_id_parts.npy``) in mode 'cluster', else the user's own
+        last clicks (entries that are not catalog ids add nothing); None without ID embeddings."""
+        import torch
+
+        if not getattr(self.model, "predictor_items", None):
+            return None
+        with torch.inference_mode():
+            out = self.model.predictor.recent_part(self.model.recent_index(histories)).float().cpu().numpy()
+        for i, (c, m) in enumerate(zip(cluster_ids, mode)):
+            if m == "cluster" and c >= 0 and self.score_id_parts is not None and self.score_slot is not None:
+                out[i] = self.score_id_parts[c]
+        return out
+
     def conditioning(self, user_emb: np.ndarray, cluster_ids: np.ndarray, mode: Sequence[str],
                      *, for_scoring: bool = False) -> np.ndarray:
         """Per row: the cluster's vector (mode 'cluster') or the user's own embedding. The cluster's
@@ -283,6 +300,14 @@ def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path
             if a.centroids.shape[1] != int(model.user_hidden_size):
                 raise ValueError(f"centroids have dim {a.centroids.shape[1]} but the model's user "
                                  f"embeddings have {model.user_hidden_size}: artifacts from another model?")
+        parts_f = _find(art, MEMBER_ID_PARTS)
+        if parts_f is not None and getattr(model, "predictor_items", None):
+            a.score_id_parts = np.load(parts_f).astype(np.float32)
+            want = (None if a.centroids is None else len(a.centroids), model.predictor.d)
+            if a.score_id_parts.ndim != 2 or (want[0] is not None and a.score_id_parts.shape[0] != want[0]) \
+                    or a.score_id_parts.shape[1] != want[1]:
+                raise ValueError(f"{parts_f}: shape {a.score_id_parts.shape}, expected [{want[0]}, {want[1]}] "
+                                 "(clusters x the predictor's dim): outputs of another model or clustering?")
         matches_f = _find(art, MATCHES)
         if matches_f is not None:
             m = pd.read_parquet(matches_f)

@@ -133,8 +133,12 @@ class Predictor(BatchedModel):
         ok = np.nonzero(np.isfinite(cond).all(axis=1))[0]
         if len(known) and len(ok):
             item_emb = a.item_embeddings([a.item_text_of(x) for x in known])
+            # the hybrid predictor's ID parts (None without ID embeddings): as match scored them
+            parts = a.id_parts([i.user_history for i in insts], cids, [i.score_with for i in insts])
             with torch.no_grad():
-                s = a.model.score(torch.from_numpy(cond[ok]), torch.from_numpy(item_emb))
+                s = a.model.score(torch.from_numpy(cond[ok]), torch.from_numpy(item_emb),
+                                  user_id_part=None if parts is None else torch.from_numpy(parts[ok]),
+                                  item_index=a.model.item_index(known))
             scores[ok] = s.detach().float().cpu().numpy()
         out = []
         for r, (inst, info) in enumerate(zip(insts, infos)):

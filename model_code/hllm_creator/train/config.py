@@ -62,6 +62,8 @@ class TrainConfig(StepConfig):
     head_batch_size: int | None = Field(None, ge=1, description="predictor fit: examples per step (None = cls_per_step)")
     head_negatives: int | None = Field(None, ge=0, description="predictor fit: sampled catalog candidates per step "
                                        "(None = cls_negatives; >= the catalog size = full softmax)")
+    head_weight_decay: float = Field(0.01, ge=0, description="predictor fit: AdamW weight decay (the cpu preset's "
+                                     "hybrid predictor: 1.0, which keeps rarely clicked items' ID vectors small)")
     cls_objective: Literal["last", "next_item"] = Field(
         "last", description="last: BCE on (user, valid target) pairs (one positive per user); next_item: HLLM's "
         "causal objective, the User LLM's state after every history item predicts the next item and [USER] the "
@@ -104,6 +106,9 @@ class TrainConfig(StepConfig):
     def _check(self):
         if self.lora and self.model.creative_layers == 0:
             raise ValueError("creative_layers must be >= 1")
+        if self.model.predictor_ids and (self.cls_objective != "next_item" or not self.head_steps):
+            raise ValueError("model.predictor_ids (the hybrid predictor) is trained by the next-item predictor fit: "
+                             "it needs cls_objective='next_item' and head_steps > 0")
         return self
 
 
@@ -128,7 +133,7 @@ PRESETS: dict[str, dict] = {
                            user_layers=4, creative_llm="smollm2-135m-instruct", max_history=30,
                            item_max_tokens=32,
                            # rec side (issue 12): mean-pooled frozen Item LLM, cosine head
-                           item_pooling="mean", predictor_head="dot",
+                           item_pooling="mean", predictor_head="dot", predictor_ids=True,
                            # creative side (issue 11): the slot's pointer moves the decoder (fact-copy head)
                            fact_copy=True),
                 standin_rows=160, cls_per_step=96, cls_epochs=1.0,
@@ -139,7 +144,8 @@ PRESETS: dict[str, dict] = {
                 # rec side (issue 12): HLLM next-item objective at every position, validation users
                 # held out of every positive, then a full-softmax next-item fit on cached states
                 cls_objective="next_item", cls_negatives=1024, cls_val_users=500, user_lr=1e-3,
-                head_steps=500, head_batch_size=1024, head_negatives=100_000),
+                # the hybrid predictor's ID vectors are fitted there, weight decay 1.0 (docs/train.md)
+                head_steps=800, head_batch_size=1024, head_negatives=100_000, head_weight_decay=1.0),
     # GPU: full backbones, ZeRO-2, bf16, flash-attn when importable, gradient checkpointing
     "gpu": dict(model=dict(item_llm="smollm2-135m-instruct", user_llm="smollm2-135m-instruct",
                            creative_llm="smollm2-135m-instruct"),

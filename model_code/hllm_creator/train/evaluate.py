@@ -89,7 +89,12 @@ def evaluate(model, item_emb, td, split_users, *, eval_users: int | None = None,
     with torch.no_grad():
         ue = model.encode_users([item_emb[h] for h in hist], autocast_bf16=bf16, progress=progress,
                                 desc="eval users")
-        scores = torch.cat([model.predictor(ue[s:s + 256].to(model.device), item_emb.to(model.device)).float().cpu()
+        # the hybrid predictor's ID parts (None without ID embeddings): each user's last clicks, every item
+        recent = model.recent_index([[td.item_ids[i] for i in h] for h in hist])
+        ids = model.item_index(td.item_ids)
+        scores = torch.cat([model.predictor(ue[s:s + 256].to(model.device), item_emb.to(model.device),
+                                            recent=None if recent is None else recent[s:s + 256],
+                                            item_ids=ids).float().cpu()
                             for s in range(0, len(ue), 256)]).numpy()
     pop = np.log1p(td.popularity.astype(np.float64))
     pop_scores = np.repeat((pop + np.arange(len(pop)) * 1e-9)[None, :], len(scores), 0)  # deterministic ties

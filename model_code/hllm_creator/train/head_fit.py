@@ -15,6 +15,11 @@ target) is cached once for every cls user (about 5x as many examples as users), 
 is trained with the sampled-softmax next-item loss (``negatives`` >= the catalog size = full
 softmax) under bf16 autocast; the validation users are ``td.val_hist`` (held out of every
 positive the model trains on, ``TrainConfig.cls_val_users``).
+
+With ID embeddings (``ModelConfig.predictor_ids``, the hybrid predictor) each query also carries its
+user's last clicks up to that position (``recent``) and the candidates their catalog ids, and the
+ID vectors are trained here, only here (the joint steps train the LLM towers alone); weight decay
+(``TrainConfig.head_weight_decay``) keeps the ID vectors of rarely clicked items small.
 """
 
 from __future__ import annotations
@@ -27,17 +32,35 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def recent_rows(hists, k: int, none: int):
+    """Catalog-index histories -> [n, k] of each one's last k items, right-aligned, ``none``-padded."""
+    import torch
+
+    out = torch.full((len(hists), k), none, dtype=torch.long)
+    for r, h in enumerate(hists):
+        last = list(h)[-k:]
+        if last:
+            out[r, k - len(last):] = torch.as_tensor(last, dtype=torch.long)
+    return out
+
+
 @__import__("torch").no_grad()
-def next_item_queries(model, td, item_emb, *, bf16: bool = False, batch_size: int = 64, progress: bool = True):
+def next_item_queries(model, td, item_emb, *, bf16: bool = False, batch_size: int = 64, progress: bool = True,
+                      with_recent: bool = False):
     """Frozen backbones: every next-item example of the cls users as (query [P, dU], target [P]):
-    the User LLM's state after each history item -> the next item, [USER] -> the valid target."""
+    the User LLM's state after each history item -> the next item, [USER] -> the valid target.
+    ``with_recent``: also [P, k] the clicks up to each query's position (the hybrid predictor's
+    user-side ID part), in the same order."""
     import torch
     from tqdm.auto import tqdm
 
     was = model.training
     model.eval()
     order = sorted(range(len(td.cls_hist)), key=lambda u: len(td.cls_hist[u]))
-    qs, ids = [], []
+    qs, ids, recents = [], [], []
+    H, k, none = model.cfg.max_history, 0, 0
+    if with_recent:
+        k, none = model.predictor.id_recency.numel(), model.predictor.n_ids
     starts = range(0, len(order), batch_size)
     for s in (tqdm(starts, desc="predictor fit: encode positions", unit="batch") if progress else starts):
         b = order[s:s + batch_size]
@@ -50,13 +73,20 @@ def next_item_queries(model, td, item_emb, *, bf16: bool = False, batch_size: in
             q, t = model._next_item_queries(users, pos_h, hi, hl, torch.tensor([td.cls_pos[u] for u in b]))
         qs.append(q.float().cpu())
         ids.append(t.cpu())
+        if with_recent:  # the order of _next_item_queries: each user's positions, then every [USER]
+            read = [td.cls_hist[u][-H:] for u in b]
+            upto = [r[:t + 1] for r in read for t in range(len(r) - 1)] + read
+            recents.append(recent_rows(upto, k, none))
     model.train(was)
+    if with_recent:
+        return torch.cat(qs), torch.cat(ids), torch.cat(recents)
     return torch.cat(qs), torch.cat(ids)
 
 
 def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int, lr: float, seed: int = 0,
              neg_p: np.ndarray | None = None, val_users: int = 400, eval_every: int = 100,
-             bf16: bool = False, on_log=None, log_every: int = 10, next_item: bool = False) -> dict:
+             bf16: bool = False, on_log=None, log_every: int = 10, next_item: bool = False,
+             weight_decay: float = 0.01) -> dict:
     """Train ``model.predictor`` for ``steps`` steps on cached user embeddings; keep the best state.
 
     ``item_emb`` [n_items, item_hidden]: the catalog's item embeddings (frozen Item LLM).
@@ -73,6 +103,16 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
 
     item_emb = item_emb.float()
     n = len(td.cls_hist)
+    pred = model.predictor
+    ids_on = bool(pred.n_ids)
+    if ids_on and not next_item:
+        raise ValueError("the hybrid predictor (ID embeddings) is fitted with the next-item objective only "
+                         "(cls_objective='next_item')")
+    if ids_on and pred.n_ids != len(item_emb):
+        raise ValueError(f"the predictor's ID catalog has {pred.n_ids} items, the item embeddings {len(item_emb)}")
+    k_recent = pred.id_recency.numel() if ids_on else 0
+    all_items = torch.arange(len(item_emb)) if ids_on else None
+    val_recent = None
     rng = np.random.default_rng([seed, 7])
     model.eval()
     if td.val_hist:  # users held out of every cls positive (TrainConfig.cls_val_users)
@@ -81,6 +121,8 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
                                                            progress=True, desc="predictor fit: val users").float()
         val_pos = np.asarray(td.val_pos)
         val = np.arange(n_val)
+        if ids_on:
+            val_recent = recent_rows(td.val_hist, k_recent, pred.n_ids)
     else:
         perm = rng.permutation(n)
         n_val = min(val_users, max(n // 10, 1)) if n >= 20 else 0
@@ -89,7 +131,11 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
         if not td.val_hist:
             raise ValueError("head_fit(next_item=True) needs validation users held out of every positive "
                              "(TrainConfig.cls_val_users > 0)")
-        user_emb, pos = next_item_queries(model, td, item_emb, bf16=bf16)
+        recent = None
+        if ids_on:
+            user_emb, pos, recent = next_item_queries(model, td, item_emb, bf16=bf16, with_recent=True)
+        else:
+            user_emb, pos = next_item_queries(model, td, item_emb, bf16=bf16)
         tr = np.arange(len(pos))
     else:
         user_emb = model.encode_users([item_emb[h] for h in td.cls_hist], autocast_bf16=bf16, progress=True,
@@ -98,12 +144,11 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
         tr = np.setdiff1d(np.arange(n), val) if not td.val_hist else np.arange(n)
     if not td.val_hist:
         val_hist, val_emb, val_pos = [td.cls_hist[u] for u in val], user_emb[val], pos[val].numpy()
-    pred = model.predictor
     params = list(pred.parameters())
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
 
     # the next-item fit selects by validation MRR (graded: far less noisy than Recall@10 on a few
@@ -115,7 +160,7 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
             return {"recall@10": float("nan"), "mrr": float("nan")}
         pred.eval()
         with torch.no_grad():
-            s = pred(val_emb, item_emb).numpy()
+            s = pred(val_emb, item_emb, recent=val_recent, item_ids=all_items).numpy()
         for r, h in enumerate(val_hist):  # the user's own history is not a candidate
             s[r, h] = -np.inf
         pred.train()
@@ -133,7 +178,8 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
         neg = torch.as_tensor(rng.choice(len(item_emb), size=min(negatives, len(item_emb)), replace=False, p=neg_p))
         if next_item:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and item_emb.device.type == "cpu"):
-                loss = next_item_loss(pred, user_emb[idx], pos[idx], lambda ids: item_emb[ids], neg)
+                loss = next_item_loss(pred, user_emb[idx], pos[idx], lambda ids: item_emb[ids], neg,
+                                      recent=recent[idx] if ids_on else None)
         else:
             loss = cls_loss(pred, user_emb[idx], item_emb[pos[idx]], pos[idx], item_emb[neg] if len(neg) else None,
                             neg if len(neg) else None)

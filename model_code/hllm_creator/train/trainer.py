@@ -277,6 +277,8 @@ def build_model(cfg: TrainConfig, data: TrainData, use_bf16: bool):
 
     td = data.td
     model = HLLMCreator.from_config(cfg.model, seed=cfg.seed)
+    if cfg.model.predictor_ids:  # the hybrid predictor's ID vectors, over the training catalog
+        model.enable_item_ids(td.item_ids)
     if cfg.freeze_item_llm:
         for p in list(model.item_llm.parameters()) + [model.item_token]:
             p.requires_grad_(False)
@@ -428,7 +430,8 @@ def refit_heads(cfg: TrainConfig, fitted: Fitted, data: TrainData, plan: Plan, u
                             negatives=cfg.cls_negatives if cfg.head_negatives is None else cfg.head_negatives,
                             lr=cfg.head_lr, seed=cfg.seed, neg_p=plan.collator.neg_p,
                             val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
-                            log_every=cfg.logging_steps, next_item=cfg.cls_objective == "next_item")
+                            log_every=cfg.logging_steps, next_item=cfg.cls_objective == "next_item",
+                            weight_decay=cfg.head_weight_decay)
         metrics["head_fit_seconds"] = time.time() - t_head
         tracking.log_metrics({"head_fit_chosen_step": head["chosen_step"]})
     return item_emb, head
