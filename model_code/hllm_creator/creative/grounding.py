@@ -42,8 +42,9 @@ instruction detector.
   or a word mixing scripts that the ad does not have, seen before folding.
 
 ``gate(title, ad, *, known_names=None, max_words=16, max_chars=100, original_title=None)`` = the
-above + the form of a title: no word 3+ times and no repeated 2-3-word run (``PLA PLA PLA``,
-``| 100% Natural | 100% Natural``) unless the original title has it; not cut off (trailing
+above + the form of a title: no word 3+ times, no word of 3+ letters twice in a row (``Product -
+Product``) and no repeated 2-3-word run (``PLA PLA PLA``, ``| 100% Natural | 100% Natural``) unless
+the original title has it; not cut off (trailing
 connective, unbalanced bracket or quote, ``...``, a last word cut mid-word like ``highly bi``);
 at most ``max_words`` words and ``max_chars`` characters (the original title itself is exempt: it is
 what a failing title falls back to); and ``title_quality`` (names the product, not a fragment, not a
@@ -818,6 +819,7 @@ class _Form(NamedTuple):
     counts: dict       # root -> count (words of 2+ characters, connectives left out)
     forms: dict        # root -> its first spelling in the text
     runs: frozenset    # repeated adjacent 2-3-word runs
+    doubles: frozenset  # words of 3+ letters right after themselves ("Product - Product")
     unbalanced: frozenset
     last: str          # last word
     n_words: int
@@ -835,6 +837,7 @@ def _form(text: str) -> _Form:
         for i in range(len(words) - 2 * n + 1):
             if words[i:i + n] == words[i + n:i + 2 * n]:
                 runs.add(" ".join(words[i:i + n]))
+    doubles = {a for a, b in zip(words, words[1:]) if a == b and len(a) >= 3 and a.isalpha()}
     body = _INCH_MARK.sub(" ", t)
     unb = {f"{a}{b}" for a, b in _PAIRS if body.count(a) != body.count(b)}
     if body.count('"') % 2:
@@ -843,7 +846,8 @@ def _form(text: str) -> _Form:
     forms = {}
     for w in words:
         forms.setdefault(_root(w), w)
-    return _Form(counts=dict(counts), forms=forms, runs=frozenset(runs), unbalanced=frozenset(unb),
+    return _Form(counts=dict(counts), forms=forms, runs=frozenset(runs), doubles=frozenset(doubles),
+                 unbalanced=frozenset(unb),
                  last=words[-1] if words else "", n_words=n_words, n_chars=len(" ".join(text.split())), norm=t)
 
 
@@ -854,6 +858,8 @@ def _form_reasons(title: str, original: str, facts: _Facts, max_words: int, max_
     # repetition: the original's own repetitions are allowed
     reps = [f"'{f.forms[r]}' {c} times" for r, c in f.counts.items() if c >= 3 and c > o.counts.get(r, 0)]
     runs = [f"'{r} {r}'" for r in sorted(f.runs - o.runs) if len(set(r.split())) > 1]
+    # a word twice in a row ("Filament - Product - Product"), unless the 3+ count already says it
+    runs += [f"'{w} {w}'" for w in sorted(f.doubles - o.doubles) if f.counts.get(_root(w), 0) < 3]
     if reps or runs:
         reasons.append("repetition: " + ", ".join(reps + runs))
     # cut off
