@@ -127,13 +127,10 @@ class HLLMCreator(nn.Module):
         right-aligned, "none"-padded (the predictor's user-side ID part); None without ID embeddings."""
         if not self.predictor_items:
             return None
+        from hllm_creator.model.predictor import recent_rows
+
         none, k = len(self.predictor_items), self.predictor.id_recency.numel()
-        out = torch.full((len(histories), k), none, dtype=torch.long)
-        for r, h in enumerate(histories):
-            last = [self._id_index.get(str(x), none) for x in list(h)[-k:]]
-            if last:
-                out[r, k - len(last):] = torch.tensor(last, dtype=torch.long)
-        return out
+        return recent_rows([[self._id_index.get(str(x), none) for x in list(h)[-k:]] for h in histories], k, none)
 
     # ------------------------------------------------------------------ building / io
     @classmethod

@@ -16,6 +16,17 @@ import torch
 from torch import nn
 
 
+def recent_rows(hists, k: int, none: int) -> torch.Tensor:
+    """Catalog-index histories (oldest first) -> [n, k] of each one's last k items, right-aligned
+    (newest in the last column), ``none``-padded: what ``ItemUserHead.recent_part`` reads."""
+    out = torch.full((len(hists), k), none, dtype=torch.long)
+    for r, h in enumerate(hists):
+        last = list(h)[-k:]
+        if last:
+            out[r, k - len(last):] = torch.as_tensor(last, dtype=torch.long)
+    return out
+
+
 def tower(d_in: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
 

@@ -32,18 +32,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def recent_rows(hists, k: int, none: int):
-    """Catalog-index histories -> [n, k] of each one's last k items, right-aligned, ``none``-padded."""
-    import torch
-
-    out = torch.full((len(hists), k), none, dtype=torch.long)
-    for r, h in enumerate(hists):
-        last = list(h)[-k:]
-        if last:
-            out[r, k - len(last):] = torch.as_tensor(last, dtype=torch.long)
-    return out
-
-
 @__import__("torch").no_grad()
 def next_item_queries(model, td, item_emb, *, bf16: bool = False, batch_size: int = 64, progress: bool = True,
                       with_recent: bool = False):
@@ -53,6 +41,8 @@ def next_item_queries(model, td, item_emb, *, bf16: bool = False, batch_size: in
     user-side ID part), in the same order."""
     import torch
     from tqdm.auto import tqdm
+
+    from hllm_creator.model.predictor import recent_rows
 
     was = model.training
     model.eval()
@@ -99,6 +89,7 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
     from transformers import get_cosine_schedule_with_warmup
 
     from hllm_creator.model.losses import cls_loss, next_item_loss
+    from hllm_creator.model.predictor import recent_rows
     from hllm_creator.train.evaluate import rank_metrics
 
     item_emb = item_emb.float()
