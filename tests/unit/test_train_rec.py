@@ -288,3 +288,14 @@ def test_hybrid_predictor_needs_the_next_item_fit():
         build_config("tiny", data="d", out="o", model={"predictor_ids": True})
     with pytest.raises(ValueError, match="predictor_ids"):
         build_config("cpu", data="d", out="o", head_steps=0)
+
+
+def test_train_cli_switches_the_hybrid_predictor(tmp_path):
+    from typer.testing import CliRunner
+
+    from hllm_creator.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "--preset", "tiny",
+                                 "--predictor-ids"])
+    assert r.exit_code == 2 and "predictor_ids" in r.output and "next_item" in r.output  # refused before training
+    assert "--no-predictor-ids" in CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output

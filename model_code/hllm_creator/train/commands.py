@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 PRESET_HELP = ("tiny (tiny-llama, tests, seconds) | demo (SmolLM2, pipeline demo scale, a few minutes) | "
-               "cpu (SmolLM2, the full 2-core CPU run, ~12 min) | gpu (full backbones, DeepSpeed ZeRO-2, "
+               "cpu (SmolLM2, the full 2-core CPU run, ~11 min) | gpu (full backbones, DeepSpeed ZeRO-2, "
                "bf16, flash-attn when importable) | gpu-multinode (paper scale: TinyLlama-1.1B + Qwen3-8B, ZeRO-3, "
                "64 GPUs as a Kubeflow Trainer TrainJob; docs/train.md) | custom (only the flags)")
 
@@ -31,7 +31,12 @@ def train_cmd(
     cls_epochs: Optional[float] = typer.Option(None, help="Passes over ALL users for the cls objective."),
     head_steps: Optional[int] = typer.Option(
         None, help="Predictor fit after joint training: cls steps on frozen user embeddings, best step picked "
-        "on held-out users (0 = off; preset cpu 600, demo 300)."),
+        "on held-out users (0 = off; preset cpu 800, demo 300)."),
+    predictor_ids: Optional[bool] = typer.Option(
+        None, "--predictor-ids/--no-predictor-ids", help="Hybrid predictor: ID vectors of the training catalog's "
+        "items beside the LLM towers (the user's last 8 clicks + the item's own), fitted in the next-item predictor "
+        "fit (preset cpu: on; needs the next-item objective and --head-steps > 0). --no-predictor-ids: the LLM "
+        "towers alone (what scores items and histories outside the catalog)."),
     cls_per_step: Optional[int] = typer.Option(None, help="Users per step (per rank) for the cls objective."),
     creative_rows: Optional[int] = typer.Option(None, "--creative-rows",
                                                 help="Use at most N rows of the training parquet."),
@@ -78,7 +83,8 @@ def train_cmd(
 
     model = {k: v for k, v in dict(item_llm=item_llm, user_llm=user_llm, creative_llm=creative_llm,
                                     item_layers=item_layers, user_layers=user_layers,
-                                    creative_layers=creative_layers).items() if v is not None}
+                                    creative_layers=creative_layers, predictor_ids=predictor_ids).items()
+             if v is not None}
     weights = {k: v for k, v in dict(creative=w_creative, recon=w_recon, align=w_align, cls=w_cls,
                                      contrast=w_contrast, slot_fact=w_slot_fact).items()
                if v is not None}
