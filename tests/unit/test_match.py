@@ -121,6 +121,20 @@ def test_hybrid_predictor_scores_clusters_with_their_members_id_parts(setup, tmp
     for r in got.itertuples():
         assert r.score == pytest.approx(ref[meta["ads"].index(r.item_id), r.cluster_id], abs=1e-5)
     assert not np.allclose(ref, text_only, atol=1e-3)  # the ID parts are in the scores
+    # serving loads the parts beside the clusters (a bundle's artifacts/), and refuses a wrong shape
+    import shutil
+
+    from hllm_creator.serving.loading import load_assets
+
+    m.save(tmp_path / "hyb")
+    art = tmp_path / "art"
+    shutil.copytree(root / "clusters", art)
+    shutil.copy(tmp_path / "m" / M.MEMBER_ID_PARTS, art / M.MEMBER_ID_PARTS)
+    a = load_assets(tmp_path / "hyb", art)
+    assert np.allclose(a.score_id_parts, parts)
+    np.save(art / M.MEMBER_ID_PARTS, parts[:, :3])
+    with pytest.raises(ValueError, match="member_id_parts.npy: shape"):
+        load_assets(tmp_path / "hyb", art)
 
 
 def test_serving_predictor_scores_like_match_with_the_hybrid_parts(setup, tmp_path):
