@@ -89,16 +89,24 @@ def test_match_bad_input(setup, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_hybrid_predictor_scores_clusters_with_their_members_id_parts(setup, tmp_path):
+@pytest.fixture(scope="module")
+def hybrid(setup):
+    """The tiny model with random ID vectors over the dataset's catalog (a hybrid predictor)."""
     import copy
 
-    data, mdir, root, model = setup
-    ds = load_dataset(data)
+    data, _, _, model = setup
     m = copy.deepcopy(model)
-    m.enable_item_ids(ds.items["item_id"].astype(str).tolist(), recent=3)
+    m.enable_item_ids(load_dataset(data).items["item_id"].astype(str).tolist(), recent=3)
+    g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        m.predictor.id_in.weight[:-1].normal_()
-        m.predictor.id_out.weight[:-1].normal_()
+        m.predictor.id_in.weight[:-1].normal_(generator=g)
+        m.predictor.id_out.weight[:-1].normal_(generator=g)
+    return m
+
+
+def test_hybrid_predictor_scores_clusters_with_their_members_id_parts(setup, hybrid, tmp_path):
+    data, mdir, root, model = setup
+    ds, m = load_dataset(data), hybrid
     cfg = M.MatchConfig(model_dir=str(mdir), data_dir=str(data), clusters_dir=str(root / "clusters"), n_ads=5,
                         top_k=2, item_cache=str(root / "c.parquet"))
     meta = M.run(cfg, tmp_path / "m", progress=False, model=m)
@@ -137,22 +145,15 @@ def test_hybrid_predictor_scores_clusters_with_their_members_id_parts(setup, tmp
         load_assets(tmp_path / "hyb", art)
 
 
-def test_serving_predictor_scores_like_match_with_the_hybrid_parts(setup, tmp_path):
+def test_serving_predictor_scores_like_match_with_the_hybrid_parts(setup, hybrid, tmp_path):
     """The KServe predictor's run_batch (in process): a 'cluster' request is scored with the cluster's
     member mean + its members' ID part (what match wrote), a 'user' request with the user's own."""
-    import copy
-
     from hllm_creator.serving.loading import ServingAssets
     from hllm_creator.serving.predictor import Predictor
     from hllm_creator.serving.schemas import PredictorInstance
 
     data, mdir, root, model = setup
-    ds = load_dataset(data)
-    m = copy.deepcopy(model)
-    m.enable_item_ids(ds.items["item_id"].astype(str).tolist(), recent=3)
-    with torch.no_grad():
-        m.predictor.id_in.weight[:-1].normal_()
-        m.predictor.id_out.weight[:-1].normal_()
+    ds, m = load_dataset(data), hybrid
     cents, means, asg, cmeta = cl.load(root / "clusters")
     parts = np.random.default_rng(0).normal(size=(len(means), m.predictor.d)).astype(np.float32)
     items = {str(r["item_id"]): r for r in ds.items.to_dict("records")}
