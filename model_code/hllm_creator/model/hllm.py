@@ -445,13 +445,8 @@ class HLLMCreator(nn.Module):
                 raise ValueError(f"score: {name} must be [n, {d}], got "
                                  f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
         p = self.predictor.to(self.device)
-        if user_id_part is None:
-            return torch.sigmoid(p(user_emb.to(self.device).float(), item_emb.to(self.device).float(),
-                                   recent=recent, item_ids=item_index)).cpu()
-        if user_id_part.shape != (len(user_emb), p.d):
-            raise ValueError(f"score: user_id_part must be [{len(user_emb)}, {p.d}], got {tuple(user_id_part.shape)}")
-        ut = p.tu(user_emb.to(self.device).float()) + user_id_part.to(self.device).float()
-        return torch.sigmoid(p.pair_logits(ut, p.ti(item_emb.to(self.device).float(), item_index))).cpu()
+        return torch.sigmoid(p(user_emb.to(self.device).float(), item_emb.to(self.device).float(), recent=recent,
+                               item_ids=item_index, user_id_part=user_id_part)).cpu()
 
     # ------------------------------------------------------------------ creative LLM
     def _slot_forward(self, batch: SlotBatch, slot_values: torch.Tensor, labels: bool = True):

@@ -155,8 +155,14 @@ class ItemUserHead(nn.Module):
         return self.mixer(ut[:, None, :], it[None, :, :]) + dot
 
     def forward(self, user_emb: torch.Tensor, item_emb: torch.Tensor, chunk: int = 64,
-                recent: torch.Tensor | None = None, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+                recent: torch.Tensor | None = None, item_ids: torch.Tensor | None = None,
+                user_id_part: torch.Tensor | None = None) -> torch.Tensor:
         """All-pairs logits [n, m]; chunked over users to bound memory. ``recent`` / ``item_ids``: the
-        ID parts (hybrid predictor; ignored without ID embeddings)."""
+        ID parts (hybrid predictor; ignored without ID embeddings); ``user_id_part`` [n, d]: a user-side
+        ID part already summed (a cluster's member mean of ``recent_part``), added to the user tower."""
         ut, it = self.tu(user_emb, recent), self.ti(item_emb, item_ids)
+        if user_id_part is not None:
+            if tuple(user_id_part.shape) != tuple(ut.shape):
+                raise ValueError(f"user_id_part must be {list(ut.shape)}, got {list(user_id_part.shape)}")
+            ut = ut + user_id_part.to(ut.device, ut.dtype)
         return torch.cat([self.pair_logits(ut[s:s + chunk], it) for s in range(0, len(ut), chunk)], dim=0)
