@@ -25,6 +25,7 @@ def generate(
     slot: str = "medoid",
     rescore: bool = True,
     select: str = "generated",
+    distinct: bool = True,
     max_pairs: int = 0,
     bf16: bool = False,
 ):
@@ -51,6 +52,9 @@ def generate(
         select: What is served: "generated" (the greedy generation, which the slot moves through the
             decoder and the fact-copy head, when it passes the gate; else the rescored composition) or
             "slot" (of the ad's gated core+fact compositions, the one whose fact the slot points at).
+        distinct: An ad's audiences see different titles where the ad allows it: in match-rank order,
+            a repeat of a better-ranked cluster's title gets the slot's pick among the ad's gated
+            compositions not yet served (source "distinct").
         max_pairs: Only the first N selected pairs (0 = all).
         bf16: bf16 autocast for the Creative LLM (2x faster batched prefill on AMX CPUs; GPUs).
     """
@@ -59,7 +63,8 @@ def generate(
     cfg = GenerateConfig(model_dir=model.path, data_dir=dataset.path, matches=matches.path, clusters_dir=clusters.path,
                          batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
                          top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None,
-                         bf16=bf16, slot=slot, rescore=rescore, select=select)
+                         bf16=bf16, slot=slot, rescore=rescore, select=select,
+                         distinct=distinct)
     meta = run(cfg, creatives.path, progress=False)
     creatives.metadata.update({k: meta[k] for k in ("generations", "grounded", "fallbacks", "ads")})
     for name in ("generations", "grounded", "fallbacks", "fallback_rate", "personalized_share", "copy_rate",

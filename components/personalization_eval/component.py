@@ -23,7 +23,8 @@ def personalization_eval(
     judge_max_tokens: int = 64,
     concurrency: int = 4,
     max_ads: int = 20,
-    members_per_cluster: int = 20,
+    members_per_cluster: int = 0,
+    permutations: int = 2000,
     heldout_share: float = 0.1,
     swap_pairs: int = 0,
     nll_rows: int = 128,
@@ -53,7 +54,9 @@ def personalization_eval(
         judge_max_tokens: Max tokens of each judge reply.
         concurrency: Judge requests in flight.
         max_ads: The first N ads of creatives.parquet.
-        members_per_cluster: Held-out members per cluster (seeded sample).
+        members_per_cluster: At most N held-out members per cluster (seeded sample; 0 = all).
+        permutations: Random deals of each ad's served titles to its clusters for the audience
+            fit's permutation test (0 = none).
         heldout_share: The hold-out share (must match the teacher's).
         swap_pairs: At most N pairs for the greedy swap (0 = all).
         nll_rows: At most N held-out teacher rows for the NLL test.
@@ -75,7 +78,8 @@ def personalization_eval(
     cfg = PersonalizationConfig(model_dir=model.path, data_dir=dataset.path, clusters_dir=clusters.path,
                                 matches=matches.path, creatives=creatives.path,
                                 train_set=train_set.path if train_set is not None else None, max_ads=max_ads,
-                                members_per_cluster=members_per_cluster, heldout_share=heldout_share,
+                                members_per_cluster=members_per_cluster or None,
+                                permutations=permutations, heldout_share=heldout_share,
                                 swap_pairs=swap_pairs or None, nll_rows=nll_rows, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size, bf16=bf16, slot=slot, bootstrap=bootstrap, seed=seed,
                                 judge_samples=judge_samples if (judge_base_url or os.environ.get("OPENAI_BASE_URL"))

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from hllm_creator.creative.copy import normalize_title
 from hllm_creator.data import load_dataset
 from hllm_creator.data.schema import DataError
 from hllm_creator.infer import generate as G
@@ -87,7 +88,7 @@ def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
     assert sorted(zip(cr.item_id, cr.cluster_id)) == sorted(zip(m[m.selected].item_id, m[m.selected].cluster_id))
     assert {"item_id", "cluster_id", "original_title", "llm_output", "score", "grounded", "reasons"} <= set(cr.columns)
     by = {r["item_id"]: r for r in ds.items.to_dict("records")}
-    assert set(cr["source"]) <= {"generated", "slot", "rescored", "original"}
+    assert set(cr["source"]) <= {"generated", "slot", "rescored", "distinct", "original"}
     for r in cr.itertuples():
         assert r.original_title == titles[r.item_id]
         ad = G.ad_of(by[r.item_id])
@@ -96,9 +97,9 @@ def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
         assert (len(r.reasons) == 0) == r.grounded
         if r.source == "generated":
             assert r.grounded and r.title == r.llm_output
-        elif r.source in ("slot", "rescored"):  # a gated composition the Creative LLM picked under the slot
+        elif r.source in ("slot", "rescored", "distinct"):  # a gated composition picked under the slot
             assert r.title in G.candidate_titles(ad) and G.ground(r.title, ad)[0]
-            assert r.source == "slot" or not r.grounded
+            assert r.source != "rescored" or not r.grounded
         else:
             assert r.source == "original" and r.title == r.original_title
         assert r.personalized == (not G.same_title(r.title, r.original_title))
@@ -156,3 +157,61 @@ def test_cli_generate_and_bad_matches(setup, tmp_path):
 def test_title_quality_rejects_continuations_and_field_labels(title, ok):
     orig = "Etekcity Lasergrip 774 Non-contact Digital Laser Infrared Thermometer Temperature Gun"
     assert (title_quality(title, orig) == []) is ok, title_quality(title, orig)
+
+
+def _recs(titles_by_cluster: dict[int, str], item_id: str, original: str) -> list[dict]:
+    return [{"item_id": item_id, "cluster_id": c, "score": 1.0 - 0.1 * k, "title": t, "source": "generated",
+             "personalized": not G.same_title(t, original)} for k, (c, t) in enumerate(titles_by_cluster.items())]
+
+
+def test_make_distinct_gives_repeats_the_slots_pick_among_unserved_compositions(setup):
+    """A repeat of a better-ranked cluster's title (up to case/punctuation) gets the slot's pick among
+    the compositions not yet served; better-ranked clusters keep theirs; with nothing left the repeat stays."""
+    data, mdir, root, model = setup
+    items = load_dataset(data).items.to_dict("records")
+    ad = next(G.ad_of(r) for r in items if len(G.candidate_titles(G.ad_of(r))) >= 3)
+    titles, facts = G.candidate_titles(ad, with_facts=True)
+    n = len(titles)
+    slots = np.random.default_rng(0).standard_normal((5, model.user_hidden_size)).astype(np.float32)
+    # ranks: cluster 0, 1, 3, 4; 3 repeats 0 (up to case/punctuation), 4 repeats 1
+    recs = _recs({0: titles[0], 1: titles[1], 3: titles[0].upper() + "!", 4: titles[1]}, "a", ad["title"])
+    changed = G.make_distinct(model, recs, {"a": ad}, slots)
+    by_c = {r["cluster_id"]: r for r in recs}
+    assert [by_c[c]["title"] for c in (0, 1)] == titles[:2] and by_c[0]["source"] == by_c[1]["source"] == "generated"
+    free3 = list(range(2, n))
+    j3 = free3[G.slot_pick(model, slots[3], [facts[j] for j in free3]) if len(free3) > 1 else 0]
+    assert by_c[3]["title"] == titles[j3] and by_c[3]["source"] == "distinct" and by_c[3]["personalized"]
+    free4 = [j for j in range(2, n) if j != j3]
+    if free4:  # the slot's pick among what is left
+        j4 = free4[G.slot_pick(model, slots[4], [facts[j] for j in free4]) if len(free4) > 1 else 0]
+        assert by_c[4]["title"] == titles[j4] and by_c[4]["source"] == "distinct" and changed == 2
+        assert len({normalize_title(r["title"]) for r in recs}) == 4
+    else:  # nothing left: the repeat stays as it was
+        assert by_c[4]["title"] == titles[1] and by_c[4]["source"] == "generated" and changed == 1
+
+
+def test_generate_default_serves_distinct_titles_per_ad(setup, tmp_path):
+    """Default (distinct on) vs off: only repeats change (source 'distinct'), the best-ranked cluster
+    keeps its title, and an ad still repeating a title has every composition served already."""
+    data, mdir, root, model = setup
+    kw = dict(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
+              clusters_dir=str(root / "clusters"), max_new_tokens=4, batch_size=4, select="slot")
+    assert G.GenerateConfig(**kw).distinct
+    G.run(G.GenerateConfig(**kw, distinct=False), tmp_path / "same", progress=False, model=model)
+    meta = G.run(G.GenerateConfig(**kw), tmp_path / "dist", progress=False, model=model)
+    same = pd.read_parquet(tmp_path / "same" / "creatives.parquet")
+    dist = pd.read_parquet(tmp_path / "dist" / "creatives.parquet")
+    by = {r["item_id"]: G.ad_of(r) for r in load_dataset(data).items.to_dict("records")}
+    both = dist.merge(same, on=["item_id", "cluster_id"], suffixes=("", "_same"))
+    moved = both.title != both.title_same
+    assert (both.loc[moved, "source"] == "distinct").all() and (both.loc[~moved, "source"] != "distinct").all()
+    assert moved.any() and meta["source_distinct"] == int(moved.sum())  # the tiny run has repeats
+    for iid, g in both.groupby("item_id"):
+        g = g.sort_values("score", ascending=False, kind="stable")
+        assert g["title"].iloc[0] == g["title_same"].iloc[0]
+        served = set(g["title"].map(normalize_title))
+        if len(served) < len(g):
+            assert {normalize_title(t) for t in G.candidate_titles(by[iid])} <= served, iid
+    n_same = same.groupby("item_id")["title"].apply(lambda t: t.map(normalize_title).nunique())
+    n_dist = dist.groupby("item_id")["title"].apply(lambda t: t.map(normalize_title).nunique())
+    assert (n_dist >= n_same).all() and meta["distinct_titles_per_ad"] == pytest.approx(n_dist.mean())

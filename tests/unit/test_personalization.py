@@ -290,3 +290,38 @@ def test_cross_cluster_gsb_with_the_real_judge(tiny_upstream, llm_server, tmp_pa
     assert 0.0 <= st["judge_failure_rate"] <= 1.0 and st["identical_pairs"] == 0
     assert (df["title_a"] != df["title_b"]).all() and set(df["final"]) <= {"G", "S", "B"}
     assert df["verdict_ab"].isin(["a", "b", "same"]).sum() + df["judge_failed"].sum() >= 3
+
+
+def test_fit_permutation_known_answers():
+    """The permutation test: a deal that matches every unit to its best title is rare (small p), the
+    null centres on 0, and a by-hand enumeration of a 2-cluster ad gives the exact null."""
+    rng = np.random.default_rng(0)
+    # one ad, 3 clusters; unit u of cluster c is closest to title c
+    own = np.repeat(np.arange(3), 20)
+    C = rng.normal(0, 0.01, (60, 3))
+    C[np.arange(60), own] += 0.2
+    obs = float(np.mean([C[u, own[u]] - np.mean(np.delete(C[u], own[u])) for u in range(60)]))
+    r = P.fit_permutation([(own, C)], obs, permutations=600, seed=1)
+    # 1 of the 6 deals is the identity: p is about 1/6 with one ad...
+    assert 0.1 < r["p_value"] < 0.25 and r["null_mean"] == pytest.approx(0.0, abs=0.03)
+    # ...and far smaller when 5 ads each match their audiences
+    r5 = P.fit_permutation([(own, C)] * 5, obs, permutations=600, seed=1)
+    assert r5["p_value"] < 0.01 and r5["null_high"] < obs
+    # 2 clusters: the deals are identity (+d) and swap (-d) -> the null is +-d, half and half
+    C2 = np.array([[0.5, 0.1], [0.2, 0.4]])
+    d = float(np.mean([0.5 - 0.1, 0.4 - 0.2]))
+    r2 = P.fit_permutation([(np.array([0, 1]), C2)], d, permutations=4000, seed=2)
+    assert r2["null_low"] == pytest.approx(-d) and r2["null_high"] == pytest.approx(d)
+    assert r2["p_value"] == pytest.approx(0.5, abs=0.03)
+    assert P.fit_permutation([(np.array([0]), np.array([[0.3]]))], 0.0)["p_value"] is None  # one cluster: no deal
+
+
+def test_audience_fit_reports_the_permutation_test(bundled_dataset, ruler):
+    pairs, members, nxt = _ruler_case(bundled_dataset.items, shuffle=False)
+    fit, _ = P.audience_fit(pairs, members, nxt, ruler, bootstrap=200, permutations=500)
+    pm = fit["fit_other_permutation"]
+    assert pm["observed"] == pytest.approx(fit["fit_other"]["mean"]) and pm["p_value"] < 0.01
+    assert pm["null_high"] < fit["fit_other"]["mean"] and pm["permutations"] == 500
+    shuffled, _ = P.audience_fit(*_ruler_case(bundled_dataset.items, shuffle=True, seed=0)[:3], ruler,
+                                 bootstrap=200, permutations=500)
+    assert shuffled["fit_other_permutation"]["p_value"] > 0.05

@@ -11,7 +11,7 @@ GOOD = {"gsb_adv": 0.30, "gsb_ci_low": 0.12, "gsb_judge_failure_rate": 0.05}
 
 
 def _pipeline(tmp_path, tag: str, *, gsb: dict | None = None, standin: str | None = "false",
-              fit: float | None = None) -> str:
+              fit: float | None = None, fit_p: float | None = None) -> str:
     """A parent run: train registers a model (alias candidate, tag standin_data), gsb-eval logs its
     evidence, a personalization run (optional) logs the audience-fit CI lower bound."""
     from hllm_creator import tracking
@@ -26,7 +26,8 @@ def _pipeline(tmp_path, tag: str, *, gsb: dict | None = None, standin: str | Non
             tracking.log_metrics(GOOD if gsb is None else gsb)
         if fit is not None:
             with tracking.step_run("personalization"):
-                tracking.log_metrics({"pers_fit_other_ci_low": fit, "pers_fit_other": fit + 0.02})
+                tracking.log_metrics({"pers_fit_other_ci_low": fit, "pers_fit_other": fit + 0.02,
+                                      **({} if fit_p is None else {"pers_fit_other_perm_p": fit_p})})
     return parent.info.run_id
 
 
@@ -46,7 +47,7 @@ def test_each_refusal_says_why_and_full_evidence_promotes(tmp_path):
     _pipeline(tmp_path, "zero", gsb={**GOOD, "gsb_ci_low": -0.02})
     r = tracking.promote()
     assert not r["promoted"] and "no champion yet" in r["reason"] and "must be > 0" in r["reason"]
-    _pipeline(tmp_path, "first", fit=0.01)
+    _pipeline(tmp_path, "first", fit=0.01, fit_p=0.01)
     r = tracking.promote()
     assert r["promoted"] and r["reason"].startswith("no champion yet") and all(c["ok"] for c in r["checks"])
     champ = _champion()
@@ -59,6 +60,8 @@ def test_each_refusal_says_why_and_full_evidence_promotes(tmp_path):
         "no-judge-rate": (dict(gsb={"gsb_ci_low": 0.5}), "judge_failures", "reliability is unknown"),
         "standin": (dict(gsb={**GOOD, "gsb_ci_low": 0.5}, standin="partial"), "standin", "standin_data=partial"),
         "no-tag": (dict(gsb={**GOOD, "gsb_ci_low": 0.5}, standin=None), "standin", "no standin_data tag"),
+        "luck": (dict(gsb={**GOOD, "gsb_ci_low": 0.5}, fit=0.003, fit_p=0.3), "audience_fit",
+                 "permutation p 0.300 must be < 0.050"),
         "fit": (dict(gsb={**GOOD, "gsb_ci_low": 0.5}, fit=-0.001), "audience_fit", "must be > 0"),
     }
     for tag, (kw, rule, why) in refusals.items():

@@ -38,7 +38,7 @@ def test_python_func(upstream, tmp_path):
     for r in cr.itertuples():
         ad = ad_of(items.loc[r.item_id].to_dict() | {"item_id": r.item_id})
         assert (r.source == "generated" and r.grounded and r.title == r.llm_output) or \
-            (r.source in ("slot", "rescored") and r.title in candidate_titles(ad)) or \
+            (r.source in ("slot", "rescored", "distinct") and r.title in candidate_titles(ad)) or \
             (r.source == "original" and r.title == r.original_title)
 
 

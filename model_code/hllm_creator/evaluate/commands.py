@@ -24,7 +24,9 @@ HELP = "\n\n".join([
     ("- audience fit vs other / vs original: for held-out members m of cluster c, cos(c's title, m's "
      "held-out next click) minus the mean cos of the ad's other clusters' titles (resp. minus the original "
      "title's), measured with MiniLM-L6 (the ruler; never trained on or selected with). > 0 with the CI "
-     "above 0: c's title fits its own audience better."),
+     "above 0: c's title fits its own audience better. The CI takes the assignment of titles to clusters "
+     "as given; the permutation test (--permutations) deals the same titles to each ad's clusters at random: "
+     "p = share of random deals that fit at least as well (small p: the assignment, not luck)."),
     ('- cross-cluster GSB (--judge-samples N with a judge endpoint): for a held-out member of c, the judge '
      "compares c's title with another cluster's title for the same ad, both orders (a flip = Same); Adv = "
      '(G - B) / n, and the judge-failure rate.'),
@@ -43,8 +45,11 @@ def personalization_cmd(
     train_set: Optional[Path] = typer.Option(None, "--train-set", help="construct's train.parquet (or its dir): "
                                              "held-out rows for the NLL test (none: NLL not measured)."),
     max_ads: int = typer.Option(20, "--max-ads", help="The first N ads of creatives.parquet."),
-    members_per_cluster: int = typer.Option(20, "--members-per-cluster", help="Held-out members per cluster "
-                                            "(seeded sample) for audience fit and the judge."),
+    members_per_cluster: Optional[int] = typer.Option(None, "--members-per-cluster", help="At most N held-out "
+                                                      "members per cluster (seeded sample) for audience fit and the "
+                                                      "judge (default: every held-out member)."),
+    permutations: int = typer.Option(2000, "--permutations", help="Random deals of each ad's served titles to its "
+                                     "clusters for the audience fit's permutation test (0 = none)."),
     heldout_share: Optional[float] = typer.Option(None, "--heldout-share", help="Hold-out share (default: the "
                                                   "project's, 0.1; must match the teacher's)."),
     swap_pairs: Optional[int] = typer.Option(None, "--swap-pairs", help="At most N pairs for the greedy swap."),
@@ -74,7 +79,7 @@ def personalization_cmd(
     cfg = PersonalizationConfig(model_dir=str(model), data_dir=str(data), clusters_dir=str(clusters),
                                 matches=str(matches), creatives=str(creatives),
                                 train_set=str(train_set) if train_set else None, max_ads=max_ads,
-                                members_per_cluster=members_per_cluster,
+                                members_per_cluster=members_per_cluster, permutations=permutations,
                                 heldout_share=HELDOUT_SHARE if heldout_share is None else heldout_share,
                                 swap_pairs=swap_pairs, nll_rows=nll_rows, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size, bf16=bf16, slot=slot, bootstrap=bootstrap, seed=seed,

@@ -19,10 +19,15 @@ is seen neither by the teacher nor by training). Every figure comes with a boots
   among those rows): the paired difference shuffled - own (> 0: the slot carries the user).
   CI resampling rows.
 - **audience fit**: for each selected (ad, c) and each held-out member m of c (at most
-  ``members_per_cluster``, seeded): ``cos(title_c, next_m) - mean_c' cos(title_c', next_m)`` over the
+  ``members_per_cluster``, seeded; default all): ``cos(title_c, next_m) - mean_c' cos(title_c', next_m)`` over the
   ad's other served titles (``fit_other``) and ``cos(title_c, next_m) - cos(original, next_m)``
   (``fit_original``), next_m = the title of m's held-out next click, cos = the ruler (MiniLM-L6,
   never trained on or selected with). CI resampling members (units clustered by member).
+  That CI takes the assignment of titles to clusters as given, so it cannot tell an assignment
+  that fits its audiences from a lucky one; the **permutation test** can (``fit_other_permutation``):
+  the same served titles dealt to the ad's clusters at random (a permutation per ad,
+  ``permutations`` times) give the null distribution of the mean ``fit_other``; the p-value is the
+  share of deals at least as good as the served one (one-sided, add-one).
 - **cross-cluster GSB** (with a judge endpoint): for a held-out member of c, the judge compares c's
   served title (a) with another cluster's served title for the same ad (b), both orders (a flip is
   Same); identical titles are not judged (counted). Adv, CI and the judge-failure rate.
@@ -68,6 +73,9 @@ DEFINITIONS = {
     "fit_other": "ruler cos(title_c, next click of held-out member m of c) minus the mean cos of the ad's other "
                  "served titles to the same next click; CI resampling members",
     "fit_original": "ruler cos(title_c, next_m) minus cos(original title, next_m); CI resampling members",
+    "fit_other_permutation": "fit_other of the served assignment against the same titles dealt to each ad's clusters "
+                             "at random: p = share of random deals with a mean fit_other at least as high (one-sided, "
+                             "add-one); null mean and 95% range",
     "xgsb": "judge: c's served title (a) vs another cluster's served title (b) for a held-out member of c, "
             "both orders, flip = Same; Adv = (G - B) / n, CI resampling samples",
 }
@@ -84,7 +92,10 @@ class PersonalizationConfig(StepConfig):
     train_set: str | None = Field(None, description="construct's train.parquet (or its dir): held-out rows "
                                                     "for the NLL test; none = NLL not measured")
     max_ads: int | None = Field(20, ge=1, description="the first N ads of creatives.parquet")
-    members_per_cluster: int = Field(20, ge=1, description="held-out members per cluster (seeded sample)")
+    members_per_cluster: int | None = Field(None, ge=1, description="held-out members per cluster (seeded sample); "
+                                            "none = every held-out member")
+    permutations: int = Field(2000, ge=0, description="random deals of each ad's served titles to its clusters "
+                              "for the audience fit's permutation test (0 = no test)")
     heldout_share: float = Field(HELDOUT_SHARE, gt=0.0, le=1.0,
                                  description="the hold-out share (must match the teacher's)")
     swap_pairs: int | None = Field(None, ge=1, description="at most N (ad, cluster) pairs for the greedy swap")
@@ -213,12 +224,13 @@ def heldout_members(asg: pd.DataFrame, split_users: pd.DataFrame, share: float) 
     return m.sort_values(["cluster_id", "user_id"]).reset_index(drop=True)
 
 
-def sample_members(members: pd.DataFrame, clusters, k: int, seed: int) -> dict[int, pd.DataFrame]:
-    """At most ``k`` held-out members per cluster, seeded per cluster (the same members for every ad)."""
+def sample_members(members: pd.DataFrame, clusters, k: int | None, seed: int) -> dict[int, pd.DataFrame]:
+    """At most ``k`` (None: all) held-out members per cluster, seeded per cluster (the same members
+    for every ad)."""
     out = {}
     for c in sorted({int(x) for x in clusters}):
         mc = members[members["cluster_id"] == c]
-        if len(mc) > k:
+        if k is not None and len(mc) > k:
             mc = mc.iloc[np.sort(np.random.default_rng(seed + 7919 * c).choice(len(mc), size=k, replace=False))]
         out[c] = mc.reset_index(drop=True)
     return out
@@ -244,8 +256,35 @@ def cluster_interests(asg: pd.DataFrame, hist: pd.Series, items: pd.DataFrame, c
 
 
 # ---------------------------------------------------------------------------------- the ruler
+def fit_permutation(cos: list[tuple[np.ndarray, np.ndarray]], observed: float, *, permutations: int = 2000,
+                    seed: int = 0) -> dict:
+    """Permutation test of the mean ``fit_other``: per ad, ``cos[a] = (own, C)`` with ``C[u, j]`` the
+    ruler cosine of unit u's next click with the title of the ad's j-th cluster and ``own[u]`` the
+    position of u's own cluster. A deal is a random permutation p of each ad's titles over its
+    clusters; unit u then scores ``C[u, p[own]] - mean_{j != own} C[u, p[j]]``. Returns the null
+    mean, its 95% range and the one-sided add-one p-value of ``observed``."""
+    cos = [(o, c) for o, c in cos if c.shape[1] > 1 and len(o)]
+    n_units = sum(len(o) for o, _ in cos)
+    if not permutations or not n_units:
+        return {"p_value": None, "null_mean": None, "null_low": None, "null_high": None, "permutations": 0,
+                "observed": observed}
+    rng = np.random.default_rng(seed)
+    total = np.zeros(permutations)
+    for own, C in cos:
+        n = C.shape[1]
+        # fit = own_cos - (row_sum - own_cos) / (n - 1): a deal only moves the own title's cosine
+        row = C.sum(1)
+        perms = np.argsort(rng.random((permutations, n)), axis=1)           # [P, n]
+        own_cos = C[np.arange(len(own))[None, :], perms[:, own]]            # [P, U]
+        total += (own_cos * n / (n - 1) - row[None, :] / (n - 1)).sum(1)
+    null = total / n_units
+    return {"p_value": float((1 + np.sum(null >= observed - 1e-12)) / (1 + permutations)),
+            "null_mean": float(null.mean()), "null_low": float(np.quantile(null, 0.025)),
+            "null_high": float(np.quantile(null, 0.975)), "permutations": int(permutations), "observed": observed}
+
+
 def audience_fit(pairs: pd.DataFrame, members: dict[int, pd.DataFrame], next_title: dict[str, str], ruler, *,
-                 bootstrap: int = 2000, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+                 bootstrap: int = 2000, seed: int = 0, permutations: int = 0) -> tuple[dict, pd.DataFrame]:
     """(summary, units): one unit per (held-out member m of c, selected pair (ad, c)).
 
     ``members[c]`` holds ``user_id`` (+ ``test_target``); ``next_title[user_id]`` is the title of the
@@ -274,7 +313,18 @@ def audience_fit(pairs: pd.DataFrame, members: dict[int, pd.DataFrame], next_tit
         u["n_others"] = len(u.pop("others"))
     df = pd.DataFrame(units)
     has = df["n_others"] > 0
-    summ = {"fit_other": boot_mean(df.loc[has, "fit_other"], df.loc[has, "user_id"], bootstrap=bootstrap, seed=seed),
+    fit_other = boot_mean(df.loc[has, "fit_other"], df.loc[has, "user_id"], bootstrap=bootstrap, seed=seed)
+    per_ad = []
+    for ad, grp in pairs.groupby("item_id", sort=False):
+        cs = grp["cluster_id"].astype(int).tolist()
+        tv = np.stack([vec[t] for t in grp["title"]])
+        du = df[(df["item_id"] == ad) & (df["n_others"] > 0)]
+        if len(du):
+            nv = np.stack([vec[t] for t in du["next_click"]])
+            per_ad.append((np.asarray([cs.index(int(c)) for c in du["cluster_id"]]), nv @ tv.T))
+    perm = fit_permutation(per_ad, fit_other["mean"] if fit_other["mean"] is not None else float("nan"),
+                           permutations=permutations, seed=seed)
+    summ = {"fit_other": fit_other, "fit_other_permutation": perm,
             "fit_original": boot_mean(df["fit_original"], df["user_id"], bootstrap=bootstrap, seed=seed),
             "cos_title_mean": float(df["cos_title"].mean()), "cos_original_mean": float(df["cos_original"].mean()),
             "members": int(df["user_id"].nunique())}
@@ -526,7 +576,7 @@ def run(cfg: PersonalizationConfig, out: str | Path | None = None, *, model=None
 
     res["ruler"] = RULER_NAME
     res["audience_fit"], fit_df = audience_fit(pairs, members, next_title, ruler, bootstrap=cfg.bootstrap,
-                                               seed=cfg.seed)
+                                               seed=cfg.seed, permutations=cfg.permutations)
     model = model if model is not None else load_model(cfg.model_dir)
     res["slot_swap"], swap_df = slot_swap(model, pairs, ds.items, user_slot, cfg)
     nll_df = pd.DataFrame()
@@ -575,6 +625,10 @@ def metrics_of(res: dict) -> dict[str, float]:
     put("nll_diff", res["nll"].get("nll_diff"))
     put("fit_other", res["audience_fit"].get("fit_other"))
     put("fit_original", res["audience_fit"].get("fit_original"))
+    pm = res["audience_fit"].get("fit_other_permutation") or {}
+    if pm.get("p_value") is not None:
+        out.update({"pers_fit_other_perm_p": pm["p_value"], "pers_fit_other_null_mean": pm["null_mean"],
+                    "pers_fit_other_null_high": pm["null_high"]})
     x = res.get("xgsb") or {}
     if x.get("n"):
         out.update({"pers_xgsb_adv": x["adv"], "pers_xgsb_adv_ci_low": x["ci_low"],
@@ -595,6 +649,13 @@ def _fmt(d: dict | None, pct: bool = False, digits: int = 3) -> str:
     return f"{f(d['mean'])} (95% CI {f(d['ci_low'])} .. {f(d['ci_high'])}, n={d['n']})"
 
 
+def _perm(p: dict | None) -> str:
+    if not p or p.get("p_value") is None:
+        return ""
+    return (f"; random deals of the same titles: {p['null_mean']:.4f} (95% {p['null_low']:.4f} .. "
+            f"{p['null_high']:.4f}), p = {p['p_value']:.3f}")
+
+
 def headline(res: dict) -> list[str]:
     """The headline figures, one line each (the demo's closing summary prints them)."""
     lines = [f"copy rate (served = original): {_fmt(res['copy']['copy_rate'], pct=True)}",
@@ -602,7 +663,8 @@ def headline(res: dict) -> list[str]:
              "greedy titles that change when the slot is swapped: "
              f"{_fmt(res['slot_swap'].get('swap_changed'), pct=True)}",
              f"NLL shuffled - own user (held-out rows): {_fmt(res['nll'].get('nll_diff'), digits=4)}",
-             f"audience fit vs the ad's other titles: {_fmt(res['audience_fit'].get('fit_other'), digits=4)}",
+             f"audience fit vs the ad's other titles: {_fmt(res['audience_fit'].get('fit_other'), digits=4)}"
+             + _perm(res['audience_fit'].get('fit_other_permutation')),
              f"audience fit vs the original title: {_fmt(res['audience_fit'].get('fit_original'), digits=4)}"]
     x = res.get("xgsb") or {}
     if x.get("n"):

@@ -174,6 +174,10 @@ def generate_cmd(
                                "(the slot moves it through the decoder and the fact-copy head) when it passes "
                                "the gate, else the rescored composition; slot = of the ad's gated core+fact "
                                "compositions, the one whose fact the cluster's slot points at."),
+    distinct: bool = typer.Option(True, "--distinct/--no-distinct", help="An ad's audiences see different titles "
+                                  "where the ad allows it: in match-rank order, a cluster whose served title repeats "
+                                  "a better-ranked cluster's gets the slot's pick among the ad's gate-passing "
+                                  "compositions not yet served for the ad (source 'distinct')."),
     seed: int = typer.Option(0, "--seed", help="Batch b is sampled with seed + b."),
     max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="Only the first N selected pairs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -182,19 +186,21 @@ def generate_cmd(
 
     Served: the generation when it passes the gate and is not the original (source 'generated'),
     else the Creative LLM's most likely gate-passing core+fact composition ('rescored'), else the
-    ad's original title ('original', reasons recorded). Writes creatives.parquet and a per-user lookup
+    ad's original title ('original', reasons recorded); a repeat of a better-ranked cluster's title
+    for the same ad gets the slot's pick among the compositions not yet served ('distinct'). Writes creatives.parquet and a per-user lookup
     (user -> cluster -> title per ad).
     """
     from hllm_creator.infer.generate import GenerateConfig, run
 
     cfg = _config(GenerateConfig, model_dir=str(model), data_dir=str(data), matches=str(matches),
                          clusters_dir=str(clusters), batch_size=batch_size, bf16=bf16, do_sample=sample,
-                         slot=slot, rescore=rescore, select=select,
+                         slot=slot, rescore=rescore, select=select, distinct=distinct,
                          temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                          seed=seed, max_pairs=max_pairs)
     meta = run(cfg, out, progress=not quiet)
     typer.echo(f"wrote {out}: {meta['generations']} titles: {meta['source_generated']} generated, "
-               f"{meta['source_slot']} slot-picked, {meta['source_rescored']} rescored, {meta['source_original']} original "
+               f"{meta['source_slot']} slot-picked, {meta['source_rescored']} rescored, {meta['source_distinct']} "
+               f"made distinct, {meta['source_original']} original "
                f"(copy rate {meta['copy_rate']:.0%}, {meta['distinct_titles_per_ad']:.2f} distinct titles per ad), "
                f"{meta['lookup_rows']:,} lookup rows")
 

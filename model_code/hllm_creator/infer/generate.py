@@ -20,6 +20,12 @@
   else, with ``rescore`` on, ``rescored``: the Creative LLM's most likely (lowest NLL per token
   under this cluster's slot) of the ad's gate-passing compositions ``core - fact``;
   else ``original`` (the ad's original title; ``reasons`` say why).
+- ``distinct`` (default on): an ad's audiences see different titles where the ad allows it. Per
+  ad, in match-rank order, a cluster whose served title repeats a better-ranked cluster's gets the
+  slot's pick (as ``slot``) among the ad's gate-passing compositions not yet served for the ad
+  (source ``distinct``); with none left (an ad with one fact) it keeps the repeat. The best-ranked
+  cluster always keeps its title. Distinct is not personalized: which title goes to which audience
+  is what ``hllm-creator personalization``'s audience fit (and its permutation test) measures.
 - ``personalized`` is true only when the served title differs from the original (case,
   punctuation and whitespace folded).
 - ``lookup.parquet``: for each clustered user and each ad: the user's cluster and the title the
@@ -43,7 +49,7 @@ from hllm_creator.data.schema import DataError
 
 log = logging.getLogger(__name__)
 GENERATE_META = "generate_meta.json"
-SOURCES = ("generated", "slot", "rescored", "original")
+SOURCES = ("generated", "slot", "rescored", "distinct", "original")
 
 
 class GenerateConfig(StepConfig):
@@ -69,6 +75,9 @@ class GenerateConfig(StepConfig):
         "through the decoder and the fact-copy head) when it passes the gate, else the rescored composition "
         "(core + one fact); 'slot' = of the ad's gate-passing compositions, the one whose fact the cluster's slot "
         "points at (the slot-fact head; the default before the fact-copy head)")
+    distinct: bool = Field(True, description="per ad, in match-rank order, a cluster whose served title repeats a "
+                           "better-ranked cluster's gets the slot's pick among the ad's gate-passing compositions "
+                           "not yet served for the ad (source 'distinct'); off: repeats are served as they are")
     max_pairs: int | None = Field(None, ge=1, description="Only the first N selected pairs (smoke runs).")
     bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster on AMX CPUs and GPUs).")
 
@@ -130,6 +139,40 @@ def slot_pick(model, slot: np.ndarray, facts: list[str]) -> int:
         return int(model.fact_pointer(s, fb.to(model.device)).argmax(-1).item())
 
 
+def make_distinct(model, recs: list[dict], ads: dict, user_slot: np.ndarray, known_names=None,
+                  cands: dict | None = None) -> int:
+    """In place, per ad in match-rank order (``score`` descending, stable): a record whose served
+    ``title`` repeats (``creative.copy.normalize_title``) a better-ranked cluster's gets the slot's
+    pick (``slot_pick``) among the ad's gate-passing compositions not yet served for the ad, with
+    ``source`` "distinct"; with none left it keeps the repeat. Returns how many records changed."""
+    from hllm_creator.creative.copy import normalize_title
+
+    cands = {} if cands is None else cands
+    by_ad: dict[str, list[int]] = {}
+    for k, r in enumerate(recs):
+        by_ad.setdefault(r["item_id"], []).append(k)
+    changed = 0
+    for iid, ks in by_ad.items():
+        used: set[str] = set()
+        for k in sorted(ks, key=lambda k: -recs[k]["score"]):
+            r = recs[k]
+            key = normalize_title(r["title"])
+            if key in used:
+                if iid not in cands:
+                    cands[iid] = candidate_titles(ads[iid], known_names, with_facts=True)
+                titles_, facts_ = cands[iid]
+                free = [j for j, t in enumerate(titles_) if normalize_title(t) not in used]
+                if free:
+                    j = free[slot_pick(model, user_slot[int(r["cluster_id"])], [facts_[x] for x in free])
+                             if len(free) > 1 else 0]
+                    r.update(title=titles_[j], source="distinct",
+                             personalized=not same_title(titles_[j], ads[iid]["title"]))
+                    key = normalize_title(titles_[j])
+                    changed += 1
+            used.add(key)
+    return changed
+
+
 def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: np.ndarray,
                    cfg: GenerateConfig, *, progress: bool = True, known_names=None) -> pd.DataFrame:
     """pairs (item_id, cluster_id, score) -> creatives (one generation per row, gated, served title)."""
@@ -186,6 +229,8 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
                      "llm_output": cand, "raw_output": out, "score": float(r["score"]), "grounded": ok,
                      "reasons": reasons, "title": title, "source": source,
                      "personalized": not same_title(title, ad["title"])})
+    if cfg.distinct and hasattr(model, "fact_pointer"):
+        make_distinct(model, recs, ads, user_slot, known_names, cands)
     cols = ["item_id", "cluster_id", "original_title", "llm_output", "raw_output", "score", "grounded",
             "reasons", "title", "source", "personalized"]
     return pd.DataFrame(recs, columns=cols).astype({"cluster_id": "int64", "score": "float32", "grounded": bool,

@@ -371,13 +371,17 @@ class PromotePolicy(StepConfig):
     2. the judge-failure rate (``failure_metric``) below ``max_judge_failure_rate``;
     3. no stand-in rows: the train run's tag ``standin_data`` is ``false`` (a missing tag refuses:
        unknown training data is no evidence);
-    4. when a personalization run is present: its audience-fit CI lower bound (``fit_metric``) > 0.
+    4. when a personalization run is present: its audience-fit CI lower bound (``fit_metric``) > 0,
+       and, where it ran the permutation test, its p-value (``fit_p_metric``) below ``max_fit_p``
+       (the CI alone takes the assignment of titles to clusters as given; a lucky one can clear 0).
     """
 
     metric: str = "gsb_ci_low"
     max_judge_failure_rate: float = Field(0.2, gt=0.0, le=1.0)
     failure_metric: str = "gsb_judge_failure_rate"
     fit_metric: str = "pers_fit_other_ci_low"
+    fit_p_metric: str = "pers_fit_other_perm_p"
+    max_fit_p: float = Field(0.05, gt=0.0, le=1.0)
 
 
 def run_tag(run_id: str, key: str, step: str = "train") -> str | None:
@@ -445,7 +449,11 @@ def promote(candidate: str = "candidate", *, metric: str | None = None, name: st
     if fit is None:
         check("audience_fit", True, f"no personalization run ({pol.fit_metric!r} absent): not checked")
     else:
-        check("audience_fit", fit > 0, f"audience-fit CI lower bound {pol.fit_metric} {fit:.4f} must be > 0")
+        fit_p = run_metric(cand.run_id, pol.fit_p_metric)
+        detail = f"audience-fit CI lower bound {pol.fit_metric} {fit:.4f} must be > 0"
+        if fit_p is not None:
+            detail += f" and its permutation p {fit_p:.3f} must be < {pol.max_fit_p:.3f}"
+        check("audience_fit", fit > 0 and (fit_p is None or fit_p < pol.max_fit_p), detail)
     refusals = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
     ok = force or not refusals
     if force:
