@@ -187,8 +187,8 @@ def generate_cmd(
     Served: the generation when it passes the gate and is not the original (source 'generated'),
     else the Creative LLM's most likely gate-passing core+fact composition ('rescored'), else the
     ad's original title ('original', reasons recorded); a repeat of a better-ranked cluster's title
-    for the same ad gets the slot's pick among the compositions not yet served ('distinct'). Writes creatives.parquet and a per-user lookup
-    (user -> cluster -> title per ad).
+    for the same ad gets the slot's pick among the compositions not yet served ('distinct').
+    Writes creatives.parquet and a per-user lookup (user -> cluster -> title per ad).
     """
     from hllm_creator.infer.generate import GenerateConfig, run
 
