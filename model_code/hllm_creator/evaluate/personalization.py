@@ -714,6 +714,12 @@ def figure(res: dict):
         hi = [d["ci_high"] - v if d and d.get("mean") is not None else 0 for v, (_, d) in zip(vals, items)]
         ax.bar(names, np.nan_to_num(vals), yerr=[lo, hi], capsize=4, color="#2a9d8f")
         ax.axhline(0, color="black", lw=0.6)
+        pm = res["audience_fit"].get("fit_other_permutation") or {}
+        if "fit vs other" in names and pm.get("p_value") is not None:  # where random deals of the same titles land
+            x = names.index("fit vs other")
+            ax.fill_between([x - 0.45, x + 0.45], pm["null_low"], pm["null_high"], color="grey", alpha=0.3,
+                            label=f"random deals, 95% (p = {pm['p_value']:.2f})")
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_ylabel(ylabel)
         ax.tick_params(axis="x", labelsize=8)
     fig.suptitle("personalization on held-out users (95% bootstrap CIs)", fontsize=10)
