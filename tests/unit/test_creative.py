@@ -48,6 +48,43 @@ def test_a_negated_sentence_gives_no_fact():
     assert any("heatsinks" in f.lower() for f in facts)
 
 
+def test_long_clauses_give_their_pieces_after_the_whole_clauses():
+    ad = {"title": "Plastic Transfer Pipettes 3ml, Graduated, Pack of 100", "selling_points": [],
+          "description": "Made of polyethylene, which has good resistance to acetone. The compound enhances "
+                         "the pipette's performance and long-term stability."}
+    facts = fact_phrases(ad)
+    assert facts[0] == "Made of polyethylene"  # whole clauses first
+    assert "good resistance to acetone" in facts and "long-term stability" in facts
+    assert not any(f.lower().startswith(("which", "has", "the compound")) for f in facts)
+    # an ad whose whole clauses fill the inventory keeps them: pieces only fill room
+    full = {"title": "Gorilla Tape Black", "selling_points": ["Double thick adhesive", "Rugged shell",
+                                                             "Indoor and outdoor use", "Weather resistant backing"],
+            "description": "Made of cloth, which has good resistance to water."}
+    assert fact_phrases(full) == ["Double thick adhesive", "Rugged shell", "Indoor and outdoor use",
+                                  "Weather resistant backing"]
+
+
+@pytest.mark.parametrize("description, kept, left_out", [
+    # the negation is its clause's own: the clauses before it are facts
+    ("PLA, or Polylactic Acid, is a material that does not require a heated bed.", "Polylactic Acid", "heated"),
+    # a negation that reaches back over a list voids the sentence
+    ("Waterproof carry case, spare charger: not included.", None, "carry case"),
+    ("Waterproof carry case, spare charger: sold separately.", None, "carry case"),
+    ("Sturdy steel frame, which is not waterproof.", "Sturdy steel frame", "waterproof"),
+    # a safety warning is no selling point
+    ("Contains chemicals known to cause cancer and birth defects or other reproductive harm.", None, "birth"),
+    # a verb before its object is no feature
+    ("Extra grip handle, which repeats the process fast.", "Extra grip handle", "repeats"),
+    # adjectives coordinated inside one noun phrase are no list
+    ("Turns concepts into a real and rewarding reality.", None, "rewarding"),
+])
+def test_negations_warnings_and_verbs_give_no_fact(description, kept, left_out):
+    facts = fact_phrases({"title": "Acme Widget Pro 2000", "selling_points": [], "description": description})
+    assert not any(left_out in f.lower() for f in facts), facts
+    if kept:
+        assert kept in facts, facts
+
+
 def test_prompt_tail_survives_every_bundled_ad(bundled_dataset):
     from hllm_creator.llm.backbone import load_tokenizer
 

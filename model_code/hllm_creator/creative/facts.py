@@ -5,7 +5,9 @@ copied from the ad's own text (deterministic; no model).
   segment(s) of the title, at least 3 and at most ``max_words`` words.
 - ``fact_phrases(ad)``: up to ``k`` short phrases (2-7 words) from the rest of the title, the
   selling points, the leaf category and the description, each adding a content word the core
-  does not have. A personalized title is ``compose(core, phrase)``: the core plus ONE featured fact,
+  does not have; whole clauses first, then (where they leave room) the pieces of long clauses
+  after a relative pronoun or in a short list ("which has good resistance to acetone" -> "good
+  resistance to acetone"), so fewer ads have a single fact. A personalized title is ``compose(core, phrase)``: the core plus ONE featured fact,
   which fact depending on the audience. Every word of such a title is a word of the ad.
 """
 
@@ -89,16 +91,89 @@ def core_title(title: str, *, min_words: int = 3, max_words: int = 10, max_chars
 
 
 _NEG = re.compile(r"\b(?:not|no|non|without|never|nor|none|neither)\b|n't\b", re.I)
+# what a list before it does not come with: the whole sentence says nothing the product has
+_EXCLUDED = re.compile(r"\b(?:separately|included|excluded|includes?|comes?|ships?)\b", re.I)
+# a negation after one of these in its clause is the clause's own ("material that does not require")
+_LOCAL = re.compile(r"\b(?:that|which|who|whose|where|when|if|it|they|this)\b", re.I)
 _SENT = re.compile(r"(?<=[.!?;])\s+")
+_SEPARATELY = re.compile(r"\bseparately\b", re.I)
+# a safety warning's words are no selling point ("birth defects or other reproductive harm")
+_WARNING = re.compile(r"\b(?:warning|cancer|reproductive|harm|hazard|poison|fatal|prop(?:osition)?\s*65)\b", re.I)
+# a piece that opens with one of these keeps what follows ("has good resistance" -> "good resistance")
+LEAD_VERBS = frozenset("is are has have features feature offers offer provides provide contains contain uses use "
+                       "comes come".split())
 
 
-def _phrases_of(text: str, *, split_title: bool) -> list[str]:
+def _negated_tail(clauses: list[str]) -> int:
+    """Index of the first clause of a sentence from which nothing is a fact: the first clause with a
+    negation. A negation that may reach back over the earlier clauses (one without a relative
+    pronoun or subject before it: "Case, charger: not included") voids the whole sentence (0)."""
+    for i, c in enumerate(clauses):
+        m = _NEG.search(c)
+        if m is None:
+            continue
+        if _EXCLUDED.search(c) or not _LOCAL.search(c[:m.start()]):
+            return 0
+        return i
+    return len(clauses)
+
+
+_REL = re.compile(r"(?:^|\s+)(?:which|that|who|whose)\s+", re.I)
+_AND = re.compile(r"\s+(?:and|plus|including|such as|as well as)\s+", re.I)
+# "repeats the process", "improved the quality": a verb before its object is no feature
+_VERB_OBJ = re.compile(r"\b[a-z]+(?:[^s]s|ed)\s+(?:the|a|an|its|their|this|these|any|all)\b", re.I)
+MAX_AND_PIECE = 4
+
+
+def _pieces(clause: str) -> list[str]:
+    """The pieces of a clause after its relative pronouns and coordinations, each without a leading
+    "is / has / features ..." ("made of polyethylene, which has good resistance to acetone" ->
+    "good resistance to acetone"; "enhances performance and long-term stability" -> "long-term
+    stability"). The head before the first split is left out (it carries the sentence's subject
+    and verb), as is a piece after a coordination of more than ``MAX_AND_PIECE`` words or of two
+    adjectives ("a real and rewarding reality") or one with a verb before its object: short list
+    items only."""
+    out = []
+    for k, rel in enumerate(_REL.split(clause)):
+        parts = _AND.split(rel)
+        for j, piece in enumerate(parts):
+            if k == 0 and j == 0:
+                continue
+            left = parts[j - 1].split() if j else []
+            if len(left) >= 2 and left[-2].lower() in ("a", "an", "the"):
+                continue  # "a real and rewarding reality": the coordination is of adjectives
+            ws = piece.split()
+            while ws and ws[0].lower() in LEAD_VERBS:
+                ws = ws[1:]
+            ws = _trim(ws)
+            if not ws or (j > 0 and len(ws) > MAX_AND_PIECE) or _VERB_OBJ.search(" ".join(ws)):
+                continue
+            out.append(" ".join(ws))
+    return out
+
+
+def _phrases_of(text: str, *, split_title: bool, pieces: bool = False) -> list[str]:
     """Clauses of ``text``; a sentence with a negation gives none (a clause cut out of "does not
-    separate, migrate or bleed" would assert the opposite)."""
-    if not split_title:
-        return [p for sent in _SENT.split(_clean(text)) if not _NEG.search(sent)
-                for p in _phrases_of_part(sent, _CLAUSE)]
-    return _phrases_of_part(text, _SEG)
+    separate, migrate or bleed" would assert the opposite), nor does a "sold separately" sentence
+    or a safety warning ("... cancer and birth defects"). ``pieces``: instead, what the clauses
+    hold beyond that: the ``_pieces`` of every clause, and the clauses of a negated sentence before
+    its negated clause where the negation is the clause's own (``_negated_tail``)."""
+    if split_title:
+        return [] if pieces else _phrases_of_part(text, _SEG)
+    out = []
+    for sent in _SENT.split(_clean(text)):
+        if _SEPARATELY.search(sent) or _WARNING.search(sent):
+            continue
+        clauses = _phrases_of_part(sent, _CLAUSE)
+        if not pieces:
+            out += [] if _NEG.search(sent) else clauses
+            continue
+        keep = clauses[:_negated_tail(clauses)]
+        if _NEG.search(sent):
+            out += keep
+        for c in keep:
+            out += _pieces(c)
+    return out
 
 
 def _phrases_of_part(text: str, pattern: re.Pattern) -> list[str]:
@@ -135,18 +210,20 @@ def fact_phrases(ad: Any, k: int = 4, *, max_words: int = 7, max_chars: int = 48
     title = _clean(get("title"))
     core, rest = _core_and_rest(title, 3, 10, 70)
     core_cw = set(content_words(title if beyond_title else core))
-    cands: list[str] = _phrases_of(rest, split_title=True)
     sps = get("selling_points")
-    sps = list(sps.tolist() if hasattr(sps, "tolist") else (sps or []))
+    sps = [_clean(sp) for sp in (sps.tolist() if hasattr(sps, "tolist") else (sps or []))]
+    sps = [sp for sp in sps if not sp.lower().startswith("brand:")]
+    texts = sps + [get("description") or ""]
+    cands: list[str] = _phrases_of(rest, split_title=True)
     for sp in sps:
-        sp = _clean(sp)
-        if sp.lower().startswith("brand:"):
-            continue
         if sp.lower().startswith("category:"):
             cands.append(sp.split(":", 1)[1].strip())
-            continue
-        cands += _phrases_of(sp, split_title=False)
-    cands += _phrases_of(get("description") or "", split_title=False)
+        else:
+            cands += _phrases_of(sp, split_title=False)
+    cands += _phrases_of(texts[-1], split_title=False)
+    # second pass, only where the whole clauses leave room: pieces of long clauses
+    cands += [p for t in texts if not t.lower().startswith("category:") for p in _phrases_of(t, split_title=False,
+                                                                                              pieces=True)]
     out: list[str] = []
     seen: list[set[str]] = []
     for p in cands:
