@@ -114,6 +114,10 @@ def test_clean_title_and_same_title():
     assert clean_title("  \n ") == ""
     assert same_title("Gorilla Tape, Black.", "gorilla  tape black")
     assert not same_title("Gorilla Tape - Duct", "Gorilla Tape")
+    # an inflection is no other title (seen: "Plastics Transfer Pipettes" beside "Plastic Transfer Pipettes")
+    assert same_title("Plastics Transfer Pipettes 3ml - Good resistance to acetone",
+                      "Plastic Transfer Pipettes 3ml - Good resistance to acetone")
+    assert not same_title("Plastic Transfer Pipettes - Made of polyethylene", "Plastic Transfer Pipettes - Acetone")
 
 
 def test_holdout_is_stable_and_near_its_share():

@@ -366,6 +366,16 @@ def test_a_word_twice_in_a_row_fails_unless_the_original_has_it(items):
           "the original's own double")
 
 
+def test_the_core_said_twice_fails(items):
+    """Seen in a cpu-preset run (session 7): 'HATCHBOX PLA 3D Printer Filament - HATCHBOX PLA 3D Printer
+    Filament' passed the gate (each word twice, no adjacent run)."""
+    ad = Ad.from_item(items["2114"])
+    for title in ("HATCHBOX PLA 3D Printer Filament - HATCHBOX PLA 3D Printer Filament",
+                  "HATCHBOX PLA 3D Printer Filament - HATCHBOX PLA 3D Printing Filament"):
+        check(gate(title, ad), False, "repetition", title)
+    check(gate("HATCHBOX PLA 3D Printer Filament - 3D Printing Filament", ad), True, None, "2-word overlap")
+
+
 @pytest.mark.parametrize("item_id,title,needle", BAD, ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD)])
 def test_issue_11_bad_titles_fail(items, names, item_id, title, needle):
     ad = Ad.from_item(items[item_id])

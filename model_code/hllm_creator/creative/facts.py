@@ -7,7 +7,8 @@ copied from the ad's own text (deterministic; no model).
   selling points, the leaf category and the description, each adding a content word the core
   does not have; whole clauses first, then (where they leave room) the pieces of long clauses
   after a relative pronoun or in a short list ("which has good resistance to acetone" -> "good
-  resistance to acetone"), so fewer ads have a single fact. A personalized title is ``compose(core, phrase)``: the core plus ONE featured fact,
+  resistance to acetone"), so fewer ads have a single fact.
+  A personalized title is ``compose(core, phrase)``: the core plus ONE featured fact,
   which fact depending on the audience. Every word of such a title is a word of the ad.
 """
 

@@ -43,7 +43,8 @@ instruction detector.
 
 ``gate(title, ad, *, known_names=None, max_words=16, max_chars=100, original_title=None)`` = the
 above + the form of a title: no word 3+ times, no word of 3+ letters twice in a row (``Product -
-Product``) and no repeated 2-3-word run (``PLA PLA PLA``, ``| 100% Natural | 100% Natural``) unless
+Product``), no repeated 2-3-word run (``PLA PLA PLA``, ``| 100% Natural | 100% Natural``) and no
+3-word run said twice anywhere (the core twice: ``HATCHBOX PLA 3D ... - HATCHBOX PLA 3D ...``) unless
 the original title has it; not cut off (trailing
 connective, unbalanced bracket or quote, ``...``, a last word cut mid-word like ``highly bi``);
 at most ``max_words`` words and ``max_chars`` characters (the original title itself is exempt: it is
@@ -818,7 +819,7 @@ _PAIRS = (("(", ")"), ("[", "]"), ("{", "}"))
 class _Form(NamedTuple):
     counts: dict       # root -> count (words of 2+ characters, connectives left out)
     forms: dict        # root -> its first spelling in the text
-    runs: frozenset    # repeated adjacent 2-3-word runs
+    runs: frozenset    # repeated adjacent 2-3-word runs, 3-word runs said twice anywhere
     doubles: frozenset  # words of 3+ letters right after themselves ("Product - Product")
     unbalanced: frozenset
     last: str          # last word
@@ -838,6 +839,14 @@ def _form(text: str) -> _Form:
             if words[i:i + n] == words[i + n:i + 2 * n]:
                 runs.add(" ".join(words[i:i + n]))
     doubles = {a for a, b in zip(words, words[1:]) if a == b and len(a) >= 3 and a.isalpha()}
+    # a 3-word run said twice anywhere ("HATCHBOX PLA 3D ... - HATCHBOX PLA 3D Printing Filament"),
+    # two of its words real words (a size like "1-1/2" is three number tokens)
+    first: dict[tuple, int] = {}
+    for i in range(len(words) - 2):
+        run = tuple(words[i:i + 3])
+        if run in first and i >= first[run] + 3 and sum(w.isalpha() and len(w) >= 2 for w in run) >= 2:
+            runs.add(" ".join(run))
+        first.setdefault(run, i)
     body = _INCH_MARK.sub(" ", t)
     unb = {f"{a}{b}" for a, b in _PAIRS if body.count(a) != body.count(b)}
     if body.count('"') % 2:
