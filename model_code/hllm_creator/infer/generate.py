@@ -27,7 +27,7 @@
   cluster always keeps its title. Distinct is not personalized: which title goes to which audience
   is what ``hllm-creator personalization``'s audience fit (and its permutation test) measures.
 - ``personalized`` is true only when the served title differs from the original (case,
-  punctuation and whitespace folded).
+  punctuation, whitespace and plural endings folded).
 - ``lookup.parquet``: for each clustered user and each ad: the user's cluster and the title the
   user gets (the served title of a selected pair, else the original title).
 """
@@ -309,7 +309,11 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
         n = len(cr)
         fallbacks = int((cr["source"] == "original").sum())
         reasons = pd.Series([r for rs in cr.loc[~cr["grounded"], "reasons"] for r in rs]).value_counts()
-        per_ad = cr.groupby("item_id")["title"].nunique() if n else pd.Series(dtype=float)
+        from hllm_creator.creative.copy import normalize_title
+
+        # distinct as the personalization step counts it (a case or plural difference is no other title)
+        per_ad = cr.assign(_n=cr["title"].map(normalize_title)).groupby("item_id")["_n"].nunique() if n \
+            else pd.Series(dtype=float)
         meta = {"generations": n, "grounded": int(cr["grounded"].sum()), "fallbacks": fallbacks,
                 "fallback_rate": fallbacks / n if n else 0.0,
                 **{f"source_{k}": int((cr["source"] == k).sum()) for k in SOURCES},
