@@ -214,17 +214,16 @@ def fact_phrases(ad: Any, k: int = 4, *, max_words: int = 7, max_chars: int = 48
     sps = get("selling_points")
     sps = [_clean(sp) for sp in (sps.tolist() if hasattr(sps, "tolist") else (sps or []))]
     sps = [sp for sp in sps if not sp.lower().startswith("brand:")]
-    texts = sps + [get("description") or ""]
+    sentences = [sp for sp in sps if not sp.lower().startswith("category:")] + [get("description") or ""]
     cands: list[str] = _phrases_of(rest, split_title=True)
     for sp in sps:
         if sp.lower().startswith("category:"):
             cands.append(sp.split(":", 1)[1].strip())
         else:
             cands += _phrases_of(sp, split_title=False)
-    cands += _phrases_of(texts[-1], split_title=False)
+    cands += _phrases_of(sentences[-1], split_title=False)  # the description
     # second pass, only where the whole clauses leave room: pieces of long clauses
-    cands += [p for t in texts if not t.lower().startswith("category:") for p in _phrases_of(t, split_title=False,
-                                                                                              pieces=True)]
+    cands += [p for t in sentences for p in _phrases_of(t, split_title=False, pieces=True)]
     out: list[str] = []
     seen: list[set[str]] = []
     for p in cands:
