@@ -20,12 +20,14 @@ def generate(
     temperature: float = 0.8,
     top_p: float = 0.95,
     top_k: int = 50,
-    max_new_tokens: int = 40,
+    max_new_tokens: int = 64,
     seed: int = 0,
     slot: str = "medoid",
     rescore: bool = True,
     select: str = "generated",
     distinct: bool = True,
+    harm_rule: str = "predictor",
+    harm_threshold: float = 0.0,
     max_pairs: int = 0,
     bf16: bool = False,
 ):
@@ -48,13 +50,17 @@ def generate(
         seed: Batch b is sampled with seed + b.
         slot: Cluster slot: "medoid" (member nearest the centroid) or "mean" (mean member embedding).
         rescore: A generation that fails the gate or copies the original is replaced by the Creative
-            LLM's most likely gate-passing composition of the ad's core and one fact.
+            LLM's most likely gate-passing composition of the original (within the title budget) + one fact.
         select: What is served: "generated" (the greedy generation, which the slot moves through the
             decoder and the fact-copy head, when it passes the gate; else the rescored composition) or
-            "slot" (of the ad's gated core+fact compositions, the one whose fact the slot points at).
+            "slot" (of the ad's gated original+fact compositions, the one whose fact the slot points at).
         distinct: An ad's audiences see different titles where the ad allows it: in match-rank order,
             a repeat of a better-ranked cluster's title gets the slot's pick among the ad's gated
             compositions not yet served (source "distinct").
+        harm_rule: Do no harm: "predictor" serves a personalized title only where the Item-User
+            predictor rates a click by the cluster at least as likely with it as with the original
+            (log-odds gain >= harm_threshold), else the original with the reason; "none": no check.
+        harm_threshold: The predictor's log-odds gain over the original a personalized title needs.
         max_pairs: Only the first N selected pairs (0 = all).
         bf16: bf16 autocast for the Creative LLM (2x faster batched prefill on AMX CPUs; GPUs).
     """
@@ -64,9 +70,10 @@ def generate(
                          batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
                          top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None,
                          bf16=bf16, slot=slot, rescore=rescore, select=select,
-                         distinct=distinct)
+                         distinct=distinct, harm_rule=harm_rule, harm_threshold=harm_threshold)
     meta = run(cfg, creatives.path, progress=False)
     creatives.metadata.update({k: meta[k] for k in ("generations", "grounded", "fallbacks", "ads")})
     for name in ("generations", "grounded", "fallbacks", "fallback_rate", "personalized_share", "copy_rate",
+                 "served_personalized_share", "do_no_harm_original",
                  "distinct_titles_per_ad", "titles_per_second"):
         metrics.log_metric(name, float(meta[name]))

@@ -195,7 +195,7 @@ def test_generate_default_serves_distinct_titles_per_ad(setup, tmp_path):
     keeps its title, and an ad still repeating a title has every composition served already."""
     data, mdir, root, model = setup
     kw = dict(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
-              clusters_dir=str(root / "clusters"), max_new_tokens=4, batch_size=4, select="slot")
+              clusters_dir=str(root / "clusters"), max_new_tokens=4, batch_size=4, select="slot", harm_rule="none")
     assert G.GenerateConfig(**kw).distinct
     G.run(G.GenerateConfig(**kw, distinct=False), tmp_path / "same", progress=False, model=model)
     meta = G.run(G.GenerateConfig(**kw), tmp_path / "dist", progress=False, model=model)
@@ -215,3 +215,46 @@ def test_generate_default_serves_distinct_titles_per_ad(setup, tmp_path):
     n_same = same.groupby("item_id")["title"].apply(lambda t: t.map(normalize_title).nunique())
     n_dist = dist.groupby("item_id")["title"].apply(lambda t: t.map(normalize_title).nunique())
     assert (n_dist >= n_same).all() and meta["distinct_titles_per_ad"] == pytest.approx(n_dist.mean())
+
+
+def test_do_no_harm_serves_the_original_below_the_threshold():
+    recs = [{"title": "Glue Stick - Dries clear", "original_title": "Glue Stick", "personalized": True,
+             "source": "generated", "reasons": []},
+            {"title": "Glue Stick - Acid free", "original_title": "Glue Stick", "personalized": True,
+             "source": "slot", "reasons": []},
+            {"title": "Glue Stick", "original_title": "Glue Stick", "personalized": False, "source": "original",
+             "reasons": ["copy"]}]
+    changed = G.do_no_harm(recs, np.array([-0.2, 0.3, 0.0]), 0.0)
+    assert changed == 1
+    assert recs[0]["title"] == "Glue Stick" and recs[0]["source"] == "original" and not recs[0]["personalized"]
+    assert recs[0]["candidate_title"] == "Glue Stick - Dries clear" and recs[0]["harm_gain"] == pytest.approx(-0.2)
+    assert any(r.startswith("do no harm") and "-0.200" in r for r in recs[0]["reasons"])
+    assert recs[1]["title"] == "Glue Stick - Acid free" and recs[1]["source"] == "slot" and recs[1]["reasons"] == []
+    assert recs[2]["reasons"] == ["copy"] and recs[2]["candidate_title"] == "Glue Stick"
+
+
+def test_generate_do_no_harm_by_the_predictor(setup, tmp_path):
+    """The predictor's gain decides: threshold -inf serves what no check serves, +inf only originals
+    (each with the reason), 0 exactly the pairs whose own gain is >= 0; the curve falls with the threshold."""
+    data, mdir, root, model = setup
+    kw = dict(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
+              clusters_dir=str(root / "clusters"), max_new_tokens=4, batch_size=4, select="slot")
+    G.run(G.GenerateConfig(**kw, harm_rule="none"), tmp_path / "none", progress=False, model=model)
+    G.run(G.GenerateConfig(**kw, harm_threshold=-1e9), tmp_path / "low", progress=False, model=model)
+    high = G.run(G.GenerateConfig(**kw, harm_threshold=1e9), tmp_path / "high", progress=False, model=model)
+    meta = G.run(G.GenerateConfig(**kw), tmp_path / "zero", progress=False, model=model)
+    none, low, hi, zero = (pd.read_parquet(tmp_path / d / "creatives.parquet") for d in ("none", "low", "high", "zero"))
+    assert list(low["title"]) == list(none["title"]) and none["personalized"].any()
+    assert (none["harm_gain"] == 0).all() and (low["harm_gain"] != 0)[low["personalized"]].all()
+    assert not hi["personalized"].any() and high["served_personalized_share"] == 0.0
+    moved = none["personalized"].to_numpy()
+    assert all(any(r.startswith("do no harm") for r in rs) for rs in hi.loc[moved, "reasons"])
+    assert high["do_no_harm_original"] == int(moved.sum())
+    keep = (zero["harm_gain"] >= 0).to_numpy() & moved
+    assert (zero["personalized"].to_numpy() == keep).all()
+    assert (zero.loc[keep, "title"].to_numpy() == none.loc[keep, "title"].to_numpy()).all()
+    assert meta["served_personalized_share"] == pytest.approx(keep.mean())
+    shares = [p["personalized_share"] for p in meta["harm_curve"]]
+    assert shares == sorted(shares, reverse=True)
+    at0 = [p for p in meta["harm_curve"] if p["threshold"] == 0.0][0]
+    assert at0["personalized_share"] == pytest.approx(keep.mean())

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from hllm_creator.creative.ad import Ad
+from hllm_creator.creative.facts import TITLE_MAX_WORDS
 from hllm_creator.creative.grounding import (
     CONNECTIVES,
     GroundingResult,
@@ -190,7 +191,10 @@ def test_too_long_fails(items, sample, k):
     ad = Ad.from_item(items[sample[k]])
     words = (ad.description or " ".join(ad.selling_points)).split()
     title = f"{core(ad.title)} - " + " ".join(words[:18])
-    check(gate(title, ad), False, "too long", title)
+    check(gate(title, ad, max_words=16, max_chars=100), False, "too long", title)
+    # the default is the title budget (creative.facts.TITLE_MAX_WORDS / TITLE_MAX_CHARS)
+    long_title = f"{core(ad.title)} - " + " ".join((words * 4)[:TITLE_MAX_WORDS])
+    assert not gate(long_title, ad).ok
     check(gate(composed(ad), ad, max_words=3), False, "too long", composed(ad))
     check(gate(composed(ad), ad, max_chars=20), False, "characters", composed(ad))
 

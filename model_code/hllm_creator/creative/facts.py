@@ -8,8 +8,12 @@ copied from the ad's own text (deterministic; no model).
   does not have; whole clauses first, then (where they leave room) the pieces of long clauses
   after a relative pronoun or in a short list ("which has good resistance to acetone" -> "good
   resistance to acetone"), so fewer ads have a single fact.
-  A personalized title is ``compose(core, phrase)``: the core plus ONE featured fact,
-  which fact depending on the audience. Every word of such a title is a word of the ad.
+- ``compositions(ad)``: a personalized title is ``compose(base, phrase)``: the original title
+  (``keep_original``: whole within the title budget ``TITLE_MAX_CHARS``, else without what carries
+  least: repeated words, pack counts, colours, then its last segments) plus ONE featured fact, which
+  fact depending on the audience. Every word of such a title is a word of the ad.
+  (Until issue 24 the base was the core alone; measured with the evaluation ruler, cutting the
+  original cost more relevance to the ad's audience than any choice of fact won back.)
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import re
 from typing import Any
 
 # split a text into clauses / a title into segments
-_SEG = re.compile(r"\s*[,;|\[\]()]\s*|\s+[-\u2013\u2014]\s+|\s+/\s+|\s*\.\s+|\.$|\s+(?=(?:with|for|w/)\s)", re.I)
-_CLAUSE = re.compile(r"\s*[,;:|\[\]()!?]\s*|\s+[-\u2013\u2014]\s+|\.(?:\s+|$)")
+_SEG = re.compile(r"\s*(?:[;|\[\]()]|(?<!\d),|,(?!\d))\s*|\s+[-\u2013\u2014]\s+|\s+/\s+|\s*\.\s+|\.$|\s+(?=(?:with|for|w/)\s)", re.I)
+# a comma or colon between two digits belongs to a number ("1,000", "1:1"): no clause boundary there
+_CLAUSE = re.compile(r"\s*(?:[;|\[\]()!?]|(?<!\d)[,:]|[,:](?!\d))\s*|\s+[-\u2013\u2014]\s+|\.(?:\s+|$)")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'./][A-Za-z0-9]+)*")
 STOP = frozenset("""a an and or but nor for to of in on at by with from into as is are was were be been it its
 this that these those your you our we us my me i he she they them their all any each both more most other some
@@ -186,11 +191,64 @@ def _phrases_of_part(text: str, pattern: re.Pattern) -> list[str]:
     return out
 
 
-def _ok_phrase(p: str, core_cw: set[str], max_words: int, max_chars: int) -> bool:
+# a phrase that opens an instruction or a purpose clause is no selling point ("For best accuracy, hold
+# ...", "Please allow ...", "Note: ...", "Keep away from ...")
+_OPENER = re.compile(r"^(?:for\s+(?:best|better|optimal|optimum|maximum|max|more|most|example|instance|details|"
+                     r"further|information|info|questions|a\s+full|the\s+best)|please|note|notes|see|refer|visit|"
+                     r"contact\s+(?:us|the|our)|click|read|follow|keep|store|avoid|don'?t|do|make\s+sure|be\s+sure|"
+                     r"in\s+order|so|"
+                     r"as\s+a\s+result|because|which|that|who|whose|and|or|but|then|also|etc|including|such\s+as|like|"
+                     r"especially|e\.?g)\b", re.I)
+# what carries no selling point: guarantees, the company's history, trade boilerplate, shipping. Such a
+# phrase is used only where the ad has nothing else (``fact_phrases``' second tier)
+_BOILER = re.compile(r"\b(?:warrant\w*|guarantee[sd]?|money[- ]back|refund\w*|customer\s+(?:service|support|care)|"
+                     r"satisf\w+|compan(?:y|ies)|founded|established|since\s+(?:1[89]|20)\d\d|years?\s+of\s+"
+                     r"experience|family[- ]owned|headquarter\w*|manufacturer\w*|distributor\w*|dealer\w*|"
+                     r"authori[sz]ed|trademark\w*|copyright\w*|inc|llc|ltd|corp|corporation|country\s+of\s+origin|"
+                     r"made\s+in|imported|leader\s+in|leading\s+(?:supplier|provider|manufacturer)|website|amazon|"
+                     r"seller|free\s+shipping|ships\s+(?:free|fast|from|within)|customers?|thank\s+you|"
+                     r"(?:for\s+)?over\s+\d+\s+years|\d+\+?\s+years\s+(?:of|in)|faq|trial\s+and\s+error)\b", re.I)
+# a number joined to another by a separator ("1:1", "3-5", "1/2", "2 x 4", "1,000", "3.5") or to its
+# unit: a phrase boundary inside it cuts the number's meaning ("ratio of 1" from "ratio of 1:1")
+_NUM_BEFORE = re.compile(r"\d\s*[:/x\u00d7.,\-\u2013]\s*$", re.I)
+_NUM_AFTER = re.compile(r"^\s*(?:[:/\u00d7]|x(?=\s*\d)|[-\u2013]|[.,](?=\d))\s*\d", re.I)
+
+
+def cuts_number(phrase: str, source: str) -> bool:
+    """True when ``phrase`` starts or ends with a number that the ``source`` text, where the phrase
+    stands in it, continues with a separator and another number or with a unit: the phrase cut a
+    ratio, range, fraction or quantity in two ("Mixed at a ratio of 1" of "... ratio of 1:1")."""
+    p = " ".join(phrase.split())
+    if not p or not (p[0].isdigit() or p[-1].isdigit()):
+        return False
+    src = " ".join(str(source or "").split())
+    for m in re.finditer(re.escape(p), src, re.I):
+        before, after = src[:m.start()], src[m.end():]
+        if p[0].isdigit() and (_NUM_BEFORE.search(before) or (before[-1:].isdigit())):
+            return True
+        if p[-1].isdigit() and (_NUM_AFTER.match(after) or after[:1].isalnum() or _unit_after(after)):
+            return True
+    return False
+
+
+def _unit_after(text: str) -> bool:
+    from hllm_creator.creative.grounding import _UNITS
+
+    m = re.match(r"\s*-?\s*([A-Za-z]+|%|\"|')", text)
+    return bool(m) and (m.group(1).lower() in _UNITS or m.group(1) in '%"\'')
+
+
+def is_boilerplate(phrase: str) -> bool:
+    """A guarantee, company-history, trade or shipping phrase (``_BOILER``)."""
+    return _BOILER.search(phrase) is not None
+
+
+def _ok_phrase(p: str, core_cw: set[str], max_words: int, max_chars: int, category: bool = False) -> bool:
     ws = p.split()
     if not 2 <= len(ws) <= max_words or len(p) > max_chars or _URL.search(p):
         return False
-    if {w.lower() for w in ws} & (PRONOUNS | VERBS) or ws[0].lower() in START_DROP:
+    if {w.lower().split("'")[0] for w in ws} & (PRONOUNS | VERBS) or ws[0].lower() in START_DROP \
+            or (_OPENER.match(p) and not category):
         return False
     cw = set(content_words(p))
     if not cw or cw <= core_cw:
@@ -216,26 +274,44 @@ def fact_phrases(ad: Any, k: int = 4, *, max_words: int = 7, max_chars: int = 48
     sps = [sp for sp in sps if not sp.lower().startswith("brand:")]
     sentences = [sp for sp in sps if not sp.lower().startswith("category:")] + [get("description") or ""]
     cands: list[str] = _phrases_of(rest, split_title=True)
+    categories: set[str] = set()
     for sp in sps:
         if sp.lower().startswith("category:"):
             cands.append(sp.split(":", 1)[1].strip())
+            categories.add(cands[-1])
         else:
             cands += _phrases_of(sp, split_title=False)
     cands += _phrases_of(sentences[-1], split_title=False)  # the description
     # second pass, only where the whole clauses leave room: pieces of long clauses
     cands += [p for t in sentences for p in _phrases_of(t, split_title=False, pieces=True)]
+    sources = " \n ".join([title, *sps, str(get("description") or "")])
     out: list[str] = []
     seen: list[set[str]] = []
+    boiler: list[str] = []
     for p in cands:
-        if not _ok_phrase(p, core_cw, max_words, max_chars):
+        if not _ok_phrase(p, core_cw, max_words, max_chars, category=p in categories) or cuts_number(p, sources):
+            continue
+        if is_boilerplate(p) and p not in categories:  # second tier: only where the ad has nothing else
+            boiler.append(p)
             continue
         cw = set(content_words(p)) - core_cw
+        if len(cw) < len(set(content_words(p)) & core_cw):
+            continue  # mostly the title's own words again ("3D Printing Filament" for a filament)
         if any(cw <= s or s <= cw for s in seen):
             continue
         seen.append(cw)
         out.append(p)
         if len(out) >= k:
             break
+    if not out:
+        for p in boiler:
+            cw = set(content_words(p)) - core_cw
+            if any(cw <= s or s <= cw for s in seen):
+                continue
+            seen.append(cw)
+            out.append(p)
+            if len(out) >= k:
+                break
     return out
 
 
@@ -246,3 +322,120 @@ def compose(core: str, phrase: str) -> str:
     if phrase.split()[0].lower() in ("for", "with"):
         return f"{core} {phrase}"
     return f"{core} - {phrase[0].upper()}{phrase[1:]}"
+
+
+# ---- the title budget and what is kept of the original -------------------------------------------
+TITLE_MAX_CHARS = 150
+"""A served title's budget in characters. 150 is what the shopping-ad channels take for a product
+title (Google Merchant Center and Microsoft Advertising cut a product title at 150 characters), so a
+title within it is shown as written. 95% of the bundled catalog's titles are within it; the gate
+refuses any other title over it (the original is exempt: it is what is served otherwise)."""
+TITLE_MAX_WORDS = 30
+"""A served title's budget in words (a backstop against run-on generations; 99% of the bundled titles
+have fewer)."""
+FACT_MAX_CHARS = 48
+"""The longest fact phrase (``fact_phrases``' ``max_chars``)."""
+
+_PART = re.compile(r"(\s*(?:[;|]|(?<!\d),|,(?!\d))\s*|(?<!\d)\s+[-\u2013\u2014]\s+|\s+[-\u2013\u2014]\s+(?!\d)|\s+/\s+|\s*[(\[][^()\[\]]*[)\]]\s*)")
+_PACK = re.compile(r"^[(\[]?\s*(?:(?:pack|set|box|case|bag|lot|kit|bundle)\s+of\s+[\d,]+(?:\s+\w+)?|[\d,]+\s*[- ]?"
+                   r"(?:pack|pk|pcs?|pieces?|count|ct|sets?|units?|rolls?|pairs?|sheets?|bags?|boxes?|packs?)"
+                   r"(?:\s*/\s*(?:pack|pk|box|bag))?|(?:single|twin|two|three|four|six|ten|twelve)[- ]pack)\s*[)\]]?$",
+                   re.I)
+COLOURS = frozenset("""black white red blue green yellow orange purple violet pink brown gray grey silver gold clear
+transparent natural beige tan navy teal cyan magenta maroon ivory cream bronze copper assorted multicolor
+multicolour multi color colors colours light dark bright neon matte glossy translucent""".split())
+
+
+def _parts(title: str) -> list[tuple[str, str]]:
+    """A title as (separator before, segment) pairs; a bracketed group is a segment of its own."""
+    pieces = _PART.split(title)
+    out: list[tuple[str, str]] = []
+    sep = ""
+    for k, piece in enumerate(pieces):
+        if k % 2 == 0:
+            if piece.strip():
+                out.append((sep, piece.strip()))
+                sep = ""
+            continue
+        if piece.strip()[:1] in "([":
+            out.append((sep or " ", piece.strip()))
+            sep = " "
+        else:
+            sep = piece
+    return out
+
+
+def _part_kind(seg: str, earlier: set[str]) -> int:
+    """What a segment carries, least first: 0 repeats words said before, 1 a pack count, 2 colours,
+    3 anything else."""
+    cw = set(content_words(seg))
+    if not cw or cw <= earlier:
+        return 0
+    if _PACK.match(seg.strip()):
+        return 1
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+", seg)]
+    if words and all(w in COLOURS or w in ("and", "or") for w in words):
+        return 2
+    return 3
+
+
+def keep_original(title: str, max_chars: int, max_words: int | None = None) -> str | None:
+    """The original title, whole when it fits in ``max_chars`` characters (and ``max_words`` words);
+    else without what carries least until it fits: first segments that repeat earlier words, then
+    pack counts ("Pack of 100", "(2-Pack)"), then colours ("Black"), then the last segments, never
+    the first (the product's name). A first segment that alone does not fit is cut to the title's
+    core (``core_title``); None when even that does not fit."""
+    t = _clean(title)
+
+    def fits(x: str) -> bool:
+        return len(x) <= max_chars and (max_words is None or len(x.split()) <= max_words)
+
+    if fits(t):
+        return t
+    parts = _parts(t)
+    if not parts:
+        return None
+    keep = list(range(len(parts)))
+
+    def text() -> str:
+        return (parts[keep[0]][1] + "".join(parts[i][0] + parts[i][1] for i in keep[1:])).strip(" ,;:-|/")
+
+    kinds = {}
+    seen: set[str] = set(content_words(parts[0][1]))
+    for i in range(1, len(parts)):
+        kinds[i] = _part_kind(parts[i][1], seen)
+        seen |= set(content_words(parts[i][1]))
+    # least first; among equals the later segment first
+    for i in sorted(kinds, key=lambda i: (kinds[i], -i)):
+        if fits(text()):
+            break
+        keep.remove(i)
+    out = text()
+    if fits(out):
+        return out
+    core = core_title(parts[0][1])
+    return core if fits(core) else None
+
+
+def ad_base(title: str, facts: list[str], *, max_chars: int = TITLE_MAX_CHARS,
+            max_words: int = TITLE_MAX_WORDS) -> str | None:
+    """What every composed title of an ad keeps of its original: ``keep_original`` with room for the
+    ad's longest fact phrase (one base per ad, so the Creative LLM reads it once in its prompt and
+    every target starts with it)."""
+    longest = max([len(f) for f in facts] or [0])
+    words = max([len(f.split()) for f in facts] or [0])
+    return keep_original(title, max_chars - longest - 3, max_words - words - 1)
+
+
+def compositions(ad: Any, k: int = 4, *, max_chars: int = TITLE_MAX_CHARS,
+                 max_words: int = TITLE_MAX_WORDS) -> tuple[str | None, list[str], list[str]]:
+    """The ad's personalized titles before the gate: ``(base, facts, titles)``, titles[i] =
+    ``compose(base, facts[i])``: the original (``ad_base``: within the budget) plus ONE fact phrase,
+    which one depending on the audience. ``base`` None (an original whose name alone does not fit):
+    no titles."""
+    get = ad.get if isinstance(ad, dict) else (lambda key, d=None: getattr(ad, key, d))
+    facts = fact_phrases(ad, k)
+    base = ad_base(get("title"), facts, max_chars=max_chars, max_words=max_words) if facts else None
+    if base is None:
+        return None, [], []
+    return base, facts, [compose(base, f) for f in facts]

@@ -41,13 +41,15 @@ instruction detector.
 - **mixed scripts**: letters of a script the ad's text does not use (a Cyrillic ``а`` in a Latin ad),
   or a word mixing scripts that the ad does not have, seen before folding.
 
-``gate(title, ad, *, known_names=None, max_words=16, max_chars=100, original_title=None)`` = the
-above + the form of a title: no word 3+ times, no word of 3+ letters twice in a row (``Product -
+``gate(title, ad, *, known_names=None, max_words=None, max_chars=None, original_title=None)`` = the
+above + no cut number (``cut_numbers``: a number the ad has only inside a ratio, range or size, "1"
+of "1:1") + the form of a title: no word 3+ times, no word of 3+ letters twice in a row (``Product -
 Product``), no repeated 2-3-word run (``PLA PLA PLA``, ``| 100% Natural | 100% Natural``) and no
 3-word run said twice anywhere (the core twice: ``HATCHBOX PLA 3D ... - HATCHBOX PLA 3D ...``) unless
 the original title has it; not cut off (trailing
 connective, unbalanced bracket or quote, ``...``, a last word cut mid-word like ``highly bi``);
-at most ``max_words`` words and ``max_chars`` characters (the original title itself is exempt: it is
+at most ``max_words`` words and ``max_chars`` characters (default: the title budget,
+``creative.facts.TITLE_MAX_WORDS`` / ``TITLE_MAX_CHARS``; the original title itself is exempt: it is
 what a failing title falls back to); and ``title_quality`` (names the product, not a fragment, not a
 field label). Reasons say what and why, each once.
 
@@ -899,8 +901,36 @@ def _own_quality(original: str) -> frozenset:
     return frozenset(title_quality(original, original))
 
 
-def gate(title: str, ad: Ad, *, known_names: Iterable[str] | None = None, max_words: int = 16,
-         max_chars: int = 100, original_title: str | None = None) -> GroundingResult:
+def cut_numbers(title: str, src: str) -> list[str]:
+    """Reasons for numbers of ``title`` that stand in the ad's (normalized) text ``src`` only as part of
+    a ratio, range, fraction or size ("ratio of 1" where the ad says "ratio of 1:1"): a fact cut there
+    says something else. Where the ad has the title's word before the number ("of 1"), only those
+    occurrences count."""
+    from hllm_creator.creative.facts import _NUM_AFTER, _NUM_BEFORE
+
+    t = normalize(title)
+    out = []
+    for m in re.finditer(r"(?<![\w.,])\d+(?:[.,]\d+)*(?![\w]|[.,]\d)", t):
+        n = m.group(0)
+        if _NUM_BEFORE.search(t[:m.start()]) or _NUM_AFTER.match(t[m.end():]):
+            continue  # a compound in the title itself ("1:1"): the numbers rule checks it
+        occ = list(re.finditer(rf"(?<![\d.,]){re.escape(n)}(?!\d|[.,]\d)", src))
+        prev = re.findall(r"[a-z]+", t[:m.start()])[-1:] or [""]
+        own = [x for x in occ if prev[0] and re.search(rf"\b{re.escape(prev[0])}\s*$", src[:x.start()])]
+        occ = own or occ
+        if not occ:
+            continue  # a number the ad does not have at all: the numbers rule says so
+        parts = [x for x in occ if _NUM_BEFORE.search(src[:x.start()]) or _NUM_AFTER.match(src[x.end():])]
+        if len(parts) == len(occ):
+            x = parts[0]
+            whole = re.search(r"[\d.,:/x\u00d7\-\u2013 ]*$", src[:x.start()]).group(0).lstrip() + n + \
+                re.match(r"[\d.,:/x\u00d7\-\u2013 ]*", src[x.end():]).group(0).rstrip(" .,")
+            out.append(f"cut number: '{n}' stands in the ad only as part of '{whole.strip()}'")
+    return out
+
+
+def gate(title: str, ad: Ad, *, known_names: Iterable[str] | None = None, max_words: int | None = None,
+         max_chars: int | None = None, original_title: str | None = None) -> GroundingResult:
     """The one check every emitted title passes (construct, generate, serving): ``check_grounding``
     (facts and content words, see the module docstring) + repetition + cut-off + length +
     ``title_quality``. ``original_title`` defaults to ``ad.title``. Reasons say what and why, each once."""
@@ -916,6 +946,12 @@ def gate(title: str, ad: Ad, *, known_names: Iterable[str] | None = None, max_wo
     # held against the title: the original is what a failing title falls back to
     own = _own_quality(original)
     quality = [r for r in title_quality(title, original) if r not in own]
-    reasons = [*res.reasons, *_form_reasons(title, original, _facts(ad), max_words, max_chars), *quality]
+    from hllm_creator.creative.facts import TITLE_MAX_CHARS, TITLE_MAX_WORDS
+
+    max_words = TITLE_MAX_WORDS if max_words is None else max_words
+    max_chars = TITLE_MAX_CHARS if max_chars is None else max_chars
+    facts = _facts(ad)
+    reasons = [*res.reasons, *cut_numbers(title, facts.src), *_form_reasons(title, original, facts, max_words,
+                                                                              max_chars), *quality]
     uniq = list(dict.fromkeys(reasons))
     return GroundingResult(ok=not uniq, reasons=uniq)

@@ -1,8 +1,9 @@
 """The Creative LLM's prompt, one template for teacher, training, generation and serving.
 
 ``prompt1`` + [user slot] + ``prompt2`` (+ response in training), in the ChatML frame of SmolLM2 /
-Qwen instruct models. ``prompt2`` carries the ad: its core and its numbered fact phrases (the
-choices a personalized title features one of), all cut from the ad's own text. Every ad field is cut to a
+Qwen instruct models. ``prompt2`` carries the ad: what a personalized title keeps of its original
+(``creative.facts.ad_base``: the whole original within the title budget) and its numbered fact
+phrases (the choices a personalized title adds one of), all cut from the ad's own text. Every ad field is cut to a
 token budget BEFORE framing, so the frame's closing tail (``<|im_end|>`` + the assistant header)
 is always there, whatever the ad's length (tested over every bundled ad).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hllm_creator.creative.facts import core_title, fact_phrases
+from hllm_creator.creative.facts import ad_base, core_title, fact_phrases
 
 VERSION = "v2"
 SYSTEM = "Write a short ad title for this shopper: the product plus the fact they care about."
@@ -21,7 +22,8 @@ CHAT_CLOSE = "<|im_end|>\n<|im_start|>assistant\n"
 RESPONSE_END = "<|im_end|>"
 PROMPT1 = CHAT_OPEN.format(system=SYSTEM) + "Shopper:"
 # token budgets per field (with a tokenizer) and their character stand-ins (without one)
-FACT_TOKENS, CORE_TOKENS = 16, 24
+# (the base: the title budget of 150 characters is about 40 SmolLM2 tokens)
+FACT_TOKENS, CORE_TOKENS = 16, 40
 CHARS_PER_TOKEN = 4
 N_FACTS = 4
 MAX_PROMPT2_TOKENS = CORE_TOKENS + N_FACTS * (FACT_TOKENS + 3) + 24
@@ -67,7 +69,8 @@ def creative_prompts(ad: Any, tokenizer=None, *, facts: list[str] | None = None)
     """``(prompt1, prompt2)`` for an ad; ``facts`` default to ``fact_phrases(ad)``."""
     a = ad_fields(ad)
     facts = fact_phrases(a, N_FACTS) if facts is None else facts[:N_FACTS]
-    core = cut(_untrusted(core_title(a["title"])), CORE_TOKENS, tokenizer)
+    base = ad_base(a["title"], facts) or core_title(a["title"])
+    core = cut(_untrusted(base), CORE_TOKENS, tokenizer)
     lines = [f"\nProduct: {core}", "Facts:"]
     lines += [f"{i + 1}. {cut(_untrusted(f), FACT_TOKENS, tokenizer)}" for i, f in enumerate(facts)] or ["1. -"]
     return PROMPT1, "\n".join(lines) + "\n" + CHAT_CLOSE

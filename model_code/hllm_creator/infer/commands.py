@@ -161,7 +161,8 @@ def generate_cmd(
     temperature: float = typer.Option(0.8, "--temperature"),
     top_p: float = typer.Option(0.95, "--top-p"),
     top_k: int = typer.Option(50, "--top-k"),
-    max_new_tokens: int = typer.Option(40, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Longest generated title in tokens (the "
+                                       "150-character title budget is about 40)."),
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample (temperature/top-p/top-k) instead of "
                                 "greedy decoding; served titles are greedy by default, so they differ across "
                                 "clusters because the slots differ, not by chance."),
@@ -178,6 +179,12 @@ def generate_cmd(
                                   "where the ad allows it: in match-rank order, a cluster whose served title repeats "
                                   "a better-ranked cluster's gets the slot's pick among the ad's gate-passing "
                                   "compositions not yet served for the ad (source 'distinct')."),
+    harm_rule: str = typer.Option("predictor", "--harm-rule", help="Do no harm: predictor = serve a personalized "
+                                  "title only where the Item-User predictor rates a click by the cluster at least as "
+                                  "likely with it as with the original (log-odds gain >= --harm-threshold), else "
+                                  "the original with the reason; none = no check."),
+    harm_threshold: float = typer.Option(0.0, "--harm-threshold", help="The predictor's log-odds gain over the "
+                                         "original a personalized title needs to be served."),
     seed: int = typer.Option(0, "--seed", help="Batch b is sampled with seed + b."),
     max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="Only the first N selected pairs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -187,21 +194,24 @@ def generate_cmd(
     Served: the generation when it passes the gate and is not the original (source 'generated'),
     else the Creative LLM's most likely gate-passing core+fact composition ('rescored'), else the
     ad's original title ('original', reasons recorded); a repeat of a better-ranked cluster's title
-    for the same ad gets the slot's pick among the compositions not yet served ('distinct').
-    Writes creatives.parquet and a per-user lookup (user -> cluster -> title per ad).
+    for the same ad gets the slot's pick among the compositions not yet served ('distinct'). Do no
+    harm: where the predictor rates the original a likelier click for the cluster, the original is
+    served (reason 'do no harm'). Writes creatives.parquet and a per-user lookup (user -> cluster -> title per ad).
     """
     from hllm_creator.infer.generate import GenerateConfig, run
 
     cfg = _config(GenerateConfig, model_dir=str(model), data_dir=str(data), matches=str(matches),
                          clusters_dir=str(clusters), batch_size=batch_size, bf16=bf16, do_sample=sample,
-                         slot=slot, rescore=rescore, select=select, distinct=distinct,
+                         slot=slot, rescore=rescore, select=select, distinct=distinct, harm_rule=harm_rule,
+                         harm_threshold=harm_threshold,
                          temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                          seed=seed, max_pairs=max_pairs)
     meta = run(cfg, out, progress=not quiet)
     typer.echo(f"wrote {out}: {meta['generations']} titles: {meta['source_generated']} generated, "
                f"{meta['source_slot']} slot-picked, {meta['source_rescored']} rescored, {meta['source_distinct']} "
                f"made distinct, {meta['source_original']} original "
-               f"(copy rate {meta['copy_rate']:.0%}, {meta['distinct_titles_per_ad']:.2f} distinct titles per ad), "
+               f"({meta['do_no_harm_original']} of them by do no harm; copy rate {meta['copy_rate']:.0%}, "
+               f"{meta['distinct_titles_per_ad']:.2f} distinct titles per ad), "
                f"{meta['lookup_rows']:,} lookup rows")
 
 

@@ -64,7 +64,7 @@ class GenerateConfig(StepConfig):
     temperature: float = Field(0.8, gt=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     top_k: int = Field(50, ge=0)
-    max_new_tokens: int = Field(40, ge=1)
+    max_new_tokens: int = Field(64, ge=1, description="a title within the 150-character budget is about 40 tokens")
     seed: int = 0
     slot: Literal["medoid", "mean"] = Field("medoid", description="cluster slot: the member nearest the centroid "
                                             "(medoid) or the mean member embedding")
@@ -78,6 +78,13 @@ class GenerateConfig(StepConfig):
     distinct: bool = Field(True, description="per ad, in match-rank order, a cluster whose served title repeats a "
                            "better-ranked cluster's gets the slot's pick among the ad's gate-passing compositions "
                            "not yet served for the ad (source 'distinct'); off: repeats are served as they are")
+    harm_rule: Literal["predictor", "none"] = Field(
+        "predictor", description="do no harm: 'predictor' = serve the personalized title only where the Item-User "
+        "predictor rates a click by the cluster at least as likely with it as with the original title (the log-odds "
+        "gain of the ad's text with the personalized title over the original, at least harm_threshold), else the "
+        "original (source 'original', reason 'do no harm'); 'none' = no such check")
+    harm_threshold: float = Field(0.0, description="the predictor's log-odds gain a personalized title needs to be "
+                                  "served (0: at least as likely a click as the original)")
     max_pairs: int | None = Field(None, ge=1, description="Only the first N selected pairs (smoke runs).")
     bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster on AMX CPUs and GPUs).")
 
@@ -98,15 +105,15 @@ def ground(title: str, ad: dict, known_names=None) -> tuple[bool, list[str]]:
 
 
 def candidate_titles(ad: dict, known_names=None, *, with_facts: bool = False):
-    """The ad's gate-passing compositions ``core - fact`` (what a rescored title is chosen from);
+    """The ad's gate-passing compositions ``base - fact`` (``creative.facts.compositions``: the original
+    within the title budget plus one fact; what a rescored title is chosen from);
     ``with_facts``: (titles, their facts)."""
-    from hllm_creator.creative.facts import compose, core_title, fact_phrases
+    from hllm_creator.creative.facts import compositions
     from hllm_creator.creative.prompts import N_FACTS
 
-    core = core_title(ad["title"])
+    _, all_facts, composed = compositions(ad, N_FACTS)
     out, facts = [], []
-    for f in fact_phrases(ad, N_FACTS):
-        t = compose(core, f)
+    for f, t in zip(all_facts, composed):
         if ground(t, ad, known_names)[0] and not same_title(t, ad["title"]):
             out.append(t)
             facts.append(f)
@@ -173,9 +180,70 @@ def make_distinct(model, recs: list[dict], ads: dict, user_slot: np.ndarray, kno
     return changed
 
 
+def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.ndarray,
+               id_parts: np.ndarray | None = None, *, bf16: bool = False) -> np.ndarray:
+    """The product's own estimate of what a served title does for its audience, per record: the
+    Item-User predictor's log-odds of a click by the cluster (``cluster_emb``: the member-mean user
+    embeddings match scores with, plus the hybrid predictor's ``id_parts``) on the ad's item text with
+    the record's ``title``, minus the same with the original title. 0 for a record serving the original.
+    The evaluation ruler plays no part in it."""
+    import torch
+
+    from hllm_creator.data.text import item_text
+
+    by_id = {r["item_id"]: r for r in items.to_dict("records")}
+    texts: dict[tuple[str, str], str] = {}
+    for r in recs:
+        item = by_id[r["item_id"]]
+        for t in (r["title"], item["title"]):
+            texts.setdefault((r["item_id"], t), item_text({**item, "title": t}))
+    keys = list(texts)
+    emb = model.encode_items([texts[k] for k in keys], autocast_bf16=bf16) if keys else None
+    row = {k: i for i, k in enumerate(keys)}
+    use_ids = bool(getattr(model, "predictor_items", None))
+    gains = np.zeros(len(recs), dtype=np.float64)
+    for k, r in enumerate(recs):
+        item = by_id[r["item_id"]]
+        if same_title(r["title"], item["title"]):
+            continue
+        c = int(r["cluster_id"])
+        u = torch.from_numpy(np.asarray(cluster_emb[c:c + 1], dtype=np.float32))
+        it = emb[[row[(r["item_id"], r["title"])], row[(r["item_id"], item["title"])]]]
+        kw = {}
+        if use_ids:
+            kw["item_index"] = model.item_index([r["item_id"], r["item_id"]])
+            if id_parts is not None:
+                kw["user_id_part"] = torch.from_numpy(np.asarray(id_parts[c:c + 1], dtype=np.float32))
+        p = model.score(u, it, **kw).double().clamp(1e-6, 1 - 1e-6)[0]
+        logit = torch.log(p) - torch.log1p(-p)
+        gains[k] = float(logit[0] - logit[1])
+    return gains
+
+
+def do_no_harm(recs: list[dict], gains: np.ndarray, threshold: float) -> int:
+    """In place: a record whose personalized title's ``gains`` is below ``threshold`` serves the
+    original title instead (source "original", the reason says by how much). Every record gets
+    ``harm_gain`` and ``candidate_title`` (the personalized title before this check). Returns how
+    many records changed."""
+    changed = 0
+    for r, g in zip(recs, gains):
+        r["harm_gain"] = float(g)
+        r["candidate_title"] = r["title"]
+        if r["personalized"] and g < threshold:
+            r.update(title=r["original_title"], source="original", personalized=False,
+                     reasons=list(r["reasons"]) + [f"do no harm: the predictor rates the personalized title "
+                                                   f"{g:+.3f} log-odds against the original (needs >= "
+                                                   f"{threshold:+.3f})"])
+            changed += 1
+    return changed
+
+
 def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: np.ndarray,
-                   cfg: GenerateConfig, *, progress: bool = True, known_names=None) -> pd.DataFrame:
-    """pairs (item_id, cluster_id, score) -> creatives (one generation per row, gated, served title)."""
+                   cfg: GenerateConfig, *, progress: bool = True, known_names=None,
+                   cluster_emb: np.ndarray | None = None, id_parts: np.ndarray | None = None) -> pd.DataFrame:
+    """pairs (item_id, cluster_id, score) -> creatives (one generation per row, gated, served title).
+    ``cluster_emb`` (+ ``id_parts``): what the predictor scores a cluster with, for the do-no-harm
+    check (``harm_rule``); None: no check."""
     import inspect
 
     import torch
@@ -231,10 +299,24 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
                      "personalized": not same_title(title, ad["title"])})
     if cfg.distinct and hasattr(model, "fact_pointer"):
         make_distinct(model, recs, ads, user_slot, known_names, cands)
+    if cfg.harm_rule == "predictor" and cluster_emb is not None and hasattr(model, "score"):
+        do_no_harm(recs, harm_gains(model, recs, items, cluster_emb, id_parts, bf16=cfg.bf16), cfg.harm_threshold)
+    else:
+        do_no_harm(recs, np.zeros(len(recs)), -np.inf)
     cols = ["item_id", "cluster_id", "original_title", "llm_output", "raw_output", "score", "grounded",
-            "reasons", "title", "source", "personalized"]
+            "reasons", "title", "source", "personalized", "candidate_title", "harm_gain"]
     return pd.DataFrame(recs, columns=cols).astype({"cluster_id": "int64", "score": "float32", "grounded": bool,
-                                                    "personalized": bool})
+                                                    "personalized": bool, "harm_gain": "float64"})
+
+
+def harm_curve(cr: pd.DataFrame, thresholds=(-2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0)) -> list[dict]:
+    """Share of (ad, cluster) pairs that would serve their personalized title, per do-no-harm threshold
+    (from each pair's ``harm_gain``; the audience fit at each threshold is the personalization step's)."""
+    if not len(cr) or "harm_gain" not in cr.columns:
+        return []
+    cand = ~np.array([same_title(c, o) for c, o in zip(cr["candidate_title"], cr["original_title"])])
+    g = cr["harm_gain"].to_numpy()
+    return [{"threshold": float(t), "personalized_share": float((cand & (g >= t)).mean())} for t in thresholds]
 
 
 def lookup(assignments: pd.DataFrame, creatives: pd.DataFrame, items: pd.DataFrame,
@@ -277,7 +359,7 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
 
     t0 = time.time()
     ds = load_dataset(cfg.data_dir)
-    _, _, asg, _ = cl.load(cfg.clusters_dir)
+    _, cluster_emb, asg, cmeta = cl.load(cfg.clusters_dir)
     user_slot = cl.load_slots(cfg.clusters_dir, cfg.slot)
     m = load_matches(cfg.matches)
     known = set(ds.items["item_id"])
@@ -299,8 +381,16 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
         t1 = time.time()
         from hllm_creator.creative.grounding import catalog_names
 
+        id_parts = None
+        if cfg.harm_rule == "predictor" and getattr(model, "predictor_items", None):
+            from hllm_creator.infer.embed import histories
+            from hllm_creator.infer.match import MEMBER_ID_PARTS, member_id_parts
+
+            mdir = Path(cfg.matches) if Path(cfg.matches).is_dir() else Path(cfg.matches).parent
+            id_parts = np.load(mdir / MEMBER_ID_PARTS) if (mdir / MEMBER_ID_PARTS).exists() else member_id_parts(
+                model, asg, histories(ds.interactions, cmeta.get("history") or "no-test"), len(cluster_emb))
         cr = generate_pairs(model, pairs, ds.items, user_slot, cfg, progress=progress,
-                            known_names=catalog_names(ds.items))
+                            known_names=catalog_names(ds.items), cluster_emb=cluster_emb, id_parts=id_parts)
         gen_s = time.time() - t1
         lk = lookup(asg, cr, ds.items, ad_ids)
         out = Path(out)
@@ -323,6 +413,11 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
                 "ads": len(ad_ids), "users": int(len(asg)), "lookup_rows": int(len(lk)),
                 "personalized_share": float(lk["personalized"].mean()) if len(lk) else 0.0,
                 "changed_titles": int(cr["personalized"].sum()),
+                "harm_rule": cfg.harm_rule, "harm_threshold": cfg.harm_threshold,
+                "served_personalized_share": float(cr["personalized"].mean()) if n else 0.0,
+                "do_no_harm_original": int(cr["reasons"].map(lambda rs: any(str(x).startswith("do no harm")
+                                                                            for x in rs)).sum()) if n else 0,
+                "harm_curve": harm_curve(cr),
                 "generate_seconds": round(gen_s, 2), "total_seconds": round(time.time() - t0, 2),
                 "titles_per_second": round(n / max(gen_s, 1e-9), 3), "model_hash": model.model_hash}
         write_json(meta, out / GENERATE_META)

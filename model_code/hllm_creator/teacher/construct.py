@@ -11,10 +11,11 @@ For each ad (the most-clicked items, the same list ``match`` offers by default),
    is matched to the phrase that carries most of their interest weight. For every phrase, the users
    it fits best (by margin over the ad's other phrases) are taken: the same ad, users of different
    interests, different targets. That contrast is what teaches the Creative LLM's user slot.
-3. **The title** (the teacher LLM, optional): the LLM phrases core + featured fact as a title; its
-   reply must pass the gate (every content word from the ad, no claims, no repetition, <= 100
-   characters) and keep the product's name and the fact. A reply that does not is replaced by the
-   deterministic composition ``core - Fact`` (``title_source`` says which, the LLM's reason is in
+3. **The title** (the teacher LLM, optional): the LLM phrases the original + featured fact as a title;
+   its reply must pass the gate (every content word from the ad, no claims, no repetition, within the
+   title budget of 150 characters) and keep 80% of what the original says and the fact. A reply that
+   does not is replaced by the deterministic composition ``base - Fact`` (``creative.facts.compositions``:
+   the original within the budget plus the fact; ``title_source`` says which, the LLM's reason is in
    ``rejected.parquet``).
 4. **Filter**: every kept title passes the gate and adds a content word beyond the original title,
    else the row is rejected (``copy``, ``grounding``).
@@ -36,6 +37,7 @@ import pandas as pd
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
+from hllm_creator.creative.facts import TITLE_MAX_CHARS, TITLE_MAX_WORDS
 from hllm_creator.llm.client import LLMConfig, Request
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ REFERENCE_COLUMNS = ["user_profile", "original_title", "original_description", "
 EXTRA_COLUMNS = ["user_id", "target_item_id", "split", "facts", "fact_index", "featured_fact", "fit",
                  "interests", "title_source", "teacher_model", "prompt_version", "grounding_ok", "grounding_reasons"]
 REJECT_COLUMNS = ["user_id", "target_item_id", "step", "reason", "candidate_title", "raw_reply"]
-REWRITE_SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "minLength": 3, "maxLength": 100}},
+REWRITE_SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "minLength": 3, "maxLength": TITLE_MAX_CHARS}},
                   "required": ["title"], "additionalProperties": False}
 
 
@@ -62,8 +64,9 @@ class ConstructConfig(StepConfig):
     seed: int = 0
     llm_title: bool = Field(True, description="step 3 by the teacher LLM (else the deterministic composition)")
     rewrite_max_tokens: int = Field(48, ge=8)
-    max_title_words: int = Field(16, ge=3)
-    max_title_chars: int = Field(100, ge=20)
+    max_title_words: int = Field(TITLE_MAX_WORDS, ge=3, description="the title budget in words (the gate's)")
+    max_title_chars: int = Field(TITLE_MAX_CHARS, ge=20, description="the title budget in characters (the "
+                                 "gate's): a composition keeps the original within it (creative.facts.keep_original)")
     prompt_version: str = "v2"
     llm: LLMConfig = Field(default_factory=LLMConfig)
 
@@ -87,8 +90,8 @@ def keeps_product_and_fact(title: str, core: str, fact: str) -> list[str]:
     t = set(content_words(title))
     reasons = []
     core_w = set(content_words(core))
-    if core_w and len(t & core_w) < max(1, int(0.6 * len(core_w))):
-        reasons.append("drops the product's name")
+    if core_w and len(t & core_w) < max(1, int(0.8 * len(core_w))):
+        reasons.append("drops what the original title says (keep at least 80% of its words)")
     if not set(content_words(fact)) <= t:
         reasons.append("leaves out the featured fact")
     return reasons
@@ -97,7 +100,7 @@ def keeps_product_and_fact(title: str, core: str, fact: str) -> list[str]:
 def title_request(core: str, fact: str, interests: list[str], cfg: ConstructConfig, tag) -> Request:
     from hllm_creator.teacher.prompts import render_chat, untrusted
 
-    values = {"core": untrusted(core, 120), "fact": untrusted(fact, 80),
+    values = {"core": untrusted(core, 160), "fact": untrusted(fact, 80),
               "interests": untrusted(", ".join(interests) or "varied products", 120)}
     return Request(messages=render_chat("rewrite", values, cfg.prompt_version), schema=REWRITE_SCHEMA,
                    name="title", max_tokens=cfg.rewrite_max_tokens, tag=tag)
@@ -123,7 +126,7 @@ def _pick_users(fits: np.ndarray, per_fact: int) -> list[tuple[int, int]]:
 def construct(cfg: ConstructConfig, client=None) -> dict:
     """Run the four steps; write train.parquet, rejected.parquet, summary.json into ``cfg.out``."""
     from hllm_creator.creative import interests as I
-    from hllm_creator.creative.facts import compose, core_title, fact_phrases
+    from hllm_creator.creative.facts import compose, compositions
     from hllm_creator.creative.grounding import catalog_names
     from hllm_creator.creative.holdout import is_heldout
     from hllm_creator.creative.prompts import VERSION, creative_prompts
@@ -163,14 +166,12 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
     t0 = time.perf_counter()
     for ad in ad_ids:
         item = items[ad]
-        core = core_title(item["title"])
+        core, all_facts, composed = compositions(item, cfg.max_facts, max_chars=cfg.max_title_chars,
+                                                 max_words=cfg.max_title_words)
         facts = []
-        for f in fact_phrases(item, cfg.max_facts):
+        for f, t in zip(all_facts, composed):
             n_facts_total += 1
-            t = compose(core, f)
             why = gate_title(t, item, known)
-            if len(t) > cfg.max_title_chars:
-                why.append(f"composed title longer than {cfg.max_title_chars} characters")
             if why:
                 rejected.append({"user_id": None, "target_item_id": ad, "step": "fact", "reason": "; ".join(why),
                                  "candidate_title": t, "raw_reply": ""})
