@@ -7,7 +7,8 @@ the personalization step runs too (`hllm-creator personalization`: copy rate, di
 ad, slot sensitivity, audience fit, each with a bootstrap 95% CI), and every SERVED title is
 re-checked by an independent word check written here (not the gate): every word of the title is a
 word of the ad's own text (title, description, selling points, brand, categories) up to a plural
-"s", or one of a few connectives.
+"s", or one of a few connectives, and every number of the title is a whole number of the ad's text
+(no "1" cut out of "1:1").
 
     .venv/bin/python benchmarks/full_inference.py --model M [--teacher T/train.parquet] [--n-ads 20] [--k 32]
 """
@@ -47,6 +48,27 @@ def foreign_words(title: str, item: dict) -> list[str]:
         if w in CONNECTIVES or w in src or (w.endswith("s") and w[:-1] in src):
             continue
         out.append(w)
+    return out
+
+
+def cut_numbers(title: str, item: dict) -> list[str]:
+    """Numbers of ``title`` (a run of digits joined by . , : / x -) that the ad's text does not hold as
+    a whole number (the same run, not inside a longer one): "1" where the ad says "1:1". The
+    independent re-check of a cut number (deliberately simpler than the gate)."""
+    import re
+    import unicodedata
+
+    src_parts = [item.get("title"), item.get("description")]
+    v = item.get("selling_points")
+    src_parts += list(v) if v is not None else []
+    src = unicodedata.normalize("NFKC", " ".join(str(x) for x in src_parts if x)).lower()
+    run = r"\d+(?:\s*[.,:/x-]\s*\d+)*"
+    out = []
+    for m in re.finditer(run, unicodedata.normalize("NFKC", title).lower()):
+        n = m.group(0)
+        whole = [x.group(0) for x in re.finditer(run, src)]
+        if n not in whole and re.sub(r"\s+", "", n) not in {re.sub(r"\s+", "", w) for w in whole}:
+            out.append(n)
     return out
 
 
@@ -106,9 +128,11 @@ def main() -> None:
     # re-check every SERVED title independently of the gate: its words must be the ad's words
     bad = []
     for r in cre.itertuples():
-        extra = foreign_words(r.title, items.loc[str(r.item_id)].to_dict())
-        if extra:
-            bad.append({"item_id": r.item_id, "cluster_id": int(r.cluster_id), "title": r.title, "words": extra})
+        item = items.loc[str(r.item_id)].to_dict()
+        extra, cut = foreign_words(r.title, item), cut_numbers(r.title, item)
+        if extra or cut:
+            bad.append({"item_id": r.item_id, "cluster_id": int(r.cluster_id), "title": r.title, "words": extra,
+                        "cut_numbers": cut})
     src = cre["source"].value_counts().to_dict() if "source" in cre else {}
     pers_json = out / "personalization" / "personalization.json"
     personalization = json.loads(pers_json.read_text()) if pers_json.exists() else None

@@ -159,3 +159,23 @@ def test_bad_bodies_400_then_good_answer(server, serving_stack, body, headers, n
                    json={"instances": [{"user_history": serving_stack["users"][u], "ad": AD, "max_new_tokens": 4}]})
     assert r.status_code == 200
     check_prediction(r.json()["predictions"][0], AD)
+
+
+def test_title_gain_is_the_endpoints_do_no_harm_estimate():
+    """``title_gain`` (what the endpoint's ``do_no_harm`` compares with 0): finite, different per user
+    for a personalized title, exactly 0 for the original itself."""
+    import numpy as np
+
+    from hllm_creator.infer.generate import title_gain
+    from hllm_creator.model.hllm import HLLMCreator
+    from hllm_creator.model.config import ModelConfig
+
+    model = HLLMCreator.from_config(ModelConfig(item_llm="tiny-llama", user_llm="tiny-llama",
+                                                creative_llm="tiny-llama"), seed=0).eval()
+    ad = {"title": "Glue Stick", "description": "Dries clear. Acid free.", "selling_points": [],
+          "categories": ["Adhesives"]}
+    rng = np.random.default_rng(0)
+    gains = [title_gain(model, rng.normal(size=model.user_hidden_size).astype("float32"), ad,
+                        "Glue Stick - Dries clear") for _ in range(8)]
+    assert all(np.isfinite(gains)) and len({round(g, 6) for g in gains}) > 1  # it depends on the user
+    assert title_gain(model, np.zeros(model.user_hidden_size, dtype="float32"), ad, "Glue Stick") == 0.0

@@ -325,3 +325,45 @@ def test_audience_fit_reports_the_permutation_test(bundled_dataset, ruler):
     shuffled, _ = P.audience_fit(*_ruler_case(bundled_dataset.items, shuffle=True, seed=0)[:3], ruler,
                                  bootstrap=200, permutations=500)
     assert shuffled["fit_other_permutation"]["p_value"] > 0.05
+
+
+class _OneHot:
+    """A known-answer encoder for the frontier test (not the ruler): each text its own axis."""
+
+    def __init__(self):
+        self.ix = {}
+
+    def encode(self, texts):
+        for t in texts:
+            self.ix.setdefault(t, len(self.ix))
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for k, t in enumerate(texts):
+            out[k, self.ix[t] % 64] = 1.0
+        return out
+
+
+def test_harm_frontier_known_answers():
+    """At threshold t a pair serves its candidate when its gain >= t: the fit vs the original is the
+    candidate's on those units and 0 elsewhere; -inf serves every candidate, +inf none; the MDE is
+    reported with every CI."""
+    pairs = pd.DataFrame({"item_id": ["a", "a", "b"], "cluster_id": [0, 1, 0],
+                          "original_title": ["A", "A", "B"], "title": ["A x", "A", "B y"],
+                          "source": ["slot", "original", "slot"], "copy": [False, True, False],
+                          "candidate_title": ["A x", "A z", "B y"], "harm_gain": [0.5, -0.3, 0.1]})
+    # the next click of u0/u1 (cluster 0) is the candidate itself, of u2 (cluster 1) the original
+    members = {0: pd.DataFrame({"user_id": ["u0", "u1"]}), 1: pd.DataFrame({"user_id": ["u2"]})}
+    nxt = {"u0": "A x", "u1": "B y", "u2": "A"}
+    fit, units = P.audience_fit(pairs, members, nxt, _OneHot(), bootstrap=200)
+    fr = {p["label"]: p for p in fit["harm_frontier"]}
+    assert fit["served_personalized_share"] == pytest.approx(2 / 3)
+    # units: (a,0,u0) cand 'A x' = next: +1; (a,0,u1) 0; (a,1,u2) cand 'A z' vs original 'A' = next: -1;
+    # (b,0,u0) 0; (b,0,u1) cand 'B y' = next: +1
+    assert fr["no check"]["fit_original"]["mean"] == pytest.approx((1 + 0 - 1 + 0 + 1) / 5)
+    assert fr["no check"]["personalized_share"] == pytest.approx(1.0)
+    assert fr["gain >= +0.00"]["fit_original"]["mean"] == pytest.approx(2 / 5)   # pair (a,1) not served
+    assert fr["gain >= +0.25"]["fit_original"]["mean"] == pytest.approx(1 / 5)   # only (a,0)
+    assert fr["gain >= +0.25"]["personalized_share"] == pytest.approx(1 / 3)
+    assert fr["always the original"]["fit_original"]["mean"] == 0 and fr["always the original"]["personalized_share"] == 0
+    assert fit["fit_original"]["mean"] == pytest.approx(fr["gain >= +0.00"]["fit_original"]["mean"])
+    assert fit["fit_original"]["mde"] > 0
+    assert "MDE" in P._fmt(fit["fit_original"])

@@ -133,7 +133,10 @@ def boot_mean(values, groups=None, *, bootstrap: int = 2000, seed: int = 0, ci: 
         means.append(sums[idx].sum(1) / cnt[idx].sum(1))
     means = np.concatenate(means)
     lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(len(v)), "groups": int(G)}
+    # minimum detectable effect at 5% two-sided and 80% power: (1.96 + 0.84) standard errors, the
+    # standard error read off the bootstrap distribution
+    return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(len(v)), "groups": int(G),
+            "mde": float(2.8 * means.std(ddof=1)) if len(means) > 1 else None}
 
 
 def derangement(groups: list, rng: np.random.Generator, tries: int = 200) -> np.ndarray:
@@ -201,8 +204,13 @@ def served_pairs(creatives: pd.DataFrame, file: str = "creatives.parquet") -> pd
     df["copy"] = [is_copy(t, o) for t, o in zip(df["title"], df["original_title"])]
     if "source" not in df.columns:
         df["source"] = np.where(df["copy"], "original", "generated")
-    return df[["item_id", "cluster_id", "original_title", "title", "source", "copy"]].astype(
-        {"cluster_id": "int64", "copy": bool})
+    if "candidate_title" not in df.columns:  # creatives from before the do-no-harm check
+        df["candidate_title"] = df["title"]
+    df["candidate_title"] = df["candidate_title"].fillna(df["title"])
+    if "harm_gain" not in df.columns:
+        df["harm_gain"] = np.nan
+    return df[["item_id", "cluster_id", "original_title", "title", "source", "copy", "candidate_title",
+               "harm_gain"]].astype({"cluster_id": "int64", "copy": bool, "harm_gain": "float64"})
 
 
 def copy_stats(pairs: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> dict:
@@ -301,7 +309,15 @@ def audience_fit(pairs: pd.DataFrame, members: dict[int, pd.DataFrame], next_tit
     if not units:
         empty = boot_mean([], bootstrap=bootstrap, seed=seed)
         return {"fit_other": empty, "fit_original": empty, "members": 0}, pd.DataFrame()
-    texts = sorted({x for u in units for x in [u["title"], u["original_title"], u["next_click"], *u["others"]]})
+    cand = dict(zip(zip(pairs["item_id"], pairs["cluster_id"].astype(int)), pairs["candidate_title"])) \
+        if "candidate_title" in pairs.columns else {}
+    gain = dict(zip(zip(pairs["item_id"], pairs["cluster_id"].astype(int)), pairs["harm_gain"])) \
+        if "harm_gain" in pairs.columns else {}
+    for u in units:
+        u["candidate_title"] = cand.get((u["item_id"], u["cluster_id"]), u["title"])
+        u["harm_gain"] = gain.get((u["item_id"], u["cluster_id"]), np.nan)
+    texts = sorted({x for u in units for x in [u["title"], u["original_title"], u["next_click"], u["candidate_title"],
+                                                *u["others"]]})
     vec = dict(zip(texts, ruler.encode(texts)))
     for u in units:
         n = vec[u["next_click"]]
@@ -310,6 +326,7 @@ def audience_fit(pairs: pd.DataFrame, members: dict[int, pd.DataFrame], next_tit
         u["cos_others"] = float(np.mean([vec[o] @ n for o in u["others"]])) if u["others"] else np.nan
         u["fit_other"] = u["cos_title"] - u["cos_others"]
         u["fit_original"] = u["cos_title"] - u["cos_original"]
+        u["fit_candidate"] = float(vec[u["candidate_title"]] @ n) - u["cos_original"]
         u["n_others"] = len(u.pop("others"))
     df = pd.DataFrame(units)
     has = df["n_others"] > 0
@@ -327,8 +344,36 @@ def audience_fit(pairs: pd.DataFrame, members: dict[int, pd.DataFrame], next_tit
     summ = {"fit_other": fit_other, "fit_other_permutation": perm,
             "fit_original": boot_mean(df["fit_original"], df["user_id"], bootstrap=bootstrap, seed=seed),
             "cos_title_mean": float(df["cos_title"].mean()), "cos_original_mean": float(df["cos_original"].mean()),
-            "members": int(df["user_id"].nunique())}
+            "members": int(df["user_id"].nunique()),
+            "served_personalized_share": float((~pairs["copy"]).mean()) if "copy" in pairs.columns else None,
+            "harm_frontier": harm_frontier(pairs, df, bootstrap=bootstrap, seed=seed)}
     return summ, df
+
+
+HARM_THRESHOLDS = (-np.inf, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, np.inf)
+
+
+def harm_frontier(pairs: pd.DataFrame, units: pd.DataFrame, *, thresholds=HARM_THRESHOLDS, bootstrap: int = 2000,
+                  seed: int = 0) -> list[dict]:
+    """Do no harm, over its threshold: at threshold t a pair serves its personalized title (its
+    ``candidate_title``, the title before the check) when the product's estimate ``harm_gain`` >= t,
+    else the original. Per t: the share of pairs that serve a personalized title and the audience fit
+    vs the original over the units (the ruler: the evaluation, not the rule). Empty when the creatives
+    carry no ``harm_gain`` (a run without the check)."""
+    if units.empty or "harm_gain" not in units.columns or units["harm_gain"].isna().all():
+        return []
+    pers = np.array([not is_copy(c, o) for c, o in zip(pairs["candidate_title"], pairs["original_title"])])
+    g_pairs = pairs["harm_gain"].to_numpy(dtype=float)
+    u_pers = np.array([not is_copy(c, o) for c, o in zip(units["candidate_title"], units["original_title"])])
+    g = units["harm_gain"].to_numpy(dtype=float)
+    out = []
+    for t in thresholds:
+        serve = u_pers & (g >= t)
+        fit = boot_mean(np.where(serve, units["fit_candidate"], 0.0), units["user_id"], bootstrap=bootstrap, seed=seed)
+        label = "no check" if t == -np.inf else "always the original" if t == np.inf else f"gain >= {t:+.2f}"
+        out.append({"threshold": float(t), "label": label,
+                    "personalized_share": float((pers & (g_pairs >= t)).mean()), "fit_original": fit})
+    return out
 
 
 # ---------------------------------------------------------------------------------- the model
@@ -625,6 +670,12 @@ def metrics_of(res: dict) -> dict[str, float]:
     put("nll_diff", res["nll"].get("nll_diff"))
     put("fit_other", res["audience_fit"].get("fit_other"))
     put("fit_original", res["audience_fit"].get("fit_original"))
+    for k in ("fit_other", "fit_original"):
+        d = res["audience_fit"].get(k) or {}
+        if d.get("mde") is not None:
+            out[f"pers_{k}_mde"] = d["mde"]
+    if res["audience_fit"].get("served_personalized_share") is not None:
+        out["pers_served_personalized_share"] = res["audience_fit"]["served_personalized_share"]
     pm = res["audience_fit"].get("fit_other_permutation") or {}
     if pm.get("p_value") is not None:
         out.update({"pers_fit_other_perm_p": pm["p_value"], "pers_fit_other_null_mean": pm["null_mean"],
@@ -646,7 +697,8 @@ def _fmt(d: dict | None, pct: bool = False, digits: int = 3) -> str:
     if not d or d.get("mean") is None:
         return "not measured"
     f = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.{digits}f}")
-    return f"{f(d['mean'])} (95% CI {f(d['ci_low'])} .. {f(d['ci_high'])}, n={d['n']})"
+    mde = f", MDE {f(d['mde'])}" if d.get("mde") is not None else ""
+    return f"{f(d['mean'])} (95% CI {f(d['ci_low'])} .. {f(d['ci_high'])}, n={d['n']}{mde})"
 
 
 def _perm(p: dict | None) -> str:
@@ -665,7 +717,9 @@ def headline(res: dict) -> list[str]:
              f"NLL shuffled - own user (held-out rows): {_fmt(res['nll'].get('nll_diff'), digits=4)}",
              f"audience fit vs the ad's other titles: {_fmt(res['audience_fit'].get('fit_other'), digits=4)}"
              + _perm(res['audience_fit'].get('fit_other_permutation')),
-             f"audience fit vs the original title: {_fmt(res['audience_fit'].get('fit_original'), digits=4)}"]
+             f"audience fit vs the original title: {_fmt(res['audience_fit'].get('fit_original'), digits=4)}"
+             + (f"; {100 * res['audience_fit']['served_personalized_share']:.0f}% of the served titles personalized"
+                if res['audience_fit'].get('served_personalized_share') is not None else "")]
     x = res.get("xgsb") or {}
     if x.get("n"):
         lines.append(f"cross-cluster GSB: G={x['G']} S={x['S']} B={x['B']} Adv {x['adv_pct']:.1f}% (95% CI "
@@ -723,6 +777,31 @@ def figure(res: dict):
         ax.set_ylabel(ylabel)
         ax.tick_params(axis="x", labelsize=8)
     fig.suptitle("personalization on held-out users (95% bootstrap CIs)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def frontier_figure(frontier: list[dict]):
+    """Do no harm's frontier: audience fit vs the original (95% CI) against the share of pairs that
+    serve a personalized title, one point per threshold of the product's estimate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [p for p in frontier if p["fit_original"].get("mean") is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    x = [100 * p["personalized_share"] for p in pts]
+    y = [p["fit_original"]["mean"] for p in pts]
+    err = [[v - p["fit_original"]["ci_low"] for v, p in zip(y, pts)],
+           [p["fit_original"]["ci_high"] - v for v, p in zip(y, pts)]]
+    ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, color="#264653")
+    for xi, yi, p in zip(x, y, pts):
+        ax.annotate(p["label"], (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xlabel("served titles that are personalized (%)")
+    ax.set_ylabel("audience fit vs the original (ruler)")
+    ax.set_title("do no harm: threshold of the predictor's gain", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -790,6 +869,13 @@ def log_personalization(res: dict, per_ad: pd.DataFrame, out: str | Path | None)
     tracking.log_json(_jsonable({k: v for k, v in res.items() if k != "per_ad"}), REPORT)
     tracking.log_figure(figure(res), "personalization.png")
     tracking.log_figure(table_figure(per_ad), "per_ad.png")
+    frontier = res["audience_fit"].get("harm_frontier") or []
+    if frontier:
+        tracking.log_figure(frontier_figure(frontier), "do_no_harm_frontier.png")
+        tracking.log_table(pd.DataFrame([{"label": p["label"], "personalized_share": p["personalized_share"],
+                                          **{f"fit_original_{k}": p["fit_original"].get(k)
+                                             for k in ("mean", "ci_low", "ci_high", "n")}} for p in frontier]),
+                           "do_no_harm_frontier")
     tab = per_ad.assign(interests=per_ad["interests"].map(lambda x: ", ".join(list(x))))
     tracking.log_table(tab, "per_ad")
     if out is not None:

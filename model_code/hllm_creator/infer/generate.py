@@ -220,6 +220,21 @@ def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.nda
     return gains
 
 
+def title_gain(model, user_emb: np.ndarray, ad: dict, title: str, *, id_part: np.ndarray | None = None) -> float:
+    """``harm_gains`` for one user (or cluster) vector and one ad given as text (an ad outside the
+    catalog has no ID part): the predictor's log-odds of a click with ``title`` minus with the ad's
+    original title."""
+    items = pd.DataFrame([{**ad, "item_id": "_ad", "categories": ad.get("categories") or []}])
+    rec = {"item_id": "_ad", "cluster_id": 0, "title": title}
+    keep = getattr(model, "predictor_items", None)
+    try:  # the ad has no ID in the predictor's table: its text alone is scored
+        model.predictor_items = None
+        return float(harm_gains(model, [rec], items, np.asarray(user_emb, dtype=np.float32)[None],
+                                None if id_part is None else np.asarray(id_part)[None])[0])
+    finally:
+        model.predictor_items = keep
+
+
 def do_no_harm(recs: list[dict], gains: np.ndarray, threshold: float) -> int:
     """In place: a record whose personalized title's ``gains`` is below ``threshold`` serves the
     original title instead (source "original", the reason says by how much). Every record gets

@@ -47,7 +47,7 @@ class Creative(BatchedModel):
         import torch
 
         from hllm_creator.creative.titles import same_title
-        from hllm_creator.infer.generate import clean_title, ground
+        from hllm_creator.infer.generate import clean_title, ground, title_gain
 
         a = self.assets
         user_emb, infos = a.user_embeddings([i.user_history for i in insts])
@@ -84,7 +84,15 @@ class Creative(BatchedModel):
             cand = clean_title(raw[r])
             good, why = ground(cand, ads[r])
             res["candidate"] = cand
-            if good and not same_title(cand, original):
+            gain = title_gain(a.model, user_emb[r], ads[r], cand) \
+                if good and inst.do_no_harm and not same_title(cand, original) and user_emb is not None else None
+            if gain is not None:
+                res["harm_gain"] = gain
+            if gain is not None and gain < 0:
+                self.fallback("do_no_harm")
+                res["reasons"] = reasons + [f"do no harm: the predictor rates the personalized title {gain:+.3f} "
+                                            "log-odds against the original for this user: original title"]
+            elif good and not same_title(cand, original):
                 res.update(title=cand, grounded=True, personalized=True)
             elif good:  # passed the gate but is the original title: not a personalized title
                 self.fallback("not_grounded")

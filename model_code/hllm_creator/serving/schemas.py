@@ -124,8 +124,12 @@ class CreativeInstance(_Strict):
     do_sample: StrictBool = False
     temperature: Annotated[StrictFloat | StrictInt, Field(gt=0, le=5)] = 0.8
     top_p: Annotated[StrictFloat | StrictInt, Field(gt=0, le=1)] = 0.95
-    max_new_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_NEW_TOKENS)] = 32
+    # a title within the 150-character budget is about 40 tokens
+    max_new_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_NEW_TOKENS)] = MAX_NEW_TOKENS
     seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
+    # do no harm: the personalized title only where the Item-User predictor rates a click by this user
+    # at least as likely with it as with the original (else the original, with the reason)
+    do_no_harm: StrictBool = True
 
     @field_validator("user_history")
     @classmethod
@@ -182,6 +186,9 @@ class CreativePrediction(BaseModel):
     reasons: list[str]
     history_used: int
     candidate: str | None = None  # the cleaned model output before the grounding check
+    # do no harm: the predictor's log-odds of a click by this user with the candidate minus with the
+    # original (served only when >= 0); absent when not computed
+    harm_gain: float | None = None
 
 
 class AdScore(BaseModel):
