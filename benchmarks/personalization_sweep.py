@@ -102,6 +102,59 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
                               for p in fit.get("harm_frontier") or []]}
 
 
+def frontier_plot(rows: list[dict]):
+    """Audience fit vs the original (95% CI) against the number of generations, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, key in (("vs the original", "fit_original"), ("vs the ad's other titles", "fit_other")):
+        pts = [r for r in rows if r[key]["mean"] is not None]
+        x = [r["generations"] for r in pts]
+        y = [r[key]["mean"] for r in pts]
+        err = [[v - r[key]["ci_low"] for v, r in zip(y, pts)], [r[key]["ci_high"] - v for v, r in zip(y, pts)]]
+        ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, label=f"audience fit {name}")
+        for xi, yi, r in zip(x, y, pts):
+            ax.annotate(f"K={r['k']}", (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xlabel("generations (log)")
+    ax.set_ylabel("audience fit (ruler, held-out users)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def log_mlflow(result: dict, uri: str) -> None:
+    """One MLflow run ``personalization-sweep``: per K (and per user) the figures as metrics (step =
+    generations), the table and the plot."""
+    import mlflow
+    import pandas as pd
+
+    from hllm_creator import tracking
+
+    mlflow.set_tracking_uri(uri)
+    tracking.ensure_experiment()
+    rows = result["clusters"] + ([{"k": "per user", **result["per_user"]}] if result["per_user"] else [])
+    with mlflow.start_run(run_name="personalization-sweep", tags={"step": "personalization-sweep"}):
+        mlflow.log_params({"n_ads": result["n_ads"], "top_k": result["top_k"], "model": result["model"]})
+        for r in rows:
+            for key in ("fit_original", "fit_other"):
+                if r[key]["mean"] is not None:
+                    mlflow.log_metric(f"sweep_{key}", r[key]["mean"], step=int(r["generations"]))
+            mlflow.log_metric("sweep_personalized_share", r["served_personalized_share"] or 0.0,
+                              step=int(r["generations"]))
+        tracking.log_table(pd.DataFrame([{"k": str(r["k"]), "generations": r["generations"],
+                                          "personalized_share": r["served_personalized_share"],
+                                          **{f"{key}_{q}": r[key][q] for key in ("fit_original", "fit_other")
+                                             for q in ("mean", "ci_low", "ci_high", "mde")},
+                                          "fit_other_perm_p": r["fit_other_permutation_p"]} for r in rows]),
+                           "personalization_sweep")
+        tracking.log_figure(frontier_plot(rows), "personalization_sweep.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="model dir written by `hllm-creator train`")
@@ -154,8 +207,10 @@ def main() -> None:
         if a.user_k in [r["k"] for r in rows] else None
     if user:
         print(json.dumps({k: v for k, v in user.items() if k != "harm_frontier"})[:600], flush=True)
-    save("personalization_sweep", {"model": a.model, "n_ads": a.n_ads, "top_k": a.top_k, "clusters": rows,
-                                   "per_user": user, "workdir": str(out)})
+    result = {"model": a.model, "n_ads": a.n_ads, "top_k": a.top_k, "clusters": rows, "per_user": user,
+              "workdir": str(out)}
+    save("personalization_sweep", result)
+    log_mlflow(result, env["MLFLOW_TRACKING_URI"])
     print(f"{'K':>8} {'generations':>11} {'personalized':>12} {'fit vs original [95% CI] (MDE)':>42} "
           f"{'fit vs other, perm p':>22}")
     for r in rows + ([{"k": "per user", **user}] if user else []):

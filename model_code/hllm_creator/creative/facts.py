@@ -285,15 +285,19 @@ def fact_phrases(ad: Any, k: int = 4, *, max_words: int = 7, max_chars: int = 48
     # second pass, only where the whole clauses leave room: pieces of long clauses
     cands += [p for t in sentences for p in _phrases_of(t, split_title=False, pieces=True)]
     sources = " \n ".join([title, *sps, str(get("description") or "")])
+    ok = [p for p in cands
+          if _ok_phrase(p, core_cw, max_words, max_chars, category=p in categories) and not cuts_number(p, sources)]
+    first = [p for p in ok if p in categories or not is_boilerplate(p)]
+    # boilerplate (a warranty, the company's history) is the second tier: only where nothing else is
+    return _distinct_phrases(first, core_cw, k) or _distinct_phrases([p for p in ok if p not in first], core_cw, k)
+
+
+def _distinct_phrases(cands: list[str], core_cw: set[str], k: int) -> list[str]:
+    """Up to ``k`` of ``cands`` in order, each adding content words beyond ``core_cw`` (more new words
+    than the title's own) that no phrase before it covers, nor covers it."""
     out: list[str] = []
     seen: list[set[str]] = []
-    boiler: list[str] = []
     for p in cands:
-        if not _ok_phrase(p, core_cw, max_words, max_chars, category=p in categories) or cuts_number(p, sources):
-            continue
-        if is_boilerplate(p) and p not in categories:  # second tier: only where the ad has nothing else
-            boiler.append(p)
-            continue
         cw = set(content_words(p)) - core_cw
         if len(cw) < len(set(content_words(p)) & core_cw):
             continue  # mostly the title's own words again ("3D Printing Filament" for a filament)
@@ -303,15 +307,6 @@ def fact_phrases(ad: Any, k: int = 4, *, max_words: int = 7, max_chars: int = 48
         out.append(p)
         if len(out) >= k:
             break
-    if not out:
-        for p in boiler:
-            cw = set(content_words(p)) - core_cw
-            if any(cw <= s or s <= cw for s in seen):
-                continue
-            seen.append(cw)
-            out.append(p)
-            if len(out) >= k:
-                break
     return out
 
 

@@ -738,7 +738,7 @@ def summary_lines(res: dict, per_ad: pd.DataFrame, max_ads: int = 20) -> list[st
             break
         lines.append(f"ad {ad}: original  {grp['original_title'].iloc[0]!r}")
         for r in grp.itertuples():
-            tag = "copy" if r.copy else r.source
+            tag = ("original" if r.source == "original" else "copy") if r.copy else r.source
             interests = ", ".join(list(r.interests)) or "-"
             lines.append(f"  cluster {r.cluster_id:>3} [{interests}]  ->  {r.title!r} ({tag})")
     lines.append("personalization (held-out users):")
