@@ -258,3 +258,23 @@ def test_generate_do_no_harm_by_the_predictor(setup, tmp_path):
     assert shares == sorted(shares, reverse=True)
     at0 = [p for p in meta["harm_curve"] if p["threshold"] == 0.0][0]
     assert at0["personalized_share"] == pytest.approx(keep.mean())
+
+
+def test_select_predictor_serves_the_candidate_the_predictor_rates_best(setup, tmp_path):
+    data, mdir, root, model = setup
+    kw = dict(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
+              clusters_dir=str(root / "clusters"), max_new_tokens=4, batch_size=4, distinct=False, harm_rule="none")
+    G.run(G.GenerateConfig(**kw, select="predictor"), tmp_path / "p", progress=False, model=model)
+    cr = pd.read_parquet(tmp_path / "p" / "creatives.parquet")
+    by = {r["item_id"]: G.ad_of(r) for r in load_dataset(data).items.to_dict("records")}
+    from hllm_creator.infer import cluster as cl
+
+    _, emb, _, _ = cl.load(root / "clusters")
+    picked = cr[cr["source"] == "predictor"]
+    assert len(picked)
+    for r in picked.to_dict("records"):
+        opts = list(dict.fromkeys(([r["llm_output"]] if r["grounded"] else []) + G.candidate_titles(by[r["item_id"]])))
+        recs = [{"item_id": r["item_id"], "cluster_id": r["cluster_id"], "title": t} for t in opts]
+        items = load_dataset(data).items
+        g = G.harm_gains(model, recs, items, emb)
+        assert r["title"] == opts[int(np.argmax(g))]

@@ -174,7 +174,9 @@ def generate_cmd(
     select: str = typer.Option("generated", "--select", help="What is served: generated = the greedy generation "
                                "(the slot moves it through the decoder and the fact-copy head) when it passes "
                                "the gate, else the rescored composition; slot = of the ad's gated core+fact "
-                               "compositions, the one whose fact the cluster's slot points at."),
+                               "compositions, the one whose fact the cluster's slot points at; predictor = of the "
+                               "greedy title and the compositions, the one the Item-User predictor rates the "
+                               "likeliest click for the cluster."),
     distinct: bool = typer.Option(True, "--distinct/--no-distinct", help="An ad's audiences see different titles "
                                   "where the ad allows it: in match-rank order, a cluster whose served title repeats "
                                   "a better-ranked cluster's gets the slot's pick among the ad's gate-passing "

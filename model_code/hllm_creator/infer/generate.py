@@ -49,7 +49,7 @@ from hllm_creator.data.schema import DataError
 
 log = logging.getLogger(__name__)
 GENERATE_META = "generate_meta.json"
-SOURCES = ("generated", "slot", "rescored", "distinct", "original")
+SOURCES = ("generated", "slot", "rescored", "predictor", "distinct", "original")
 
 
 class GenerateConfig(StepConfig):
@@ -70,11 +70,13 @@ class GenerateConfig(StepConfig):
                                             "(medoid) or the mean member embedding")
     rescore: bool = Field(True, description="when a generation fails the gate or copies the original, serve the "
                           "Creative LLM's most likely gate-passing composition of the ad's core and one fact")
-    select: Literal["generated", "slot"] = Field(
+    select: Literal["generated", "slot", "predictor"] = Field(
         "generated", description="what is served: 'generated' = the Creative LLM's greedy title (the slot reaches it "
         "through the decoder and the fact-copy head) when it passes the gate, else the rescored composition "
-        "(core + one fact); 'slot' = of the ad's gate-passing compositions, the one whose fact the cluster's slot "
-        "points at (the slot-fact head; the default before the fact-copy head)")
+        "(the original + one fact); 'slot' = of the ad's gate-passing compositions, the one whose fact the cluster's "
+        "slot points at (the slot-fact head; the default before the fact-copy head); 'predictor' = of the greedy "
+        "title (when it passes the gate) and the ad's gate-passing compositions, the one the Item-User predictor "
+        "rates the likeliest click for the cluster (the do-no-harm estimate)")
     distinct: bool = Field(True, description="per ad, in match-rank order, a cluster whose served title repeats a "
                            "better-ranked cluster's gets the slot's pick among the ad's gate-passing compositions "
                            "not yet served for the ad (source 'distinct'); off: repeats are served as they are")
@@ -235,6 +237,30 @@ def title_gain(model, user_emb: np.ndarray, ad: dict, title: str, *, id_part: np
         model.predictor_items = keep
 
 
+def pick_by_predictor(model, recs: list[dict], ads: dict, items: pd.DataFrame, cluster_emb: np.ndarray,
+                      id_parts: np.ndarray | None, known_names=None, cands: dict | None = None, *,
+                      bf16: bool = False) -> None:
+    """In place (``select="predictor"``): each record serves, of its greedy title (when it passed the
+    gate) and the ad's gate-passing compositions, the one with the largest ``harm_gains`` for its
+    cluster (source "predictor")."""
+    cands = {} if cands is None else cands
+    options = []
+    for r in recs:
+        if r["item_id"] not in cands:
+            cands[r["item_id"]] = candidate_titles(ads[r["item_id"]], known_names, with_facts=True)
+        opts = list(dict.fromkeys(([r["llm_output"]] if r["grounded"] else []) + cands[r["item_id"]][0]))
+        options.append(opts)
+    flat = [{"item_id": r["item_id"], "cluster_id": r["cluster_id"], "title": t} for r, o in zip(recs, options)
+            for t in o]
+    gains = harm_gains(model, flat, items, cluster_emb, id_parts, bf16=bf16) if flat else np.zeros(0)
+    k = 0
+    for r, opts in zip(recs, options):
+        if opts:
+            j = int(np.argmax(gains[k:k + len(opts)]))
+            r.update(title=opts[j], source="predictor", personalized=not same_title(opts[j], r["original_title"]))
+        k += len(opts)
+
+
 def do_no_harm(recs: list[dict], gains: np.ndarray, threshold: float) -> int:
     """In place: a record whose personalized title's ``gains`` is below ``threshold`` serves the
     original title instead (source "original", the reason says by how much). Every record gets
@@ -312,6 +338,8 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
                      "llm_output": cand, "raw_output": out, "score": float(r["score"]), "grounded": ok,
                      "reasons": reasons, "title": title, "source": source,
                      "personalized": not same_title(title, ad["title"])})
+    if cfg.select == "predictor" and cluster_emb is not None:
+        pick_by_predictor(model, recs, ads, items, cluster_emb, id_parts, known_names, cands, bf16=cfg.bf16)
     if cfg.distinct and hasattr(model, "fact_pointer"):
         make_distinct(model, recs, ads, user_slot, known_names, cands)
     if cfg.harm_rule == "predictor" and cluster_emb is not None and hasattr(model, "score"):
