@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--judge-base-url", help="OpenAI-compatible judge for the cross-cluster GSB (optional)")
     ap.add_argument("--judge-samples", type=int, default=0)
     ap.add_argument("--judge-model", default="smollm2-135m-instruct")
+    ap.add_argument("--swap-pairs", type=int, help="at most N pairs for the personalization step's greedy slot swap")
     a = ap.parse_args()
 
     import pandas as pd
@@ -107,6 +108,8 @@ def main() -> None:
         pers = ["personalization", "--model", a.model, "--data", data, "--clusters", str(out / "cluster"),
                 "--matches", str(out / "match"), "--creatives", str(out / "generate"), "--train-set", a.teacher,
                 "--out", str(out / "personalization"), "--max-ads", str(a.n_ads), "--bf16"]
+        if a.swap_pairs:
+            pers += ["--swap-pairs", str(a.swap_pairs)]
         if a.judge_base_url and a.judge_samples:
             pers += ["--base-url", a.judge_base_url, "--judge-model", a.judge_model,
                      "--judge-samples", str(a.judge_samples)]

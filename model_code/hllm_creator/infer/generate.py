@@ -8,7 +8,7 @@
   seeded with ``seed + b``, so a run is reproducible).
 - Every output is cleaned (``creative.titles.clean_title``) and goes through the one gate
   (``creative.check.title_reasons``: every content word from the ad, no claims or other catalog
-  brands, no repetition, not cut off, at most 100 characters, a usable title of this product).
+  brands, no cut number, no repetition, not cut off, within the title budget, a usable title of this product).
 - What is served (``title``, with ``source``), by ``select``:
   ``slot`` (default): best of n by the gate and the Creative LLM's slot: of the ad's gate-passing
   compositions ``core - fact``, the one whose fact the cluster's slot points at (largest cosine
@@ -26,6 +26,17 @@
   (source ``distinct``); with none left (an ad with one fact) it keeps the repeat. The best-ranked
   cluster always keeps its title. Distinct is not personalized: which title goes to which audience
   is what ``hllm-creator personalization``'s audience fit (and its permutation test) measures.
+- ``select="predictor"``: of the greedy title (when it passes the gate) and the ad's gate-passing
+  compositions, the one the Item-User predictor rates the likeliest click for the cluster (the
+  do-no-harm estimate below, used to choose; source ``predictor``).
+- **Do no harm** (``harm_rule="predictor"``, default): after ``distinct``, a pair serves its
+  personalized title only where the Item-User predictor (``harm_gains``: the cluster's member-mean
+  embedding and ID part, as match scores it, against the ad's item text with the personalized title vs
+  with the original) rates a click at least ``harm_threshold`` log-odds likelier; else the original,
+  with the reason. ``candidate_title`` and ``harm_gain`` keep what was decided, so the personalization
+  step draws the frontier over thresholds. The evaluation ruler plays no part in it.
+- Every title keeps its original (``creative.facts.compositions``: the original within the 150-character
+  title budget plus one fact; the teacher's targets and the prompt's ``Product:`` line are the same).
 - ``personalized`` is true only when the served title differs from the original (case,
   punctuation, whitespace and plural endings folded).
 - ``lookup.parquet``: for each clustered user and each ad: the user's cluster and the title the
