@@ -193,13 +193,16 @@ def make_distinct(model, recs: list[dict], ads: dict, user_slot: np.ndarray, kno
     return changed
 
 
+HARM_MAX_TOKENS = 96  # a title within the 150-character budget is about 40 tokens: read it whole
+
+
 def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.ndarray,
                id_parts: np.ndarray | None = None, *, bf16: bool = False) -> np.ndarray:
     """The product's own estimate of what a served title does for its audience, per record: the
     Item-User predictor's log-odds of a click by the cluster (``cluster_emb``: the member-mean user
-    embeddings match scores with, plus the hybrid predictor's ``id_parts``) on the ad's item text with
-    the record's ``title``, minus the same with the original title. 0 for a record serving the original.
-    The evaluation ruler plays no part in it."""
+    embeddings match scores with, plus the hybrid predictor's ``id_parts``) on the record's ``title``
+    (read whole by the Item LLM, up to ``HARM_MAX_TOKENS``), minus the same with the original title.
+    0 for a record serving the original. The evaluation ruler plays no part in it."""
     import torch
 
     from hllm_creator.data.text import item_text
@@ -209,9 +212,17 @@ def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.nda
     for r in recs:
         item = by_id[r["item_id"]]
         for t in (r["title"], item["title"]):
-            texts.setdefault((r["item_id"], t), item_text({**item, "title": t}))
+            # the title alone, whole: the catalog's item text (title, brand, category, description) is cut
+            # to the Item LLM's token budget, which would cut the added fact off a long title and rate
+            # every personalized title exactly as its original
+            texts.setdefault((r["item_id"], t), item_text({"title": t}))
     keys = list(texts)
-    emb = model.encode_items([texts[k] for k in keys], autocast_bf16=bf16) if keys else None
+    budget = model.cfg.item_max_tokens
+    try:
+        model.cfg.item_max_tokens = max(budget, HARM_MAX_TOKENS)
+        emb = model.encode_items([texts[k] for k in keys], autocast_bf16=bf16) if keys else None
+    finally:
+        model.cfg.item_max_tokens = budget
     row = {k: i for i, k in enumerate(keys)}
     use_ids = bool(getattr(model, "predictor_items", None))
     gains = np.zeros(len(recs), dtype=np.float64)
