@@ -142,3 +142,12 @@ def test_construct_generate_and_prompts_use_one_composition(items):
         p2 = creative_prompts(ad_of(it))[1]
         assert f"Product: {base}" in p2
         assert set(candidate_titles(ad_of(it))) <= set(titles)
+
+
+def test_a_camel_case_name_is_not_split_in_two():
+    """The one title of the cpu run that the independent re-check refused: "TastePURE" written as
+    "taste pure" (the compound rule lets "non slip" stand for the ad's "non-slip", not a name)."""
+    ad = Ad(title="Camco 4ft TastePURE Drinking Water Hose - Lead and BPA Free", description="Non-slip grip.")
+    bad = gate("camco 4ft taste pure drinking water hose - lead and BPA free", ad)
+    assert any("taste" in r and "pure" in r for r in bad.reasons)
+    assert gate("Camco 4ft TastePURE Drinking Water Hose - Non slip grip", ad).ok

@@ -367,6 +367,7 @@ class _Facts(NamedTuple):
     negates: bool                  # the ad negates something (so a title's "no"/"not" may too)
     neg_pairs: dict                # (word before a negator, root after it) -> the ad's phrase: "will not rust"
     pairs: frozenset               # (word, root of the next word) of the ad, un-negated
+    names: frozenset = frozenset()  # roots of the ad's camel-case names ("TastePURE"): never split in two
 
 
 @functools.lru_cache(maxsize=4096)
@@ -410,6 +411,7 @@ def _source_facts(title: str, description: str, selling_points: tuple[str, ...],
         compounds.add(_root(tok.replace("-", "")))
     raw_text = " ".join([title, description, *selling_points, brand or "", *categories])
     raw = nfkc(raw_text)
+    names = frozenset(_root(w.lower()) for w in re.findall(r"[A-Za-z]+", raw) if re.search(r"[a-z][A-Z]", w))
     return _Facts(src=src, words=frozenset(_word_set(src)), compact=_compact(src),
                   values=frozenset(_all_number_values(src)), quantities=frozenset(_quantities(src)),
                   pos_roots=frozenset(pos), neg_roots=neg, compounds=frozenset(compounds),
@@ -418,7 +420,7 @@ def _source_facts(title: str, description: str, selling_points: tuple[str, ...],
                   else frozenset(),
                   symbols=frozenset(c for c in raw if not c.isascii() and unicodedata.category(c) == "So"),
                   negates=bool(neg) or any(w in _NEGATORS for w in words_seq),
-                  neg_pairs=neg_pairs, pairs=frozenset(pairs))
+                  neg_pairs=neg_pairs, pairs=frozenset(pairs), names=names)
 
 
 def _facts(ad: Ad) -> _Facts:
@@ -615,10 +617,10 @@ def _content_word_reasons(t: str, facts: _Facts, skip: set[str]) -> list[str]:
             continue
         nxt = words[i + 1] if i + 1 < len(words) else ""
         prv = words[i - 1] if i > 0 else ""
-        if nxt and _root(w + nxt) in facts.pos_roots:
-            done.add(i + 1)  # "non slip" vs the ad's "nonslip"
+        if nxt and _root(w + nxt) in facts.pos_roots and _root(w + nxt) not in facts.names:
+            done.add(i + 1)  # "non slip" vs the ad's "nonslip" (a name like "TastePURE" stays whole)
             continue
-        if prv and _root(prv + w) in facts.pos_roots:
+        if prv and _root(prv + w) in facts.pos_roots and _root(prv + w) not in facts.names:
             continue
         if not neg and r in facts.neg_roots:
             flipped.append(f"'{w}' (the ad says '{facts.neg_roots[r]}')")
