@@ -165,9 +165,13 @@ def main() -> None:
     ap.add_argument("--n-ads", type=int, default=60)
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--user-k", type=int, default=32, help="the K whose selected clusters' held-out members get "
-                    "a title each in the per-user path")
+                    "a title each in the per-user path (not among --ks: no per-user path)")
+    ap.add_argument("--scale-top-k", action="store_true", help="select top_k x K / user_k clusters per ad, so every K "
+                    "reaches about the same share of users (the generations then grow with K); default: top_k "
+                    "for every K")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--permutations", type=int, default=1000)
+    ap.add_argument("--name", default="personalization_sweep", help="benchmarks/results/NAME.json")
     a = ap.parse_args()
 
     from hllm_creator.infer.bench_utils import save
@@ -179,8 +183,9 @@ def main() -> None:
     for k in [int(x) for x in a.ks.split(",")]:
         d = out / f"k{k}"
         t = {"cluster": cli(exe, ["cluster", "--embeddings", a.embed, "--out", str(d / "cluster"), "--k", str(k)], env)}
+        top_k = max(1, round(a.top_k * k / a.user_k)) if a.scale_top_k and a.user_k else a.top_k
         t["match"] = cli(exe, ["match", "--model", a.model, "--data", a.data, "--clusters", str(d / "cluster"),
-                               "--out", str(d / "match"), "--n-ads", str(a.n_ads), "--top-k", str(a.top_k)], env)
+                               "--out", str(d / "match"), "--n-ads", str(a.n_ads), "--top-k", str(top_k)], env)
         t["generate"] = cli(exe, ["generate", "--model", a.model, "--data", a.data, "--matches", str(d / "match"),
                                   "--clusters", str(d / "cluster"), "--out", str(d / "generate"), "--bf16",
                                   "--select", "slot", "--max-new-tokens", "1", "--quiet"], env)
@@ -193,7 +198,7 @@ def main() -> None:
         res = json.loads((d / "personalization" / "personalization.json").read_text())
         fit = res["audience_fit"]
         gen = json.loads((d / "generate" / "generate_meta.json").read_text())
-        rows.append({"k": k, "generations": gen["generations"], "seconds": t,
+        rows.append({"k": k, "top_k": top_k, "generations": gen["generations"], "seconds": t,
                      "served_personalized_share": fit.get("served_personalized_share"),
                      "heldout_members": res["heldout_members_used"],
                      "fit_original": fig_of(fit, "fit_original"), "fit_other": fig_of(fit, "fit_other"),
@@ -209,7 +214,7 @@ def main() -> None:
         print(json.dumps({k: v for k, v in user.items() if k != "harm_frontier"})[:600], flush=True)
     result = {"model": a.model, "n_ads": a.n_ads, "top_k": a.top_k, "clusters": rows, "per_user": user,
               "workdir": str(out)}
-    save("personalization_sweep", result)
+    save(a.name, result)
     log_mlflow(result, env["MLFLOW_TRACKING_URI"])
     print(f"{'K':>8} {'generations':>11} {'personalized':>12} {'fit vs original [95% CI] (MDE)':>42} "
           f"{'fit vs other, perm p':>22}")
