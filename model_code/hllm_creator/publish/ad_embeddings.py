@@ -101,7 +101,7 @@ def write_item_embeddings(model, items: pd.DataFrame, out_dir: str | Path, *, mo
                 key = cache_key(cache.model_hash, txt)
                 if key not in cache._mem:
                     cache._mem[key] = np.asarray(t.matrix[k], dtype=np.float32)
-                    reused += 1
+                reused += 1  # rows (items), not distinct texts: two items may share a text
     seeded = seed_cache(cache, model, model_dir, items) if model_dir is not None else 0
     before = cache.misses
     mat = cache.get([texts[i] for i in ids], _encoder(model, 32), progress=progress, desc="catalog items")
