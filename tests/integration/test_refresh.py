@@ -34,18 +34,17 @@ FEED = [
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("refresh_store")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HLLM_WORKDIR", str(root))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.delenv("HLLM_PARENT_RUN_ID", raising=False)
+    from helpers import module_store
+
+    with module_store(tmp_path_factory.mktemp("refresh_store")) as root:
         yield root
 
 
 @pytest.fixture(autouse=True)
-def _use_store(_isolated_tracking, store, monkeypatch):
-    monkeypatch.setenv("HLLM_WORKDIR", str(store))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+def _shared_store(_isolated_tracking, store, monkeypatch):
+    from helpers import use_store
+
+    use_store(monkeypatch, store)
 
 
 @pytest.fixture(scope="module")
