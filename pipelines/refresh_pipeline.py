@@ -28,8 +28,8 @@ Outputs = typing.NamedTuple("Outputs", OUTPUTS)
 
 
 def build_refresh_pipeline(*, top_k: int = 3, select: str = "generated", max_new_tokens: int = 40,
-                           bf16: bool = False, judge_samples: int = 0, heldout_share: float = 0.1,
-                           max_ads: int = 200, register: bool = True, local: bool = True):
+                           bf16: bool = False, batch_size: int = 16, swap_pairs: int = 32, judge_samples: int = 0,
+                           heldout_share: float = 0.1, max_ads: int = 200, register: bool = True, local: bool = True):
     """The refresh pipeline function (its settings compiled in as constants; run parameters: the
     bundle, feed and dataset URIs and the judge's endpoint)."""
 
@@ -47,13 +47,14 @@ def build_refresh_pipeline(*, top_k: int = 3, select: str = "generated", max_new
         matched = match(model=model, dataset=data, clusters=clusters, feed=prep.outputs["checked_feed"], top_k=top_k)
         matched.set_display_name("match")
         gen = generate(model=model, dataset=data, clusters=clusters, matches=matched.outputs["matches"],
-                       select=select, max_new_tokens=max_new_tokens, bf16=bf16)
+                       select=select, max_new_tokens=max_new_tokens, bf16=bf16, batch_size=batch_size)
         gen.set_display_name("generate")
         creatives = gen.outputs["creatives"]
         pers = personalization_eval(model=model, dataset=data, clusters=clusters, matches=matched.outputs["matches"],
                                     creatives=creatives, judge_base_url=llm_base_url, judge_model=llm_model,
                                     judge_samples=0, heldout_share=heldout_share, max_ads=max_ads,
-                                    max_new_tokens=min(max_new_tokens, 24), bf16=bf16)
+                                    max_new_tokens=min(max_new_tokens, 24), bf16=bf16, batch_size=batch_size,
+                                    swap_pairs=swap_pairs)
         pers.set_display_name("personalization-eval")
         kw = {}
         if judge_samples:

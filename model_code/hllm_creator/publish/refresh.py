@@ -59,6 +59,8 @@ class RefreshConfig(StepConfig):
     heldout_share: float = Field(0.1, gt=0.0, le=1.0)
     permutations: int = Field(2000, ge=0)
     max_ads: int = Field(200, ge=1, description="personalization: the first N new ads")
+    swap_pairs: int | None = Field(32, ge=1, description="personalization: at most N pairs for the greedy slot swap "
+                                   "(two generations each; None = all)")
     register: bool = True
 
 
@@ -250,7 +252,8 @@ def run(cfg: RefreshConfig, out: str | Path, *, llm=None, progress: bool = True)
                                          clusters_dir=prep["clusters"], matches=str(out / "match"),
                                          creatives=str(out / "generate"), max_ads=cfg.max_ads,
                                          heldout_share=cfg.heldout_share, permutations=cfg.permutations,
-                                         max_new_tokens=min(cfg.max_new_tokens, 24), bf16=cfg.bf16)
+                                         max_new_tokens=min(cfg.max_new_tokens, 24), bf16=cfg.bf16,
+                                         swap_pairs=cfg.swap_pairs, batch_size=cfg.batch_size)
             pres = pers_run(pcfg, pers_dir, model=model, progress=progress)
             secs["personalization"] = time.time() - t
         del model

@@ -22,6 +22,9 @@ def refresh_cmd(
     top_k: int = typer.Option(3, "--top-k", help="Clusters selected per ad."),
     select: str = typer.Option("generated", "--select", help="generate's choice of served title: generated | slot."),
     max_new_tokens: int = typer.Option(40, "--max-new-tokens"),
+    batch_size: int = typer.Option(16, "--batch-size", help="Generations per Creative LLM call (generate and the "
+                                                            "personalization swap)."),
+    swap_pairs: int = typer.Option(32, "--swap-pairs", help="Personalization: at most N pairs for the greedy slot swap."),
     bf16: bool = typer.Option(False, "--bf16/--no-bf16", help="bf16 autocast for the Creative LLM."),
     judge_samples: int = typer.Option(0, "--judge-samples", help="GSB samples of the new ads (0 = none; the judge "
                                                                  "is $OPENAI_BASE_URL or --llm-url)."),
@@ -56,7 +59,8 @@ def refresh_cmd(
             from pipelines.refresh_runner import run_refresh_local
 
             res = run_refresh_local(bundle=bundle, feed=feed, data_dir=data, pipeline_root=out, top_k=top_k,
-                                    select=select, max_new_tokens=max_new_tokens, bf16=bf16,
+                                    select=select, max_new_tokens=max_new_tokens, bf16=bf16, batch_size=batch_size,
+                                    swap_pairs=swap_pairs,
                                     judge_samples=judge_samples, llm_base_url=llm_url,
                                     heldout_share=heldout_share, register=register)
         else:
@@ -69,6 +73,7 @@ def refresh_cmd(
                 llm = LLMConfig(base_url=llm_url or None, progress=False, cache_path=default_cache_path())
             cfg = RefreshConfig(feed=str(feed), data_dir=str(data), bundle=str(bundle), top_k=top_k, select=select,
                                 max_new_tokens=max_new_tokens, bf16=bf16, judge_samples=judge_samples,
+                                batch_size=batch_size, swap_pairs=swap_pairs,
                                 personalization=personalization, heldout_share=heldout_share, register=register)
             res = run(cfg, out, llm=llm, progress=False)
     except BundleError as e:
