@@ -81,8 +81,11 @@ def refresh_cmd(
         raise typer.Exit(2) from None
     typer.secho(f"refreshed bundle {res.get('bundle_id')} at {res.get('bundle')} in {res.get('total_seconds')} s",
                 fg="green")
-    typer.echo(json.dumps({k: res.get(k) for k in ("prepare", "match", "generate", "personalization", "merge",
-                                                    "seconds", "version", "parent_run_id") if k in res},
+    shown = {k: res.get(k) for k in ("prepare", "match", "generate", "personalization", "merge", "seconds", "version",
+                                     "parent_run_id") if k in res}
+    if isinstance(shown.get("prepare"), dict):  # the feed's ids are in the bundle; their count is enough here
+        shown["prepare"] = {k: v for k, v in shown["prepare"].items() if k != "ads"}
+    typer.echo(json.dumps(shown,
                           indent=2, default=str))
     if res.get("version"):
         typer.echo(f"  serve it: hllm-creator serve predictor --model-uri models:/hllm-creator/{res['version']}")
