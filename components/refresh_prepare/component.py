@@ -1,6 +1,6 @@
 """refresh_prepare: check an ad feed against a served bundle, write the refresh dataset (catalog + new
 ads without clicks), the bundle's clusters and model as step outputs (glue for
-``hllm_creator.publish.refresh.prepare``)."""
+``hllm_creator.publish.refresh.run_prepare``)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -36,7 +36,7 @@ def refresh_prepare(
     from pathlib import Path
 
     from hllm_creator.publish.bundle import _copy_tree
-    from hllm_creator.publish.refresh import prepare
+    from hllm_creator.publish.refresh import run_prepare
 
     src = Path(feed.path)
     if src.is_dir():  # an imported dir: the one feed file in it
@@ -46,7 +46,7 @@ def refresh_prepare(
         src = files[0]
     work = Path(tempfile.mkdtemp(prefix="refresh-prepare-"))
     try:
-        res = prepare(bundle.path, src, dataset.path, work)
+        res = run_prepare(bundle.path, src, dataset.path, work)
         for key, art in (("dataset", refresh_dataset), ("clusters", clusters)):
             _copy_tree(Path(res[key]), Path(art.path))
         _copy_tree(Path(res["feed"]).parent, Path(checked_feed.path))

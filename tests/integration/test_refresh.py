@@ -204,3 +204,11 @@ def test_refresh_as_a_kfp_local_run(base, store):
     m = pd.read_parquet(f"{res['bundle']}/artifacts/matches.parquet")
     assert {"FEED-1", "FEED-2", "FEED-3"} <= set(m["item_id"])
     assert res["personalization"] is not None
+    from hllm_creator import tracking
+
+    client = tracking.mlflow_utils._mlflow().MlflowClient()
+    parent = client.get_run(res["parent_run_id"])
+    kids = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {"refresh-prepare", "match", "generate", "personalization", "publish"} <= \
+        {k.data.tags.get("step") for k in kids}

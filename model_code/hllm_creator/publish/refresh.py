@@ -124,6 +124,20 @@ def prepare(bundle: str | Path, feed: str | Path, data_dir: str | Path, out: str
             "catalog_items": int(len(ds_out.items))}
 
 
+def run_prepare(bundle: str | Path, feed: str | Path, data_dir: str | Path, out: str | Path,
+                config=None) -> dict[str, Any]:
+    """:func:`prepare` as the step ``refresh-prepare``: an MLflow step run (nested under the refresh's
+    parent run) with its counts as metrics."""
+    from hllm_creator import tracking
+
+    params = config if config is not None else {"bundle": str(bundle), "feed": str(feed), "data_dir": str(data_dir)}
+    with tracking.step_run("refresh-prepare", params):
+        res = prepare(bundle, feed, data_dir, out)
+        tracking.log_metrics({k: res[k] for k in ("new_ads", "catalog_ads_in_feed", "advertiser_selling_points",
+                                                  "catalog_items")})
+    return res
+
+
 def feed_ads(path: str | Path) -> list[str]:
     """The ad ids of a checked feed (``feed.parquet`` or a dir holding it), in feed order."""
     p = Path(path)
@@ -205,10 +219,7 @@ def run(cfg: RefreshConfig, out: str | Path, *, llm=None, progress: bool = True)
     with tracking.parent_run("refresh", tags={"pipeline": "refresh", "base_bundle": str(cfg.bundle)}) as parent:
         tracking.log_config(cfg)
         t = time.time()
-        with tracking.step_run("refresh-prepare", cfg):
-            prep = prepare(cfg.bundle, cfg.feed, cfg.data_dir, out)
-            tracking.log_metrics({k: prep[k] for k in ("new_ads", "catalog_ads_in_feed", "advertiser_selling_points",
-                                                       "catalog_items")})
+        prep = run_prepare(cfg.bundle, cfg.feed, cfg.data_dir, out, config=cfg)
         ds_name, ds_hash = dataset_fingerprint(prep["dataset"])
         client = tracking.mlflow_utils._mlflow().MlflowClient()
         for k, v in {"dataset": ds_name, "dataset_hash": ds_hash, "feed_hash": prep["feed_hash"],
