@@ -59,8 +59,9 @@ def add_synthetic(b: Path, n: int, seed: int = 0) -> None:
     art = b / "artifacts"
     items = pd.read_parquet(art / "items.parquet")
     rng = np.random.default_rng(seed)
-    words = " ".join(items["title"].astype(str)).split()
-    titles = [" ".join(rng.choice(words, size=8)) + f" S{k}" for k in range(n)]
+    words = np.array(" ".join(items["title"].astype(str)).split())
+    pick = rng.integers(0, len(words), size=(n, 8))
+    titles = [" ".join(words[row]) + f" S{k}" for k, row in enumerate(pick)]
     syn = pd.DataFrame({"item_id": [f"SYN{k:07d}" for k in range(n)], "title": titles, "description": "",
                         "brand": None, "categories": [["Synthetic"]] * n, "selling_points": [[]] * n})
     for f in ("items.parquet", EMB_NPY, EMB_INDEX, EMB_META):  # replace the links, never write through them
