@@ -120,6 +120,29 @@ def tiny_embed_and_cluster(root: str | Path, data, mdir, *, k: int = 4):
 
 
 # ---- tracking --------------------------------------------------------------------------------------
+def module_store(root: str | Path):
+    """A context manager: HLLM_WORKDIR + a sqlite MLflow store under ``root`` for a module's fixtures
+    (servers started as subprocesses inherit them), no parent run inherited; restored on exit."""
+    import contextlib
+
+    import pytest
+
+    @contextlib.contextmanager
+    def ctx():
+        with pytest.MonkeyPatch.context() as mp:
+            use_store(mp, root)
+            mp.delenv("HLLM_PARENT_RUN_ID", raising=False)
+            yield Path(root)
+
+    return ctx()
+
+
+def use_store(monkeypatch, root: str | Path) -> None:
+    """Point HLLM_WORKDIR and MLFLOW_TRACKING_URI at ``root`` (a module's shared store)."""
+    monkeypatch.setenv("HLLM_WORKDIR", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path(root) / 'mlflow.db'}")
+
+
 def init_tracking_store() -> None:
     """Create the sqlite store's tables now, so parallel subprocess tasks do not race to migrate it."""
     from hllm_creator.tracking import ensure_experiment

@@ -14,6 +14,7 @@ def match(
     clusters: Input[Dataset],
     matches: Output[Dataset],
     metrics: Output[Metrics],
+    feed: Input[Dataset] = None,
     ads: str = "",
     n_ads: int = 20,
     top_k: int = 3,
@@ -28,6 +29,7 @@ def match(
         clusters: Output dir of the cluster step.
         matches: Output dir: matches.parquet (item_id, cluster_id, score, rank, selected) + match_meta.json.
         metrics: Pairs scored/selected, mean and min coverage.
+        feed: A checked ad feed (refresh-prepare's feed output): its ad_ids are the ads (overrides ads/n_ads).
         ads: Comma-separated ad item ids ("" = the n_ads most-clicked items).
         n_ads: Number of default ads.
         top_k: Clusters selected per ad.
@@ -38,6 +40,7 @@ def match(
 
     cfg = MatchConfig(model_dir=model.path, data_dir=dataset.path, clusters_dir=clusters.path,
                       ads=[a.strip() for a in ads.split(",") if a.strip()], n_ads=n_ads, top_k=top_k,
+                      ads_from=feed.path if feed is not None else None,
                       threshold=threshold if threshold >= 0 else None, batch_size=batch_size)
     meta = run(cfg, matches.path, progress=False)
     matches.metadata.update({"ads": len(meta["ads"]), "k": meta["k"], "pairs_selected": meta["pairs_selected"]})

@@ -71,6 +71,10 @@ def _register() -> None:
 
     app.command("publish")(publish_cmd)
     app.command("ab-report")(ab_report_cmd)
+    # -- refresh: a bundle + an ad feed -> a new bundle version, no training (issue 26) ---------
+    from hllm_creator.publish.refresh_commands import refresh_cmd
+
+    app.command("refresh")(refresh_cmd)
 
 
 _register()

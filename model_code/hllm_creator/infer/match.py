@@ -8,8 +8,9 @@
   selected, and with a ``threshold`` only those whose score is at least the threshold.
 - Coverage of an ad = users in its selected clusters / all clustered users: the share of users who
   receive a personalized title for that ad.
-- Ads: ``ads`` (item ids) when given, else the ``n_ads`` most-clicked items of the dataset (clicks =
-  label 1 rows; ties by item_id): deterministic.
+- Ads: ``ads_from`` (a checked ad feed: its ad_ids, which ``refresh`` adds to the dataset as items
+  without clicks: the Item LLM scores an ad by its text alone), else ``ads`` (item ids) when given,
+  else the ``n_ads`` most-clicked items of the dataset (clicks = label 1 rows; ties by item_id).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class MatchConfig(StepConfig):
     data_dir: str
     clusters_dir: str
     ads: list[str] = Field(default_factory=list, description="Ad item ids; empty: the n_ads most clicked.")
+    ads_from: str | None = Field(None, description="A checked ad feed (refresh's feed.parquet, or its dir): its "
+                                 "ad_ids are the ads (items of the dataset: refresh adds them; no clicks needed).")
     n_ads: int = Field(20, ge=1)
     top_k: int = Field(3, ge=1, description="Clusters selected per ad.")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Minimum match score to select.")
@@ -181,7 +184,12 @@ def run(cfg: MatchConfig, out: str | Path, *, progress: bool = True, model=None)
     ds = load_dataset(cfg.data_dir)
     _, user_slot, asg, cmeta = cl.load(cfg.clusters_dir)
     sizes = np.bincount(asg["cluster_id"].to_numpy(), minlength=len(user_slot))
-    ads = check_ads(cfg.ads, ds.items) if cfg.ads else default_ads(ds.items, ds.interactions, cfg.n_ads)
+    if cfg.ads_from:  # an advertiser's feed: ads outside the click catalog are scored by their text alone
+        from hllm_creator.publish.refresh import feed_ads
+
+        ads = check_ads(feed_ads(cfg.ads_from), ds.items)
+    else:
+        ads = check_ads(cfg.ads, ds.items) if cfg.ads else default_ads(ds.items, ds.interactions, cfg.n_ads)
     model = model if model is not None else load_model(cfg.model_dir)
     if user_slot.shape[1] != model.user_hidden_size:
         raise DataError(f"cluster centroids have dim {user_slot.shape[1]}, the model's user embedding "
@@ -200,7 +208,8 @@ def run(cfg: MatchConfig, out: str | Path, *, progress: bool = True, model=None)
             with atomic_path(out / MEMBER_ID_PARTS) as tmp, open(tmp, "wb") as f:
                 np.save(f, id_parts.astype(np.float32))
         sel = m[m["selected"]]
-        meta = {"ads": ads, "ads_chosen_by": "given" if cfg.ads else f"{cfg.n_ads} most-clicked items",
+        chosen = "feed" if cfg.ads_from else "given" if cfg.ads else f"{cfg.n_ads} most-clicked items"
+        meta = {"ads": ads, "ads_chosen_by": chosen,
                 "k": int(len(user_slot)), "users": int(sizes.sum()), "top_k": cfg.top_k,
                 "threshold": cfg.threshold, "pairs_scored": int(len(m)), "pairs_selected": int(len(sel)),
                 "mean_coverage": float(cov["coverage"].mean()), "min_coverage": float(cov["coverage"].min()),

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hllm_creator.data.schema import dataset_fingerprint
-from hllm_creator.infer.common import CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
+from hllm_creator.infer.common import ASSIGNMENTS, CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
 from hllm_creator.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ ARTIFACTS = "artifacts"
 ITEMS = "items.parquet"
 
 # file -> (source step output, required)
-CLUSTER_FILES = {CENTROIDS: True, CLUSTER_META: True, MEMBER_MEANS: False, MEDOIDS: False}
+# assignments.parquet: a refresh (``hllm-creator refresh``) matches new ads against these clusters
+CLUSTER_FILES = {CENTROIDS: True, CLUSTER_META: True, MEMBER_MEANS: False, MEDOIDS: False, ASSIGNMENTS: False}
 MATCH_FILES = {MATCHES: True, "match_meta.json": False, "member_id_parts.npy": False}  # last: hybrid predictor
 CREATIVE_FILES = {CREATIVES: True, "generate_meta.json": False}
 
@@ -157,8 +158,13 @@ def _figures(inp: BundleInputs) -> dict[str, Any]:
     return out
 
 
-def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, Any] | None = None) -> dict:
-    """Write the bundle of ``inp`` to ``out`` (atomically) and return its manifest."""
+def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, Any] | None = None,
+                    item_embeddings: bool = False, reuse_embeddings: list[str | Path] = ()) -> dict:
+    """Write the bundle of ``inp`` to ``out`` (atomically) and return its manifest.
+
+    ``item_embeddings``: also compute the catalog's item embeddings with the bundle's model
+    (``publish.ad_embeddings``: reused from ``reuse_embeddings`` bundles' artifacts, the model dir and
+    the item cache first), so a server never encodes the catalog at load."""
     from hllm_creator.io import atomic_dir
 
     out = Path(out).expanduser().resolve()
@@ -190,6 +196,17 @@ def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, A
         for src, name in plan:
             _link_or_copy(src, tmp / ARTIFACTS / name)
         _link_or_copy(items, tmp / ARTIFACTS / ITEMS)
+        emb_meta = None
+        if item_embeddings:
+            import pandas as pd
+
+            from hllm_creator.model import HLLMCreator
+            from hllm_creator.publish.ad_embeddings import write_item_embeddings
+
+            model = HLLMCreator.load(tmp / MODEL)
+            emb_meta = write_item_embeddings(model, pd.read_parquet(items), tmp / ARTIFACTS, model_dir=tmp / MODEL,
+                                             reuse=list(reuse_embeddings))
+            del model
         files = {}
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
@@ -206,7 +223,11 @@ def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, A
             "model_hash": model_hash,
             "dataset": ds_name,
             "dataset_hash": ds_hash,
+            # the users' clicks the clusters were made of: a refresh checks its --data against it
+            "interactions_sha256": (_json(items.parent / "manifest.json").get("sha256") or {}).get(
+                "interactions.parquet"),
             "figures": _figures(inp),
+            "item_embeddings": emb_meta,
             "files": files,
             **{k: v for k, v in (run_info or {}).items() if v is not None},
         }

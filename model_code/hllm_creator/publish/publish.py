@@ -55,7 +55,8 @@ def _run_info(parent: str | None) -> dict[str, Any]:
 
 
 def publish(inp: BundleInputs, out: str | Path, *, register: bool = True, check: bool = True,
-            aliases: tuple[str, ...] = ("candidate",), check_creative: bool = True) -> dict[str, Any]:
+            aliases: tuple[str, ...] = ("candidate",), check_creative: bool = True,
+            reuse_embeddings: list[str | Path] = (), run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the bundle of ``inp`` at ``out``, load it with the real predictor and creative
     models, and register it (alias ``candidate``) in a ``publish`` step run nested under the
     pipeline run. Nothing is registered when the check fails. Returns the manifest, the check's
@@ -64,8 +65,8 @@ def publish(inp: BundleInputs, out: str | Path, *, register: bool = True, check:
 
     parent = pipeline_run_of(inp)
     inp.mlflow_run_id = parent
-    info = _run_info(parent)
-    manifest = assemble_bundle(inp, out, run_info=info)
+    info = {**_run_info(parent), **(run_info or {})}
+    manifest = assemble_bundle(inp, out, run_info=info, item_embeddings=True, reuse_embeddings=reuse_embeddings)
     if info.get("pipeline_dataset_hash") and info["pipeline_dataset_hash"] != manifest["dataset_hash"]:
         raise BundleError(f"the item catalog's dataset ({manifest['dataset_hash']}) is not the run's "
                           f"({info['pipeline_dataset_hash']}, pipeline run {parent}): give the run's --data dir")
@@ -88,6 +89,9 @@ def publish(inp: BundleInputs, out: str | Path, *, register: bool = True, check:
                 figs.update({"bundle_items": res["check"]["items"], "bundle_clusters": res["check"]["clusters"],
                              "bundle_creatives": res["check"]["creatives"],
                              "bundle_check_seconds": res["check"]["seconds"]})
+            em = manifest.get("item_embeddings") or {}
+            figs.update({f"bundle_item_emb_{k}": em[k] for k in ("count", "encoded", "reused_from_bundle",
+                                                                  "seconds") if k in em})
             tracking.log_metrics(figs)
             mi = tracking.register_bundle(out, manifest, aliases=aliases)
             res.update({"registered": tracking.MODEL_NAME, "version": str(mi.registered_model_version),

@@ -91,7 +91,30 @@ class ServingAssets:
     selected: dict[tuple[str, int], dict] = field(default_factory=dict)   # (item, cluster) -> match row
     matched_items: set = field(default_factory=set)
     item_cache: Any = None
+    emb_table: Any = None                        # publish.ad_embeddings.EmbeddingTable: the bundle's vectors
     _title_lru: OrderedDict = field(default_factory=OrderedDict)
+
+    # -- precomputed item embeddings (a bundle's item_embeddings.npy): looked up by id, never encoded
+    def precomputed(self, item_id: str) -> bool:
+        return self.emb_table is not None and item_id in self.emb_table
+
+    def scorable(self, item_id: str) -> bool:
+        """An ad the predictor may score: in the catalog and, when the bundle carries precomputed
+        embeddings, among them (the request path never encodes an ad)."""
+        return item_id in self.items and (self.emb_table is None or item_id in self.emb_table)
+
+    def catalog_embeddings(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Embeddings of catalog items by id: precomputed rows, else the item cache (encoding misses:
+        only history items of a bundle without precomputed rows for them)."""
+        d = int(self.model.item_hidden_size)
+        out = np.zeros((len(item_ids), d), np.float32)
+        pre = [k for k, i in enumerate(item_ids) if self.precomputed(i)]
+        rest = [k for k, i in enumerate(item_ids) if not self.precomputed(i)]
+        if pre:
+            out[pre] = self.emb_table.rows([item_ids[k] for k in pre])
+        if rest:
+            out[rest] = self.item_embeddings([self.item_text_of(item_ids[k]) for k in rest])
+        return out
 
     # -- item embeddings
     def item_text_of(self, item_id: str) -> str:
@@ -130,14 +153,14 @@ class ServingAssets:
         return out
 
     def history_texts(self, history: list[str]) -> tuple[list[tuple[bool, str]], HistoryInfo]:
-        """The last HISTORY_KEPT entries -> [(is_catalog_item, item text)]; unknown ids dropped."""
+        """The last HISTORY_KEPT entries -> [(is_catalog_item, item id | title text)]; unknown ids dropped."""
         from hllm_creator.data.text import item_text
 
         info = HistoryInfo()
         texts = []
         for e in history[-HISTORY_KEPT:]:
             if e in self.items:
-                texts.append((True, self.item_text_of(e)))
+                texts.append((True, e))
             elif looks_like_id(e):
                 info.unknown_ids += 1
             else:
@@ -160,7 +183,7 @@ class ServingAssets:
         cat = [i for i, (c, _) in enumerate(flat) if c]
         free = [i for i, (c, _) in enumerate(flat) if not c]
         if cat:
-            emb[cat] = self.item_embeddings([flat[i][1] for i in cat])
+            emb[cat] = self.catalog_embeddings([flat[i][1] for i in cat])
         if free:
             emb[free] = self.title_embeddings([flat[i][1] for i in free])
         seqs, rows, o = [], [], 0
@@ -214,6 +237,34 @@ class ServingAssets:
             if m == "cluster" and c >= 0 and vec is not None:
                 out[i] = vec[c]
         return out
+
+
+def _emb_table(art: Path, model):
+    """The artifacts' precomputed item embeddings for this model, or None when absent; another model's
+    hash or dim is an error (the bundle's files disagree), never silently re-embedded."""
+    from hllm_creator.publish.ad_embeddings import EMB_META, read_table
+
+    f = _find(art, EMB_META)
+    if f is None:
+        return None
+    t = read_table(f.parent)
+    if t is None:
+        return None
+    if t.model_hash != model.model_hash:
+        raise ValueError(f"{f}: item embeddings of model {t.model_hash}, the bundle's model is {model.model_hash}")
+    if len(t) and t.matrix.shape[1] != int(model.item_hidden_size):
+        raise ValueError(f"{f}: item embeddings have dim {t.matrix.shape[1]}, the model's {model.item_hidden_size}")
+    return t
+
+
+def _stale_rows(a: ServingAssets, table) -> list[str]:
+    """Rows whose text hash is not the catalog's text of that item (checked for the ads with
+    creatives, i.e. what the predictor answers; the full check runs in ``publish``)."""
+    from hllm_creator.publish.ad_embeddings import text_sha
+
+    ads = {i for i, _ in a.creatives} | a.matched_items
+    return [i for i in ads if i in table and i in a.items
+            and table.shas[table.row[i]] != text_sha(a.item_text_of(i))]
 
 
 def _read_items(path: Path) -> dict[str, dict]:
@@ -326,11 +377,20 @@ def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path
         cat = _read_items(Path(items))
         cat.update({k: v for k, v in a.items.items() if k not in cat})
         a.items = cat
-    if a.items:  # every catalog item embedded before ready: the request path only looks them up
+    table = _emb_table(art, model) if art is not None else None
+    if table is not None:  # the bundle's precomputed vectors: looked up by id, nothing encoded at load
+        a.emb_table = table
+        stale = _stale_rows(a, table)
+        for i in stale:  # a row computed from another text than the catalog's: never served
+            table.row.pop(i, None)
+        missing = sum(1 for i in a.items if i not in table)
+        log.info("item embeddings: %d precomputed rows (model %s) memory-mapped; %d catalog items without one "
+                 "(%d stale) are not scored as ads", len(table), table.model_hash, missing, len(stale))
+    elif a.items:  # no precomputed rows (outputs of an older publish): every catalog item embedded before ready
         t1 = time.time()
         a.item_embeddings([a.item_text_of(i) for i in a.items])
-        log.info("item embeddings of %d catalog items ready in %.1fs (cache misses: %d)", len(a.items),
-                 time.time() - t1, cache.misses)
+        log.info("item embeddings of %d catalog items ready in %.1fs (cache misses: %d; a bundle from "
+                 "`hllm-creator publish` carries them precomputed)", len(a.items), time.time() - t1, cache.misses)
     log.info("serving assets loaded in %.1fs: %d items, %s clusters, %d selected pairs, %d creatives",
              time.time() - t0, len(a.items), None if a.centroids is None else len(a.centroids),
              len(a.selected), len(a.creatives))

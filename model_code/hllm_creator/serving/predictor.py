@@ -127,12 +127,12 @@ class Predictor(BatchedModel):
         user_emb, infos = a.user_embeddings([i.user_history for i in insts])
         cids = a.assign(user_emb)
         cond = a.conditioning(user_emb, cids, [i.score_with for i in insts], for_scoring=True)
-        known = sorted({x for i in insts for x in i.candidate_ad_ids if x in a.items})
+        known = sorted({x for i in insts for x in i.candidate_ad_ids if a.scorable(x)})
         col = {x: j for j, x in enumerate(known)}
         scores = np.full((len(insts), len(known)), np.nan, np.float32)
         ok = np.nonzero(np.isfinite(cond).all(axis=1))[0]
         if len(known) and len(ok):
-            item_emb = a.item_embeddings([a.item_text_of(x) for x in known])
+            item_emb = a.catalog_embeddings(known)  # precomputed rows (a bundle's) or the load-time cache
             # the hybrid predictor's ID parts (None without ID embeddings): as match scored them
             parts = a.id_parts([i.user_history for i in insts], cids, [i.score_with for i in insts])
             with torch.no_grad():
@@ -160,6 +160,11 @@ class Predictor(BatchedModel):
         original = str(a.items[ad]["title"])
         sc = float(score) if np.isfinite(score) else None
         base = {"ad_id": ad, "score": sc, "original_title": original}
+        if not a.scorable(ad):  # in the catalog, no precomputed vector: never encoded on the request path
+            self.fallback("not_in_bundle")
+            return base | {"title": original, "personalized": False,
+                           "reasons": [f"ad {ad} is not among this bundle's embedded ads (not scored; "
+                                       "add it with `hllm-creator refresh --feed`): original title"]}
         if cold:
             self.fallback("cold_start")
             return base | {"title": original, "personalized": False,

@@ -1,0 +1,287 @@
+"""A refresh without retraining: a served bundle + an advertiser's ad feed -> a new bundle version.
+
+The paper's Item LLM reads an ad's text, so an ad with no clicks can be scored: nothing is trained.
+Steps (each an MLflow step run nested under one ``refresh`` parent run, as the main pipeline's):
+
+1. ``refresh-prepare`` (:func:`prepare`): check the feed against the bundle's catalog
+   (``data.feed``: missing title, duplicate ad_id, an id that names a catalog item of other text...),
+   write the refresh dataset (the bundle's catalog + the feed's new ads as items without clicks, and
+   the training dataset's interactions: ``--data``, checked against the bundle's record of them) and
+   the bundle's clusters as a cluster dir (centroids, slots, assignments): nothing is re-clustered;
+2. ``match``: embed the feed's ads with the bundle's Item LLM and score them against the existing
+   clusters (``infer.match``, ``ads_from`` = the feed);
+3. ``generate``: titles for the selected (ad, cluster) pairs through the gate (``infer.generate``,
+   unchanged: the advertiser's selling points are the ad record's ``selling_points``);
+4. ``gsb-eval`` (when a judge is given) and ``personalization`` on held-out users (the feed's ads);
+5. ``publish`` (:func:`merge_and_publish`): the bundle's matches/creatives with the feed's ads'
+   replaced or added, the merged catalog, item embeddings reused from the old bundle (only the new
+   ads' rows are new, and those were computed by match), checked by loading, registered as a new
+   version with alias ``candidate``: ready for the canary flow (docs/deploy.md).
+
+``pipelines/refresh_pipeline.py`` runs the same steps as a KFP pipeline (local runner: ``hllm-creator
+refresh --kfp``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import Field
+
+from hllm_creator.config import StepConfig
+from hllm_creator.data.schema import DataError
+
+log = logging.getLogger(__name__)
+
+FEED_FILE = "feed.parquet"
+REFRESH_META = "refresh_meta.json"
+
+
+class RefreshConfig(StepConfig):
+    """Config of ``hllm-creator refresh``."""
+
+    feed: str = Field(..., description="the ad feed: CSV, TSV, JSONL or parquet (data.feed's contract)")
+    data_dir: str = Field(..., description="the dataset dir the bundle was trained on (its interactions: the "
+                                           "users the clusters were made of)")
+    bundle: str = Field(..., description="the served bundle dir (a downloaded models:/... is one)")
+    top_k: int = Field(3, ge=1, description="clusters selected per ad")
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    select: Literal["generated", "slot"] = Field("generated", description="generate's `select` (what is served)")
+    max_new_tokens: int = Field(40, ge=1)
+    batch_size: int = Field(16, ge=1, description="generate: pairs per call")
+    bf16: bool = False
+    judge_samples: int = Field(0, ge=0, description="GSB samples of the new ads' titles (0 = no GSB; needs a judge)")
+    personalization: bool = Field(True, description="personalization figures of the new ads on held-out users")
+    heldout_share: float = Field(0.1, gt=0.0, le=1.0)
+    permutations: int = Field(2000, ge=0)
+    max_ads: int = Field(200, ge=1, description="personalization: the first N new ads")
+    swap_pairs: int | None = Field(32, ge=1, description="personalization: at most N pairs for the greedy slot swap "
+                                   "(two generations each; None = all)")
+    register: bool = True
+
+
+# ---- 1. prepare -----------------------------------------------------------------------------------
+def _interactions_sha(data_dir: Path) -> str | None:
+    from hllm_creator.infer.common import read_json
+
+    m = data_dir / "manifest.json"
+    return (read_json(m).get("sha256") or {}).get("interactions.parquet") if m.exists() else None
+
+
+def check_data(manifest: dict, data_dir: Path) -> None:
+    """``data_dir`` must be the bundle's dataset (its hash) or hold the interactions the bundle records."""
+    from hllm_creator.data.schema import dataset_fingerprint
+
+    _, h = dataset_fingerprint(data_dir)
+    want_i = manifest.get("interactions_sha256")
+    if h == manifest.get("dataset_hash") or (want_i and want_i == _interactions_sha(data_dir)):
+        return
+    raise DataError(f"--data is dataset {h}, the bundle was built on {manifest.get('dataset_hash')} "
+                    f"(dataset {manifest.get('dataset')!r}): give the dataset dir the bundle's model was trained on",
+                    file=str(data_dir))
+
+
+def prepare(bundle: str | Path, feed: str | Path, data_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Check the feed, write ``out/dataset`` (refresh dataset), ``out/clusters`` (the bundle's clusters)
+    and ``out/feed/feed.parquet`` (the checked feed). Returns paths and counts."""
+    from hllm_creator.data import load_dataset
+    from hllm_creator.data.feed import feed_hash, feed_items, load_feed
+    from hllm_creator.data.prepare import prepare as prepare_dataset
+    from hllm_creator.infer.common import ASSIGNMENTS, CENTROIDS, CLUSTER_META, MEDOIDS, MEMBER_MEANS
+    from hllm_creator.io import atomic_dir, write_parquet
+    from hllm_creator.publish.bundle import _link_or_copy, bundle_paths, read_manifest
+
+    bundle, out, data_dir = Path(bundle), Path(out), Path(data_dir)
+    man = read_manifest(bundle)
+    model_dir, art, items_f = bundle_paths(bundle)
+    for name in (CENTROIDS, CLUSTER_META, ASSIGNMENTS):
+        if not (art / name).exists():
+            raise DataError(f"the bundle lacks {name} (published before refreshes existed): re-publish the run "
+                            f"(`hllm-creator publish RUN_DIR`) to refresh it", file=str(art / name))
+    check_data(man, data_dir)
+    ds = load_dataset(data_dir)
+    catalog = pd.read_parquet(items_f)
+    fd = load_feed(feed, catalog)
+    new = feed_items(fd)
+    ds_out = prepare_dataset(pd.concat([catalog, new], ignore_index=True), ds.interactions, out / "dataset",
+                             name=f"{man.get('dataset')}+feed-{feed_hash(fd)}",
+                             source=f"bundle {man.get('bundle_id')} catalog + ad feed {Path(feed).name}",
+                             license=str(ds.manifest.get("license", "unknown")), items_file=str(feed))
+    with atomic_dir(out / "clusters") as tmp:
+        for name in (CENTROIDS, CLUSTER_META, MEMBER_MEANS, MEDOIDS, ASSIGNMENTS):
+            if (art / name).exists():
+                _link_or_copy(art / name, tmp / name)
+    write_parquet(fd, out / "feed" / FEED_FILE)
+    return {"bundle": str(bundle), "bundle_id": man.get("bundle_id"), "model_dir": str(model_dir),
+            "artifacts": str(art), "dataset": str(out / "dataset"), "clusters": str(out / "clusters"),
+            "feed": str(out / "feed" / FEED_FILE), "feed_hash": feed_hash(fd), "ads": fd["ad_id"].tolist(),
+            "new_ads": int(len(new)), "catalog_ads_in_feed": int(fd["in_catalog"].sum()),
+            "advertiser_selling_points": int(fd["advertiser_selling_points"].sum()),
+            "catalog_items": int(len(ds_out.items))}
+
+
+def run_prepare(bundle: str | Path, feed: str | Path, data_dir: str | Path, out: str | Path,
+                config=None) -> dict[str, Any]:
+    """:func:`prepare` as the step ``refresh-prepare``: an MLflow step run (nested under the refresh's
+    parent run) with its counts as metrics."""
+    from hllm_creator import tracking
+
+    params = config if config is not None else {"bundle": str(bundle), "feed": str(feed), "data_dir": str(data_dir)}
+    with tracking.step_run("refresh-prepare", params):
+        res = prepare(bundle, feed, data_dir, out)
+        tracking.log_metrics({k: res[k] for k in ("new_ads", "catalog_ads_in_feed", "advertiser_selling_points",
+                                                  "catalog_items")})
+    return res
+
+
+def feed_ads(path: str | Path) -> list[str]:
+    """The ad ids of a checked feed (``feed.parquet`` or a dir holding it), in feed order."""
+    p = Path(path)
+    p = p / FEED_FILE if p.is_dir() else p
+    if not p.exists():
+        raise DataError("checked feed not found (refresh-prepare writes it)", file=str(p))
+    return pd.read_parquet(p, columns=["ad_id"])["ad_id"].astype(str).tolist()
+
+
+# ---- 5. merge + publish --------------------------------------------------------------------------
+def merge_outputs(bundle_art: str | Path, matches_dir: str | Path, creatives_dir: str | Path,
+                  out: str | Path) -> dict[str, int]:
+    """The bundle's matches/creatives with the new ads' rows added (an ad of both: the new rows) ->
+    ``out/matches`` and ``out/creatives`` (plus the bundle's member_id_parts.npy: same clusters)."""
+    from hllm_creator.infer.common import CREATIVES, MATCHES, resolve_file
+    from hllm_creator.io import write_parquet
+    from hllm_creator.publish.bundle import _link_or_copy
+
+    art, out = Path(bundle_art), Path(out)
+    counts = {}
+    for name, src, dst in ((MATCHES, matches_dir, "matches"), (CREATIVES, creatives_dir, "creatives")):
+        old = pd.read_parquet(art / name)
+        new = pd.read_parquet(resolve_file(src, name))
+        ads = set(new["item_id"].astype(str))
+        kept = old[~old["item_id"].astype(str).isin(ads)]
+        merged = pd.concat([kept, new], ignore_index=True) if len(kept) else new.reset_index(drop=True)
+        write_parquet(merged, out / dst / name)
+        counts[f"{dst}_rows"] = int(len(merged))
+        counts[f"{dst}_new_rows"] = int(len(new))
+    for f in ("member_id_parts.npy", "match_meta.json"):
+        src = art / f if f == "member_id_parts.npy" else resolve_file(matches_dir, f)
+        if src.exists():
+            _link_or_copy(src, out / "matches" / f)
+    gm = Path(creatives_dir) / "generate_meta.json"
+    if gm.exists():
+        _link_or_copy(gm, out / "creatives" / "generate_meta.json")
+    return counts
+
+
+def merge_and_publish(bundle: str | Path, prepared: dict, matches_dir: str | Path, creatives_dir: str | Path,
+                      out: str | Path, *, gsb: str | Path | None = None, personalization: str | Path | None = None,
+                      parent_run_id: str | None = None, register: bool = True,
+                      bundle_out: str | Path | None = None) -> dict[str, Any]:
+    """Merge the new ads into the bundle's outputs (under ``out/merged``) and publish the new bundle at
+    ``bundle_out`` (default ``out/bundle``)."""
+    from hllm_creator.publish.bundle import ARTIFACTS, BundleInputs, read_manifest
+    from hllm_creator.publish.publish import publish
+
+    bundle, out = Path(bundle), Path(out)
+    man = read_manifest(bundle)
+    counts = merge_outputs(bundle / ARTIFACTS, matches_dir, creatives_dir, out / "merged")
+    inp = BundleInputs(model=bundle / "model", clusters=Path(prepared["clusters"]),
+                       matches=out / "merged" / "matches", creatives=out / "merged" / "creatives",
+                       data_dir=Path(prepared["dataset"]), gsb=Path(gsb) if gsb else None,
+                       personalization=Path(personalization) if personalization else None,
+                       mlflow_run_id=parent_run_id, train_run_id=man.get("train_run_id"),
+                       extra={"model_hash": man.get("model_hash")})
+    info = {"refreshed_from": man.get("bundle_id"), "refresh_feed_hash": prepared.get("feed_hash"),
+            "refresh_new_ads": prepared.get("new_ads"), "train_run_id": man.get("train_run_id"),
+            "interactions_sha256": man.get("interactions_sha256") or _interactions_sha(Path(prepared["dataset"]))}
+    res = publish(inp, bundle_out or (out / "bundle"), register=register, reuse_embeddings=[bundle / ARTIFACTS], run_info=info)
+    res["merge"] = counts
+    return res
+
+
+# ---- the CLI path: every step in this process ------------------------------------------------------
+def run(cfg: RefreshConfig, out: str | Path, *, llm=None, progress: bool = True) -> dict[str, Any]:
+    """All steps in-process under one MLflow parent run ``refresh``; returns what was written and measured."""
+    from hllm_creator import tracking
+    from hllm_creator.data.schema import dataset_fingerprint
+    from hllm_creator.infer import generate as G
+    from hllm_creator.infer import match as M
+    from hllm_creator.infer.embed import load_model
+    from hllm_creator.io import write_json
+
+    t0 = time.time()
+    out = Path(out).resolve()
+    secs: dict[str, float] = {}
+    with tracking.parent_run("refresh", tags={"pipeline": "refresh", "base_bundle": str(cfg.bundle)}) as parent:
+        tracking.log_config(cfg)
+        t = time.time()
+        prep = run_prepare(cfg.bundle, cfg.feed, cfg.data_dir, out, config=cfg)
+        ds_name, ds_hash = dataset_fingerprint(prep["dataset"])
+        client = tracking.mlflow_utils._mlflow().MlflowClient()
+        for k, v in {"dataset": ds_name, "dataset_hash": ds_hash, "feed_hash": prep["feed_hash"],
+                     "base_bundle_id": str(prep["bundle_id"])}.items():
+            client.set_tag(parent.info.run_id, k, v)
+        secs["prepare"] = time.time() - t
+        model = load_model(prep["model_dir"])
+        t = time.time()
+        mcfg = M.MatchConfig(model_dir=prep["model_dir"], data_dir=prep["dataset"], clusters_dir=prep["clusters"],
+                             ads_from=prep["feed"], top_k=cfg.top_k, threshold=cfg.threshold)
+        mmeta = M.run(mcfg, out / "match", progress=progress, model=model)
+        secs["match"] = time.time() - t
+        t = time.time()
+        gcfg = G.GenerateConfig(model_dir=prep["model_dir"], data_dir=prep["dataset"], matches=str(out / "match"),
+                                clusters_dir=prep["clusters"], select=cfg.select, max_new_tokens=cfg.max_new_tokens,
+                                batch_size=cfg.batch_size, bf16=cfg.bf16)
+        gmeta = G.run(gcfg, out / "generate", progress=progress, model=model)
+        secs["generate"] = time.time() - t
+        gsb_dir = None
+        if cfg.judge_samples:
+            from hllm_creator.teacher.gsb import GSBConfig, log_gsb, run_gsb, write_outputs
+
+            t = time.time()
+            gsb_dir = out / "gsb"
+            scfg = GSBConfig(input=str(out / "generate" / "creatives.parquet"), out=str(gsb_dir), data=prep["dataset"],
+                             assignments=str(Path(prep["clusters"]) / "assignments.parquet"),
+                             samples=cfg.judge_samples, **({"llm": llm} if llm is not None else {}))
+            with tracking.step_run("gsb-eval", scfg):
+                verdicts, summary = run_gsb(scfg)
+                write_outputs(verdicts, summary, gsb_dir)
+                log_gsb(summary, gsb_dir)
+            secs["gsb"] = time.time() - t
+        pers_dir, pres = None, {}
+        if cfg.personalization:
+            from hllm_creator.evaluate.personalization import PersonalizationConfig
+            from hllm_creator.evaluate.personalization import run as pers_run
+
+            t = time.time()
+            pers_dir = out / "personalization"
+            pcfg = PersonalizationConfig(model_dir=prep["model_dir"], data_dir=prep["dataset"],
+                                         clusters_dir=prep["clusters"], matches=str(out / "match"),
+                                         creatives=str(out / "generate"), max_ads=cfg.max_ads,
+                                         heldout_share=cfg.heldout_share, permutations=cfg.permutations,
+                                         max_new_tokens=min(cfg.max_new_tokens, 24), bf16=cfg.bf16,
+                                         swap_pairs=cfg.swap_pairs, batch_size=cfg.batch_size)
+            pres = pers_run(pcfg, pers_dir, model=model, progress=progress)
+            secs["personalization"] = time.time() - t
+        del model
+        t = time.time()
+        pub = merge_and_publish(cfg.bundle, prep, out / "match", out / "generate", out, gsb=gsb_dir,
+                                personalization=pers_dir, parent_run_id=parent.info.run_id, register=cfg.register)
+        secs["publish"] = time.time() - t
+        total = time.time() - t0
+        res = {"prepare": prep, "match": {k: mmeta[k] for k in ("pairs_scored", "pairs_selected", "mean_coverage")},
+               "generate": {k: gmeta.get(k) for k in ("generations", "changed_titles", "copy_rate", "fallback_rate",
+                                                      "distinct_titles_per_ad")},
+               "personalization": (pres.get("metrics") if cfg.personalization else None),
+               "bundle": pub["bundle"], "bundle_id": pub["manifest"]["bundle_id"], "version": pub.get("version"),
+               "merge": pub["merge"], "seconds": {k: round(v, 1) for k, v in secs.items()},
+               "total_seconds": round(total, 1), "parent_run_id": parent.info.run_id}
+        tracking.log_metrics({f"refresh_{k}_seconds": v for k, v in secs.items()} | {"refresh_seconds": total,
+                             "refresh_new_ads": prep["new_ads"], **(pres.get("metrics") or {})})
+        write_json(res, out / REFRESH_META)
+        tracking.log_json(res, REFRESH_META)
+    return res
