@@ -45,6 +45,21 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
 }
 
 
+def _degraded(step: str, meta: dict) -> str:
+    """Evidence a reader must not miss beside the headline: a judge that failed, fallbacks."""
+    def num(k):
+        v = meta.get(k)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    notes = []
+    fails, n = num("judge_failures"), num("n")
+    if fails and n:
+        notes.append(f"judge failed on {int(fails)} of {int(n)} samples ({100 * fails / n:.0f}%; counted as Same)")
+    if step == "generate" and num("fallbacks") and num("generations"):
+        notes.append(f"{int(num('fallbacks'))} of {int(num('generations'))} titles fell back to the original")
+    return "; ".join(notes)
+
+
 def headline(step: str, executor_output: Path) -> str:
     """The step's headline figures from its executor output (the outputs' metadata)."""
     try:
@@ -57,7 +72,8 @@ def headline(step: str, executor_output: Path) -> str:
             meta.update(art.get("metadata") or {})
     parts = [f"{label} {_fmt(float(meta[k]))}" for k, label in HEADLINES.get(step, [])
              if isinstance(meta.get(k), (int, float)) and not isinstance(meta.get(k), bool)]
-    return ", ".join(parts)
+    warn = _degraded(step, meta)
+    return ", ".join(parts) + (f"  WARNING {warn}" if warn else "")
 
 
 class StepConsole(io.TextIOBase):
