@@ -138,7 +138,7 @@ def main() -> None:
     except cx.ClickException as e:
         typer.secho(f"error: {one_line(_UsageText(e.format_message()))}", fg="red", err=True)
         raise SystemExit(e.exit_code) from None
-    except (cx.Abort, typer.Abort):
+    except typer.Abort:
         typer.secho("aborted", fg="yellow", err=True)
         raise SystemExit(1) from None
     except DataError as e:  # bad input: a clear message, no traceback
