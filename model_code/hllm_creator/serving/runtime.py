@@ -344,6 +344,37 @@ class BoundModelServer(kserve.ModelServer):
         await super()._serve()
 
 
+class ReadinessLogFilter(logging.Filter):
+    """KServe logs a full traceback for every 503 "not ready" answer: one per readiness probe while
+    a model loads (78 tracebacks, 1,359 lines for an 86 s load). On the ``kserve`` logger this
+    filter keeps one line per state change: the first not-ready answer after start (or after
+    :meth:`ready`) becomes an INFO line without traceback; the rest are dropped until the model is
+    ready and then not ready again. Every other record (real faults with their tracebacks) passes."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__()
+        self.model = name
+        self.said_not_ready = False
+
+    def ready(self) -> None:
+        self.said_not_ready = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from kserve.errors import ModelNotReady, ServerNotReady
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, (ModelNotReady, ServerNotReady)):
+            return True
+        if self.said_not_ready:
+            return False
+        self.said_not_ready = True
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            "%s not ready yet (%s): readiness probes get 503 until it is (said once)", (self.model or "model", exc),
+            None, None)
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def serve(model, host: str, port: int, load: Callable[[], object], *, max_body: int = 8 * 1024 * 1024,
           deadline_s: float = DEFAULT_DEADLINE_S, setup_app: Callable[[object], None] | None = None) -> None:
     """Run a KServe ModelServer for ``model`` on host:port until SIGTERM.
@@ -371,9 +402,13 @@ def serve(model, host: str, port: int, load: Callable[[], object], *, max_body: 
 
     server.dataplane.ready = _ready
 
+    readiness = ReadinessLogFilter(model.name)
+    logging.getLogger("kserve").addFilter(readiness)
+
     def _bg():
         try:
             load()
+            readiness.ready()
             log.info("model %s loaded: ready", model.name)
         except (ValueError, FileNotFoundError) as e:  # bad input (a path, a URI, a file): one line
             log.error("loading model %s failed: %s", model.name, " ".join(str(e).split()))

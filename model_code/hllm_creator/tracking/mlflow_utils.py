@@ -133,6 +133,12 @@ def log_config(config) -> None:
     _mlflow().log_params(clean)
 
 
+def log_params(params: dict[str, Any]) -> None:
+    """Values a run was set up with (sizes, switches, what a schedule planned): params, one value per
+    run, shown in the run's parameter table rather than as metric charts."""
+    _mlflow().log_params({k: str(v)[:_MAX_PARAM] for k, v in params.items()})
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     ok = {k: float(v) for k, v in metrics.items()
           if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
