@@ -118,6 +118,9 @@ def demo_cmd(
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # mlflow's own "View run at <url>" lines open its GenAI view; the CLI prints the model-training
+    # URLs itself (pipeline_commands.mlflow_urls)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from hllm_creator.data.schema import DataError
 
     try:  # typer 0.29 vendors click; its exceptions live there
