@@ -1,7 +1,8 @@
 """The MLflow UI as a reviewer sees it, in a real headless browser (Debian's ``chromium``).
 
-Starts a real ``mlflow server`` (sqlite, loopback), logs a pipeline-shaped parent run with a step
-run and registers a model through the project's tracking layer, then loads the URLs the CLI prints
+Logs a pipeline-shaped parent run with a step run and registers a model through the project's
+tracking layer into the embedded sqlite store, starts the MLflow UI with the command ``hllm-creator
+run`` prints (``pipeline_commands.mlflow_ui``, run as pasted into bash), then loads the URLs it prints
 (``pipeline_commands.mlflow_urls``: model-training mode, ``?workflowType=machine_learning``) and
 asserts the rendered page text: the runs table with the run, "Model registry" in the sidebar, the
 run's page, the registered model. It also loads the bare experiment URL and asserts that MLflow
@@ -47,37 +48,11 @@ def page_text(browser: str, url: str, profile: Path, screenshot: Path | None = N
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
-def start_mlflow(root: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    from hllm_creator.serving.process import free_port
-
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    mlflow = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                             "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], env=env,
-                            stdout=open(root / "mlflow.log", "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.time()
-    while time.time() - t0 < 180:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited {proc.returncode}; see {root / 'mlflow.log'}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.terminate()
-    raise RuntimeError(f"mlflow server not healthy after 180 s; see {root / 'mlflow.log'}")
-
-
-def log_pipeline_run(url: str, root: Path) -> tuple[str, str, str]:
-    """(experiment id, parent run id, parent run name) of a pipeline-shaped run with a registered model."""
-    os.environ["MLFLOW_TRACKING_URI"] = url
+def log_pipeline_run(root: Path) -> tuple[str, str, str]:
+    """(experiment id, parent run id, parent run name) of a pipeline-shaped run with a registered
+    model, in the embedded store a local run uses (``sqlite:///$HLLM_WORKDIR/mlflow.db``)."""
     os.environ["HLLM_WORKDIR"] = str(root / "work")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'work' / 'mlflow.db'}"
     from hllm_creator import tracking
 
     exp = tracking.ensure_experiment()
@@ -93,6 +68,26 @@ def log_pipeline_run(url: str, root: Path) -> tuple[str, str, str]:
     return exp, parent.info.run_id, name
 
 
+def start_ui(cmd: str, base: str, root: Path) -> subprocess.Popen:
+    """The UI command exactly as the CLI prints it (``bash -c``: pasted into a shell)."""
+    import httpx
+
+    proc = subprocess.Popen(["bash", "-c", cmd], stdout=open(root / "mlflow.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < 180:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the printed UI command exited {proc.returncode}; see {root / 'mlflow.log'}")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    os.killpg(proc.pid, 15)
+    raise RuntimeError(f"mlflow ui not healthy after 180 s; see {root / 'mlflow.log'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--screenshot", type=Path, default=None, help="Save the runs table as this PNG.")
@@ -101,15 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     if browser is None:
         print(f"no browser: none of {', '.join(BROWSERS)} on PATH (Debian: apt-get install chromium)")
         return 2
-    from hllm_creator.pipeline_commands import mlflow_urls
-    from hllm_creator.tracking import MODEL_NAME
+    from hllm_creator.pipeline_commands import mlflow_ui, mlflow_urls
+    from hllm_creator.serving.process import free_port
+    from hllm_creator.tracking import MODEL_NAME, resolve_tracking_uri
 
     root = Path(tempfile.mkdtemp(prefix="mlflow-ui-check-"))
-    proc, url = start_mlflow(root)
+    exp, run_id, run_name = log_pipeline_run(root)
+    port = free_port()
+    run_url, cmd = mlflow_ui(resolve_tracking_uri(), exp, run_id, port=port)  # what `run` prints
+    url = f"http://127.0.0.1:{port}"
+    print(f"UI command as printed: {cmd}")
+    proc = start_ui(cmd, url, root)
     failed = 0
     try:
-        exp, run_id, run_name = log_pipeline_run(url, root)
         urls = mlflow_urls(url, exp, run_id)
+        assert urls["run"] == run_url
         checks = [
             ("runs table", urls["runs"], ["Runs", "Model registry", run_name, "matching runs"], ["Detect Issues"]),
             ("run page", urls["run"], [run_name, "Model registry", "Overview"], []),
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.screenshot is not None:
             print(f"screenshot: {args.screenshot}")
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
     return 1 if failed else 0
 
