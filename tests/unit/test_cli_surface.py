@@ -191,3 +191,21 @@ def test_an_unexpected_failure_is_one_line_and_verbose_shows_the_traceback():
     r = subprocess.run([sys.executable, "-c", code, "--verbose", "boom"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 1 and "Traceback (most recent call last)" in r.stderr
+
+
+def test_printed_ui_command_is_runnable_as_pasted_and_urls_open_model_training_mode(tmp_path):
+    """The command names the venv's mlflow by its absolute path (a fresh clone has none on PATH);
+    every URL carries ?workflowType=machine_learning (the browser check: tests/integration/test_mlflow_ui.py)."""
+    from hllm_creator.pipeline_commands import mlflow_ui, mlflow_urls
+
+    url, cmd = mlflow_ui(f"sqlite:///{tmp_path}/mlflow.db", "1", "abc", port=5001)
+    assert url == "http://127.0.0.1:5001/#/experiments/1/runs/abc?workflowType=machine_learning"
+    env, exe, sub = cmd.split()[:3]
+    assert env == "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" and sub == "ui"
+    assert Path(exe).is_absolute() and Path(exe).exists() and Path(exe).parent == BIN
+    assert f"--backend-store-uri sqlite:///{tmp_path}/mlflow.db" in cmd and "--port 5001" in cmd
+    u = mlflow_urls("https://mlflow.example.com/", "7")
+    assert u == {"runs": "https://mlflow.example.com/#/experiments/7/runs?workflowType=machine_learning",
+                 "models": "https://mlflow.example.com/#/models?workflowType=machine_learning"}
+    url, cmd = mlflow_ui("https://mlflow.example.com", "7", "r1")
+    assert cmd is None and url.endswith("/#/experiments/7/runs/r1?workflowType=machine_learning")

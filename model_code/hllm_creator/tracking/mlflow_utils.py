@@ -275,11 +275,11 @@ def download_registered(uri: str, dst: str | Path | None = None) -> Path:
     mlflow = _mlflow()
     if not uri.startswith(("models:/", "runs:/")) and not Path(uri).exists():
         raise ValueError(f"not a model URI (models:/NAME@ALIAS, models:/NAME/VERSION) or a path: {uri!r}")
+    if dst and Path(dst).exists() and any(Path(dst).iterdir()):
+        raise ValueError(f"download target {dst} is not empty")
     if uri.startswith("models:/"):
         _version_for(uri)  # an unknown alias or version: one clear error before any download
     dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="hllm-model-"))
-    if dst.exists() and any(dst.iterdir()):
-        raise ValueError(f"download target {dst} is not empty")
     dst.mkdir(parents=True, exist_ok=True)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     mlmodel = local / "MLmodel"
