@@ -209,3 +209,11 @@ def test_printed_ui_command_is_runnable_as_pasted_and_urls_open_model_training_m
                  "models": "https://mlflow.example.com/#/models?workflowType=machine_learning"}
     url, cmd = mlflow_ui("https://mlflow.example.com", "7", "r1")
     assert cmd is None and url.endswith("/#/experiments/7/runs/r1?workflowType=machine_learning")
+
+
+def test_every_shipped_preset_passes_the_value_check():
+    from hllm_creator.pipeline_commands import check_preset_values
+    from pipelines.presets import PRESETS, get_preset
+
+    for name in PRESETS:
+        check_preset_values(get_preset(name))
