@@ -113,7 +113,7 @@ def run_cmd(
     if gsb:
         typer.echo(f"GSB (served titles that differ from the original): G={_n(gsb.get('G'))} S={_n(gsb.get('S'))} "
                    f"B={_n(gsb.get('B'))} Adv {_pct(gsb.get('adv'))} (95% CI {_pct(gsb.get('ci_low'))} .. "
-                   f"{_pct(gsb.get('ci_high'))})")
+                   f"{_pct(gsb.get('ci_high'))})" + judge_note(gsb))
     pers = res.summary.get("personalization") or {}
     if pers.get("lines"):
         # the closing summary: per ad the clusters' top interests and their SERVED titles (the original
@@ -136,6 +136,15 @@ def run_cmd(
     if bundle:  # the run's serving bundle, registered as hllm-creator@candidate (docs/deploy.md)
         typer.echo(f"Serving bundle: {bundle}; serve it: hllm-creator serve predictor --model-uri "
                    "models:/hllm-creator@candidate")
+
+
+def judge_note(gsb: dict) -> str:
+    """``; WARNING: the judge failed on 7 of 12 samples (58%)...`` when it failed at all, else ''."""
+    fails, n = gsb.get("judge_failures"), gsb.get("n")
+    if not isinstance(fails, (int, float)) or not n or fails <= 0:
+        return ""
+    return (f"; WARNING: the judge failed on {int(fails)} of {int(n)} samples ({100 * fails / n:.0f}%, counted "
+            "as Same): promote refuses at 20% or more")
 
 
 def _n(v) -> str:

@@ -54,3 +54,11 @@ def test_judge_failures_are_said_beside_the_gsb_headline(tmp_path):
     c.write("Task 'gsb-eval' finished with status SUCCESS\n")
     line = echoed[-1]
     assert "G 0, S 12, B 0" in line and "WARNING judge failed on 7 of 12 samples (58%" in line, line
+
+
+def test_the_closing_gsb_line_warns_of_judge_failures():
+    from hllm_creator.pipeline_commands import judge_note
+
+    assert judge_note({"G": 0, "S": 12, "B": 0, "n": 12, "judge_failures": 7}).startswith(
+        "; WARNING: the judge failed on 7 of 12 samples (58%")
+    assert judge_note({"n": 12, "judge_failures": 0}) == "" and judge_note({}) == ""
