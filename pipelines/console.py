@@ -29,6 +29,8 @@ _QUIET_TASKS = {"importer"}
 _BAR = re.compile(r"^\s*(?:(?P<desc>[^|\[\]]{1,60}?):\s*)?(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)"
                   r"(?:\s*\[(?P<elapsed>[\d:]+)<(?P<left>[\d:?]+))?")
 PROGRESS_EVERY = 25  # the console says a bar's progress at each quarter (the log keeps every update)
+# bars of libraries that are over in a second or two: the log keeps them, the console does not
+QUIET_BARS = ("Loading weights", "Loading checkpoint shards", "Downloading artifacts", "Uploading artifacts")
 # task processes inherit this: a bar updates the log every 5 s at most, not ten times a second
 TQDM_ENV = {"TQDM_MININTERVAL": "5"}
 
@@ -153,6 +155,8 @@ class StepConsole(io.TextIOBase):
             return
         quarter = min(100, 100 * n // total) // PROGRESS_EVERY
         desc = (m.group("desc") or "progress").strip()
+        if desc.startswith(QUIET_BARS):
+            return
         if quarter <= self._said.get((task, desc), 0):
             return
         self._said[(task, desc)] = quarter

@@ -33,6 +33,9 @@ def test_a_progress_bar_is_said_each_quarter(tmp_path):
     assert bars[-1].strip().startswith("embed") and "(40/40)" in bars[-1]
     assert echoed[0].strip() == "embed                  started".strip() and "success" in echoed[-1]
     assert log.getvalue().count("encode users") > 40  # every update stays in the log
+    c.write("Executing task 'publish'\n")
+    c.write("Downloading artifacts: 100%|##########| 29/29 [00:00<00:00, 20661.60it/s]\n")
+    assert not [e for e in echoed if "Downloading" in e]  # a library's one-second bar: log only
 
 
 def test_hf_trainer_bar_without_description(tmp_path):
