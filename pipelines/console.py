@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -23,6 +24,15 @@ _START = re.compile(r"Executing task '?([\w.-]+)'?\s*$")
 _END = re.compile(r"Task '?([\w.-]+)'? finished with status (\w+)")
 _CACHED = re.compile(r"Task '?([\w.-]+)'? cache hit")
 _QUIET_TASKS = {"importer"}
+# a tqdm bar as it reaches the log (KFP reads task output line by line, '\r' included):
+# "encode users:  40%|####      | 10/25 [00:35<00:49, 2.0s/it]" (HF Trainer's bar has no description)
+_BAR = re.compile(r"^\s*(?:(?P<desc>[^|\[\]]{1,60}?):\s*)?(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)"
+                  r"(?:\s*\[(?P<elapsed>[\d:]+)<(?P<left>[\d:?]+))?")
+PROGRESS_EVERY = 25  # the console says a bar's progress at each quarter (the log keeps every update)
+# bars of libraries that are over in a second or two: the log keeps them, the console does not
+QUIET_BARS = ("Loading weights", "Loading checkpoint shards", "Downloading artifacts", "Uploading artifacts")
+# task processes inherit this: a bar updates the log every 5 s at most, not ten times a second
+TQDM_ENV = {"TQDM_MININTERVAL": "5"}
 
 
 def _fmt(v: float) -> str:
@@ -45,6 +55,21 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
 }
 
 
+def _degraded(step: str, meta: dict) -> str:
+    """Evidence a reader must not miss beside the headline: a judge that failed, fallbacks."""
+    def num(k):
+        v = meta.get(k)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    notes = []
+    fails, n = num("judge_failures"), num("n")
+    if fails and n:
+        notes.append(f"judge failed on {int(fails)} of {int(n)} samples ({100 * fails / n:.0f}%; counted as Same)")
+    if step == "generate" and num("fallbacks") and num("generations"):
+        notes.append(f"{int(num('fallbacks'))} of {int(num('generations'))} titles fell back to the original")
+    return "; ".join(notes)
+
+
 def headline(step: str, executor_output: Path) -> str:
     """The step's headline figures from its executor output (the outputs' metadata)."""
     try:
@@ -57,7 +82,8 @@ def headline(step: str, executor_output: Path) -> str:
             meta.update(art.get("metadata") or {})
     parts = [f"{label} {_fmt(float(meta[k]))}" for k, label in HEADLINES.get(step, [])
              if isinstance(meta.get(k), (int, float)) and not isinstance(meta.get(k), bool)]
-    return ", ".join(parts)
+    warn = _degraded(step, meta)
+    return ", ".join(parts) + (f"  WARNING {warn}" if warn else "")
 
 
 class StepConsole(io.TextIOBase):
@@ -68,7 +94,11 @@ class StepConsole(io.TextIOBase):
         self._log, self._echo, self._run_dir, self._verbose = log, echo, run_dir, verbose
         self._buf = ""
         self._started: dict[str, list[float]] = {}
+        self._running: list[str] = []  # tasks started and not ended, latest last
+        self._said: dict[tuple[str, str], int] = {}  # (task, bar) -> last quarter said
         self.steps: list[tuple[str, str, float]] = []  # (task, status, seconds)
+        for k, v in TQDM_ENV.items():
+            os.environ.setdefault(k, v)
 
     def writable(self) -> bool:
         return True
@@ -88,13 +118,18 @@ class StepConsole(io.TextIOBase):
         if self._verbose:
             self._echo(raw)
         line = _ANSI.sub("", raw)
+        if m := _BAR.match(line):
+            return self._progress(m)
         if m := _START.search(line):
             task = m.group(1)
             self._started.setdefault(task, []).append(time.time())
+            self._running.append(task)
             if task not in _QUIET_TASKS and not self._verbose:
                 self._echo(f"  {task:<22} started")
         elif m := _END.search(line):
             task, status = m.group(1), m.group(2)
+            if task in self._running:
+                self._running.remove(task)
             t0 = (self._started.get(task) or [time.time()]).pop(0)
             secs = time.time() - t0
             self.steps.append((task, status, secs))
@@ -107,6 +142,27 @@ class StepConsole(io.TextIOBase):
             self.steps.append((task, "CACHED", 0.0))
             if task not in _QUIET_TASKS and not self._verbose:
                 self._echo(f"  {task:<22} cached")
+
+    def _progress(self, m: re.Match) -> None:
+        """A progress bar of the running task: one console line per quarter reached (25/50/75/100%)."""
+        if self._verbose or not self._running:
+            return
+        task = self._running[-1]
+        if task in _QUIET_TASKS:
+            return
+        total, n = int(m.group("total")), int(m.group("n"))
+        if total <= 0:
+            return
+        quarter = min(100, 100 * n // total) // PROGRESS_EVERY
+        desc = (m.group("desc") or "progress").strip()
+        if desc.startswith(QUIET_BARS):
+            return
+        if quarter <= self._said.get((task, desc), 0):
+            return
+        self._said[(task, desc)] = quarter
+        left = m.group("left")
+        eta = f", about {left} left" if left and "?" not in left and quarter * PROGRESS_EVERY < 100 else ""
+        self._echo(f"  {task:<22} {desc} {quarter * PROGRESS_EVERY}% ({n}/{total}{eta})")
 
     def _executor_output(self, task: str) -> Path:
         run_dir = self._run_dir()

@@ -49,7 +49,7 @@ def dataset_construct(
     from hllm_creator.teacher.construct import ConstructConfig, construct, log_summary
     from hllm_creator.tracking import step_run
 
-    llm = LLMConfig(base_url=base_url, model=model, concurrency=concurrency, progress=False,
+    llm = LLMConfig(base_url=base_url, model=model, concurrency=concurrency, progress=True,  # console: quarters
                     cache_path=cache_path or default_cache_path())
     cfg = ConstructConfig(data=dataset.path, out=training_set.path, ads=ads, users_per_fact=users_per_fact,
                           heldout_per_ad=heldout_per_ad, candidate_users=candidate_users, seed=seed,

@@ -46,7 +46,7 @@ def embed(
     cfg = EmbedConfig(model_dir=model.path, data_dir=dataset.path, shard_index=i, shard_count=n,
                       batch_size=batch_size, item_batch_size=item_batch_size, history=history,
                       max_users=max_users or None, bf16=bf16, item_cache=item_cache or None)
-    meta = run(cfg, embeddings.path, progress=False)
+    meta = run(cfg, embeddings.path, progress=True)  # the run console says each quarter (issue 28)
     embeddings.metadata.update({k: meta[k] for k in ("users", "shard_index", "shard_count", "model_hash",
                                                      "items_encoded", "users_per_second")})
 

@@ -76,6 +76,7 @@ def gsb_eval(
             verdicts, summary = run_gsb(cfg)
             write_outputs(verdicts, summary, report.path)
             log_gsb(summary, report.path)
-    report.metadata.update({"adv": summary["adv"], "n": summary["n"]})
+    report.metadata.update({"adv": summary["adv"], "n": summary["n"],  # judge_failures: the console warns
+                            "judge_failures": int(summary.get("judge_failures") or 0)})
     for k in ("G", "S", "B", "adv", "ci_low", "ci_high"):
         metrics.log_metric(k, float(summary[k]))

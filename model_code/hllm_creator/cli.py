@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import typer
 
@@ -16,13 +17,23 @@ app = typer.Typer(
     help="Personalized ad titles with hierarchical LLMs (HLLM-Creator): data, teacher, train, "
          "embed/cluster/match/generate, GSB eval, KFP pipeline, KServe serving.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,  # errors are one line (main); --verbose re-raises with the traceback
     add_completion=False,
+    # plain click help: paragraphs rewrapped to the terminal, long option text wrapped (never cut
+    # with '...'), no <bool>/<str> metavars; tested at 80 columns (tests/unit/test_cli_surface.py)
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100, "help_option_names": ["-h", "--help"]},
 )
 
 
+_VERBOSE = False  # the root --verbose: debug logging and, on an error, the traceback
+
+
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="Debug logging; an error shows its traceback.")) -> None:
+    global _VERBOSE
+    _VERBOSE = verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # httpx: one INFO line per request (health polls, every teacher/judge call);
@@ -95,7 +106,10 @@ def demo_cmd(
     SERVED titles side by side (the original once), then the personalization figures with their 95% CIs."""
     from hllm_creator.demo import llm_roundtrip
     from hllm_creator.paths import work_dir
+    from hllm_creator.pipeline_commands import _preset
 
+    if not llm_only:
+        _preset(preset, None)  # a bad preset fails here, before the LLM server starts
     llm_roundtrip(work_dir() / "data" / "amazon_scientific")  # a real SmolLM2 reply via the openai client
     if llm_only:
         return
@@ -108,13 +122,57 @@ def demo_cmd(
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # mlflow's own "View run at <url>" lines open its GenAI view; the CLI prints the model-training
+    # URLs itself (pipeline_commands.mlflow_urls)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from hllm_creator.data.schema import DataError
 
+    try:  # typer 0.29 vendors click; its exceptions live there
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - older typer on the real click
+        from click import exceptions as cx
+
     try:
-        app()
-    except DataError as e:  # bad input: a clear message, no traceback
-        typer.secho(f"error: {e}", fg="red", err=True)
+        rv = app(standalone_mode=False)
+    except cx.NoArgsIsHelpError as e:  # `hllm-creator data`: the group's help
+        typer.echo(e.ctx.get_help() if e.ctx else str(e))
         raise SystemExit(2) from None
+    except cx.UsageError as e:  # a bad option or value: one line, the command and where its help is
+        cmd = e.ctx.command_path if e.ctx else "hllm-creator"
+        typer.secho(f"error: {cmd}: {one_line(_UsageText(e.format_message()))} (see {cmd} --help)",
+                    fg="red", err=True)
+        raise SystemExit(e.exit_code) from None
+    except cx.ClickException as e:
+        typer.secho(f"error: {one_line(_UsageText(e.format_message()))}", fg="red", err=True)
+        raise SystemExit(e.exit_code) from None
+    except typer.Abort:
+        typer.secho("aborted", fg="yellow", err=True)
+        raise SystemExit(1) from None
+    except DataError as e:  # bad input: a clear message, no traceback
+        typer.secho(f"error: {one_line(e)}", fg="red", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg="yellow", err=True)
+        raise SystemExit(130) from None
+    except Exception as e:  # noqa: BLE001 - any other failure: one line, the traceback with --verbose
+        if _VERBOSE or "--verbose" in sys.argv[1:]:
+            raise
+        typer.secho(f"error: {one_line(e)} (hllm-creator --verbose ... shows the traceback)", fg="red", err=True)
+        raise SystemExit(1) from None
+    raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+class _UsageText(Exception):
+    pass
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its message (whitespace folded), prefixed by its type when the
+    message alone does not say what failed (built-in errors such as ValueError, OSError)."""
+    msg = " ".join(str(e).split()) or repr(e)
+    if type(e).__module__ == "builtins" and not isinstance(e, ValueError):
+        msg = f"{type(e).__name__}: {msg}"
+    return msg[:500] + (" ..." if len(msg) > 500 else "")
 
 
 if __name__ == "__main__":

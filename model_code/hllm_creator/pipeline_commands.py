@@ -15,11 +15,12 @@ from typing import Optional
 import typer
 
 _PRESET = typer.Option("demo", "--preset", "-p",
-                       help="tiny (CI, tiny random models), demo (2-core CPU, SmolLM2; <= 30 min) or "
-                            "production (GPU nodes).")
+                       help="tiny (CI, tiny random models), demo (2-core CPU, SmolLM2; <= 30 min), "
+                            "production (GPU nodes) or gpu-multinode (a TrainJob on 8 x 8 GPUs).")
+SET_EXAMPLE = "--set train.max_steps=2 --set n_embed_shards=4"  # tested: tests/unit/test_cli_surface.py
 _SET = typer.Option(None, "--set",
-                    help="Override a preset value, repeatable: --set train.epochs=2 --set n_embed_shards=4 "
-                         "(value parsed as JSON when it can be, else a string).")
+                    help=f"Override a preset value (repeatable), e.g. {SET_EXAMPLE}; the value is JSON "
+                         "when it parses, else a string. Checked before anything starts.")
 
 
 def _preset(name: str, sets: Optional[list[str]]):
@@ -35,9 +36,32 @@ def _preset(name: str, sets: Optional[list[str]]):
         except json.JSONDecodeError:
             overrides[k.strip()] = v
     try:
-        return get_preset(name, overrides), ";".join(sets or [])
-    except ValueError as e:  # pydantic ValidationError is a ValueError
-        raise typer.BadParameter(str(e)) from None
+        p = get_preset(name, overrides)
+        check_preset_values(p)
+    except ValueError as e:  # pydantic ValidationError and the pipeline's WiringError are ValueErrors
+        raise typer.BadParameter(" ".join(str(e).split())) from None
+    return p, ";".join(sets or [])
+
+
+# KFP input types -> the Python values a preset may give them (bool is not an Integer here)
+_KFP_TYPES = {"Integer": (int,), "Float": (int, float), "String": (str,), "Boolean": (bool,)}
+
+
+def check_preset_values(p) -> None:
+    """The whole preset, before anything starts: every step key names an input of its component
+    (``check_preset``) and every value has that input's type. Raises ValueError naming the key."""
+    from pipelines.hllm_pipeline import COMPONENTS, check_preset
+
+    for step, section in check_preset(p).items():
+        inputs = COMPONENTS[step].component_spec.inputs or {}
+        for key, value in section.items():
+            kind = getattr(inputs[key], "type", None)
+            ok = _KFP_TYPES.get(kind)
+            if ok is None or value is None:
+                continue
+            if isinstance(value, bool) and kind != "Boolean" or not isinstance(value, ok):
+                raise ValueError(f"{step}.{key}={value!r}: component {COMPONENTS[step].name!r} wants "
+                                 f"{kind.lower()}, got {type(value).__name__}")
 
 
 def run_cmd(
@@ -68,7 +92,7 @@ def run_cmd(
     from hllm_creator.tracking import resolve_tracking_uri
     from pipelines.local_runner import run_local
 
-    p, note = _preset(preset, sets)
+    p, note = _preset(preset, sets)  # the whole preset and every --set, before anything starts
     typer.echo(f"pipeline {p.name}: {p.description}")
     try:
         res = run_local(p, pipeline_root=pipeline_root, data_dir=data, llm_base_url=llm_url, run_name=run_name,
@@ -89,7 +113,7 @@ def run_cmd(
     if gsb:
         typer.echo(f"GSB (served titles that differ from the original): G={_n(gsb.get('G'))} S={_n(gsb.get('S'))} "
                    f"B={_n(gsb.get('B'))} Adv {_pct(gsb.get('adv'))} (95% CI {_pct(gsb.get('ci_low'))} .. "
-                   f"{_pct(gsb.get('ci_high'))})")
+                   f"{_pct(gsb.get('ci_high'))})" + judge_note(gsb))
     pers = res.summary.get("personalization") or {}
     if pers.get("lines"):
         # the closing summary: per ad the clusters' top interests and their SERVED titles (the original
@@ -101,13 +125,26 @@ def run_cmd(
             typer.echo(f"  [{s.get('item_id')} / cluster {s.get('cluster_id')}] "
                        f"{s.get('original_title')!r}  ->  served {s.get('title', s.get('original_title'))!r}")
     url, ui = mlflow_ui(resolve_tracking_uri(), res.experiment_id, res.parent_run_id)
-    typer.echo(f"MLflow parent run: {url}")
     if ui:
-        typer.echo(f"MLflow UI: {ui}")
+        typer.echo(f"MLflow UI (start it, then open the URLs): {ui}")
+    typer.echo(f"MLflow parent run: {url}")
+    base = url.split("/#/", 1)[0]
+    urls = mlflow_urls(base, res.experiment_id)
+    typer.echo(f"MLflow runs table: {urls['runs']}")
+    typer.echo(f"MLflow model registry: {urls['models']}")
     bundle = res.summary.get("paths", {}).get("publish__bundle")
     if bundle:  # the run's serving bundle, registered as hllm-creator@candidate (docs/deploy.md)
         typer.echo(f"Serving bundle: {bundle}; serve it: hllm-creator serve predictor --model-uri "
                    "models:/hllm-creator@candidate")
+
+
+def judge_note(gsb: dict) -> str:
+    """``; WARNING: the judge failed on 7 of 12 samples (58%)...`` when it failed at all, else ''."""
+    fails, n = gsb.get("judge_failures"), gsb.get("n")
+    if not isinstance(fails, (int, float)) or not n or fails <= 0:
+        return ""
+    return (f"; WARNING: the judge failed on {int(fails)} of {int(n)} samples ({100 * fails / n:.0f}%, counted "
+            "as Same): promote refuses at 20% or more")
 
 
 def _n(v) -> str:
@@ -118,27 +155,58 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * float(v):.1f}%"
 
 
+# MLflow 3's UI picks GenAI or model-training mode from its own setting (default GenAI: traces
+# overview, runs under "Evaluations", no model registry in the sidebar); this query parameter opens
+# the model-training mode: the runs table and "Model registry" (checked in a headless browser:
+# tests/integration/mlflow_ui_check.py, docs/img/mlflow_ui_runs.png)
+UI_MODE = "workflowType=machine_learning"
+
+
+def mlflow_urls(base: str, experiment_id: str, run_id: str | None = None) -> dict[str, str]:
+    """The MLflow UI pages a reviewer wants, in model-training mode: the experiment's runs table,
+    the run (when given) and the model registry."""
+    base = base.rstrip("/")
+    out = {"runs": f"{base}/#/experiments/{experiment_id}/runs?{UI_MODE}"}
+    if run_id:
+        out["run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{UI_MODE}"
+    out["models"] = f"{base}/#/models?{UI_MODE}"
+    return out
+
+
 def mlflow_ui(tracking_uri: str, experiment_id: str, run_id: str, port: int = 5000) -> tuple[str, str | None]:
-    """(URL of the run in the MLflow UI, the command that serves the UI for an embedded store or None)."""
-    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    """(URL of the run in the MLflow UI, the command that serves the UI for an embedded store or None).
+
+    The command is runnable as pasted: the absolute path of this environment's ``mlflow`` (a
+    fresh clone has it only in ``.venv/bin``), job execution off (2.8 GB less memory)."""
     if tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/{path}", None
+        return mlflow_urls(tracking_uri, experiment_id, run_id)["run"], None
+    import shutil
+
     from hllm_creator.paths import work_dir
 
-    cmd = (f"mlflow ui --backend-store-uri {tracking_uri} --default-artifact-root {work_dir() / 'mlartifacts'} "
-           f"--host 127.0.0.1 --port {port}")
-    return f"http://127.0.0.1:{port}/{path}", cmd
+    exe = Path(sys.executable).parent / "mlflow"
+    exe = str(exe) if exe.exists() else (shutil.which("mlflow") or f"{sys.executable} -m mlflow")
+    cmd = (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {exe} ui --backend-store-uri {tracking_uri} "
+           f"--default-artifact-root {work_dir() / 'mlartifacts'} --host 127.0.0.1 --port {port} --workers 1")
+    return mlflow_urls(f"http://127.0.0.1:{port}", experiment_id, run_id)["run"], cmd
 
 
 def compile_cmd(
-    out: Path = typer.Option(Path("hllm-creator.pipeline.yaml"), "--out", "-o", help="YAML to write."),
-    preset: str = typer.Option("production", "--preset", "-p", help="Usually production (GPU requests)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="YAML to write (default: $HLLM_WORKDIR/hllm-creator.pipeline.yaml, "
+                                            "outside the checkout's tracked files)."),
+    preset: str = typer.Option("production", "--preset", "-p",
+                               help="Usually production or gpu-multinode (GPU requests)."),
     sets: Optional[list[str]] = _SET,
 ) -> None:
     """Compile the pipeline to KFP IR YAML (KFP 2 backend) and check it loads back with kfp."""
     from pipelines.kfp_backend import check_compiled, compile_pipeline
 
     p, _ = _preset(preset, sets)
+    if out is None:
+        from hllm_creator.paths import work_dir
+
+        out = work_dir() / "hllm-creator.pipeline.yaml"
     try:
         path = compile_pipeline(p, out)
     except ValueError as e:  # bad --out, a preset key no component takes, a missing component
@@ -239,7 +307,8 @@ def promote_cmd(
     storage_uri: Optional[str] = typer.Option(None, "--storage-uri",
                                               help="storageUri to roll out (default: the version's bundle in the "
                                                    "MLflow artifact store)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the validated patches; do not call the cluster."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Run every check and print what would change (aliases, "
+                                                          "validated patches); change nothing."),
 ) -> None:
     """Move alias `champion` to the candidate when the evidence holds; each refusal says why.
 
@@ -270,15 +339,32 @@ def promote_cmd(
                          storage_uri=storage_uri, dry_run=dry_run, services=services, candidate=cand,
                          policy=policy, force=force)
         echo_rollout(out)
-        if out.get("gate") is not None and not out["gate"]["promoted"]:
+        if out.get("gate") is not None and not out["gate"]["would_promote"]:
             raise typer.Exit(1)  # nothing reached traffic
         return
-    res = tracking.promote(cand, force=force, policy=policy)
-    typer.secho(("promoted: " if res["promoted"] else "not promoted: ") + res["reason"],
-                fg="green" if res["promoted"] else "yellow")
+    res = tracking.promote(cand, force=force, policy=policy, dry_run=dry_run)
+    if res.get("already"):
+        typer.secho(f"nothing to do: {res['reason']} (version {res['candidate_version']})", fg="green")
+    elif dry_run:
+        typer.secho(("dry run, would promote: " if res["would_promote"] else "dry run, would refuse: ")
+                    + res["reason"], fg="green" if res["would_promote"] else "yellow")
+    else:
+        typer.secho(("promoted: " if res["promoted"] else "not promoted: ") + res["reason"],
+                    fg="green" if res["promoted"] else "yellow")
+    echo_checks(res)
+    if res["would_promote"]:
+        typer.echo(f"  registry{' (would)' if dry_run else ''}: {res['would']}")
+    typer.echo(json.dumps(res, indent=2, default=str))
+    if not res["would_promote"] and not res.get("already"):
+        raise typer.Exit(1)  # refused: a script reads failure (the same as a refused --rollout)
+
+
+def echo_checks(res: dict) -> None:
+    """Each check of a promote answer on its line; the refusals --force overrides said as such."""
     for c in res.get("checks", []):
         typer.echo(f"  {'ok     ' if c['ok'] else 'REFUSED'}  {c['check']}: {c['detail']}")
-    typer.echo(json.dumps(res, indent=2, default=str))
+    for r in res.get("overridden", []):
+        typer.secho(f"  --force overrides: {r}", fg="yellow")
 
 
 def _version_of_run(run: str) -> str:

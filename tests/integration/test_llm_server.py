@@ -131,3 +131,32 @@ def test_kserve_v1_predict(llm_server):
     assert "Paris" in p["text"] and 0 < p["usage"]["completion_tokens"] <= 4
     bad = httpx.post(url, json={"instances": [{"prompt": "x", "max_tokens": 10 ** 6}]}, timeout=60)
     assert bad.status_code == 400 and "max_tokens" in bad.text
+
+
+def test_large_body_gets_a_readable_413_with_urllib_and_httpx(llm_server):
+    """issue 28: a 30 MB body (limit 4 MiB) is answered 413 with the JSON error; urllib and httpx
+    read the status instead of a connection reset (the guard drains a bounded amount first)."""
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    base_url, name = llm_server
+    url = f"{base_url}/chat/completions"
+    body = b'{"model": "x", "messages": [{"role": "user", "content": "' + b"a" * (30 * 1024 * 1024) + b'"}]}'
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(req, timeout=60)
+    assert ei.value.code == 413
+    assert "exceeds the limit" in _json.loads(ei.value.read())["error"]["message"]
+    r = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large", r.text[:200]
+
+    def chunks():  # no Content-Length: counted as the bytes arrive
+        for _ in range(30):
+            yield b"a" * (1024 * 1024)
+
+    r = httpx.post(url, content=chunks(), headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413, r.text[:200]
+    ok = httpx.post(url, json={"model": name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+                    timeout=120)
+    assert ok.status_code == 200  # still serving

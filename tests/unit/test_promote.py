@@ -93,10 +93,68 @@ def test_promote_cli_prints_each_check(tmp_path):
 
     p = _pipeline(tmp_path, "a", gsb={**GOOD, "gsb_judge_failure_rate": 0.3})
     r = CliRunner().invoke(app, ["promote", "--run", p])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # a refusal is a failure for a script, as with --rollout
     assert "not promoted: judge_failures: judge-failure rate 0.300 must be < 0.200" in r.output
     assert "REFUSED  judge_failures" in r.output and "ok       standin" in r.output
     r = CliRunner().invoke(app, ["promote", "--run", p, "--max-judge-failure-rate", "0.5"])
     assert r.exit_code == 0 and "promoted: no champion yet" in r.output
     r = CliRunner().invoke(app, ["promote", "--max-judge-failure-rate", "0"])
     assert r.exit_code != 0 and "max_judge_failure_rate" in r.output
+
+
+def _aliases() -> dict:
+    import mlflow
+
+    from hllm_creator import tracking
+
+    m = mlflow.MlflowClient(tracking.resolve_tracking_uri()).get_registered_model(tracking.MODEL_NAME)
+    return dict(m.aliases)
+
+
+def test_dry_run_changes_nothing_on_any_path_and_force_says_what_it_overrides(tmp_path, monkeypatch):
+    """issue 28: --dry-run is honoured with and without --force and on every --rollout path; a refusal
+    exits 1 everywhere; --force names each refusal it overrides."""
+    from typer.testing import CliRunner
+
+    from hllm_creator.cli import app
+
+    run = CliRunner().invoke
+    bad = _pipeline(tmp_path, "bad", gsb={**GOOD, "gsb_judge_failure_rate": 0.3})
+    before = _aliases()
+    assert "champion" not in before
+    # refused, dry run or not: exit 1, nothing moves
+    for args in (["promote"], ["promote", "--dry-run"]):
+        r = run(app, args)
+        assert r.exit_code == 1 and "judge_failures" in r.output and _aliases() == before, (args, r.output)
+    # --dry-run --force: says it would promote and what it overrides, moves nothing
+    r = run(app, ["promote", "--dry-run", "--force"])
+    assert r.exit_code == 0, r.output
+    assert "dry run, would promote: forced" in r.output
+    assert "--force overrides: judge_failures: judge-failure rate 0.300 must be < 0.200" in r.output
+    assert "registry (would): alias champion: (none) -> version" in r.output
+    assert _aliases() == before
+    # --force for real: moves champion and prints the override
+    r = run(app, ["promote", "--force"])
+    assert r.exit_code == 0 and "--force overrides: judge_failures" in r.output, r.output
+    champ = _aliases()["champion"]
+    # the rollout paths (KServe): a refused canary exits 1; a dry-run canary/complete/rollback moves no alias
+    _pipeline(tmp_path, "good", gsb={**GOOD, "gsb_ci_low": 0.5})
+    before = _aliases()
+    for args in (["promote", "--rollout", "canary", "--percent", "10", "--dry-run", "--storage-uri", "s3://b/x"],
+                 ["promote", "--rollback", "--dry-run", "--storage-uri", "s3://b/x"]):
+        r = run(app, args)
+        assert r.exit_code == 0 and "dry run, not applied" in r.output, (args, r.output)
+        assert _aliases() == before, args
+    assert "registry (would): alias canary: (none) -> version" in run(app, [
+        "promote", "--rollout", "canary", "--percent", "10", "--dry-run", "--storage-uri", "s3://b/x"]).output
+    r = run(app, ["promote", "--rollout", "canary", "--percent", "10", "--dry-run", "--run", bad,
+                  "--storage-uri", "s3://b/x"])
+    assert r.exit_code == 1 and "gate refused" in r.output and _aliases() == before, r.output
+    # complete needs a real canary alias: set one through the registry, then a dry-run complete keeps it
+    from hllm_creator import tracking
+
+    tracking.set_alias("canary", before["candidate"])
+    before = _aliases()
+    r = run(app, ["promote", "--rollout", "complete", "--dry-run"])
+    assert r.exit_code == 0 and f"registry (would): alias champion -> version {before['candidate']}" in r.output
+    assert _aliases() == before and before["champion"] == champ

@@ -91,19 +91,28 @@ def _register(tmp_path, tag, ci_low):
     return str(mi.registered_model_version)
 
 
-def test_rollout_alias_flow_dry_run(tmp_path):
+def test_rollout_alias_flow(tmp_path, monkeypatch):
     """canary: gate + alias canary (champion unchanged); complete: champion moves, previous kept;
-    rollback: canary alias gone, storage back to the champion's bundle; a refused gate patches nothing."""
+    rollback: canary alias gone, storage back to the champion's bundle; a refused gate patches nothing.
+    The cluster is a FAKE (no Kubernetes here): ``apply_patches`` records the patches it is given; a
+    dry run (issue 28) computes the same patches and moves no alias."""
     from hllm_creator import tracking
     from hllm_creator.publish.commands import rollout
     from hllm_creator.tracking.mlflow_utils import _version_for
 
+    applied: list = []
+    monkeypatch.setattr(R, "apply_patches", lambda patches, ns: applied.extend(patches) or [])
     pol = tracking.PromotePolicy()
-    kw = dict(percent=10, namespace="hllm-creator", storage_uri=None, dry_run=True, services=["predictor", "creative"],
+    kw = dict(percent=10, namespace="hllm-creator", storage_uri=None, dry_run=False, services=["predictor", "creative"],
               policy=pol, force=False)
     v1 = _register(tmp_path, "one", 0.1)
+    dry = rollout("canary", candidate="candidate", **{**kw, "dry_run": True})
+    assert dry["gate"]["would_promote"] and not dry["gate"]["promoted"] and not dry["applied"] and not applied
+    with pytest.raises(Exception):
+        _version_for("canary")  # the dry run moved nothing
     out = rollout("canary", candidate="candidate", **kw)
-    assert out["gate"]["promoted"] and out["version"] == v1 and not out["applied"]
+    assert out["patches"] == dry["patches"] and applied == out["patches"]
+    assert out["gate"]["promoted"] and out["version"] == v1 and out["applied"]
     assert out["storage_uri"] == tracking.version_storage_uri(v1) and out["storage_uri"].endswith("/artifacts/bundle-one")
     assert [p["spec"]["predictor"]["canaryTrafficPercent"] for p in out["patches"]] == [10, 10]
     assert str(_version_for("canary").version) == v1

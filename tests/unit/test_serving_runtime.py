@@ -236,3 +236,39 @@ def test_batched_model_answers_429_with_retry_after_when_its_queue_is_full():
     assert err.status == 429 and err.retry_after >= 1 and err.headers()["retry-after"] == str(err.retry_after)
     assert first == {"predictions": [{"n": 1}]} and len(queued["predictions"]) == 2
     m.batcher.close()
+
+
+def test_readiness_probes_during_load_log_once_per_state_change(caplog):
+    """issue 28: KServe's own 503 handlers (real, called as a probe would) log a traceback each; with
+    the filter the first not-ready answer is one INFO line, the rest nothing, until ready again."""
+    import asyncio
+    import logging
+
+    from kserve.errors import ModelNotReady, ServerNotReady, model_not_ready_handler, server_not_ready_handler
+
+    from hllm_creator.serving.runtime import ReadinessLogFilter
+
+    f = ReadinessLogFilter("predictor")
+    logger = logging.getLogger("kserve")
+    logger.addFilter(f)
+    try:
+        with caplog.at_level(logging.INFO, logger="kserve"):
+            for _ in range(20):
+                r = asyncio.run(server_not_ready_handler(None, ServerNotReady()))
+                assert r.status_code == 503
+            asyncio.run(model_not_ready_handler(None, ModelNotReady("predictor")))
+            recs = [r for r in caplog.records if r.name == "kserve"]
+            assert len(recs) == 1 and recs[0].levelno == logging.INFO and recs[0].exc_info is None
+            assert "predictor not ready yet" in recs[0].getMessage()
+            f.ready()  # loaded; a later not-ready state is said again, once
+            for _ in range(5):
+                asyncio.run(server_not_ready_handler(None, ServerNotReady()))
+            assert len([r for r in caplog.records if r.name == "kserve"]) == 2
+            try:
+                raise RuntimeError("a real fault")
+            except RuntimeError:
+                logger.exception("Exception:")
+            fault = [r for r in caplog.records if r.name == "kserve"][-1]
+            assert fault.exc_info is not None and fault.levelno == logging.ERROR  # real faults keep their traceback
+    finally:
+        logger.removeFilter(f)

@@ -58,6 +58,9 @@ def test_train_end_to_end_writes_model_dir_and_mlflow(small_ds, tmp_path):
               "eval_model_recall_at_10", "eval_popularity_recall_at_10", "eval_random_ndcg_at_10"):
         assert k in run.data.metrics, k
     assert run.data.tags["step"] == "train" and run.data.params["preset"] == "tiny"
+    # set-up values are params, not metric tiles (issue 28)
+    assert run.data.params["bf16_used"] in ("True", "False") and int(run.data.params["planned_steps"]) > 0
+    assert not {"bf16", "steps", "params_total", "creative_rows"} & set(run.data.metrics)
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(res["run_id"])}
     assert {"loss_curves.png", "eval.json"} <= arts
     mv = mlflow.MlflowClient().get_model_version_by_alias("hllm-creator", "candidate")

@@ -272,3 +272,106 @@ def load_mapping_yaml(path: str | Path) -> dict:
         p = Path(table["path"])
         table["path"] = str(p if p.is_absolute() else base / p)
     return spec
+
+
+# ---- invalid rows: strict by default, or a bounded skip that reports each dropped row ------------
+
+ON_INVALID = ("error", "skip")
+DEFAULT_MAX_INVALID = 100
+
+
+def _bad_str(v, *, nonempty: bool, nullable: bool = False) -> str | None:
+    if _is_missing(v):
+        return None if nullable else "missing value"
+    if not isinstance(v, str):
+        return f"expected a string, got {type(v).__name__} {v!r:.60}"
+    if nonempty and not v.strip():
+        return "empty string"
+    return None
+
+
+def _bad_list(v) -> str | None:
+    if hasattr(v, "tolist"):
+        v = v.tolist()
+    if _is_missing(v):
+        return None  # filled with [] later
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        return f"expected a list of strings, got {v!r:.60}"
+    return None
+
+
+def _bad_int(v, allowed: set[int] | None = None) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int | float) or _is_missing(v) or float(v) != int(v):
+        return f"expected an integer, got {v!r:.60}"
+    if allowed is not None and int(v) not in allowed:
+        return f"value {v!r} not in {sorted(allowed)}"
+    return None
+
+
+def drop_invalid_rows(items: pd.DataFrame, interactions: pd.DataFrame, *, items_file: str,
+                      interactions_file: str, max_invalid: int = DEFAULT_MAX_INVALID
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """``data prepare --on-invalid skip``: drop the rows the dataset contract would refuse, at most
+    ``max_invalid`` of them (item rows + interaction rows that are themselves invalid), and report
+    each one: ``{file, row, column, why, id}`` (``row``: 0-based row of that file as the adapter
+    read it). An item's interactions go with it (counted in its report as ``interactions``).
+    More invalid rows than ``max_invalid`` is a DataError that names the first ones: a dataset that
+    bad needs a look, not a skip. Rules are those of ``schema.validate_items`` / ``validate_interactions``.
+    """
+    dropped: list[dict] = []
+    keep_items: list[bool] = []
+    seen: set[str] = set()
+    has = set(items.columns)
+    for row, rec in enumerate(items.to_dict("records")):
+        iid = rec.get("item_id")
+        checks = [("item_id", _bad_str(iid, nonempty=True))]
+        if checks[0][1] is None and iid in seen:
+            checks = [("item_id", f"duplicate id (item_id={iid!r}; the first row is kept)")]
+        checks += [("title", _bad_str(rec.get("title"), nonempty=True))]
+        if "description" in has:
+            checks.append(("description", _bad_str(rec.get("description"), nonempty=False, nullable=True)))
+        if "brand" in has:
+            checks.append(("brand", _bad_str(rec.get("brand"), nonempty=False, nullable=True)))
+        for col in ("categories", "selling_points"):
+            if col in has:
+                checks.append((col, _bad_list(rec.get(col))))
+        bad = [(c, why) for c, why in checks if why]
+        keep_items.append(not bad)
+        if bad:
+            dropped.append({"file": items_file, "row": row, "column": bad[0][0], "why": bad[0][1],
+                            "id": None if _is_missing(iid) else str(iid)})
+        elif isinstance(iid, str):
+            seen.add(iid)
+    kept_ids = seen
+    dropped_ids = {d["id"] for d in dropped if d["id"] is not None} - kept_ids
+    keep_inter: list[bool] = []
+    with_dropped_item: dict[str, int] = {}
+    for row, rec in enumerate(interactions.to_dict("records")):
+        iid = rec.get("item_id")
+        checks = [("user_id", _bad_str(rec.get("user_id"), nonempty=True)),
+                  ("item_id", _bad_str(iid, nonempty=True))]
+        if "ts" in rec:
+            checks.append(("ts", _bad_int(rec["ts"])))
+        if "label" in rec:
+            checks.append(("label", _bad_int(rec["label"], {0, 1})))
+        bad = [(c, why) for c, why in checks if why]
+        if not bad and iid not in kept_ids:
+            if iid in dropped_ids:  # goes with its dropped item: reported there
+                with_dropped_item[iid] = with_dropped_item.get(iid, 0) + 1
+                keep_inter.append(False)
+                continue
+            bad = [("item_id", f"item_id {iid!r} names an unknown item")]
+        keep_inter.append(not bad)
+        if bad:
+            dropped.append({"file": interactions_file, "row": row, "column": bad[0][0], "why": bad[0][1],
+                            "id": None if _is_missing(rec.get("user_id")) else str(rec.get("user_id"))})
+    if len(dropped) > max_invalid:
+        first = "; ".join(f"{d['file']} row {d['row']} column {d['column']}: {d['why']}" for d in dropped[:3])
+        raise DataError(f"{len(dropped)} invalid rows, more than --max-invalid {max_invalid} (first: {first}); "
+                        "fix the data or raise --max-invalid")
+    for d in dropped:
+        if d["file"] == items_file and d["id"] in with_dropped_item:
+            d["interactions"] = with_dropped_item[d["id"]]
+    items_out = items[pd.Series(keep_items, index=items.index, dtype=bool)].reset_index(drop=True)
+    inter_out = interactions[pd.Series(keep_inter, index=interactions.index, dtype=bool)].reset_index(drop=True)
+    return items_out, inter_out, dropped

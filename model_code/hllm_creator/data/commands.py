@@ -33,8 +33,32 @@ def prepare_cmd(
     list_sep: Optional[str] = typer.Option(None, help="generic: separator of list cells (categories) in CSV "
                                                       "(default |; with --mapping: the file's list_sep)"),
     name: Optional[str] = typer.Option(None, help="Dataset name for the manifest."),
+    on_invalid: str = typer.Option("error", "--on-invalid",
+                                   help="error: the first invalid row stops (default). skip: drop invalid "
+                                        "rows (at most --max-invalid), each listed in the manifest and "
+                                        "MLflow."),
+    max_invalid: int = typer.Option(100, "--max-invalid", min=0,
+                                    help="With --on-invalid skip: more invalid rows than this is an error."),
+    mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow",
+                                    help="With --on-invalid skip: log the dropped rows to an MLflow run."),
 ) -> None:
     """Write a dataset dir: items.parquet, interactions.parquet, manifest.json (with counts and sha256)."""
+    from hllm_creator.data.schema import DataError
+
+    if on_invalid not in ("error", "skip"):
+        raise DataError(f"--on-invalid {on_invalid!r}: use error or skip")
+    try:
+        _prepare(out, source, inter, item, reference, items, interactions, item_col, inter_col, mapping,
+                 list_sep, name, on_invalid, max_invalid, mlflow_log)
+    except DataError as e:
+        if on_invalid == "error" and e.row is not None:  # one bad row: say how to go on without editing
+            raise DataError(f"{e}; --on-invalid skip drops such rows (at most --max-invalid, "
+                            "each listed in the manifest)") from None
+        raise
+
+
+def _prepare(out, source, inter, item, reference, items, interactions, item_col, inter_col, mapping, list_sep,
+             name, on_invalid, max_invalid, mlflow_log) -> None:
     from hllm_creator.data import adapters
     from hllm_creator.data.prepare import prepare, prepare_bundled
     from hllm_creator.data.schema import DataError
@@ -50,18 +74,40 @@ def prepare_cmd(
             if v is None:
                 raise DataError(f"--{k} is required for --source {source}")
 
+    def write(it, ia, *, items_file: str, interactions_file: str, **kw):
+        invalid = None
+        if on_invalid == "skip":
+            it, ia, dropped = adapters.drop_invalid_rows(it, ia, items_file=items_file,
+                                                         interactions_file=interactions_file,
+                                                         max_invalid=max_invalid)
+            invalid = {"policy": "skip", "max_invalid": max_invalid, "count": len(dropped),
+                       "interactions_with_dropped_items": sum(d.get("interactions", 0) for d in dropped),
+                       "rows": dropped}
+            for d in dropped:
+                typer.secho(f"dropped: {d['file']} row {d['row']} column {d['column']}: {d['why']}"
+                            + (f" ({d['interactions']} interactions with it)" if d.get("interactions") else ""),
+                            fg="yellow", err=True)
+        ds = prepare(it, ia, out, items_file=items_file, interactions_file=interactions_file,
+                     invalid_rows=invalid, **kw)
+        if invalid is not None and mlflow_log:
+            _log_invalid(ds, invalid)
+        return ds
+
     if source == "bundled":
+        if on_invalid == "skip":
+            raise DataError("--on-invalid skip applies to --source amazon, reference or generic "
+                            "(the bundled data is valid)")
         ds = prepare_bundled(out)
     elif source == "amazon":
         need(inter=inter, item=item)
         it, ia = adapters.amazon_json(inter, item)
-        ds = prepare(it, ia, out, name=name or Path(str(inter)).name.split(".")[0], source=f"amazon json {inter}",
-                     license="unknown", items_file=str(item), interactions_file=str(inter))
+        ds = write(it, ia, name=name or Path(str(inter)).name.split(".")[0], source=f"amazon json {inter}",
+                   license="unknown", items_file=str(item), interactions_file=str(inter))
     elif source == "reference":
         need(reference=reference)
         it, ia = adapters.reference_parquet(reference)
-        ds = prepare(it, ia, out, name=name or reference.stem, source=f"reference parquet {reference}",
-                     license="unknown", items_file=str(reference), interactions_file=str(reference))
+        ds = write(it, ia, name=name or reference.stem, source=f"reference parquet {reference}",
+                   license="unknown", items_file=str(reference), interactions_file=str(reference))
     elif source == "generic":
         if mapping is not None:
             flags = [f"--{k}" for k in ("items", "interactions", "item-col", "inter-col") if given[k] is not None]
@@ -79,14 +125,34 @@ def prepare_cmd(
             items_p, inter_p = items, interactions
             icols, acols, sep = adapters.parse_mapping(item_col), adapters.parse_mapping(inter_col), list_sep
         it, ia = adapters.generic(items_p, inter_p, item_columns=icols, interaction_columns=acols, list_sep=sep)
-        ds = prepare(it, ia, out, name=name or items_p.stem, source=f"generic {items_p} + {inter_p}",
-                     license="unknown", items_file=str(items_p), interactions_file=str(inter_p))
+        ds = write(it, ia, name=name or items_p.stem, source=f"generic {items_p} + {inter_p}",
+                   license="unknown", items_file=str(items_p), interactions_file=str(inter_p))
     else:
         raise DataError(f"unknown --source {source!r}: use bundled, amazon, reference or generic")
     c = ds.manifest["counts"]
     typer.echo(f"wrote {out}: {c['users']:,} users, {c['items']:,} items, {c['interactions']:,} interactions "
                f"({c['users_with_split']:,} users with a leave-last-out split, "
                f"{c['users_too_short_for_split']} with fewer than 3 clicks)")
+    inv = ds.manifest.get("invalid_rows")
+    if inv is not None:
+        typer.echo(f"skipped {inv['count']} invalid rows (+{inv['interactions_with_dropped_items']} interactions "
+                   f"of dropped items), listed in {Path(out) / 'manifest.json'} under invalid_rows")
+
+
+def _log_invalid(ds, invalid: dict) -> None:
+    """The dropped rows in an MLflow run ``data-prepare``: a table, their count, the dataset name."""
+    import pandas as pd
+
+    from hllm_creator import tracking
+
+    with tracking.step_run("data-prepare", {"dataset": ds.manifest["name"], "on_invalid": "skip",
+                                            "max_invalid": invalid["max_invalid"]}) as run:
+        tracking.log_metrics({"invalid_rows_dropped": invalid["count"],
+                              "interactions_with_dropped_items": invalid["interactions_with_dropped_items"],
+                              **{f"dataset_{k}": v for k, v in ds.manifest["counts"].items()}})
+        rows = pd.DataFrame(invalid["rows"], columns=["file", "row", "column", "why", "id", "interactions"])
+        tracking.log_table(rows.astype({"row": "int64"}).fillna({"interactions": 0}), "invalid_rows")
+    typer.echo(f"dropped rows logged to MLflow run {run.info.run_id} (data-prepare, table invalid_rows.json)")
 
 
 # which options belong to which source; every other option is an error for that source

@@ -40,9 +40,12 @@ def finalize_items(items: pd.DataFrame, source_file: str = "items") -> pd.DataFr
 
 
 def prepare(items: pd.DataFrame, interactions: pd.DataFrame, out_dir: str | Path, *, name: str,
-            source: str, license: str, items_file: str = "items", interactions_file: str = "interactions"
-            ) -> Dataset:
-    """Validate, derive, and write ``out_dir`` with items/interactions parquet and manifest.json."""
+            source: str, license: str, items_file: str = "items", interactions_file: str = "interactions",
+            invalid_rows: dict | None = None) -> Dataset:
+    """Validate, derive, and write ``out_dir`` with items/interactions parquet and manifest.json.
+
+    ``invalid_rows``: what ``--on-invalid skip`` dropped (``adapters.drop_invalid_rows``), kept in
+    the manifest under that key."""
     from hllm_creator.data.split import leave_last_out
     from hllm_creator.io import write_json
 
@@ -72,6 +75,8 @@ def prepare(items: pd.DataFrame, interactions: pd.DataFrame, out_dir: str | Path
             },
             "sha256": {f: sha256_file(tmp / f) for f in ("items.parquet", "interactions.parquet")},
         }
+        if invalid_rows is not None:
+            manifest["invalid_rows"] = invalid_rows
         write_json(manifest, tmp / "manifest.json")
     return Dataset(items=items, interactions=interactions, manifest=manifest, path=out_dir)
 

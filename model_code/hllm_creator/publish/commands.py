@@ -126,13 +126,14 @@ def rollout(action: str, *, percent: int | None, namespace: str, storage_uri: st
     if action == "canary":
         if percent is None:
             raise typer.BadParameter("--rollout canary needs --percent N (1..99)")
-        res = tracking.promote(candidate, force=force, policy=policy, alias="canary")
+        res = tracking.promote(candidate, force=force, policy=policy, alias="canary", dry_run=dry_run)
         out["gate"] = res
-        if not res["promoted"]:
+        if not res["would_promote"]:
             out["applied"] = False
             return out
         v = res["candidate_version"]
-        if "rolled_back" in client.get_model_version(name, v).tags:  # a second chance
+        out["registry"] = [res["would"]]
+        if not dry_run and "rolled_back" in client.get_model_version(name, v).tags:  # a second chance
             client.delete_model_version_tag(name, v, "rolled_back")
         uri = storage_uri or tracking.version_storage_uri(v)
         patches = R.rollout_patches("canary", storage_uri=uri, percent=percent, services=tuple(services),
@@ -161,27 +162,36 @@ def rollout(action: str, *, percent: int | None, namespace: str, storage_uri: st
     else:
         out["answers"] = R.apply_patches(patches, namespace)
         out["applied"] = True
-    # the registry follows what the cluster serves (a dry run changes aliases too: the local flow)
+    # the registry follows what the cluster serves; a dry run only says what it would change
+    changes: list[tuple[str, tuple]] = []
     if action == "complete":
         champ = version("champion")
         if champ is not None and str(champ.version) != out["version"]:
-            client.set_registered_model_alias(name, "previous", str(champ.version))
-        client.set_registered_model_alias(name, "champion", out["version"])
-        client.delete_registered_model_alias(name, "canary")
+            changes.append((f"alias previous -> version {champ.version}",
+                            ("set_registered_model_alias", name, "previous", str(champ.version))))
+        changes.append((f"alias champion -> version {out['version']}",
+                        ("set_registered_model_alias", name, "champion", out["version"])))
+        changes.append(("alias canary removed", ("delete_registered_model_alias", name, "canary")))
     elif action == "rollback" and out["version"] is not None:
-        client.delete_registered_model_alias(name, "canary")
-        client.set_model_version_tag(name, out["version"], "rolled_back", "true")
+        changes.append(("alias canary removed", ("delete_registered_model_alias", name, "canary")))
+        changes.append((f"version {out['version']} tagged rolled_back",
+                        ("set_model_version_tag", name, out["version"], "rolled_back", "true")))
+    out["registry"] = out.get("registry", []) + [what for what, _ in changes]
+    if not dry_run:
+        for _, (method, *args) in changes:
+            getattr(client, method)(*args)
     return out
 
 
 def echo_rollout(out: dict) -> None:
+    from hllm_creator.pipeline_commands import echo_checks
+
     gate = out.get("gate")
     if gate is not None:
-        typer.secho(("gate passed: " if gate["promoted"] else "gate refused: ") + gate["reason"],
-                    fg="green" if gate["promoted"] else "yellow")
-        for c in gate.get("checks", []):
-            typer.echo(f"  {'ok     ' if c['ok'] else 'REFUSED'}  {c['check']}: {c['detail']}")
-        if not gate["promoted"]:
+        typer.secho(("gate passed: " if gate["would_promote"] else "gate refused: ") + gate["reason"],
+                    fg="green" if gate["would_promote"] else "yellow")
+        echo_checks(gate)
+        if not gate["would_promote"]:
             return
     what = {"canary": f"canary {out.get('percent')}% -> version {out.get('version')} ({out.get('storage_uri')})",
             "complete": f"complete: version {out.get('version')} takes 100% and becomes champion",
@@ -191,6 +201,8 @@ def echo_rollout(out: dict) -> None:
     for p in out["patches"]:
         typer.echo(f"  kubectl -n {out['namespace']} patch isvc {p['metadata']['name']} --type merge -p "
                    f"'{json.dumps({'spec': p['spec']}, separators=(',', ':'))}'")
+    for r in out.get("registry", []):
+        typer.echo(f"  registry{' (would)' if out['dry_run'] else ''}: {r}")
     for a in out.get("answers", []):
         typer.echo(f"  {a['name']}: generation {a['generation']}, canaryTrafficPercent "
                    f"{a['canaryTrafficPercent']}, storageUri {a['storageUri']}")

@@ -24,10 +24,34 @@ def _serve_batched(kind: str, model_dir, model_uri, artifacts, items, host, port
         from hllm_creator.serving.predictor import Predictor as cls
     if bool(model_dir) == bool(model_uri):
         raise typer.BadParameter("give exactly one of --model-dir or --model-uri")
+    _check_source(model_dir, model_uri, artifacts)
     model = cls(kind, model_dir=model_dir, model_uri=model_uri, artifacts=artifacts, items=items,
                 max_batch=max_batch, max_wait_ms=batch_wait_ms, max_queue=max_queue, **(ab or {}))
     serve(model, host, port, model.load, max_body=MAX_BODY_BYTES, deadline_s=deadline_s,
           setup_app=getattr(model, "setup_app", None))
+
+
+def _check_source(model_dir, model_uri, artifacts) -> None:
+    """What can be checked before the server starts, as one-line errors: a missing directory, a
+    registry URI whose alias or version does not exist (the error lists the aliases that do)."""
+    from pathlib import Path
+
+    for flag, d in (("--model-dir", model_dir), ("--artifacts", artifacts)):
+        if d and not Path(d).is_dir():
+            raise typer.BadParameter(f"{flag} {d}: no such directory"
+                                     + (" (a trained model dir, or a bundle from `hllm-creator publish`)"
+                                        if flag == "--model-dir" else ""))
+    if model_uri and str(model_uri).startswith("models:/"):
+        from mlflow.exceptions import MlflowException
+
+        from hllm_creator.tracking import resolve_tracking_uri
+        from hllm_creator.tracking.mlflow_utils import _version_for
+
+        try:
+            _version_for(str(model_uri))
+        except MlflowException as e:
+            raise typer.BadParameter(f"--model-uri {model_uri}: {e.message} "
+                                     f"(registry: {resolve_tracking_uri()})") from None
 
 
 def _ab(experiment: str | None, share: float, exposure_dir: str | None) -> dict:

@@ -16,6 +16,7 @@ from hllm_creator.tracking.mlflow_utils import (  # noqa: F401,I001
     log_figure,
     log_json,
     log_metrics,
+    log_params,
     log_table,
     log_artifact,
     log_artifacts,

@@ -133,6 +133,12 @@ def log_config(config) -> None:
     _mlflow().log_params(clean)
 
 
+def log_params(params: dict[str, Any]) -> None:
+    """Values a run was set up with (sizes, switches, what a schedule planned): params, one value per
+    run, shown in the run's parameter table rather than as metric charts."""
+    _mlflow().log_params({k: str(v)[:_MAX_PARAM] for k, v in params.items()})
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     ok = {k: float(v) for k, v in metrics.items()
           if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
@@ -269,9 +275,11 @@ def download_registered(uri: str, dst: str | Path | None = None) -> Path:
     mlflow = _mlflow()
     if not uri.startswith(("models:/", "runs:/")) and not Path(uri).exists():
         raise ValueError(f"not a model URI (models:/NAME@ALIAS, models:/NAME/VERSION) or a path: {uri!r}")
-    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="hllm-model-"))
-    if dst.exists() and any(dst.iterdir()):
+    if dst and Path(dst).exists() and any(Path(dst).iterdir()):
         raise ValueError(f"download target {dst} is not empty")
+    if uri.startswith("models:/"):
+        _version_for(uri)  # an unknown alias or version: one clear error before any download
+    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="hllm-model-"))
     dst.mkdir(parents=True, exist_ok=True)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     mlmodel = local / "MLmodel"
@@ -331,12 +339,32 @@ def _version_for(uri_or_version: str, name: str = MODEL_NAME):
         body = ref[len("models:/"):]
         if "@" in body:
             name, alias = body.split("@", 1)
-            return client.get_model_version_by_alias(name, alias)
+            return _by_alias(client, name, alias)
         name, _, ver = body.partition("/")
         return client.get_model_version(name, ver)
     if ref.isdigit():
         return client.get_model_version(name, ref)
-    return client.get_model_version_by_alias(name, ref)
+    return _by_alias(client, name, ref)
+
+
+def _by_alias(client, name: str, alias: str):
+    """``get_model_version_by_alias``; an unknown alias or model is an error that lists what exists."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        try:
+            known = client.get_registered_model(name).aliases
+        except MlflowException:
+            names = [m.name for m in client.search_registered_models(max_results=20)]
+            raise MlflowException(f"no registered model {name!r} (registered: "
+                                  f"{', '.join(names) or 'none'})", error_code=e.error_code) from None
+        if alias in known:
+            raise
+        have = ", ".join(f"@{a} (version {v})" for a, v in sorted(known.items())) or "none"
+        raise MlflowException(f"model {name!r} has no alias {alias!r}; its aliases: {have} "
+                              f"(`hllm-creator promote` moves @champion)", error_code=e.error_code) from None
 
 
 def _family(run_id: str, *, metrics: bool, step: str | None = None):
@@ -390,7 +418,8 @@ def run_tag(run_id: str, key: str, step: str = "train") -> str | None:
 
 
 def promote(candidate: str = "candidate", *, metric: str | None = None, name: str = MODEL_NAME,
-            force: bool = False, policy: PromotePolicy | None = None, alias: str = "champion") -> dict[str, Any]:
+            force: bool = False, policy: PromotePolicy | None = None, alias: str = "champion",
+            dry_run: bool = False) -> dict[str, Any]:
     """Move alias ``champion`` to the candidate version when the evidence of :class:`PromotePolicy`
     holds; every rule is checked and reported (``checks``), each refusal says why (``reason``).
 
@@ -398,6 +427,8 @@ def promote(candidate: str = "candidate", *, metric: str | None = None, name: st
     policy's GSB metric. ``force`` promotes whatever the checks say (they are still reported).
     ``alias``: the alias moved when the checks pass (``canary`` for a canary rollout, which moves
     ``champion`` only at ``--rollout complete``).
+    ``dry_run``: every check runs and the answer says what would change (``would``), no alias moves.
+    ``overridden``: the refusals ``force`` overrode (empty when every check passed).
     """
     from mlflow.exceptions import MlflowException
 
@@ -410,10 +441,16 @@ def promote(candidate: str = "candidate", *, metric: str | None = None, name: st
     except MlflowException:
         champ = None
     champ_score = run_metric(champ.run_id, metric) if champ is not None and champ.run_id else None
+    try:
+        holder = champ if alias == "champion" else _version_for(alias, name)
+    except MlflowException:
+        holder = None
     out = {"model": name, "metric": metric, "candidate_version": str(cand.version), "candidate_score": cand_score,
-           "champion_version": None if champ is None else str(champ.version), "champion_score": champ_score}
+           "champion_version": None if champ is None else str(champ.version), "champion_score": champ_score,
+           "dry_run": dry_run}
     if champ is not None and str(champ.version) == str(cand.version):
-        return {**out, "promoted": False, "reason": "candidate is already champion", "checks": []}
+        return {**out, "promoted": False, "would_promote": False, "already": True,
+                "reason": "candidate is already champion", "checks": [], "overridden": []}
     checks: list[dict[str, Any]] = []
 
     def check(rule: str, ok: bool, detail: str) -> None:
@@ -462,6 +499,9 @@ def promote(candidate: str = "candidate", *, metric: str | None = None, name: st
         reason = "; ".join(refusals)
     else:
         reason = checks[0]["detail"]
-    if ok:
+    would = (f"alias {alias}: version {holder.version} -> {cand.version}" if holder is not None
+             else f"alias {alias}: (none) -> version {cand.version}")
+    if ok and not dry_run:
         set_alias(alias, cand.version, name)
-    return {**out, "promoted": ok, "alias": alias, "reason": reason, "checks": checks}
+    return {**out, "promoted": ok and not dry_run, "would_promote": ok, "alias": alias, "would": would,
+            "reason": reason, "checks": checks, "overridden": refusals if force else []}

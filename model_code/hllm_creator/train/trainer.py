@@ -124,8 +124,13 @@ def loss_figure(history: list):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.6))
-    for ax, k in zip(axes, PANELS):
+    # a grid (at most 3 panels a row), not a strip of eight: readable at the UI's preview size
+    cols = min(3, len(PANELS))
+    rows = -(-len(PANELS) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(PANELS):]:
+        ax.set_visible(False)
+    for ax, k in zip(axes.flat, PANELS):
         pts = [(h["step"], h[k]) for h in history if k in h]
         if pts:
             ax.plot(*zip(*pts), marker=".")
@@ -507,9 +512,10 @@ def run_train(cfg: TrainConfig) -> dict:
            else contextlib.nullcontext(None))
     with ctx as run:
         if rank0:
-            tracking.log_metrics({"params_trainable": n_train, "params_total": n_all, "steps": len(plan.bundles),
-                                  "creative_rows": len(data.td.rows), "cls_users": len(data.td.cls_pos),
-                                  "bf16": float(use_bf16)})
+            # what the run was set up with: params (one value per run), not metrics (issue 28)
+            tracking.log_params({"params_trainable": n_train, "params_total": n_all, "planned_steps": len(plan.bundles),
+                                 "creative_rows_used": len(data.td.rows), "cls_users_used": len(data.td.cls_pos),
+                                 "bf16_used": use_bf16})
         if data.standin and rank0:
             tracking.log_json({"note": tdata.STANDIN_NOTE, "rows": len(data.rows)}, "standin_data")
         fitted = fit(cfg, model, data, plan, use_bf16, rank0=rank0)
