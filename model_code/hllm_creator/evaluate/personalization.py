@@ -807,24 +807,15 @@ def frontier_figure(frontier: list[dict]):
 
 
 def table_figure(per_ad: pd.DataFrame, max_rows: int = 30):
-    """The per-ad table (ad, cluster, interests, served title, source) as an image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The per-ad table (ad, cluster, interests, served title, source) as an image, titles wrapped
+    whole (they differ at their end: the original plus one selling point)."""
+    from hllm_creator.tracking.plots import table_figure as wrapped
 
     t = per_ad.head(max_rows)
-    cells = [[str(r.item_id), str(r.cluster_id), ", ".join(list(r.interests))[:40], str(r.title)[:70],
-              "copy" if r.copy else str(r.source)] for r in t.itertuples()]
-    fig, ax = plt.subplots(figsize=(12, 0.3 * max(len(cells), 1) + 0.8))
-    ax.axis("off")
-    if cells:
-        tab = ax.table(cellText=cells, colLabels=["ad", "cluster", "top interests", "served title", "source"],
-                       loc="center", cellLoc="left", colWidths=[0.06, 0.06, 0.28, 0.52, 0.08])
-        tab.auto_set_font_size(False)
-        tab.set_fontsize(7)
-    fig.tight_layout()
-    return fig
+    return wrapped(["ad", "cluster", "top interests", "served title", "source"],
+                   [[r.item_id, r.cluster_id, ", ".join(list(r.interests)), r.title,
+                     ("original" if r.source == "original" else "copy") if r.copy else r.source]
+                    for r in t.itertuples()], [6, 7, 30, 60, 9])
 
 
 def _jsonable(o):
