@@ -130,6 +130,23 @@ def _umask() -> int:
     return mask
 
 
+def umask_modes(root: str | os.PathLike) -> None:
+    """Give every folder and file under ``root`` the mode a plain mkdir()/open() gives under the umask
+    (0755 / 0644 under 022; executables keep their x bits). Libraries that write through a temp file
+    and a rename (transformers' save_pretrained: model.safetensors) leave 0600 files, which the next
+    reader running as another user (the image's uid 10001, the next pod on a shared volume) cannot
+    open. Symlinks are left alone."""
+    mask = _umask()
+    for dirpath, dirs, files in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~mask)
+        for f in files:
+            p = os.path.join(dirpath, f)
+            st = os.lstat(p)
+            if not os.path.islink(p):
+                x = 0o111 if st.st_mode & 0o111 else 0
+                os.chmod(p, (0o666 | x) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp file path in the target's folder; fsync it, rename it onto ``target`` and
@@ -185,6 +202,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         _remove(tmp)
         raise
     try:
+        umask_modes(tmp)
         fsync_tree(tmp)
     except BaseException:
         _remove(tmp)

@@ -17,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -257,6 +258,12 @@ def test_outputs_get_the_mode_umask_gives_not_0700(tmp_path, mask):
         with io.atomic_dir(tmp_path / "model") as d:
             (d / "CHECKSUM.json").write_text("{}")
             (d / "sub").mkdir()
+            # what transformers' save_pretrained leaves: a temp file (0600) renamed into place
+            fd, t = tempfile.mkstemp(dir=d)
+            os.close(fd)
+            os.replace(t, d / "sub" / "model.safetensors")
+            (d / "run.sh").write_text("#!/bin/sh\n")
+            (d / "run.sh").chmod(0o700)
         with io.atomic_path(tmp_path / "one.json") as p:
             p.write_text("{}")
         # the same as plain mkdir / open under this umask
@@ -268,6 +275,8 @@ def test_outputs_get_the_mode_umask_gives_not_0700(tmp_path, mask):
     assert mode(tmp_path / "model") == 0o777 & ~mask == mode(tmp_path / "ref_dir")
     assert mode(tmp_path / "one.json") == 0o666 & ~mask == mode(tmp_path / "ref_file")
     assert mode(tmp_path / "model" / "sub") == 0o777 & ~mask
+    assert mode(tmp_path / "model" / "sub" / "model.safetensors") == 0o666 & ~mask
+    assert mode(tmp_path / "model" / "run.sh") == 0o777 & ~mask  # executables stay executable
     current = os.umask(0)
     os.umask(current)
     assert io._umask() == current  # read without changing it
