@@ -125,7 +125,7 @@ for d in /opt/wheels ${PIP_FIND_LINKS:-}; do
 done
 TORCH_INDEX=https://download.pytorch.org/whl/cpu
 if ls "$EXTRA/wheels"/torch-* >/dev/null 2>&1; then TORCH_INDEX=; fi
-INDEX=$(pip config get global.index-url 2>/dev/null || true); INDEX=${INDEX:-https://pypi.org/simple}
+INDEX=$("$PY" -m pip config get global.index-url 2>/dev/null || true); INDEX=${INDEX:-https://pypi.org/simple}
 build() {  # build NAME TAG
   local t=$(date +%s)
   DOCKER_BUILDKIT=0 docker build --network host -f "$CTX/Dockerfiles/Dockerfile.$1" -t "$2" \
