@@ -103,6 +103,84 @@ def stop_server(proc: subprocess.Popen) -> None:
     stop_process(proc, grace_s=15)
 
 
+# ---- what a test leaves behind -------------------------------------------------------------------
+# A test (or a library call inside it) that changes the process's environment, working directory or
+# torch's global settings changes what the tests after it compute: the KFP steps of the pipeline test
+# inherit os.environ, in-process steps inherit torch's thread count. Each test and each test module
+# gets them back as they were; what was restored is listed at the end of the session (to fix at the
+# source), never silently carried into the next test.
+_LEAKS: list[tuple[str, list[str]]] = []
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # pytest's own
+
+
+def _process_state() -> dict:
+    state = {"env": _env(), "cwd": os.getcwd()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        state["torch"] = {"num_threads": torch.get_num_threads(), "grad": torch.is_grad_enabled(),
+                          "deterministic": torch.are_deterministic_algorithms_enabled(),
+                          "default_dtype": torch.get_default_dtype()}
+    return state
+
+
+def _restore_process_state(before: dict, who: str) -> None:
+    what = []
+    env = _env()
+    if env != before["env"]:
+        keys = sorted(k for k in set(env) | set(before["env"]) if env.get(k) != before["env"].get(k))
+        what.append("env " + ", ".join(keys))
+        for k in keys:
+            if k in before["env"]:
+                os.environ[k] = before["env"][k]
+            else:
+                os.environ.pop(k, None)
+    if os.getcwd() != before["cwd"]:
+        what.append(f"cwd {os.getcwd()}")
+        os.chdir(before["cwd"])
+    torch = sys.modules.get("torch")
+    if torch is not None and "torch" in before:
+        t = before["torch"]
+        if torch.get_num_threads() != t["num_threads"]:
+            what.append(f"torch.num_threads {torch.get_num_threads()} (was {t['num_threads']})")
+            torch.set_num_threads(t["num_threads"])
+        if torch.is_grad_enabled() != t["grad"]:
+            what.append("torch grad mode")
+            torch.set_grad_enabled(t["grad"])
+        if torch.are_deterministic_algorithms_enabled() != t["deterministic"]:
+            what.append("torch deterministic algorithms")
+            torch.use_deterministic_algorithms(t["deterministic"])
+        if torch.get_default_dtype() != t["default_dtype"]:
+            what.append("torch default dtype")
+            torch.set_default_dtype(t["default_dtype"])
+    if what:
+        _LEAKS.append((who, what))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_process_state(request):
+    """Module-scoped fixtures (servers, registries) set things for their module; undone after it."""
+    before = _process_state()
+    yield
+    _restore_process_state(before, f"module {request.node.nodeid}")
+
+
+@pytest.fixture(autouse=True)
+def _test_process_state(request):
+    before = _process_state()
+    yield
+    _restore_process_state(before, request.node.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _LEAKS:
+        terminalreporter.write_sep("-", f"process state restored after {len(_LEAKS)} test(s)/module(s)")
+        for who, what in _LEAKS:
+            terminalreporter.write_line(f"{who}: {'; '.join(what)}")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_tracking(tmp_path, monkeypatch):
     """Every test gets its own embedded sqlite MLflow store and work dir unless it asks for a server."""

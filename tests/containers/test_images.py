@@ -110,24 +110,23 @@ def stack(tmp_path_factory):
 MANIFEST_ARGS = ["--model-dir", "/mnt/models/model", "--artifacts", "/mnt/models/artifacts"]
 
 
-@pytest.fixture(scope="module")
-def predictor(stack):
-    c = run_serving("predictor", MANIFEST_ARGS, bundle=stack["bundle"])
+def _ready_server(kind: str, stack):
+    c = run_serving(kind, MANIFEST_ARGS, bundle=stack["bundle"])
     try:
         c.wait_ready()
         yield c
     finally:
         c.remove()
+
+
+@pytest.fixture(scope="module")
+def predictor(stack):
+    yield from _ready_server("predictor", stack)
 
 
 @pytest.fixture(scope="module")
 def creative(stack):
-    c = run_serving("creative", MANIFEST_ARGS, bundle=stack["bundle"])
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.remove()
+    yield from _ready_server("creative", stack)
 
 
 def v2_body(instances: list[dict]) -> dict:
