@@ -30,7 +30,7 @@ demo: $(STAMP)
 
 # RANDOM_ORDER=<seed>: the tests in a random order (pytest-randomly, that seed); default: file order
 test: $(STAMP)
-	$(BIN)/python -m pytest $(if $(RANDOM_ORDER),-p randomly --randomly-seed=$(RANDOM_ORDER),-p no:randomly) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(RANDOM_ORDER),-p randomly --randomly-seed=$(RANDOM_ORDER)) $(PYTEST_ARGS)
 
 # the cpu and serving images built (on a stand-in base here) and run as the manifests run them; needs
 # root, installs Debian's docker.io if missing, removes its images afterwards (tests/containers/run.sh)
