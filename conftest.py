@@ -35,6 +35,23 @@ os.environ["HLLM_WORKDIR"] = str(_SESSION_WORK / ".hllm")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_WORK / '.hllm' / 'mlflow.db'}"
 os.environ.pop("HLLM_PARENT_RUN_ID", None)
 USER_STORES = [REPO / ".hllm", Path.cwd() / ".hllm"]
+# The model cache ($HLLM_CACHE, else ~/.cache/hllm-creator) holds the pulled models (read-only for the
+# tests) AND the item-embedding caches keyed by model hash, which embed reuses: a tiny model trained
+# twice with the same seed has the same hash, so items encoded by an earlier test (or an earlier run on
+# this machine) in other batches were reused and the pipeline's embeddings moved by ~1e-3 with the test
+# order (issue 25). Each test gets its own cache dir; only `models/` is shared (a link to the user's).
+_USER_CACHE = Path(os.environ.get("HLLM_CACHE", Path.home() / ".cache" / "hllm-creator"))
+
+
+def _private_cache(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (_USER_CACHE / "models").mkdir(parents=True, exist_ok=True)
+    if not (root / "models").exists():
+        (root / "models").symlink_to(_USER_CACHE / "models", target_is_directory=True)
+    return root
+
+
+os.environ["HLLM_CACHE"] = str(_private_cache(_SESSION_WORK / "cache"))
 
 
 def _snapshot(roots) -> dict[str, tuple[int, int]]:
@@ -185,6 +202,7 @@ def pytest_terminal_summary(terminalreporter):
 def _isolated_tracking(tmp_path, monkeypatch):
     """Every test gets its own embedded sqlite MLflow store and work dir unless it asks for a server."""
     monkeypatch.setenv("HLLM_WORKDIR", str(tmp_path / ".hllm"))
+    monkeypatch.setenv("HLLM_CACHE", str(_private_cache(tmp_path / ".hllm-cache")))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}")
     monkeypatch.delenv("HLLM_PARENT_RUN_ID", raising=False)
 
