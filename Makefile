@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # torch/OpenMP threads sleep instead of spin-waiting: servers and KFP task processes share 2 cores
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install bench bench-rec lint clean
+.PHONY: demo test test-containers install bench bench-rec lint clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -28,8 +28,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/hllm-creator demo
 
+# RANDOM_ORDER=<seed>: the tests in a random order (pytest-randomly, that seed); default: file order
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(RANDOM_ORDER),-p randomly --randomly-seed=$(RANDOM_ORDER)) $(PYTEST_ARGS)
+
+# the cpu and serving images built (on a stand-in base here) and run as the manifests run them; needs
+# root, installs Debian's docker.io if missing, removes its images afterwards (tests/containers/run.sh)
+test-containers: $(STAMP)
+	tests/containers/run.sh
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -35,6 +35,23 @@ os.environ["HLLM_WORKDIR"] = str(_SESSION_WORK / ".hllm")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_WORK / '.hllm' / 'mlflow.db'}"
 os.environ.pop("HLLM_PARENT_RUN_ID", None)
 USER_STORES = [REPO / ".hllm", Path.cwd() / ".hllm"]
+# The model cache ($HLLM_CACHE, else ~/.cache/hllm-creator) holds the pulled models (read-only for the
+# tests) AND the item-embedding caches keyed by model hash, which embed reuses: a tiny model trained
+# twice with the same seed has the same hash, so items encoded by an earlier test (or an earlier run on
+# this machine) in other batches were reused and the pipeline's embeddings moved by ~1e-3 with the test
+# order (issue 25). Each test gets its own cache dir; only `models/` is shared (a link to the user's).
+_USER_CACHE = Path(os.environ.get("HLLM_CACHE", Path.home() / ".cache" / "hllm-creator"))
+
+
+def _private_cache(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (_USER_CACHE / "models").mkdir(parents=True, exist_ok=True)
+    if not (root / "models").exists():
+        (root / "models").symlink_to(_USER_CACHE / "models", target_is_directory=True)
+    return root
+
+
+os.environ["HLLM_CACHE"] = str(_private_cache(_SESSION_WORK / "cache"))
 
 
 def _snapshot(roots) -> dict[str, tuple[int, int]]:
@@ -103,10 +120,89 @@ def stop_server(proc: subprocess.Popen) -> None:
     stop_process(proc, grace_s=15)
 
 
+# ---- what a test leaves behind -------------------------------------------------------------------
+# A test (or a library call inside it) that changes the process's environment, working directory or
+# torch's global settings changes what the tests after it compute: the KFP steps of the pipeline test
+# inherit os.environ, in-process steps inherit torch's thread count. Each test and each test module
+# gets them back as they were; what was restored is listed at the end of the session (to fix at the
+# source), never silently carried into the next test.
+_LEAKS: list[tuple[str, list[str]]] = []
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # pytest's own
+
+
+def _process_state() -> dict:
+    state = {"env": _env(), "cwd": os.getcwd()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        state["torch"] = {"num_threads": torch.get_num_threads(), "grad": torch.is_grad_enabled(),
+                          "deterministic": torch.are_deterministic_algorithms_enabled(),
+                          "default_dtype": torch.get_default_dtype()}
+    return state
+
+
+def _restore_process_state(before: dict, who: str) -> None:
+    what = []
+    env = _env()
+    if env != before["env"]:
+        keys = sorted(k for k in set(env) | set(before["env"]) if env.get(k) != before["env"].get(k))
+        what.append("env " + ", ".join(keys))
+        for k in keys:
+            if k in before["env"]:
+                os.environ[k] = before["env"][k]
+            else:
+                os.environ.pop(k, None)
+    if os.getcwd() != before["cwd"]:
+        what.append(f"cwd {os.getcwd()}")
+        os.chdir(before["cwd"])
+    torch = sys.modules.get("torch")
+    if torch is not None and "torch" in before:
+        t = before["torch"]
+        if torch.get_num_threads() != t["num_threads"]:
+            what.append(f"torch.num_threads {torch.get_num_threads()} (was {t['num_threads']})")
+            torch.set_num_threads(t["num_threads"])
+        if torch.is_grad_enabled() != t["grad"]:
+            what.append("torch grad mode")
+            torch.set_grad_enabled(t["grad"])
+        if torch.are_deterministic_algorithms_enabled() != t["deterministic"]:
+            what.append("torch deterministic algorithms")
+            torch.use_deterministic_algorithms(t["deterministic"])
+        if torch.get_default_dtype() != t["default_dtype"]:
+            what.append("torch default dtype")
+            torch.set_default_dtype(t["default_dtype"])
+    if what:
+        _LEAKS.append((who, what))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_process_state(request):
+    """Module-scoped fixtures (servers, registries) set things for their module; undone after it."""
+    before = _process_state()
+    yield
+    _restore_process_state(before, f"module {request.node.nodeid}")
+
+
+@pytest.fixture(autouse=True)
+def _test_process_state(request):
+    before = _process_state()
+    yield
+    _restore_process_state(before, request.node.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _LEAKS:
+        terminalreporter.write_sep("-", f"process state restored after {len(_LEAKS)} test(s)/module(s)")
+        for who, what in _LEAKS:
+            terminalreporter.write_line(f"{who}: {'; '.join(what)}")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_tracking(tmp_path, monkeypatch):
     """Every test gets its own embedded sqlite MLflow store and work dir unless it asks for a server."""
     monkeypatch.setenv("HLLM_WORKDIR", str(tmp_path / ".hllm"))
+    monkeypatch.setenv("HLLM_CACHE", str(_private_cache(tmp_path / ".hllm-cache")))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}")
     monkeypatch.delenv("HLLM_PARENT_RUN_ID", raising=False)
 

@@ -115,6 +115,38 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``; Linux 4.7+), else by
+    setting and restoring it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_modes(root: str | os.PathLike) -> None:
+    """Give every folder and file under ``root`` the mode a plain mkdir()/open() gives under the umask
+    (0755 / 0644 under 022; executables keep their x bits). Libraries that write through a temp file
+    and a rename (transformers' save_pretrained: model.safetensors) leave 0600 files, which the next
+    reader running as another user (the image's uid 10001, the next pod on a shared volume) cannot
+    open. Symlinks are left alone."""
+    mask = _umask()
+    for dirpath, dirs, files in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~mask)
+        for f in files:
+            p = os.path.join(dirpath, f)
+            st = os.lstat(p)
+            if not os.path.islink(p):
+                x = 0o111 if st.st_mode & 0o111 else 0
+                os.chmod(p, (0o666 | x) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp file path in the target's folder; fsync it, rename it onto ``target`` and
@@ -122,7 +154,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: give what open() would (readers run as others)
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -161,11 +196,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     recover(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: give what mkdir() would
         yield tmp
     except BaseException:
         _remove(tmp)
         raise
     try:
+        umask_modes(tmp)
         fsync_tree(tmp)
     except BaseException:
         _remove(tmp)

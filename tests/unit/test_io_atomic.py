@@ -17,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -245,3 +246,37 @@ def test_atomic_path_replaces_whole_and_cleans_up_on_error(tmp_path):
             raise ValueError("stop")
     assert json.loads(f.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002], ids=["umask022", "umask077", "umask002"])
+def test_outputs_get_the_mode_umask_gives_not_0700(tmp_path, mask):
+    """A folder or file written by atomic_dir / atomic_path has the mode mkdir()/open() would give under
+    the process's umask (0755/0644 under 022): another user (the image's uid 10001 reading a model
+    baked as root, the next pod on a shared volume) can read it. mkdtemp/mkstemp alone give 0700/0600."""
+    old = os.umask(mask)
+    try:
+        with io.atomic_dir(tmp_path / "model") as d:
+            (d / "CHECKSUM.json").write_text("{}")
+            (d / "sub").mkdir()
+            # what transformers' save_pretrained leaves: a temp file (0600) renamed into place
+            fd, t = tempfile.mkstemp(dir=d)
+            os.close(fd)
+            os.replace(t, d / "sub" / "model.safetensors")
+            (d / "run.sh").write_text("#!/bin/sh\n")
+            (d / "run.sh").chmod(0o700)
+        with io.atomic_path(tmp_path / "one.json") as p:
+            p.write_text("{}")
+        # the same as plain mkdir / open under this umask
+        os.mkdir(tmp_path / "ref_dir")
+        (tmp_path / "ref_file").write_text("")
+    finally:
+        os.umask(old)
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "model") == 0o777 & ~mask == mode(tmp_path / "ref_dir")
+    assert mode(tmp_path / "one.json") == 0o666 & ~mask == mode(tmp_path / "ref_file")
+    assert mode(tmp_path / "model" / "sub") == 0o777 & ~mask
+    assert mode(tmp_path / "model" / "sub" / "model.safetensors") == 0o666 & ~mask
+    assert mode(tmp_path / "model" / "run.sh") == 0o777 & ~mask  # executables stay executable
+    current = os.umask(0)
+    os.umask(current)
+    assert io._umask() == current  # read without changing it
