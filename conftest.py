@@ -199,10 +199,12 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_tracking(tmp_path, monkeypatch):
-    """Every test gets its own embedded sqlite MLflow store and work dir unless it asks for a server."""
+def _isolated_tracking(tmp_path, tmp_path_factory, monkeypatch):
+    """Every test gets its own embedded sqlite MLflow store and work dir unless it asks for a server,
+    and its own cache dir (beside its tmp_path, not in it: tests that list their tmp_path see only
+    what they wrote)."""
     monkeypatch.setenv("HLLM_WORKDIR", str(tmp_path / ".hllm"))
-    monkeypatch.setenv("HLLM_CACHE", str(_private_cache(tmp_path / ".hllm-cache")))
+    monkeypatch.setenv("HLLM_CACHE", str(_private_cache(tmp_path_factory.mktemp("hllm-cache"))))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}")
     monkeypatch.delenv("HLLM_PARENT_RUN_ID", raising=False)
 

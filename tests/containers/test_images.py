@@ -135,9 +135,10 @@ def v2_body(instances: list[dict]) -> dict:
 
 
 def test_runs_as_its_user_with_a_read_only_root(predictor):
-    top = docker("top", predictor.name, "-o", "uid,args").stdout
-    rows = [ln.split(None, 1) for ln in top.splitlines()[1:] if ln.strip()]
-    assert rows and all(uid == UID for uid, _ in rows), top
+    top = docker("top", predictor.name, "-o", "pid,uid,args").stdout
+    # docker top needs the pid column with -o (dockerd 20.10: "Couldn't find PID field in ps output")
+    rows = [ln.split(None, 2) for ln in top.splitlines()[1:] if ln.strip()]
+    assert rows and all(len(r) >= 2 and r[1] == UID for r in rows), top
     w = docker("exec", predictor.name, "sh", "-c", "touch /opt/x 2>&1; touch /tmp/x && echo tmp-ok", check=False)
     assert "Read-only file system" in w.stdout and "tmp-ok" in w.stdout, w.stdout + w.stderr
 

@@ -63,7 +63,7 @@ def test_select_slot_serves_the_composition_the_slot_points_at(setup, tmp_path):
     data, mdir, root, model = setup
     cfg = G.GenerateConfig(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
                            clusters_dir=str(root / "clusters"), max_new_tokens=4, batch_size=4, select="slot",
-                           max_pairs=8)
+                           max_pairs=8, harm_rule="none")  # do no harm: its own test
     G.run(cfg, tmp_path / "g", progress=False, model=model)
     cr = pd.read_parquet(tmp_path / "g" / "creatives.parquet")
     by = {r["item_id"]: G.ad_of(r) for r in load_dataset(data).items.to_dict("records")}
@@ -77,7 +77,8 @@ def test_select_slot_serves_the_composition_the_slot_points_at(setup, tmp_path):
 def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
     data, mdir, root, model = setup
     cfg = G.GenerateConfig(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
-                           clusters_dir=str(root / "clusters"), max_new_tokens=12, batch_size=4, seed=7)
+                           clusters_dir=str(root / "clusters"), max_new_tokens=12, batch_size=4, seed=7,
+                           harm_rule="none")  # do no harm: its own test
     meta = G.run(cfg, tmp_path / "g", progress=False, model=model)
     cr = pd.read_parquet(tmp_path / "g" / "creatives.parquet")
     lk = pd.read_parquet(tmp_path / "g" / "lookup.parquet")
