@@ -49,6 +49,7 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
     import pandas as pd
 
     from hllm_creator.creative.grounding import catalog_names
+    from hllm_creator.creative.holdout import HELDOUT_SHARE
     from hllm_creator.data import leave_last_out, load_dataset
     from hllm_creator.evaluate.personalization import audience_fit, heldout_members, served_pairs
     from hllm_creator.evaluate.ruler import Ruler
@@ -61,7 +62,7 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
     m = G.load_matches(k_dir / "match")
     sel = m[m["selected"]]
     split = leave_last_out(ds.interactions)
-    members = heldout_members(asg, split.users, 0.1)
+    members = heldout_members(asg, split.users, HELDOUT_SHARE)
     ue = pd.read_parquet(Path(embed) / "user_embeddings.parquet")
     vec = dict(zip(ue["user_id"].astype(str), ue["embedding"]))
     rows, users = [], []
