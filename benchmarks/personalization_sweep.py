@@ -98,7 +98,8 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
             "served_personalized_share": fit.get("served_personalized_share"),
             "fit_original": fig_of(fit, "fit_original"), "fit_other": fig_of(fit, "fit_other"),
             "fit_other_permutation_p": (fit.get("fit_other_permutation") or {}).get("p_value"),
-            "harm_frontier": [{"label": p["label"], "personalized_share": p["personalized_share"],
+            "harm_frontier": [{"rule": p.get("rule", "predictor"), "label": p["label"],
+                              "personalized_share": p["personalized_share"],
                                **{f"fit_original_{k}": p["fit_original"].get(k) for k in ("mean", "ci_low", "ci_high")}}
                               for p in fit.get("harm_frontier") or []]}
 
@@ -204,7 +205,8 @@ def main() -> None:
                      "heldout_members": res["heldout_members_used"],
                      "fit_original": fig_of(fit, "fit_original"), "fit_other": fig_of(fit, "fit_other"),
                      "fit_other_permutation_p": (fit.get("fit_other_permutation") or {}).get("p_value"),
-                     "harm_frontier": [{"label": p["label"], "personalized_share": p["personalized_share"],
+                     "harm_frontier": [{"rule": p.get("rule", "predictor"), "label": p["label"],
+                              "personalized_share": p["personalized_share"],
                                         **{f"fit_original_{q}": p["fit_original"].get(q)
                                            for q in ("mean", "ci_low", "ci_high")}}
                                        for p in fit.get("harm_frontier") or []]})

@@ -26,8 +26,9 @@ def generate(
     rescore: bool = True,
     select: str = "generated",
     distinct: bool = True,
-    harm_rule: str = "predictor",
+    harm_rule: str = "both",
     harm_threshold: float = 0.0,
+    content_threshold: float = 0.0,
     max_pairs: int = 0,
     bf16: bool = False,
 ):
@@ -57,10 +58,13 @@ def generate(
         distinct: An ad's audiences see different titles where the ad allows it: in match-rank order,
             a repeat of a better-ranked cluster's title gets the slot's pick among the ad's gated
             compositions not yet served (source "distinct").
-        harm_rule: Do no harm: "predictor" serves a personalized title only where the Item-User
-            predictor rates a click by the cluster at least as likely with it as with the original
-            (log-odds gain >= harm_threshold), else the original with the reason; "none": no check.
+        harm_rule: Do no harm: a personalized title is served only where the product's own estimates
+            rate it at least as fit for the cluster as the original, else the original with the reason.
+            "predictor": the Item-User predictor's log-odds gain >= harm_threshold; "content": the Item
+            LLM's cosine to the cluster's clicked items, gain >= content_threshold; "both" (default):
+            both agree; "none": no check.
         harm_threshold: The predictor's log-odds gain over the original a personalized title needs.
+        content_threshold: The Item-LLM cosine gain over the original a personalized title needs.
         max_pairs: Only the first N selected pairs (0 = all).
         bf16: bf16 autocast for the Creative LLM (2x faster batched prefill on AMX CPUs; GPUs).
     """
@@ -70,7 +74,8 @@ def generate(
                          batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
                          top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None,
                          bf16=bf16, slot=slot, rescore=rescore, select=select,
-                         distinct=distinct, harm_rule=harm_rule, harm_threshold=harm_threshold)
+                         distinct=distinct, harm_rule=harm_rule, harm_threshold=harm_threshold,
+                         content_threshold=content_threshold)
     meta = run(cfg, creatives.path, progress=False)
     creatives.metadata.update({k: meta[k] for k in ("generations", "grounded", "fallbacks", "ads")})
     for name in ("generations", "grounded", "fallbacks", "fallback_rate", "personalized_share", "copy_rate",

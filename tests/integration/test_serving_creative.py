@@ -179,3 +179,31 @@ def test_title_gain_is_the_endpoints_do_no_harm_estimate():
                         "Glue Stick - Dries clear") for _ in range(8)]
     assert all(np.isfinite(gains)) and len({round(g, 6) for g in gains}) > 1  # it depends on the user
     assert title_gain(model, np.zeros(model.user_hidden_size, dtype="float32"), ad, "Glue Stick") == 0.0
+
+
+def test_title_content_gain_is_the_endpoints_second_estimate():
+    """``title_content_gain`` (the endpoint's second do-no-harm estimate): the Item LLM's cosine of the
+    candidate to a user's clicked items minus the original's; opposite audiences get opposite signs,
+    the original itself exactly 0."""
+    import numpy as np
+
+    from hllm_creator.infer.generate import HARM_MAX_TOKENS, title_content_gain
+    from hllm_creator.data.text import item_text
+    from hllm_creator.model.hllm import HLLMCreator
+    from hllm_creator.model.config import ModelConfig
+
+    model = HLLMCreator.from_config(ModelConfig(item_llm="tiny-llama", user_llm="tiny-llama",
+                                                creative_llm="tiny-llama"), seed=0).eval()
+    ad = {"title": "Glue Stick", "description": "Dries clear. Acid free.", "selling_points": [],
+          "categories": ["Adhesives"]}
+    model.cfg.item_max_tokens, keep = max(model.cfg.item_max_tokens, HARM_MAX_TOKENS), model.cfg.item_max_tokens
+    try:
+        e = model.encode_items([item_text({"title": t}) for t in ("Glue Stick - Dries clear", "Glue Stick")])
+    finally:
+        model.cfg.item_max_tokens = keep
+    e = e.float().numpy()
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    toward = (e[0] - e[1]) / np.linalg.norm(e[0] - e[1])  # an audience whose clicks lie toward the fact
+    g = title_content_gain(model, toward, ad, "Glue Stick - Dries clear")
+    assert g > 0 and title_content_gain(model, -toward, ad, "Glue Stick - Dries clear") == pytest.approx(-g)
+    assert title_content_gain(model, toward, ad, "Glue Stick") == 0.0

@@ -131,6 +131,35 @@ def test_compositions_keep_the_whole_original_within_the_budget(items):
     assert n > 500 and whole / n > 0.8, (whole, n)
 
 
+def test_a_selling_point_never_cuts_what_the_original_says(items):
+    """Issue 24's case: "AcuRite 00613 ... Digital Hygrometer and Humidity Gauge Indicator" lost its
+    last segment to make room for a 45-character fact. Now the original stays whole and a fact that
+    does not fit beside it is left out; an ad whose original leaves no room serves its original."""
+    base, facts, titles = F.compositions(items["205"])
+    assert base == F._clean(items["205"]["title"]) and facts and all(t.startswith(base + " - ") for t in titles)
+    assert "shows current indoor humidity and temperature" not in facts  # 107 + 3 + 45 > 150
+    assert F.compositions(items["160"]) == (None, [], [])  # 141 characters: no fact fits beside it
+    # within the budget only repeats, pack counts and colours make room; what the title says stays
+    t = "Nitrile Exam Gloves, Powder Free, Blue, 100 Count"
+    assert F.base_and_facts(t, ["Textured fingertips"], max_chars=60) == ("Nitrile Exam Gloves, Powder Free, Blue", ["Textured fingertips"])
+    assert F.base_and_facts(t, ["Textured fingertips"], max_chars=54) == ("Nitrile Exam Gloves, Powder Free", ["Textured fingertips"])
+    assert F.base_and_facts(t, ["Textured fingertips"], max_chars=50) == (None, [])  # t fits: "Powder Free" stays
+    assert F.keep_original(t, 25, cut=False) is None and F.keep_original(t, 25) == "Nitrile Exam Gloves"
+    # an original over the budget by itself is cut (it cannot be served whole in a composition anyway)
+    long = "Acme Widget " + ", ".join(f"Feature{i} Thing" for i in range(12))
+    b, f = F.base_and_facts(long, ["Quiet motor"], max_chars=80)
+    assert b is not None and b.startswith("Acme Widget") and len(F.compose(b, "Quiet motor")) <= 80 and f == ["Quiet motor"]
+
+
+def test_the_prompt_lists_the_facts_the_compositions_use(items):
+    from hllm_creator.creative.prompts import creative_prompts, prompt_facts
+    from hllm_creator.infer.generate import ad_of
+
+    for iid in ("205", "181", "94"):
+        base, facts, _ = F.compositions(items[iid])
+        assert prompt_facts(creative_prompts(ad_of(items[iid]))[1]) == facts
+
+
 def test_construct_generate_and_prompts_use_one_composition(items):
     """The same base in the Creative LLM's prompt, in generate's candidates and in the teacher."""
     from hllm_creator.creative.prompts import creative_prompts

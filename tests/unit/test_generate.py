@@ -241,6 +241,7 @@ def test_generate_do_no_harm_by_the_predictor(setup, tmp_path):
     kw = dict(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
               clusters_dir=str(root / "clusters"), max_new_tokens=4, batch_size=4, select="slot")
     G.run(G.GenerateConfig(**kw, harm_rule="none"), tmp_path / "none", progress=False, model=model)
+    kw["harm_rule"] = "predictor"
     G.run(G.GenerateConfig(**kw, harm_threshold=-1e9), tmp_path / "low", progress=False, model=model)
     high = G.run(G.GenerateConfig(**kw, harm_threshold=1e9), tmp_path / "high", progress=False, model=model)
     meta = G.run(G.GenerateConfig(**kw), tmp_path / "zero", progress=False, model=model)
@@ -259,6 +260,54 @@ def test_generate_do_no_harm_by_the_predictor(setup, tmp_path):
     assert shares == sorted(shares, reverse=True)
     at0 = [p for p in meta["harm_curve"] if p["threshold"] == 0.0][0]
     assert at0["personalized_share"] == pytest.approx(keep.mean())
+
+
+def test_do_no_harm_by_both_estimates_needs_both_to_agree():
+    recs = [{"title": f"Glue Stick - {x}", "original_title": "Glue Stick", "personalized": True, "source": "slot",
+             "reasons": []} for x in ("Dries clear", "Acid free", "Washable")]
+    changed = G.do_no_harm(recs, np.array([0.5, -0.1, 0.2]), 0.0, np.array([-0.01, 0.02, 0.0]), 0.0)
+    assert changed == 2 and [r["personalized"] for r in recs] == [False, False, True]
+    assert any("cosine" in r and "-0.0100" in r for r in recs[0]["reasons"])  # the content estimate said no
+    assert any("log-odds" in r for r in recs[1]["reasons"]) and not any("cosine" in r for r in recs[1]["reasons"])
+    assert recs[2]["content_gain"] == pytest.approx(0.0) and recs[0]["content_gain"] == pytest.approx(-0.01)
+
+
+def test_cluster_content_and_content_gains():
+    """What a cluster clicks, in the Item LLM's space, and a title's cosine gain toward it: a title
+    whose vector moves toward the cluster's items gains, one that moves away loses."""
+    vec = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0]), "c": np.array([1.0, 1.0])}
+    asg = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "cluster_id": [0, 0, 1]})
+    hist = pd.Series({"u1": ["a"], "u2": ["a", "c"], "u3": ["b", "zz"]})
+    c = G.cluster_content(vec, asg, hist, 3)
+    assert np.allclose(np.linalg.norm(c[:2], axis=1), 1.0) and np.allclose(c[2], 0.0)  # cluster 2: no members
+    assert c[0][0] > c[0][1] > 0 and np.allclose(c[1], [0.0, 1.0])  # "zz" is no known item
+
+    class Enc:  # the Item LLM stand-in: a title's vector from its words
+        def encode_items(self, texts, autocast_bf16=False):
+            import torch
+            return torch.tensor([[1.0 + ("pool" in t), 1.0 + ("tool" in t)] for t in texts])
+
+        class cfg:
+            item_max_tokens = 32
+    items = pd.DataFrame({"item_id": ["x"], "title": ["Thermometer"]})
+    recs = [{"item_id": "x", "cluster_id": 1, "title": t} for t in ("Thermometer - tool", "Thermometer - pool", "Thermometer")]
+    g = G.content_gains(Enc(), recs, items, c)
+    assert g[0] > 0 > g[1] and g[2] == 0.0  # cluster 1 clicks "b" ([0, 1]): toward the "tool" axis
+
+
+def test_generate_do_no_harm_by_both(setup, tmp_path):
+    """The default rule: a pair serves its personalized title only where both estimates are >= 0."""
+    data, mdir, root, model = setup
+    kw = dict(model_dir=str(mdir), data_dir=str(data), matches=str(root / "match"),
+              clusters_dir=str(root / "clusters"), max_new_tokens=4, batch_size=4, select="slot")
+    G.run(G.GenerateConfig(**kw, harm_rule="none"), tmp_path / "none", progress=False, model=model)
+    meta = G.run(G.GenerateConfig(**kw), tmp_path / "both", progress=False, model=model)
+    none, both = (pd.read_parquet(tmp_path / d / "creatives.parquet") for d in ("none", "both"))
+    assert meta["harm_rule"] == "both" and both["content_gain"].notna().all()
+    moved = none["personalized"].to_numpy()
+    keep = moved & (both["harm_gain"] >= 0).to_numpy() & (both["content_gain"] >= 0).to_numpy()
+    assert (both["personalized"].to_numpy() == keep).all()
+    assert (both.loc[moved, "content_gain"] != 0).all() and (both.loc[~moved, "content_gain"] == 0).all()
 
 
 def test_select_predictor_serves_the_candidate_the_predictor_rates_best(setup, tmp_path):

@@ -367,3 +367,27 @@ def test_harm_frontier_known_answers():
     assert fit["fit_original"]["mean"] == pytest.approx(fr["gain >= +0.00"]["fit_original"]["mean"])
     assert fit["fit_original"]["mde"] > 0
     assert "MDE" in P._fmt(fit["fit_original"])
+
+
+def test_harm_frontier_both_rule_needs_the_content_estimate_too():
+    """With the Item LLM's content_gain in the creatives: the 'both' curve serves a candidate only where
+    the predictor's gain >= t and the content gain >= 0; 'content' alone is one point."""
+    pairs = pd.DataFrame({"item_id": ["a", "a", "b"], "cluster_id": [0, 1, 0],
+                          "original_title": ["A", "A", "B"], "title": ["A x", "A", "B y"],
+                          "source": ["slot", "original", "slot"], "copy": [False, True, False],
+                          "candidate_title": ["A x", "A z", "B y"], "harm_gain": [0.5, -0.3, 0.1],
+                          "content_gain": [0.01, 0.02, -0.01]})
+    members = {0: pd.DataFrame({"user_id": ["u0", "u1"]}), 1: pd.DataFrame({"user_id": ["u2"]})}
+    nxt = {"u0": "A x", "u1": "B y", "u2": "A"}
+    fit, _ = P.audience_fit(pairs, members, nxt, _OneHot(), bootstrap=200)
+    both = {p["label"]: p for p in fit["harm_frontier"] if p["rule"] == "both"}
+    # at t = 0: (a,0) passes both, (a,1) fails the predictor, (b,0) fails the content estimate
+    assert both["gain >= +0.00, content >= 0"]["personalized_share"] == pytest.approx(1 / 3)
+    assert both["gain >= +0.00, content >= 0"]["fit_original"]["mean"] == pytest.approx(1 / 5)
+    content = [p for p in fit["harm_frontier"] if p["rule"] == "content"]
+    # content >= 0 serves (a,0) and (a,1): +1 for u0 and -1 for u2
+    assert len(content) == 1 and content[0]["personalized_share"] == pytest.approx(2 / 3)
+    assert content[0]["fit_original"]["mean"] == pytest.approx(0.0)
+    pred = {p["label"]: p for p in fit["harm_frontier"] if p["rule"] == "predictor"}
+    assert pred["gain >= +0.00"]["fit_original"]["mean"] == pytest.approx(2 / 5)
+

@@ -9,9 +9,10 @@ copied from the ad's own text (deterministic; no model).
   after a relative pronoun or in a short list ("which has good resistance to acetone" -> "good
   resistance to acetone"), so fewer ads have a single fact.
 - ``compositions(ad)``: a personalized title is ``compose(base, phrase)``: the original title
-  (``keep_original``: whole within the title budget ``TITLE_MAX_CHARS``, else without what carries
-  least: repeated words, pack counts, colours, then its last segments) plus ONE featured fact, which
-  fact depending on the audience. Every word of such a title is a word of the ad.
+  (``base_and_facts``: whole where a fact fits beside it within the title budget ``TITLE_MAX_CHARS``,
+  else without only what carries least: repeated words, pack counts, colours; the facts that do not
+  fit are left out; only an original over the budget by itself loses its last segments) plus ONE
+  featured fact, which fact depending on the audience. Every word of such a title is a word of the ad.
   (Until issue 24 the base was the core alone; measured with the evaluation ruler, cutting the
   original cost more relevance to the ad's audience than any choice of fact won back.)
 """
@@ -374,12 +375,13 @@ def _part_kind(seg: str, earlier: set[str]) -> int:
     return 3
 
 
-def keep_original(title: str, max_chars: int, max_words: int | None = None) -> str | None:
+def keep_original(title: str, max_chars: int, max_words: int | None = None, *, cut: bool = True) -> str | None:
     """The original title, whole when it fits in ``max_chars`` characters (and ``max_words`` words);
     else without what carries least until it fits: first segments that repeat earlier words, then
     pack counts ("Pack of 100", "(2-Pack)"), then colours ("Black"), then the last segments, never
     the first (the product's name). A first segment that alone does not fit is cut to the title's
-    core (``core_title``); None when even that does not fit."""
+    core (``core_title``); None when even that does not fit. ``cut=False``: only repeats, pack counts
+    and colours may go (None when that is not enough): what the original says stays."""
     t = _clean(title)
 
     def fits(x: str) -> bool:
@@ -402,24 +404,52 @@ def keep_original(title: str, max_chars: int, max_words: int | None = None) -> s
         seen |= set(content_words(parts[i][1]))
     # least first; among equals the later segment first
     for i in sorted(kinds, key=lambda i: (kinds[i], -i)):
-        if fits(text()):
+        if fits(text()) or (not cut and kinds[i] >= 3):
             break
         keep.remove(i)
     out = text()
     if fits(out):
         return out
+    if not cut:
+        return None
     core = core_title(parts[0][1])
     return core if fits(core) else None
 
 
+def base_and_facts(title: str, facts: list[str], *, max_chars: int = TITLE_MAX_CHARS,
+                   max_words: int = TITLE_MAX_WORDS) -> tuple[str | None, list[str]]:
+    """What every composed title of an ad keeps of its original (one base per ad, so the Creative
+    LLM reads it once in its prompt and every target starts with it), and the facts that fit beside it.
+
+    An original within the budget is kept whole where the shortest fact fits beside it, else without
+    only what carries least (repeats, pack counts, colours: ``keep_original(cut=False)``); a fact that
+    does not fit beside that base is left out, and an ad where none fits gets no composition (it
+    serves its original). What the original says is never cut to make room for a selling point: the
+    evaluation that issue 24 ran found a cut original costing its audience more than any fact won
+    back ("AcuRite 00613 Humidity Monitor with Indoor Thermometer" had lost "Digital Hygrometer and
+    Humidity Gauge Indicator" to fit a 45-character fact). Only an original over the budget by itself
+    is cut (``keep_original``), to leave room for the shortest fact. ``(None, [])``: no composition."""
+    t = _clean(title)
+
+    def fits(x: str) -> bool:
+        return len(x) <= max_chars and len(x.split()) <= max_words
+
+    if not facts:
+        return keep_original(t, max_chars - 3, max_words - 1), []
+    # a fact adds the same characters and words to any base (``compose``)
+    extra = {f: (len(compose(t, f)) - len(t), len(compose(t, f).split()) - len(t.split())) for f in facts}
+    chars, words = min(extra.values())
+    base = keep_original(t, max_chars - chars, max_words - words, cut=not fits(t))
+    if base is None:
+        return None, []
+    kept = [f for f in facts if fits(compose(base, f))]
+    return (base, kept) if kept else (None, [])
+
+
 def ad_base(title: str, facts: list[str], *, max_chars: int = TITLE_MAX_CHARS,
             max_words: int = TITLE_MAX_WORDS) -> str | None:
-    """What every composed title of an ad keeps of its original: ``keep_original`` with room for the
-    ad's longest fact phrase (one base per ad, so the Creative LLM reads it once in its prompt and
-    every target starts with it)."""
-    longest = max([len(f) for f in facts] or [0])
-    words = max([len(f.split()) for f in facts] or [0])
-    return keep_original(title, max_chars - longest - 3, max_words - words - 1)
+    """``base_and_facts``' base: what every composed title of the ad keeps of its original."""
+    return base_and_facts(title, facts, max_chars=max_chars, max_words=max_words)[0]
 
 
 def compositions(ad: Any, k: int = 4, *, max_chars: int = TITLE_MAX_CHARS,
@@ -430,7 +460,8 @@ def compositions(ad: Any, k: int = 4, *, max_chars: int = TITLE_MAX_CHARS,
     no titles."""
     get = ad.get if isinstance(ad, dict) else (lambda key, d=None: getattr(ad, key, d))
     facts = fact_phrases(ad, k)
-    base = ad_base(get("title"), facts, max_chars=max_chars, max_words=max_words) if facts else None
+    base, facts = base_and_facts(get("title"), facts, max_chars=max_chars, max_words=max_words) if facts \
+        else (None, [])
     if base is None:
         return None, [], []
     return base, facts, [compose(base, f) for f in facts]

@@ -2,7 +2,7 @@
 
 ``prompt1`` + [user slot] + ``prompt2`` (+ response in training), in the ChatML frame of SmolLM2 /
 Qwen instruct models. ``prompt2`` carries the ad: what a personalized title keeps of its original
-(``creative.facts.ad_base``: the whole original within the title budget) and its numbered fact
+(``creative.facts.base_and_facts``: the whole original within the title budget) and its numbered fact
 phrases (the choices a personalized title adds one of), all cut from the ad's own text. Every ad field is cut to a
 token budget BEFORE framing, so the frame's closing tail (``<|im_end|>`` + the assistant header)
 is always there, whatever the ad's length (tested over every bundled ad).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hllm_creator.creative.facts import ad_base, core_title, fact_phrases
+from hllm_creator.creative.facts import base_and_facts, core_title, fact_phrases
 
 VERSION = "v2"
 SYSTEM = "Write a short ad title for this shopper: the product plus the fact they care about."
@@ -69,7 +69,10 @@ def creative_prompts(ad: Any, tokenizer=None, *, facts: list[str] | None = None)
     """``(prompt1, prompt2)`` for an ad; ``facts`` default to ``fact_phrases(ad)``."""
     a = ad_fields(ad)
     facts = fact_phrases(a, N_FACTS) if facts is None else facts[:N_FACTS]
-    base = ad_base(a["title"], facts) or core_title(a["title"])
+    # the base and the facts the compositions use (``compositions``: the facts that fit beside the kept
+    # original); an ad with none (its original alone fills the budget) lists its facts under its core
+    base, fitting = base_and_facts(a["title"], facts)
+    base, facts = (base, fitting) if base is not None else (core_title(a["title"]), facts)
     core = cut(_untrusted(base), CORE_TOKENS, tokenizer)
     lines = [f"\nProduct: {core}", "Facts:"]
     lines += [f"{i + 1}. {cut(_untrusted(f), FACT_TOKENS, tokenizer)}" for i, f in enumerate(facts)] or ["1. -"]

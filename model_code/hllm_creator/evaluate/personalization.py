@@ -313,9 +313,12 @@ def audience_fit(pairs: pd.DataFrame, members: dict[int, pd.DataFrame], next_tit
         if "candidate_title" in pairs.columns else {}
     gain = dict(zip(zip(pairs["item_id"], pairs["cluster_id"].astype(int)), pairs["harm_gain"])) \
         if "harm_gain" in pairs.columns else {}
+    cgain = dict(zip(zip(pairs["item_id"], pairs["cluster_id"].astype(int)), pairs["content_gain"])) \
+        if "content_gain" in pairs.columns else {}
     for u in units:
         u["candidate_title"] = cand.get((u["item_id"], u["cluster_id"]), u["title"])
         u["harm_gain"] = gain.get((u["item_id"], u["cluster_id"]), np.nan)
+        u["content_gain"] = cgain.get((u["item_id"], u["cluster_id"]), np.nan)
     texts = sorted({x for u in units for x in [u["title"], u["original_title"], u["next_click"], u["candidate_title"],
                                                 *u["others"]]})
     vec = dict(zip(texts, ruler.encode(texts)))
@@ -357,22 +360,41 @@ def harm_frontier(pairs: pd.DataFrame, units: pd.DataFrame, *, thresholds=HARM_T
                   seed: int = 0) -> list[dict]:
     """Do no harm, over its threshold: at threshold t a pair serves its personalized title (its
     ``candidate_title``, the title before the check) when the product's estimate ``harm_gain`` >= t,
-    else the original. Per t: the share of pairs that serve a personalized title and the audience fit
-    vs the original over the units (the ruler: the evaluation, not the rule). Empty when the creatives
-    carry no ``harm_gain`` (a run without the check)."""
+    else the original (rule ``predictor``); where the creatives carry the Item LLM's ``content_gain``,
+    the same thresholds with ``content_gain`` >= 0 as well (rule ``both``, generate's default) and the
+    content estimate alone (rule ``content``). Per point: the share of pairs that serve a personalized
+    title and the audience fit vs the original over the units (the ruler: the evaluation, not the
+    rule). Empty when the creatives carry no ``harm_gain`` (a run without the check)."""
     if units.empty or "harm_gain" not in units.columns or units["harm_gain"].isna().all():
         return []
     pers = np.array([not is_copy(c, o) for c, o in zip(pairs["candidate_title"], pairs["original_title"])])
     g_pairs = pairs["harm_gain"].to_numpy(dtype=float)
     u_pers = np.array([not is_copy(c, o) for c, o in zip(units["candidate_title"], units["original_title"])])
     g = units["harm_gain"].to_numpy(dtype=float)
+    has_content = "content_gain" in units.columns and units["content_gain"].notna().any() \
+        and "content_gain" in pairs.columns
+    c_pairs = pairs["content_gain"].to_numpy(dtype=float) if has_content else None
+    c_units = units["content_gain"].to_numpy(dtype=float) if has_content else None
+
+    def point(rule: str, label: str, t: float, serve_u: np.ndarray, serve_p: np.ndarray) -> dict:
+        fit = boot_mean(np.where(serve_u, units["fit_candidate"], 0.0), units["user_id"], bootstrap=bootstrap,
+                        seed=seed)
+        return {"rule": rule, "threshold": float(t), "label": label,
+                "personalized_share": float(serve_p.mean()), "fit_original": fit}
+
     out = []
-    for t in thresholds:
-        serve = u_pers & (g >= t)
-        fit = boot_mean(np.where(serve, units["fit_candidate"], 0.0), units["user_id"], bootstrap=bootstrap, seed=seed)
-        label = "no check" if t == -np.inf else "always the original" if t == np.inf else f"gain >= {t:+.2f}"
-        out.append({"threshold": float(t), "label": label,
-                    "personalized_share": float((pers & (g_pairs >= t)).mean()), "fit_original": fit})
+    rules = [("predictor", None)] + ([("both", 0.0)] if has_content else [])
+    for rule, c0 in rules:
+        for t in thresholds:
+            if rule == "both" and not np.isfinite(t):
+                continue  # no check and always the original are the predictor curve's ends
+            label = "no check" if t == -np.inf else "always the original" if t == np.inf else f"gain >= {t:+.2f}"
+            su, sp = u_pers & (g >= t), pers & (g_pairs >= t)
+            if c0 is not None:
+                su, sp, label = su & (c_units >= c0), sp & (c_pairs >= c0), label + ", content >= 0"
+            out.append(point(rule, label, t, su, sp))
+    if has_content:
+        out.append(point("content", "content >= 0", -np.inf, u_pers & (c_units >= 0), pers & (c_pairs >= 0)))
     return out
 
 
@@ -789,19 +811,28 @@ def frontier_figure(frontier: list[dict]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [p for p in frontier if p["fit_original"].get("mean") is not None]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    x = [100 * p["personalized_share"] for p in pts]
-    y = [p["fit_original"]["mean"] for p in pts]
-    err = [[v - p["fit_original"]["ci_low"] for v, p in zip(y, pts)],
-           [p["fit_original"]["ci_high"] - v for v, p in zip(y, pts)]]
-    ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, color="#264653")
-    for xi, yi, p in zip(x, y, pts):
-        ax.annotate(p["label"], (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    colours = {"predictor": "#264653", "both": "#e76f51", "content": "#2a9d8f"}
+    for rule in ("predictor", "both", "content"):
+        pts = [p for p in frontier if p.get("rule", "predictor") == rule and p["fit_original"].get("mean") is not None]
+        if not pts:
+            continue
+        x = [100 * p["personalized_share"] for p in pts]
+        y = [p["fit_original"]["mean"] for p in pts]
+        err = [[v - p["fit_original"]["ci_low"] for v, p in zip(y, pts)],
+               [p["fit_original"]["ci_high"] - v for v, p in zip(y, pts)]]
+        names = {"predictor": "predictor gain >= t", "both": "predictor >= t and content >= 0",
+                 "content": "content >= 0"}
+        ax.errorbar(x, y, yerr=err, fmt="o-" if len(pts) > 1 else "s", capsize=3, color=colours[rule],
+                    label=names[rule])
+        for xi, yi, p in zip(x, y, pts):
+            if rule == "predictor":
+                ax.annotate(p["label"], (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("served titles that are personalized (%)")
     ax.set_ylabel("audience fit vs the original (ruler)")
-    ax.set_title("do no harm: threshold of the predictor's gain", fontsize=10)
+    ax.set_title("do no harm: the product's estimates and their thresholds", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -863,7 +894,8 @@ def log_personalization(res: dict, per_ad: pd.DataFrame, out: str | Path | None)
     frontier = res["audience_fit"].get("harm_frontier") or []
     if frontier:
         tracking.log_figure(frontier_figure(frontier), "do_no_harm_frontier.png")
-        tracking.log_table(pd.DataFrame([{"label": p["label"], "personalized_share": p["personalized_share"],
+        tracking.log_table(pd.DataFrame([{"rule": p.get("rule", "predictor"), "label": p["label"],
+                                          "personalized_share": p["personalized_share"],
                                           **{f"fit_original_{k}": p["fit_original"].get(k)
                                              for k in ("mean", "ci_low", "ci_high", "n")}} for p in frontier]),
                            "do_no_harm_frontier")

@@ -181,12 +181,16 @@ def generate_cmd(
                                   "where the ad allows it: in match-rank order, a cluster whose served title repeats "
                                   "a better-ranked cluster's gets the slot's pick among the ad's gate-passing "
                                   "compositions not yet served for the ad (source 'distinct')."),
-    harm_rule: str = typer.Option("predictor", "--harm-rule", help="Do no harm: predictor = serve a personalized "
-                                  "title only where the Item-User predictor rates a click by the cluster at least as "
-                                  "likely with it as with the original (log-odds gain >= --harm-threshold), else "
-                                  "the original with the reason; none = no check."),
+    harm_rule: str = typer.Option("both", "--harm-rule", help="Do no harm: serve a personalized title only where "
+                                  "the product's own estimates say it fits the cluster at least as well as the "
+                                  "original, else the original with the reason. predictor = the Item-User "
+                                  "predictor's log-odds gain >= --harm-threshold; content = the Item LLM's cosine "
+                                  "to the cluster's clicked items, gain >= --content-threshold; both (default) = "
+                                  "both agree; none = no check."),
     harm_threshold: float = typer.Option(0.0, "--harm-threshold", help="The predictor's log-odds gain over the "
                                          "original a personalized title needs to be served."),
+    content_threshold: float = typer.Option(0.0, "--content-threshold", help="The Item-LLM cosine gain (to the "
+                                            "cluster's clicked items) over the original a personalized title needs."),
     seed: int = typer.Option(0, "--seed", help="Batch b is sampled with seed + b."),
     max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="Only the first N selected pairs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -197,15 +201,15 @@ def generate_cmd(
     else the Creative LLM's most likely gate-passing core+fact composition ('rescored'), else the
     ad's original title ('original', reasons recorded); a repeat of a better-ranked cluster's title
     for the same ad gets the slot's pick among the compositions not yet served ('distinct'). Do no
-    harm: where the predictor rates the original a likelier click for the cluster, the original is
-    served (reason 'do no harm'). Writes creatives.parquet and a per-user lookup (user -> cluster -> title per ad).
+    harm: unless the predictor and the Item LLM's similarity to the cluster's clicks both rate the
+    personalized title at least as fit as the original, the original is served (reason 'do no harm'). Writes creatives.parquet and a per-user lookup (user -> cluster -> title per ad).
     """
     from hllm_creator.infer.generate import GenerateConfig, run
 
     cfg = _config(GenerateConfig, model_dir=str(model), data_dir=str(data), matches=str(matches),
                          clusters_dir=str(clusters), batch_size=batch_size, bf16=bf16, do_sample=sample,
                          slot=slot, rescore=rescore, select=select, distinct=distinct, harm_rule=harm_rule,
-                         harm_threshold=harm_threshold,
+                         harm_threshold=harm_threshold, content_threshold=content_threshold,
                          temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                          seed=seed, max_pairs=max_pairs)
     meta = run(cfg, out, progress=not quiet)

@@ -29,12 +29,17 @@
 - ``select="predictor"``: of the greedy title (when it passes the gate) and the ad's gate-passing
   compositions, the one the Item-User predictor rates the likeliest click for the cluster (the
   do-no-harm estimate below, used to choose; source ``predictor``).
-- **Do no harm** (``harm_rule="predictor"``, default): after ``distinct``, a pair serves its
-  personalized title only where the Item-User predictor (``harm_gains``: the cluster's member-mean
-  embedding and ID part, as match scores it, against the ad's item text with the personalized title vs
-  with the original) rates a click at least ``harm_threshold`` log-odds likelier; else the original,
-  with the reason. ``candidate_title`` and ``harm_gain`` keep what was decided, so the personalization
-  step draws the frontier over thresholds. The evaluation ruler plays no part in it.
+- **Do no harm** (``harm_rule="both"``, default): after ``distinct``, a pair serves its personalized
+  title only where the product's own two estimates agree that it fits the cluster at least as well as
+  the original; else the original, with the reason. ``predictor`` (``harm_gains``): the Item-User
+  predictor's log-odds of a click by the cluster (its member-mean embedding and ID part, as match
+  scores it) with the personalized title vs with the original, at least ``harm_threshold``.
+  ``content`` (``content_gains``): the Item LLM's cosine of the personalized title to the cluster's
+  clicked items (``cluster_content``: the mean of its members' mean clicked-item vectors) minus the
+  original's, at least ``content_threshold``. Either rule alone is a setting. ``candidate_title``,
+  ``harm_gain`` and ``content_gain`` keep what was decided, so the personalization step draws the
+  frontier over thresholds. The evaluation ruler (another encoder, held-out users' next clicks) plays
+  no part in it.
 - Every title keeps its original (``creative.facts.compositions``: the original within the 150-character
   title budget plus one fact; the teacher's targets and the prompt's ``Product:`` line are the same).
 - ``personalized`` is true only when the served title differs from the original (case,
@@ -91,13 +96,19 @@ class GenerateConfig(StepConfig):
     distinct: bool = Field(True, description="per ad, in match-rank order, a cluster whose served title repeats a "
                            "better-ranked cluster's gets the slot's pick among the ad's gate-passing compositions "
                            "not yet served for the ad (source 'distinct'); off: repeats are served as they are")
-    harm_rule: Literal["predictor", "none"] = Field(
-        "predictor", description="do no harm: 'predictor' = serve the personalized title only where the Item-User "
-        "predictor rates a click by the cluster at least as likely with it as with the original title (the log-odds "
-        "gain of the ad's text with the personalized title over the original, at least harm_threshold), else the "
-        "original (source 'original', reason 'do no harm'); 'none' = no such check")
+    harm_rule: Literal["both", "predictor", "content", "none"] = Field(
+        "both", description="do no harm: serve the personalized title only where the product's own estimates say it "
+        "fits the cluster at least as well as the original title, else the original (source 'original', reason "
+        "'do no harm'). 'predictor' = the Item-User predictor's log-odds of a click by the cluster with the "
+        "personalized title minus with the original, at least harm_threshold; 'content' = the Item LLM's cosine of "
+        "the personalized title to the cluster's clicked items minus the original's, at least content_threshold; "
+        "'both' (default) = both estimates agree (a predictor trained on little data rates titles by little more "
+        "than item popularity: the demo's ranks below popularity by AUC); 'none' = no check")
     harm_threshold: float = Field(0.0, description="the predictor's log-odds gain a personalized title needs to be "
                                   "served (0: at least as likely a click as the original)")
+    content_threshold: float = Field(0.0, description="the Item-LLM cosine gain (to the cluster's clicked items) a "
+                                     "personalized title needs under harm_rule 'content' or 'both' (0: at least as "
+                                     "close as the original)")
     max_pairs: int | None = Field(None, ge=1, description="Only the first N selected pairs (smoke runs).")
     bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster on AMX CPUs and GPUs).")
 
@@ -196,22 +207,15 @@ def make_distinct(model, recs: list[dict], ads: dict, user_slot: np.ndarray, kno
 HARM_MAX_TOKENS = 96  # a title within the 150-character budget is about 40 tokens: read it whole
 
 
-def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.ndarray,
-               id_parts: np.ndarray | None = None, *, bf16: bool = False) -> np.ndarray:
-    """The product's own estimate of what a served title does for its audience, per record: the
-    Item-User predictor's log-odds of a click by the cluster (``cluster_emb``: the member-mean user
-    embeddings match scores with, plus the hybrid predictor's ``id_parts``) on the record's ``title``
-    (read whole by the Item LLM, up to ``HARM_MAX_TOKENS``), minus the same with the original title.
-    0 for a record serving the original. The evaluation ruler plays no part in it."""
-    import torch
-
+def _title_vectors(model, recs: list[dict], items: pd.DataFrame, *, bf16: bool = False):
+    """The Item LLM's vector of every record's ``title`` and its ad's original title, each read whole
+    (up to ``HARM_MAX_TOKENS``): ``(vectors, {(item_id, title): row})``."""
     from hllm_creator.data.text import item_text
 
     by_id = {r["item_id"]: r for r in items.to_dict("records")}
     texts: dict[tuple[str, str], str] = {}
     for r in recs:
-        item = by_id[r["item_id"]]
-        for t in (r["title"], item["title"]):
+        for t in (r["title"], by_id[r["item_id"]]["title"]):
             # the title alone, whole: the catalog's item text (title, brand, category, description) is cut
             # to the Item LLM's token budget, which would cut the added fact off a long title and rate
             # every personalized title exactly as its original
@@ -223,7 +227,20 @@ def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.nda
         emb = model.encode_items([texts[k] for k in keys], autocast_bf16=bf16) if keys else None
     finally:
         model.cfg.item_max_tokens = budget
-    row = {k: i for i, k in enumerate(keys)}
+    return emb, {k: i for i, k in enumerate(keys)}
+
+
+def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.ndarray,
+               id_parts: np.ndarray | None = None, *, bf16: bool = False, vectors=None) -> np.ndarray:
+    """The product's own estimate of what a served title does for its audience, per record: the
+    Item-User predictor's log-odds of a click by the cluster (``cluster_emb``: the member-mean user
+    embeddings match scores with, plus the hybrid predictor's ``id_parts``) on the record's ``title``
+    (read whole by the Item LLM, up to ``HARM_MAX_TOKENS``), minus the same with the original title.
+    0 for a record serving the original. The evaluation ruler plays no part in it."""
+    import torch
+
+    by_id = {r["item_id"]: r for r in items.to_dict("records")}
+    emb, row = vectors if vectors is not None else _title_vectors(model, recs, items, bf16=bf16)
     use_ids = bool(getattr(model, "predictor_items", None))
     gains = np.zeros(len(recs), dtype=np.float64)
     for k, r in enumerate(recs):
@@ -244,6 +261,72 @@ def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.nda
     return gains
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def cluster_content(item_vectors: dict[str, np.ndarray], assignments: pd.DataFrame, hist: pd.Series,
+                    n_clusters: int) -> np.ndarray:
+    """Per cluster, what its members click, in the Item LLM's space: the unit mean of its members' unit
+    mean clicked-item vectors (``item_vectors``: item id -> Item LLM vector; ``hist``: user id -> clicked
+    item ids, the histories the embed step read). A cluster none of whose members has a known click: 0."""
+    dim = len(next(iter(item_vectors.values())))
+    acc = np.zeros((n_clusters, dim), dtype=np.float64)
+    for uid, cid in zip(assignments["user_id"].astype(str), assignments["cluster_id"].astype(int)):
+        vs = [item_vectors[str(i)] for i in hist.get(uid, []) if str(i) in item_vectors]
+        if vs and 0 <= cid < n_clusters:
+            acc[cid] += _unit(np.mean(vs, axis=0))
+    norms = np.linalg.norm(acc, axis=1, keepdims=True)
+    return np.where(norms > 0, acc / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+
+
+def content_gains(model, recs: list[dict], items: pd.DataFrame, content: np.ndarray, *, bf16: bool = False,
+                  vectors=None) -> np.ndarray:
+    """The product's second estimate, per record: the Item LLM's cosine of the record's ``title`` (read
+    whole) to its cluster's clicked items (``content``: ``cluster_content``; a user's own for the
+    per-user path) minus the original title's. 0 for a record serving the original. The evaluation
+    ruler plays no part in it."""
+    by_id = {r["item_id"]: r for r in items.to_dict("records")}
+    emb, row = vectors if vectors is not None else _title_vectors(model, recs, items, bf16=bf16)
+    gains = np.zeros(len(recs), dtype=np.float64)
+    if emb is None:
+        return gains
+    e = _unit(emb.float().cpu().numpy() if hasattr(emb, "float") else np.asarray(emb, dtype=np.float32))
+    for k, r in enumerate(recs):
+        original = by_id[r["item_id"]]["title"]
+        if same_title(r["title"], original):
+            continue
+        c = content[int(r["cluster_id"])]
+        gains[k] = float(e[row[(r["item_id"], r["title"])]] @ c - e[row[(r["item_id"], original)]] @ c)
+    return gains
+
+
+def item_vectors(model, model_dir: str | Path | None, items: pd.DataFrame, needed: set[str], *,
+                 bf16: bool = False) -> dict[str, np.ndarray]:
+    """Item LLM vectors of the ``needed`` items: the model dir's ``item_embeddings.parquet`` (the frozen
+    vectors training used) when it is this model's, else encoded here from the catalog text."""
+    import json
+
+    from hllm_creator.infer.embed import item_texts
+
+    out: dict[str, np.ndarray] = {}
+    d = Path(model_dir) if model_dir else None
+    if d is not None and (d / "item_embeddings.parquet").exists() and (d / "item_embeddings.json").exists() \
+            and json.loads((d / "item_embeddings.json").read_text()).get("model_hash") == getattr(
+                model, "model_hash", None):
+        t = pd.read_parquet(d / "item_embeddings.parquet")
+        out = {str(i): np.asarray(v, dtype=np.float32) for i, v in zip(t["item_id"], t["embedding"])
+               if str(i) in needed}
+    rest = sorted(needed - set(out))
+    if rest:
+        texts = item_texts(items[items["item_id"].astype(str).isin(rest)])
+        ids = [i for i in rest if i in texts]
+        if ids:
+            emb = model.encode_items([texts[i] for i in ids], autocast_bf16=bf16)
+            out.update(zip(ids, emb.float().cpu().numpy()))
+    return out
+
+
 def title_gain(model, user_emb: np.ndarray, ad: dict, title: str, *, id_part: np.ndarray | None = None) -> float:
     """``harm_gains`` for one user (or cluster) vector and one ad given as text (an ad outside the
     catalog has no ID part): the predictor's log-odds of a click with ``title`` minus with the ad's
@@ -257,6 +340,15 @@ def title_gain(model, user_emb: np.ndarray, ad: dict, title: str, *, id_part: np
                                 None if id_part is None else np.asarray(id_part)[None])[0])
     finally:
         model.predictor_items = keep
+
+
+def title_content_gain(model, content: np.ndarray, ad: dict, title: str) -> float:
+    """``content_gains`` for one audience vector (``content``: a user's unit mean clicked-item vector,
+    or a cluster's) and one ad given as text: the Item LLM's cosine of ``title`` to it minus the
+    original title's."""
+    items = pd.DataFrame([{**ad, "item_id": "_ad", "categories": ad.get("categories") or []}])
+    rec = {"item_id": "_ad", "cluster_id": 0, "title": title}
+    return float(content_gains(model, [rec], items, np.asarray(content, dtype=np.float32)[None])[0])
 
 
 def pick_by_predictor(model, recs: list[dict], ads: dict, items: pd.DataFrame, cluster_emb: np.ndarray,
@@ -283,30 +375,41 @@ def pick_by_predictor(model, recs: list[dict], ads: dict, items: pd.DataFrame, c
         k += len(opts)
 
 
-def do_no_harm(recs: list[dict], gains: np.ndarray, threshold: float) -> int:
-    """In place: a record whose personalized title's ``gains`` is below ``threshold`` serves the
-    original title instead (source "original", the reason says by how much). Every record gets
-    ``harm_gain`` and ``candidate_title`` (the personalized title before this check). Returns how
-    many records changed."""
+def do_no_harm(recs: list[dict], gains: np.ndarray, threshold: float, content: np.ndarray | None = None,
+               content_threshold: float = 0.0) -> int:
+    """In place: a record whose personalized title's predictor ``gains`` is below ``threshold``, or
+    (given) whose ``content`` gain is below ``content_threshold``, serves the original title instead
+    (source "original", the reason says which estimate and by how much). Every record gets
+    ``harm_gain``, ``content_gain`` (NaN when not estimated) and ``candidate_title`` (the personalized
+    title before this check). Returns how many records changed."""
     changed = 0
-    for r, g in zip(recs, gains):
+    content = np.full(len(recs), np.nan) if content is None else np.asarray(content, dtype=float)
+    for r, g, c in zip(recs, gains, content):
         r["harm_gain"] = float(g)
+        r["content_gain"] = float(c)
         r["candidate_title"] = r["title"]
+        why = []
         if r["personalized"] and g < threshold:
+            why.append(f"do no harm: the predictor rates the personalized title {g:+.3f} log-odds against the "
+                       f"original (needs >= {threshold:+.3f})")
+        if r["personalized"] and np.isfinite(c) and c < content_threshold:
+            why.append(f"do no harm: the personalized title is {c:+.4f} cosine from the audience's clicked items "
+                       f"against the original (needs >= {content_threshold:+.4f})")
+        if why:
             r.update(title=r["original_title"], source="original", personalized=False,
-                     reasons=list(r["reasons"]) + [f"do no harm: the predictor rates the personalized title "
-                                                   f"{g:+.3f} log-odds against the original (needs >= "
-                                                   f"{threshold:+.3f})"])
+                     reasons=list(r["reasons"]) + why)
             changed += 1
     return changed
 
 
 def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: np.ndarray,
                    cfg: GenerateConfig, *, progress: bool = True, known_names=None,
-                   cluster_emb: np.ndarray | None = None, id_parts: np.ndarray | None = None) -> pd.DataFrame:
+                   cluster_emb: np.ndarray | None = None, id_parts: np.ndarray | None = None,
+                   content: np.ndarray | None = None) -> pd.DataFrame:
     """pairs (item_id, cluster_id, score) -> creatives (one generation per row, gated, served title).
-    ``cluster_emb`` (+ ``id_parts``): what the predictor scores a cluster with, for the do-no-harm
-    check (``harm_rule``); None: no check."""
+    ``cluster_emb`` (+ ``id_parts``): what the predictor scores a cluster with; ``content``: what its
+    members click (``cluster_content``); for the do-no-harm check (``harm_rule``); None: that estimate
+    is not made."""
     import inspect
 
     import torch
@@ -364,14 +467,18 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
         pick_by_predictor(model, recs, ads, items, cluster_emb, id_parts, known_names, cands, bf16=cfg.bf16)
     if cfg.distinct and hasattr(model, "fact_pointer"):
         make_distinct(model, recs, ads, user_slot, known_names, cands)
-    if cfg.harm_rule == "predictor" and cluster_emb is not None and hasattr(model, "score"):
-        do_no_harm(recs, harm_gains(model, recs, items, cluster_emb, id_parts, bf16=cfg.bf16), cfg.harm_threshold)
-    else:
-        do_no_harm(recs, np.zeros(len(recs)), -np.inf)
+    use_pred = cfg.harm_rule in ("predictor", "both") and cluster_emb is not None and hasattr(model, "score")
+    use_content = cfg.harm_rule in ("content", "both") and content is not None
+    vectors = _title_vectors(model, recs, items, bf16=cfg.bf16) if (use_pred or use_content) and recs else None
+    gains = harm_gains(model, recs, items, cluster_emb, id_parts, bf16=cfg.bf16, vectors=vectors) if use_pred \
+        else np.zeros(len(recs))
+    cg = content_gains(model, recs, items, content, bf16=cfg.bf16, vectors=vectors) if use_content else None
+    do_no_harm(recs, gains, cfg.harm_threshold if use_pred else -np.inf, cg, cfg.content_threshold)
     cols = ["item_id", "cluster_id", "original_title", "llm_output", "raw_output", "score", "grounded",
-            "reasons", "title", "source", "personalized", "candidate_title", "harm_gain"]
+            "reasons", "title", "source", "personalized", "candidate_title", "harm_gain", "content_gain"]
     return pd.DataFrame(recs, columns=cols).astype({"cluster_id": "int64", "score": "float32", "grounded": bool,
-                                                    "personalized": bool, "harm_gain": "float64"})
+                                                    "personalized": bool, "harm_gain": "float64",
+                                                    "content_gain": "float64"})
 
 
 def harm_curve(cr: pd.DataFrame, thresholds=(-2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0)) -> list[dict]:
@@ -446,16 +553,29 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
         t1 = time.time()
         from hllm_creator.creative.grounding import catalog_names
 
-        id_parts = None
-        if cfg.harm_rule == "predictor" and getattr(model, "predictor_items", None):
-            from hllm_creator.infer.embed import histories
+        from hllm_creator.infer.embed import histories
+
+        id_parts = content = None
+        hist = None
+        if cfg.harm_rule in ("predictor", "both") and getattr(model, "predictor_items", None):
             from hllm_creator.infer.match import MEMBER_ID_PARTS, member_id_parts
 
             mdir = Path(cfg.matches) if Path(cfg.matches).is_dir() else Path(cfg.matches).parent
-            id_parts = np.load(mdir / MEMBER_ID_PARTS) if (mdir / MEMBER_ID_PARTS).exists() else member_id_parts(
-                model, asg, histories(ds.interactions, cmeta.get("history") or "no-test"), len(cluster_emb))
+            if (mdir / MEMBER_ID_PARTS).exists():
+                id_parts = np.load(mdir / MEMBER_ID_PARTS)
+            else:
+                hist = histories(ds.interactions, cmeta.get("history") or "no-test")
+                id_parts = member_id_parts(model, asg, hist, len(cluster_emb))
+        if cfg.harm_rule in ("content", "both"):
+            hist = hist if hist is not None else histories(ds.interactions, cmeta.get("history") or "no-test")
+            hist.index = hist.index.astype(str)
+            members = set(asg["user_id"].astype(str))
+            needed = {str(i) for u, h in hist.items() if u in members for i in h}
+            vecs = item_vectors(model, cfg.model_dir, ds.items, needed, bf16=cfg.bf16)
+            content = cluster_content(vecs, asg, hist, len(cluster_emb)) if vecs else None
         cr = generate_pairs(model, pairs, ds.items, user_slot, cfg, progress=progress,
-                            known_names=catalog_names(ds.items), cluster_emb=cluster_emb, id_parts=id_parts)
+                            known_names=catalog_names(ds.items), cluster_emb=cluster_emb, id_parts=id_parts,
+                            content=content)
         gen_s = time.time() - t1
         lk = lookup(asg, cr, ds.items, ad_ids)
         out = Path(out)
@@ -479,6 +599,7 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
                 "personalized_share": float(lk["personalized"].mean()) if len(lk) else 0.0,
                 "changed_titles": int(cr["personalized"].sum()),
                 "harm_rule": cfg.harm_rule, "harm_threshold": cfg.harm_threshold,
+                "content_threshold": cfg.content_threshold,
                 "served_personalized_share": float(cr["personalized"].mean()) if n else 0.0,
                 "do_no_harm_original": int(cr["reasons"].map(lambda rs: any(str(x).startswith("do no harm")
                                                                             for x in rs)).sum()) if n else 0,

@@ -47,10 +47,10 @@ class Creative(BatchedModel):
         import torch
 
         from hllm_creator.creative.titles import same_title
-        from hllm_creator.infer.generate import clean_title, ground, title_gain
+        from hllm_creator.infer.generate import clean_title, ground, title_content_gain, title_gain
 
         a = self.assets
-        user_emb, infos = a.user_embeddings([i.user_history for i in insts])
+        user_emb, infos, audience = a.user_embeddings([i.user_history for i in insts], content=True)
         cids = a.assign(user_emb)
         cond = a.conditioning(user_emb, cids, [i.condition_on for i in insts])
         ok = [r for r in range(len(insts)) if np.isfinite(cond[r]).all()]
@@ -84,14 +84,21 @@ class Creative(BatchedModel):
             cand = clean_title(raw[r])
             good, why = ground(cand, ads[r])
             res["candidate"] = cand
-            gain = title_gain(a.model, user_emb[r], ads[r], cand) \
-                if good and inst.do_no_harm and not same_title(cand, original) and user_emb is not None else None
+            check = good and inst.do_no_harm and not same_title(cand, original) and user_emb is not None
+            gain = title_gain(a.model, user_emb[r], ads[r], cand) if check else None
+            cgain = title_content_gain(a.model, audience[r], ads[r], cand) \
+                if check and np.isfinite(audience[r]).all() else None
             if gain is not None:
                 res["harm_gain"] = gain
-            if gain is not None and gain < 0:
+            if cgain is not None:
+                res["content_gain"] = cgain
+            harm = ([f"do no harm: the predictor rates the personalized title {gain:+.3f} log-odds against the "
+                     "original for this user"] if gain is not None and gain < 0 else []) + \
+                ([f"do no harm: the personalized title is {cgain:+.4f} cosine from this user's clicked items "
+                  "against the original"] if cgain is not None and cgain < 0 else [])
+            if harm:
                 self.fallback("do_no_harm")
-                res["reasons"] = reasons + [f"do no harm: the predictor rates the personalized title {gain:+.3f} "
-                                            "log-odds against the original for this user: original title"]
+                res["reasons"] = reasons + harm + ["original title"]
             elif good and not same_title(cand, original):
                 res.update(title=cand, grounded=True, personalized=True)
             elif good:  # passed the gate but is the original title: not a personalized title

@@ -169,8 +169,10 @@ class ServingAssets:
         info.used = len(texts)
         return texts, info
 
-    def user_embeddings(self, histories: list[list[str]]) -> tuple[np.ndarray | None, list[HistoryInfo]]:
-        """[n, d_user] for the histories with >= 1 usable entry (rows of cold starts are NaN)."""
+    def user_embeddings(self, histories: list[list[str]], *, content: bool = False):
+        """[n, d_user] for the histories with >= 1 usable entry (rows of cold starts are NaN), and the
+        infos; ``content``: also [n, d_item], each user's unit mean clicked-item vector (the do-no-harm
+        content estimate's audience; NaN rows for cold starts)."""
         import torch
 
         per, infos = [], []
@@ -197,7 +199,14 @@ class ServingAssets:
             with torch.no_grad():
                 u = self.model.encode_users(seqs)
             out[rows] = u.detach().float().cpu().numpy()
-        return out, infos
+        if not content:
+            return out, infos
+        from hllm_creator.infer.generate import _unit
+
+        aud = np.full((len(histories), int(self.model.item_hidden_size)), np.nan, np.float32)
+        for r, seq in zip(rows, seqs):
+            aud[r] = _unit(_unit(seq.numpy()).mean(axis=0))
+        return out, infos, aud
 
     def assign(self, user_emb: np.ndarray) -> np.ndarray:
         """Nearest cluster per row (the metric of cluster_meta.json); -1 without clusters or for NaN rows."""

@@ -128,7 +128,8 @@ class CreativeInstance(_Strict):
     max_new_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_NEW_TOKENS)] = MAX_NEW_TOKENS
     seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = None
     # do no harm: the personalized title only where the Item-User predictor rates a click by this user
-    # at least as likely with it as with the original (else the original, with the reason)
+    # at least as likely with it as with the original and the Item LLM puts it at least as close to the
+    # user's clicked items (else the original, with the reason)
     do_no_harm: StrictBool = True
 
     @field_validator("user_history")
@@ -189,6 +190,8 @@ class CreativePrediction(BaseModel):
     # do no harm: the predictor's log-odds of a click by this user with the candidate minus with the
     # original (served only when >= 0); absent when not computed
     harm_gain: float | None = None
+    # do no harm: the Item LLM's cosine of the candidate to this user's clicked items minus the original's
+    content_gain: float | None = None
 
 
 class AdScore(BaseModel):
