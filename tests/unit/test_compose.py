@@ -69,6 +69,20 @@ def test_boilerplate_only_when_nothing_else(items, iid, phrase):
     assert phrase not in facts or all(F.is_boilerplate(f) for f in facts)
 
 
+# a clause cut from its sentence at an adverbial opener says nothing of the product ("At room temperature,
+# J-B Weld sets in 4-6 hours" -> "room temperature"; served in the session-8 demo)
+ADVERBIAL = [("934", "At room temperature", "room temperature")]
+
+
+@pytest.mark.parametrize("iid,clause,old", ADVERBIAL)
+def test_no_fact_is_an_adverbial_cut_from_its_sentence(items, iid, clause, old):
+    assert clause.split()[0].lower() in F.ADVERBIAL
+    assert F._phrases_of_part(clause + ", it sets in 4-6 hours", F._CLAUSE) == ["sets in 4-6 hours"]
+    assert old not in F.fact_phrases(items[iid], 8)
+    # title segments are not clauses: "for" / "with" segments and the rest stay
+    assert F._phrases_of_part("Glue Stick, In Stock", F._SEG) == ["Glue Stick", "In Stock"]
+
+
 def test_the_issues_examples():
     jb = {"title": "J-B Weld 8265S Original Cold-Weld Steel Reinforced Epoxy - 2 oz.", "selling_points": [],
           "description": "Mixed at a ratio of 1:1, it forms a permanent bond. For best results, clean the surface. "

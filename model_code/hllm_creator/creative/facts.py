@@ -183,10 +183,20 @@ def _phrases_of(text: str, *, split_title: bool, pieces: bool = False) -> list[s
     return out
 
 
+# a clause that opens with one of these prepositions is an adverbial ("At room temperature, it sets in 4-6
+# hours", "Upon curing", "As well as ...", "Under a minute"): cut from its sentence it says nothing of the
+# product ("room temperature"), so it is left out, not trimmed to its noun
+ADVERBIAL = frozenset("at in on by from after before during under within upon through into onto to of than as"
+                      .split())
+
+
 def _phrases_of_part(text: str, pattern: re.Pattern) -> list[str]:
     out = []
     for part in pattern.split(_clean(text)):
-        ws = _trim(_clean(part).split())
+        ws = _clean(part).split()
+        if pattern is _CLAUSE and ws and ws[0].lower() in ADVERBIAL:
+            continue
+        ws = _trim(ws)
         if ws:
             out.append(" ".join(ws))
     return out

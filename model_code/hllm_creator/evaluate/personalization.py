@@ -207,10 +207,12 @@ def served_pairs(creatives: pd.DataFrame, file: str = "creatives.parquet") -> pd
     if "candidate_title" not in df.columns:  # creatives from before the do-no-harm check
         df["candidate_title"] = df["title"]
     df["candidate_title"] = df["candidate_title"].fillna(df["title"])
-    if "harm_gain" not in df.columns:
-        df["harm_gain"] = np.nan
+    for col in ("harm_gain", "content_gain"):  # creatives from before the check / before its content estimate
+        if col not in df.columns:
+            df[col] = np.nan
     return df[["item_id", "cluster_id", "original_title", "title", "source", "copy", "candidate_title",
-               "harm_gain"]].astype({"cluster_id": "int64", "copy": bool, "harm_gain": "float64"})
+               "harm_gain", "content_gain"]].astype({"cluster_id": "int64", "copy": bool, "harm_gain": "float64",
+                                                     "content_gain": "float64"})
 
 
 def copy_stats(pairs: pd.DataFrame, *, bootstrap: int = 2000, seed: int = 0) -> dict:
@@ -372,7 +374,7 @@ def harm_frontier(pairs: pd.DataFrame, units: pd.DataFrame, *, thresholds=HARM_T
     u_pers = np.array([not is_copy(c, o) for c, o in zip(units["candidate_title"], units["original_title"])])
     g = units["harm_gain"].to_numpy(dtype=float)
     has_content = "content_gain" in units.columns and units["content_gain"].notna().any() \
-        and "content_gain" in pairs.columns
+        and "content_gain" in pairs.columns and pairs["content_gain"].notna().any()
     c_pairs = pairs["content_gain"].to_numpy(dtype=float) if has_content else None
     c_units = units["content_gain"].to_numpy(dtype=float) if has_content else None
 
