@@ -10,8 +10,8 @@ What the runner does around ``kfp.local``:
    inherit the environment, so every step's ``tracking.step_run`` nests under the parent. This is
    the run context's one channel (on a cluster ``submit`` compiles the same variable into every
    task's env); it is not a component input, so it does not break the cache keys of a re-run;
-4. runs the pipeline with caching on (``<pipeline_root>/.kfp_cache``): a re-run after a failure
-   reuses the steps that succeeded;
+4. runs the pipeline with caching on (``<pipeline_root>/.kfp_cache/<code fingerprint>``): a re-run
+   after a failure reuses the steps that succeeded; a run after a code change computes them anew;
 5. copies the headline metrics (GSB Adv, ...) to the parent run and returns where things are.
 
 Locally, ``set_accelerator_*``/``set_cpu_*``/``set_memory_*`` are ignored by KFP with a warning and
@@ -147,6 +147,25 @@ def materialize_metrics_outputs() -> None:
     kfp_cache.LocalCache.put = put
 
 
+def code_fingerprint() -> str:
+    """A hash of the code every step runs (the ``hllm_creator`` package, the components, the pipeline
+    definitions): the local cache lives under ``.kfp_cache/<this>``, so a re-run after a failure reuses
+    the steps that succeeded, and a run after a code change (a ``git pull``) computes them anew. (KFP's
+    local cache keys a task by its component spec and inputs, not by the code it imports; on a cluster
+    the image digest plays this part.)"""
+    import hashlib
+
+    import hllm_creator
+
+    roots = [Path(hllm_creator.__file__).parent, Path(__file__).resolve().parents[1] / "components",
+             Path(__file__).resolve().parent]
+    h = hashlib.sha256()
+    for root in roots:
+        for f in sorted(root.rglob("*.py")):
+            h.update(str(f.relative_to(root.parent)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def _latest_run_dir(pipeline_root: Path, name: str, since: float) -> Path | None:
     cands = [p for p in pipeline_root.glob(f"{name}-*") if p.is_dir() and p.stat().st_mtime >= since - 1]
     return max(cands, key=lambda p: p.stat().st_mtime) if cands else None
@@ -187,7 +206,8 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
             with _env(OPENAI_BASE_URL=url, OPENAI_MODEL=model, OPENAI_API_KEY=os.environ.get("OPENAI_API_KEY", "none"),
                       HLLM_PARENT_RUN_ID=parent.info.run_id, HLLM_KFP_RUN_ID=kfp_run_id):
                 kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-                               enable_caching=enable_caching)
+                               enable_caching=enable_caching,
+                               cache_root=str(pipeline_root / ".kfp_cache" / code_fingerprint()))
                 materialize_metrics_outputs()
                 pipeline = build_pipeline(preset, local=True)
                 started = time.time()
