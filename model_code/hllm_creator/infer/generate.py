@@ -103,7 +103,7 @@ class GenerateConfig(StepConfig):
         "personalized title minus with the original, at least harm_threshold; 'content' = the Item LLM's cosine of "
         "the personalized title to the cluster's clicked items minus the original's, at least content_threshold; "
         "'both' (default) = both estimates agree (a predictor trained on little data rates titles by little more "
-        "than item popularity: the demo's ranks below popularity by AUC); 'none' = no check")
+        "than item popularity: the demo's ranks no better than popularity by AUC); 'none' = no check")
     harm_threshold: float = Field(0.0, description="the predictor's log-odds gain a personalized title needs to be "
                                   "served (0: at least as likely a click as the original)")
     content_threshold: float = Field(0.0, description="the Item-LLM cosine gain (to the cluster's clicked items) a "
