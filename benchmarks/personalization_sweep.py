@@ -8,7 +8,8 @@ slot picks the fact, no decoding, so K = 512 costs what K = 16 does; the do-no-h
 other titles, bootstrap CIs with their MDE, the permutation test). Then the per-user path, the way the
 creative endpoint writes (``condition_on="user"``): each held-out member of the K = ``--user-k``
 run's selected clusters gets a title from their OWN user embedding (the slot's pick of the ad's
-compositions, the do-no-harm check with the user's own embedding and ID part), measured the same way
+compositions, the do-no-harm check with the user's own embedding and ID part and the Item LLM's
+similarity to the user's own clicks), measured the same way
 (each user is a "cluster" of one: fit vs the other users' titles for the same ad, permutation test).
 
 Generations = the (ad, cluster) pairs that get a title: N x T for clusters, N x users for per user.
@@ -73,10 +74,15 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
     U = np.stack([np.asarray(vec[u], dtype=np.float32) for u in users])
     model = load_model(model_dir)
     id_parts = None
+    hist = histories(ds.interactions, cmeta.get("history") or "no-test")
+    hist.index = hist.index.astype(str)
+    # the do-no-harm content estimate per user: the Item LLM's cosine to the user's own clicks
+    vecs = G.item_vectors(model, model_dir, ds.items, {str(i) for u in users for i in hist.get(u, [])}, bf16=True)
+    content = G.cluster_content(vecs, pd.DataFrame({"user_id": users, "cluster_id": range(len(users))}), hist,
+                                len(users)) if vecs else None
     if getattr(model, "predictor_items", None):
         import torch
 
-        hist = histories(ds.interactions, cmeta.get("history") or "no-test")
         with torch.inference_mode():
             id_parts = model.predictor.recent_part(model.recent_index([list(hist.get(u, [])) for u in users]))
         id_parts = id_parts.float().cpu().numpy()
@@ -85,7 +91,7 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
                            distinct=False, batch_size=32)
     t0 = time.perf_counter()
     cr = G.generate_pairs(model, pd.DataFrame(rows), ds.items, U, cfg, known_names=catalog_names(ds.items),
-                          cluster_emb=U, id_parts=id_parts)
+                          cluster_emb=U, id_parts=id_parts, content=content)
     secs = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     cr.assign(user_id=[users[int(c)] for c in cr["cluster_id"]]).to_parquet(out / "creatives_per_user.parquet")
