@@ -148,3 +148,20 @@ def test_only_served_titles_that_differ_from_the_original_are_judged(tmp_path, b
     verdicts, summary = run_gsb(GSBConfig(input=str(p), data=str(bundled_dataset.path)), client=object())
     assert len(verdicts) == 0 and summary["n"] == 0 and summary["ci_low"] == 0.0
     assert summary["not_personalized"] == 2 and summary["personalized_share"] == 0.0
+
+
+def test_a_reply_cut_after_its_verdict_counts_a_rambling_one_does_not():
+    """The demo's 135M judge rambles in its reason past max_tokens: the verdict, asked for first and
+    complete, counts (its reason is marked lost); a cut reply without a complete verdict, or a reply
+    that is invalid for another reason, stays a judge failure."""
+    from hllm_creator.llm.client import Result
+    from hllm_creator.teacher.gsb import CUT_REASON, judge_verdict
+
+    cut = " (cut at max_tokens=64; not re-asked: raise max_tokens)"
+    raw = '{\n  "verdict": "a"\n\n,\n"reason": "The ad does not have a title that states facts the ad does not'
+    assert judge_verdict(Result(tag=0, ok=False, raw=raw, error="invalid reply: reply is not JSON" + cut)) \
+        == ("a", CUT_REASON)
+    assert judge_verdict(Result(tag=0, ok=False, raw='{"verdict": "sa', error="not JSON" + cut)) \
+        == (None, "not JSON" + cut)
+    assert judge_verdict(Result(tag=0, ok=False, raw=raw, error="invalid reply: reply is not JSON"))[0] is None
+    assert judge_verdict(Result(tag=0, ok=True, value={"verdict": "same", "reason": "r"})) == ("same", "r")

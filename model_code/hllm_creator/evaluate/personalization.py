@@ -545,7 +545,7 @@ def slot_swap(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: np.nda
 def cross_cluster_gsb(pairs: pd.DataFrame, members: dict[int, pd.DataFrame], items: pd.DataFrame,
                       cfg: PersonalizationConfig, client=None) -> tuple[dict, pd.DataFrame]:
     """For a held-out member of c: c's served title (a) vs another cluster's (b), both orders."""
-    from hllm_creator.teacher.gsb import GSBConfig, final_verdict, gsb_stats, judge_request
+    from hllm_creator.teacher.gsb import GSBConfig, final_verdict, gsb_stats, judge_request, judge_verdict
 
     titles = dict(zip(items["item_id"], items["title"]))
     desc = dict(zip(items["item_id"], items["description"].fillna("")))
@@ -583,7 +583,7 @@ def cross_cluster_gsb(pairs: pd.DataFrame, members: dict[int, pd.DataFrame], ite
     for i, s in enumerate(samples):
         reqs.append(judge_request(s, s["title_a"], s["title_b"], gcfg, (i, "ab")))
         reqs.append(judge_request(s, s["title_b"], s["title_a"], gcfg, (i, "ba")))
-    got = {r.tag: (r.value["verdict"] if r.ok else None) for r in client.map(reqs, desc="cross-cluster judge")}
+    got = {r.tag: judge_verdict(r)[0] for r in client.map(reqs, desc="cross-cluster judge")}
     for i, s in enumerate(samples):
         s["verdict_ab"], s["verdict_ba"] = got[(i, "ab")], got[(i, "ba")]
         s["final"] = final_verdict(s["verdict_ab"], s["verdict_ba"])

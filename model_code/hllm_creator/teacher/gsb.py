@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,22 @@ class GSBConfig(StepConfig):
     bootstrap: int = Field(2000, ge=100)
     seed: int = 0
     llm: LLMConfig = Field(default_factory=LLMConfig)
+
+
+# a reply cut at max_tokens after its verdict: '{"verdict": "a", "reason": "The ad does not have a title that
+# states facts the ad does not have a ti' (the 135M judge of the demo rambles in its reason)
+_CUT_VERDICT = re.compile(r'^\s*\{\s*"verdict"\s*:\s*"(a|b|same)"\s*,', re.I)
+CUT_REASON = "(the reply was cut at max_tokens after its verdict; the verdict counts, the reason is lost)"
+
+
+def judge_verdict(r) -> tuple[str | None, str | None]:
+    """A judge ``Result``'s (verdict, reason). A reply cut at max_tokens whose verdict was complete (the
+    schema asks for it first) counts with that verdict and ``CUT_REASON``; any other invalid reply is a
+    judge failure: (None, the error)."""
+    if r.ok:
+        return r.value["verdict"], r.value.get("reason")
+    m = _CUT_VERDICT.match(r.raw or "") if "cut at max_tokens" in (r.error or "") else None
+    return (m.group(1).lower(), CUT_REASON) if m else (None, r.error)
 
 
 def final_verdict(verdict_ab: str | None, verdict_ba: str | None) -> str:
@@ -247,7 +264,7 @@ def run_gsb(cfg: GSBConfig, client=None) -> tuple[pd.DataFrame, dict]:
     res = client.map(reqs, desc="gsb judge")
     got: dict[tuple[int, str], tuple[str | None, str | None]] = {}
     for r in res:
-        got[r.tag] = (r.value["verdict"], r.value.get("reason")) if r.ok else (None, r.error)
+        got[r.tag] = judge_verdict(r)
     out = []
     for i, s in enumerate(recs):
         vab, rab = got[(i, "ab")]
@@ -265,7 +282,10 @@ def run_gsb(cfg: GSBConfig, client=None) -> tuple[pd.DataFrame, dict]:
     summary.update({"judge_model": client.model, "prompt_version": cfg.prompt_version,
                     "flips": int(((verdicts["verdict_ab"] == verdicts["verdict_ba"])
                                   & verdicts["verdict_ab"].isin(["a", "b"])).sum()),
-                    "judge_failures": int(verdicts["judge_failed"].sum()), "llm": client.stats()})
+                    "judge_failures": int(verdicts["judge_failed"].sum()),
+                    "judge_cut_verdicts": int((verdicts["reason_ab"] == CUT_REASON).sum()
+                                              + (verdicts["reason_ba"] == CUT_REASON).sum()),
+                    "llm": client.stats()})
     return verdicts, summary
 
 
