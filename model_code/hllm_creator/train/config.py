@@ -64,6 +64,10 @@ class TrainConfig(StepConfig):
                                        "(None = cls_negatives; >= the catalog size = full softmax)")
     head_weight_decay: float = Field(0.01, ge=0, description="predictor fit: AdamW weight decay (the cpu preset's "
                                      "hybrid predictor: 1.0, which keeps rarely clicked items' ID vectors small)")
+    head_id_dropout: float = Field(0.0, ge=0, lt=1, description="predictor fit (hybrid predictor): each step every "
+                                   "candidate item loses its ID vector with this probability, so the item tower "
+                                   "learns to score an item by its text alone, as it must a new ad (cold start; "
+                                   "docs/train.md)")
     cls_objective: Literal["last", "next_item"] = Field(
         "last", description="last: BCE on (user, valid target) pairs (one positive per user); next_item: HLLM's "
         "causal objective, the User LLM's state after every history item predicts the next item and [USER] the "
