@@ -23,7 +23,13 @@ Per held-out item each ranker scores ALL users:
 - ``item_knn``: the ad's ``--knn`` nearest training items by TF-IDF cosine; a user scores the sum of
   the similarities of the neighbours they clicked (the clickers of the ad's nearest clicked items);
 - ``hllm``: the Item-User predictor (``HLLMCreator.score``'s logits) of a model trained WITHOUT the
-  held-out items (``--model DIR``, or trained here with ``--train-preset cpu``).
+  held-out items (``--model DIR``, or trained here with ``--train-preset cpu``); the user side with
+  its ID part (the user's last clicks), as the product scores; ``hllm_no_user_ids`` (analysis row):
+  the LLM towers alone on both sides; ``hllm_id_knn`` (analysis row): the ad's missing ID vector
+  imputed from its 10 nearest training items in the Item LLM's space (``id_knn_logits``);
+  ``*_norm`` (analysis rows): the logit minus the user's log-sum-exp over the training catalog
+  (``user_lse``: log p(ad | user) under the fit's softmax); the analysis rows pick clusters by the
+  mean member score.
 
 Ties everywhere are broken by a seeded random order (the same for every ranker).
 Metrics per item (means over items, bootstrap 95% CI over items, ``train.evaluate.bootstrap_ci``):
@@ -38,7 +44,8 @@ clusters of the highest mean member score) and lift = (share of the item's click
     .venv/bin/python benchmarks/cold_start.py [--data DIR] [--work DIR] [--model DIR | --train-preset cpu]
         [--teacher T/train.parquet] [--out benchmarks/results/cold_start.json]
 
-``make bench`` runs it without a model (``HLLM_COLD_MODEL`` names one): the baselines only, no lift.
+``make bench`` runs it without a model (``HLLM_COLD_MODEL`` names one): the baselines only, no lift,
+into ``benchmarks/results/cold_start_baselines.json``.
 ``--prepare-only`` writes the split (WORK/train_data, WORK/feed.jsonl, WORK/teacher.parquet) and stops:
 train on it with ``hllm-creator train --data WORK/train_data --train-parquet WORK/teacher.parquet``.
 """
@@ -217,12 +224,12 @@ def tfidf_rankers(items, ad_texts: list[str], hist: list[list[int]], knn: int) -
 
 
 def hllm_rankers(model_dir: str, refresh_items, users: list[str], hist: dict, ad_ids: list[str], k: int,
-                 top_k: int, seed: int) -> dict:
+                 top_k: int, seed: int, bf16: bool = True) -> dict:
     """The product's path for new ads: user embeddings (``infer.embed.embed_users``), the ads through
     the item cache (``infer.match``), no ID vector; user scores = the predictor's logits with each
     user's ID part (``HLLMCreator.score`` before its sigmoid); clusters = ``infer.cluster`` (K=k) on
     the user embeddings; the HLLM's cluster choice = ``infer.match.match`` (member-mean embedding +
-    member ID parts)."""
+    member ID parts). ``bf16``: bf16 autocast for the Item/User LLMs (``embed --bf16``; as train's eval)."""
     import pandas as pd
     import torch
 
@@ -233,20 +240,24 @@ def hllm_rankers(model_dir: str, refresh_items, users: list[str], hist: dict, ad
 
     t0 = time.time()
     model = load_model(model_dir)
-    cache = ItemCache(cache_id(model), persist=False)
+    cache = ItemCache(cache_id(model, bf16), persist=False)
     seed_cache(cache, model, model_dir, refresh_items)
     hs = pd.Series({u: hist[u] for u in users})
-    got, uemb = embed_users(model, refresh_items, hs, cache=cache, progress=True)
+    got, uemb = embed_users(model, refresh_items, hs, cache=cache, progress=True, bf16=bf16)
     if got != users:
         raise RuntimeError("embed_users returned another user order")
     t_users = time.time() - t0
     t = time.time()
     texts = item_texts(refresh_items[refresh_items["item_id"].isin(set(ad_ids))])
-    aemb = cache.get([texts[a] for a in ad_ids], _encoder(model, 32), progress=True, desc="ads")
+    aemb = cache.get([texts[a] for a in ad_ids], _encoder(model, 32, bf16), progress=True, desc="ads")
     recent = model.recent_index([hist[u] for u in users])
     with torch.inference_mode():
         logits = model.predictor(torch.from_numpy(uemb), torch.from_numpy(aemb).float(), recent=recent,
                                  item_ids=model.item_index(ad_ids)).float().numpy().T
+        # analysis row: the LLM towers alone on the user side too (no ID part of the user's last clicks)
+        towers = model.predictor(torch.from_numpy(uemb), torch.from_numpy(aemb).float()).float().numpy().T
+        imputed = id_knn_logits(model, model_dir, uemb, aemb, recent)
+        lse = user_lse(model, model_dir, uemb, recent)
     t_score = time.time() - t
     t = time.time()
     res = cl.cluster(uemb, cl.ClusterConfig(k=k, seed=seed), progress=False)
@@ -264,10 +275,63 @@ def hllm_rankers(model_dir: str, refresh_items, users: list[str], hist: dict, ad
     for a, g in sel.groupby("item_id"):
         chosen[pos[a]] = g["cluster_id"].to_numpy()[:top_k]
     t_match = time.time() - t
-    return {"scores": logits, "seconds": t_users + t_score, "embed_users_seconds": t_users,
+    return {"scores": logits, "towers_scores": towers, "id_knn_scores": imputed, "lse": lse,
+            "seconds": t_users + t_score, "embed_users_seconds": t_users,
             "score_seconds": t_score, "cluster_seconds": t_cluster, "match_seconds": t_match,
             "assign": res.cluster_ids.astype(np.int64), "chosen": chosen, "k": int(len(res.member_means)),
             "model_hash": model.model_hash}
+
+
+def id_knn_logits(model, model_dir, uemb, aemb, recent, k: int = 10):
+    """Analysis row ``hllm_id_knn``: a new ad's missing ID vector imputed from its ``k`` nearest
+    training items by cosine of the standardized Item LLM embeddings (weights = the cosines, clipped
+    at 0, normalized) -> logits [n_ads, n_users]; None without ID embeddings or item vectors."""
+    import torch
+
+    pred = model.predictor
+    cat = catalog_embeddings(model, model_dir)
+    if not pred.n_ids or cat is None:
+        return None
+    a = torch.nn.functional.normalize(pred.std_item(torch.from_numpy(aemb).float()), dim=-1)
+    c = torch.nn.functional.normalize(pred.std_item(cat), dim=-1)
+    sim, idx = (a @ c.T).topk(k, dim=1)
+    w = sim.clamp(min=0)
+    w = w / w.sum(1, keepdim=True).clamp(min=1e-9)
+    part = (w[..., None] * pred.id_out.weight[idx]).sum(1)
+    it = pred.ti(torch.from_numpy(aemb).float()) + part
+    ut = pred.tu(torch.from_numpy(uemb).float(), recent)
+    return torch.cat([pred.pair_logits(ut[s:s + 256], it) for s in range(0, len(ut), 256)]).float().numpy().T
+
+
+def catalog_embeddings(model, model_dir):
+    """The training catalog's Item LLM vectors (the model dir's item_embeddings.parquet) in the order
+    of the predictor's ID catalog -> [n, dI] tensor, or None."""
+    import pandas as pd
+    import torch
+
+    f = Path(model_dir) / "item_embeddings.parquet"
+    if not model.predictor_items or not f.exists():
+        return None
+    df = pd.read_parquet(f)
+    pos = {x: i for i, x in enumerate(df["item_id"].astype(str))}
+    return torch.tensor(np.stack(df["embedding"].to_numpy())[[pos[x] for x in model.predictor_items]]).float()
+
+
+def user_lse(model, model_dir, uemb, recent):
+    """Analysis rows ``*_norm``: each user's log-sum-exp of the predictor's logits over the training
+    catalog (hybrid: with the items' ID vectors) -> [n_users]; ``logit - lse`` = log p(ad | user)
+    under the next-item softmax the predictor was fitted with (a user who scores everything high is
+    not the audience of everything). None without item vectors."""
+    import torch
+
+    cat = catalog_embeddings(model, model_dir)
+    if cat is None:
+        return None
+    pred = model.predictor
+    it = pred.ti(cat, torch.arange(len(cat)))
+    ut = pred.tu(torch.from_numpy(uemb).float(), recent)
+    return torch.cat([torch.logsumexp(pred.pair_logits(ut[s:s + 256], it).float(), dim=1)
+                      for s in range(0, len(ut), 256)]).numpy()
 
 
 # ----------------------------------------------------------------------------- the run
@@ -295,6 +359,7 @@ def run(a, data: str, work: Path, split: dict) -> dict:
     from hllm_creator.data.text import item_text
     from hllm_creator.infer.embed import histories
     from hllm_creator.train.evaluate import bootstrap_ci
+    from hllm_creator.train.trainer import bf16_supported
 
     res: dict = {"protocol": PROTOCOL, "data": str(data),
                  "work": str(work), "split": {k: v for k, v in split.items() if k != "held_out"},
@@ -341,8 +406,17 @@ def run(a, data: str, work: Path, split: dict) -> dict:
         scores[name], secs[name] = s, sec
     hl = None
     if model_dir:
-        hl = hllm_rankers(model_dir, ritems, users, hist, ad_ids, a.k, a.top_k, a.seed)
+        hl = hllm_rankers(model_dir, ritems, users, hist, ad_ids, a.k, a.top_k, a.seed,
+                          bf16=not a.fp32 and bf16_supported())
         scores["hllm"], secs["hllm"] = hl["scores"], hl["seconds"]
+        scores["hllm_no_user_ids"], secs["hllm_no_user_ids"] = hl["towers_scores"], hl["seconds"]
+        if hl["id_knn_scores"] is not None:
+            scores["hllm_id_knn"], secs["hllm_id_knn"] = hl["id_knn_scores"], hl["seconds"]
+        if hl["lse"] is not None:
+            scores["hllm_norm"], secs["hllm_norm"] = hl["scores"] - hl["lse"][None, :], hl["seconds"]
+            if hl["id_knn_scores"] is not None:
+                scores["hllm_id_knn_norm"] = hl["id_knn_scores"] - hl["lse"][None, :]
+                secs["hllm_id_knn_norm"] = hl["seconds"]
     pu = {}
     for name, s in scores.items():
         pu[name] = audience_metrics(top_users(s, tiebreak, K_USERS), targets, K_USERS)
@@ -377,7 +451,8 @@ def run(a, data: str, work: Path, split: dict) -> dict:
                     res[key]["preset"] = js.get("config", {}).get("preset")
     res["load_after"] = uptime()
     res["commands"] = {"benchmark": " ".join([".venv/bin/python", "benchmarks/cold_start.py", *(sys.argv[1:])]),
-                       **({"train": " ".join(train_cmd)} if train_cmd else {})}
+                       **({"train": " ".join(train_cmd)} if train_cmd else
+                          {"train": a.train_command} if a.train_command else {})}
     print_table(res, a.top_k)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
@@ -446,9 +521,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--top-k", type=int, default=3, help="clusters picked per ad")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fp32", action="store_true", help="HLLM: no bf16 autocast (default: bf16 where the CPU has it)")
+    ap.add_argument("--train-command", default=None, help="with --model: how it was trained (recorded in the JSON)")
     ap.add_argument("--prepare-only", action="store_true")
     ap.add_argument("--no-mlflow", action="store_true")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/cold_start.json"))
+    ap.add_argument("--out", default=None, help="default benchmarks/results/cold_start.json with a model, "
+                    "cold_start_baselines.json without (make bench does not overwrite the full table)")
     a = ap.parse_args(argv)
     data = a.data
     if data is None:
@@ -458,6 +536,8 @@ def main(argv=None) -> dict:
 
             prepare_bundled(data)
     work = Path(a.work or ROOT / f".hllm/cold_start/seed{a.seed}")
+    a.out = a.out or str(ROOT / "benchmarks/results" / ("cold_start.json" if a.model or a.train_preset
+                                                        else "cold_start_baselines.json"))
     split = prepare_split(data, work, share=a.share, min_clicks=a.min_clicks, seed=a.seed, teacher=a.teacher)
     print(json.dumps({k: v for k, v in split.items() if k != "held_out"}), flush=True)
     if a.prepare_only:

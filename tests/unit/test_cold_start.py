@@ -155,3 +155,21 @@ def test_head_id_dropout_config():
     assert build_config("cpu", data="d", out="o").head_id_dropout >= 0.0
     with pytest.raises(ValueError):
         build_config("cpu", data="d", out="o", head_id_dropout=1.0)
+
+
+def test_next_item_loss_audience_direction():
+    from hllm_creator.model.losses import next_item_loss
+    from hllm_creator.model.predictor import ItemUserHead
+
+    torch.manual_seed(1)
+    head = ItemUserHead(16, 12, d=8, hidden=16, head="dot")
+    item_emb = torch.randn(10, 12)
+    q, pos = torch.randn(4, 16), torch.tensor([2, 5, 2, 7])
+    base = next_item_loss(head, q, pos, lambda i: item_emb[i], torch.arange(10))
+    both = next_item_loss(head, q, pos, lambda i: item_emb[i], torch.arange(10), audience_weight=0.5)
+    # by hand: every query's logit for each query's positive; query 2 shares query 0's positive
+    s = head.pair_logits(head.tu(q), head.ti(item_emb[pos]))  # [query, positive of query p]
+    cols = s.T.clone()
+    cols[0, 2] = cols[2, 0] = float("-inf")
+    want = torch.nn.functional.cross_entropy(cols, torch.arange(4))
+    assert torch.allclose(both - base, 0.5 * want, atol=1e-5)

@@ -40,6 +40,9 @@ def train_cmd(
     head_id_dropout: Optional[float] = typer.Option(
         None, help="Hybrid predictor fit: the probability that a candidate item loses its ID vector in a step (the "
         "item tower alone scores it, as a new ad; cold start, docs/train.md)."),
+    head_audience_weight: Optional[float] = typer.Option(
+        None, help="Next-item predictor fit: weight of the audience direction's loss (each positive item picks its "
+        "user among the batch's; ranks an ad's audience; cold start, docs/train.md)."),
     cls_per_step: Optional[int] = typer.Option(None, help="Users per step (per rank) for the cls objective."),
     creative_rows: Optional[int] = typer.Option(None, "--creative-rows",
                                                 help="Use at most N rows of the training parquet."),
@@ -98,6 +101,7 @@ def train_cmd(
             max_creative_rows=creative_rows, creative_per_step=creative_per_step, slot_fit_steps=slot_fit_steps,
             creative_epochs=creative_epochs, standin_rows=standin_rows, lora=lora, freeze_item_llm=freeze_item_llm,
             cls_per_step=cls_per_step, head_id_dropout=head_id_dropout,
+            head_audience_weight=head_audience_weight,
             bf16=bf16, gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None,
             lr=lr, head_lr=head_lr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
             save_steps=save_steps, resume=resume or None, eval_users=eval_users, threads=threads, seed=seed,

@@ -68,6 +68,9 @@ class TrainConfig(StepConfig):
                                    "candidate item loses its ID vector with this probability, so the item tower "
                                    "learns to score an item by its text alone, as it must a new ad (cold start; "
                                    "docs/train.md)")
+    head_audience_weight: float = Field(0.0, ge=0, description="predictor fit (next-item): + this weight x the "
+                                        "audience direction's loss (each positive item picks its query among the "
+                                        "batch's: ranking users for an ad; cold start, docs/train.md)")
     cls_objective: Literal["last", "next_item"] = Field(
         "last", description="last: BCE on (user, valid target) pairs (one positive per user); next_item: HLLM's "
         "causal objective, the User LLM's state after every history item predicts the next item and [USER] the "

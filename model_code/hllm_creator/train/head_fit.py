@@ -76,7 +76,7 @@ def next_item_queries(model, td, item_emb, *, bf16: bool = False, batch_size: in
 def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int, lr: float, seed: int = 0,
              neg_p: np.ndarray | None = None, val_users: int = 400, eval_every: int = 100,
              bf16: bool = False, on_log=None, log_every: int = 10, next_item: bool = False,
-             weight_decay: float = 0.01, id_dropout: float = 0.0) -> dict:
+             weight_decay: float = 0.01, id_dropout: float = 0.0, audience_weight: float = 0.0) -> dict:
     """Train ``model.predictor`` for ``steps`` steps on cached user embeddings; keep the best state.
 
     ``item_emb`` [n_items, item_hidden]: the catalog's item embeddings (frozen Item LLM).
@@ -86,6 +86,8 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
 
     ``id_dropout`` (hybrid predictor): each step every candidate loses its ID vector with this
     probability, so the item tower learns to score an item by its text alone (a new ad's case).
+    ``audience_weight`` (next-item fit): + that weight x the audience direction's loss (each positive
+    item picks its query among the batch's queries: ranking users for an ad, ``next_item_loss``).
     """
     import torch
     from tqdm.auto import tqdm
@@ -177,7 +179,7 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and item_emb.device.type == "cpu"):
                 loss = next_item_loss(pred, user_emb[idx], pos[idx], lambda ids: item_emb[ids], neg,
                                       recent=recent[idx] if ids_on else None, id_dropout=id_dropout,
-                                      generator=gen)
+                                      generator=gen, audience_weight=audience_weight)
         else:
             loss = cls_loss(pred, user_emb[idx], item_emb[pos[idx]], pos[idx], item_emb[neg] if len(neg) else None,
                             neg if len(neg) else None)
