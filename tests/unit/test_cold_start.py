@@ -173,3 +173,34 @@ def test_next_item_loss_audience_direction():
     cols[0, 2] = cols[2, 0] = float("-inf")
     want = torch.nn.functional.cross_entropy(cols, torch.arange(4))
     assert torch.allclose(both - base, 0.5 * want, atol=1e-5)
+
+
+def test_text_bag_user_part_and_save_load(tmp_path):
+    from helpers import tiny_model
+
+    from hllm_creator.model.hllm import HLLMCreator
+
+    torch.manual_seed(0)
+    m = tiny_model(seed=0, predictor_head="dot", item_pooling="mean", predictor_ids=True, predictor_text_bag=True)
+    ids = [f"i{k}" for k in range(6)]
+    m.enable_item_ids(ids, recent=3)
+    emb = torch.randn(6, m.item_hidden_size)
+    p = m.predictor
+    with pytest.raises(ValueError, match="enable_text_bag"):
+        p.enable_text_bag(emb[:5])
+    p.enable_text_bag(emb)
+    recent = torch.tensor([[6, 6, 2], [0, 6, 5]])  # 6 = none
+    with torch.no_grad():
+        got = p.recent_part(recent)
+        idp = (p.id_in(recent) * p.id_recency[None, :, None]).sum(1)
+        want0 = idp[0] + p.text_recency[2] * p.item_tower(p.std_item(emb[2:3]))[0]
+        want1 = idp[1] + p.text_recency[0] * p.item_tower(p.std_item(emb[0:1]))[0] + \
+            p.text_recency[2] * p.item_tower(p.std_item(emb[5:6]))[0]
+    assert torch.allclose(got[0], want0, atol=1e-5) and torch.allclose(got[1], want1, atol=1e-5)
+    with torch.no_grad():
+        p.text_recency.mul_(2.0)
+    m.save(tmp_path / "m")
+    back = HLLMCreator.load(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.allclose(back.predictor.recent_part(recent), p.recent_part(recent), atol=1e-5)
+    assert torch.equal(back.predictor.id_text[:6], emb)

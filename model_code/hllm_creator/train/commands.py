@@ -43,6 +43,10 @@ def train_cmd(
     head_audience_weight: Optional[float] = typer.Option(
         None, help="Next-item predictor fit: weight of the audience direction's loss (each positive item picks its "
         "user among the batch's; ranks an ad's audience; cold start, docs/train.md)."),
+    predictor_text_bag: Optional[bool] = typer.Option(
+        None, "--predictor-text-bag/--no-predictor-text-bag", help="Hybrid predictor: the user side also adds the "
+        "item tower's vectors of the last clicks (their text; what a new ad is compared with; cold start, "
+        "docs/train.md)."),
     cls_per_step: Optional[int] = typer.Option(None, help="Users per step (per rank) for the cls objective."),
     creative_rows: Optional[int] = typer.Option(None, "--creative-rows",
                                                 help="Use at most N rows of the training parquet."),
@@ -89,7 +93,8 @@ def train_cmd(
 
     model = {k: v for k, v in dict(item_llm=item_llm, user_llm=user_llm, creative_llm=creative_llm,
                                     item_layers=item_layers, user_layers=user_layers,
-                                    creative_layers=creative_layers, predictor_ids=predictor_ids).items()
+                                    creative_layers=creative_layers, predictor_ids=predictor_ids,
+                                    predictor_text_bag=predictor_text_bag).items()
              if v is not None}
     weights = {k: v for k, v in dict(creative=w_creative, recon=w_recon, align=w_align, cls=w_cls,
                                      contrast=w_contrast, slot_fact=w_slot_fact).items()

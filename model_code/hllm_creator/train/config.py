@@ -116,6 +116,9 @@ class TrainConfig(StepConfig):
         if self.model.predictor_ids and (self.cls_objective != "next_item" or not self.head_steps):
             raise ValueError("model.predictor_ids (the hybrid predictor) is trained by the next-item predictor fit: "
                              "it needs cls_objective='next_item' and head_steps > 0")
+        if self.model.predictor_text_bag and not (self.model.predictor_ids and self.freeze_item_llm):
+            raise ValueError("model.predictor_text_bag needs model.predictor_ids and a frozen Item LLM "
+                             "(freeze_item_llm): it reads the catalog's cached item vectors")
         return self
 
 

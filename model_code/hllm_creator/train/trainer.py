@@ -290,6 +290,8 @@ def build_model(cfg: TrainConfig, data: TrainData, use_bf16: bool):
         model.item_cache = encode_catalog(model, cfg, data.ds, td.item_texts, use_bf16)
     else:
         model.item_tokens = model.tokenize_items(td.item_texts)
+    if cfg.model.predictor_text_bag:  # the user side's text bag reads the catalog's frozen item vectors
+        model.predictor.enable_text_bag(model.item_cache)
     # standardize LLM hidden states for the heads (massive-activation dims would drown the signal)
     stat_hist = random.Random(cfg.seed).sample(td.cls_hist, min(512, len(td.cls_hist)))
     if model.item_cache is not None:
