@@ -68,6 +68,9 @@ class TrainConfig(StepConfig):
                                    "candidate item loses its ID vector with this probability, so the item tower "
                                    "learns to score an item by its text alone, as it must a new ad (cold start; "
                                    "docs/train.md)")
+    head_tower_weight_decay: float | None = Field(None, ge=0, description="predictor fit: the LLM towers' own "
+                                                   "AdamW decay (None = head_weight_decay for every parameter; set: "
+                                                   "head_weight_decay on the ID vectors only)")
     head_audience_weight: float = Field(0.0, ge=0, description="predictor fit (next-item): + this weight x the "
                                         "audience direction's loss (each positive item picks its query among the "
                                         "batch's: ranking users for an ad; cold start, docs/train.md)")

@@ -76,7 +76,8 @@ def next_item_queries(model, td, item_emb, *, bf16: bool = False, batch_size: in
 def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int, lr: float, seed: int = 0,
              neg_p: np.ndarray | None = None, val_users: int = 400, eval_every: int = 100,
              bf16: bool = False, on_log=None, log_every: int = 10, next_item: bool = False,
-             weight_decay: float = 0.01, id_dropout: float = 0.0, audience_weight: float = 0.0) -> dict:
+             weight_decay: float = 0.01, id_dropout: float = 0.0, audience_weight: float = 0.0,
+             tower_weight_decay: float | None = None) -> dict:
     """Train ``model.predictor`` for ``steps`` steps on cached user embeddings; keep the best state.
 
     ``item_emb`` [n_items, item_hidden]: the catalog's item embeddings (frozen Item LLM).
@@ -88,6 +89,8 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
     probability, so the item tower learns to score an item by its text alone (a new ad's case).
     ``audience_weight`` (next-item fit): + that weight x the audience direction's loss (each positive
     item picks its query among the batch's queries: ranking users for an ad, ``next_item_loss``).
+    ``tower_weight_decay``: the LLM towers' and the head's own decay (None = ``weight_decay`` for all;
+    else ``weight_decay`` applies to the ID vectors and recency weights only).
     """
     import torch
     from tqdm.auto import tqdm
@@ -147,7 +150,13 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if tower_weight_decay is None:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:  # the ID vectors (and recency weights) at weight_decay, the LLM towers and the head at their own
+        ids = [p for n, p in pred.named_parameters() if n.startswith(("id_", "text_recency"))]
+        rest = [p for n, p in pred.named_parameters() if not n.startswith(("id_", "text_recency"))]
+        opt = torch.optim.AdamW([{"params": ids, "weight_decay": weight_decay},
+                                 {"params": rest, "weight_decay": tower_weight_decay}], lr=lr)
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
 
     # the next-item fit selects by validation MRR (graded: far less noisy than Recall@10 on a few

@@ -439,7 +439,8 @@ def refit_heads(cfg: TrainConfig, fitted: Fitted, data: TrainData, plan: Plan, u
                             val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
                             log_every=cfg.logging_steps, next_item=cfg.cls_objective == "next_item",
                             weight_decay=cfg.head_weight_decay, id_dropout=cfg.head_id_dropout,
-                            audience_weight=cfg.head_audience_weight)
+                            audience_weight=cfg.head_audience_weight,
+                            tower_weight_decay=cfg.head_tower_weight_decay)
         metrics["head_fit_seconds"] = time.time() - t_head
         tracking.log_metrics({"head_fit_chosen_step": head["chosen_step"]})
     return item_emb, head
