@@ -204,3 +204,50 @@ def test_text_bag_user_part_and_save_load(tmp_path):
     with torch.no_grad():
         assert torch.allclose(back.predictor.recent_part(recent), p.recent_part(recent), atol=1e-5)
     assert torch.equal(back.predictor.id_text[:6], emb)
+
+
+def test_cold_start_predictor_fit_options(bundled_dataset, tmp_path):
+    """head_fit with every cold-start option on (text bag, ID dropout, audience loss, the ID vectors'
+    own decay) trains (loss falls) and keeps the towers' decay apart from the ID vectors'."""
+    from helpers import small_dataset, tiny_model
+
+    from hllm_creator.data import leave_last_out
+    from hllm_creator.train import data as tdata
+    from hllm_creator.train.head_fit import head_fit
+
+    ds = small_dataset(tmp_path / "ds", n_users=60, source=bundled_dataset.path)
+    split = leave_last_out(ds.interactions)
+    td = tdata.prepare_train_data(ds, split.users, tdata.build_standin(ds, split.users, 4, seed=0), standin=True,
+                                  max_history=10, val_users=8)
+    torch.manual_seed(0)
+    m = tiny_model(seed=0, max_history=10, item_max_tokens=24, predictor_head="dot", item_pooling="mean",
+                   predictor_ids=True, predictor_text_bag=True)
+    m.item_cache = m.encode_items(td.item_texts, batch_size=64)
+    m.set_stats(m.item_cache, td.cls_hist)
+    m.enable_item_ids(td.item_ids, recent=4)
+    m.predictor.enable_text_bag(m.item_cache)
+    out = head_fit(m, td, m.item_cache, steps=40, batch_size=64, negatives=10_000, lr=3e-3, eval_every=20,
+                   next_item=True, weight_decay=1.0, id_dropout=0.5, audience_weight=1.0, tower_weight_decay=0.0)
+    assert out["loss_last"] < out["loss_first"]
+    # the text bag is trained: the loss reaches its recency weights and the item tower through it
+    from hllm_creator.model.losses import next_item_loss
+    from hllm_creator.model.predictor import recent_rows
+
+    pred = m.predictor
+    for p in pred.parameters():
+        p.requires_grad_(True)
+    pred.zero_grad()
+    hist = [h for h in td.cls_hist[:16]]
+    q = m.encode_users([m.item_cache[h] for h in hist])
+    next_item_loss(pred, q, torch.tensor(td.cls_pos[:16]), lambda i: m.item_cache[i], torch.arange(len(td.item_ids)),
+                   recent=recent_rows(hist, 4, pred.n_ids), id_dropout=0.5, audience_weight=1.0).backward()
+    assert pred.text_recency.grad.abs().sum() > 0
+    assert pred.item_tower[1].weight.grad.abs().sum() > 0
+    m.predictor.train(False)
+    with pytest.raises(ValueError, match="id_dropout"):
+        m2 = tiny_model(seed=0, max_history=10, item_max_tokens=24, predictor_head="dot")
+        head_fit(m2, td, m.item_cache, steps=1, batch_size=8, negatives=8, lr=1e-3, next_item=True, id_dropout=0.5)
+    from hllm_creator.train.config import build_config
+
+    with pytest.raises(ValueError, match="predictor_text_bag"):
+        build_config("tiny", data="d", out="o", model={"predictor_text_bag": True})
