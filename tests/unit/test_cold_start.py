@@ -152,7 +152,9 @@ def test_next_item_loss_id_dropout():
 def test_head_id_dropout_config():
     from hllm_creator.train.config import build_config
 
-    assert build_config("cpu", data="d", out="o").head_id_dropout >= 0.0
+    cpu = build_config("cpu", data="d", out="o")
+    # the cpu preset's cold-start options (issue 27): the text bag and the audience loss, no ID dropout
+    assert cpu.model.predictor_text_bag and cpu.head_audience_weight == 1.0 and cpu.head_id_dropout == 0.0
     with pytest.raises(ValueError):
         build_config("cpu", data="d", out="o", head_id_dropout=1.0)
 

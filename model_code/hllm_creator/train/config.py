@@ -147,6 +147,8 @@ PRESETS: dict[str, dict] = {
                            item_max_tokens=32,
                            # rec side (issue 12): mean-pooled frozen Item LLM, cosine head
                            item_pooling="mean", predictor_head="dot", predictor_ids=True,
+                           # cold start (issue 27): the user side also reads its last clicks' item-tower vectors
+                           predictor_text_bag=True,
                            # creative side (issue 11): the slot's pointer moves the decoder (fact-copy head)
                            fact_copy=True),
                 standin_rows=160, cls_per_step=96, cls_epochs=1.0,
@@ -158,7 +160,9 @@ PRESETS: dict[str, dict] = {
                 # held out of every positive, then a full-softmax next-item fit on cached states
                 cls_objective="next_item", cls_negatives=1024, cls_val_users=500, user_lr=1e-3,
                 # the hybrid predictor's ID vectors are fitted there, weight decay 1.0 (docs/train.md)
-                head_steps=800, head_batch_size=1024, head_negatives=100_000, head_weight_decay=1.0),
+                head_steps=800, head_batch_size=1024, head_negatives=100_000, head_weight_decay=1.0,
+                # cold start (issue 27): the fit also ranks users for an item (docs/train.md, "Cold start")
+                head_audience_weight=1.0),
     # GPU: full backbones, ZeRO-2, bf16, flash-attn when importable, gradient checkpointing
     "gpu": dict(model=dict(item_llm="smollm2-135m-instruct", user_llm="smollm2-135m-instruct",
                            creative_llm="smollm2-135m-instruct"),
