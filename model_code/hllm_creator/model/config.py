@@ -43,6 +43,10 @@ class ModelConfig(StepConfig):
                                 "recency-weighted sum over the last predictor_recent clicks), trained in the "
                                 "predictor fit; items outside the catalog fall back to the LLM towers")
     predictor_recent: int = Field(8, ge=1, description="clicks the hybrid predictor's user-side ID part reads")
+    predictor_text_bag: bool = Field(False, description="hybrid predictor: the user-side part also adds a "
+                                     "recency-weighted sum of item_tower(Item LLM vector) of the same last clicks "
+                                     "(the history's content in the space a new ad is scored in; cold start, "
+                                     "docs/train.md); needs predictor_ids and a frozen Item LLM")
     align_temperature: float = Field(0.05, gt=0, description="initial InfoNCE temperature (scale 1/T)")
     align_max_scale: float = Field(100.0, gt=0, description="clamp of the learnable InfoNCE scale")
     false_negative_cos: float = Field(0.99, description="mask negatives whose cosine to the positive exceeds this")

@@ -287,6 +287,8 @@ class HLLMCreator(nn.Module):
         model = cls(cfg, lms["item"], lms["user"], lms["creative"], toks)
         if meta.get("predictor_items"):  # the hybrid predictor's ID catalog
             model.enable_item_ids(meta["predictor_items"])
+            if cfg.predictor_text_bag:  # its buffer of catalog item vectors comes with the weights
+                model.predictor.enable_text_bag(torch.zeros(len(meta["predictor_items"]), cfg.item_hidden))
         sd = load_file(str(model_dir / WEIGHTS_FILE))
         for k, src in meta.get("tied", {}).items():
             sd[k] = sd[src]

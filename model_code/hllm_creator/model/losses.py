@@ -122,7 +122,9 @@ def gather_var_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def next_item_loss(predictor, queries: torch.Tensor, pos_ids: torch.Tensor, embed_items,
-                   neg_ids: torch.Tensor | None = None, recent: torch.Tensor | None = None) -> torch.Tensor:
+                   neg_ids: torch.Tensor | None = None, recent: torch.Tensor | None = None,
+                   id_dropout: float = 0.0, generator: torch.Generator | None = None,
+                   audience_weight: float = 0.0) -> torch.Tensor:
     """Sampled-softmax next-item loss (HLLM): each query [P, dU] (the User LLM's state after an item,
     or [USER]) must pick its next item ``pos_ids`` [P] among the candidates: every positive of the
     batch (in-batch negatives), the sampled catalog items ``neg_ids`` and, when ``torch.distributed``
@@ -130,15 +132,31 @@ def next_item_loss(predictor, queries: torch.Tensor, pos_ids: torch.Tensor, embe
     candidate equal to the query's own positive is never its negative. ``embed_items(ids)`` ->
     item embeddings [n, dI] (frozen cache or the Item LLM with grad). ``recent`` [P, k]: each query's
     last clicked catalog ids (the hybrid predictor's ID parts, ``ItemUserHead.enable_ids``: the
-    candidates then carry their output ID vectors too); None = the LLM towers alone."""
+    candidates then carry their output ID vectors too); None = the LLM towers alone. ``id_dropout``
+    (with ``recent``): each candidate loses its ID vector with this probability (``generator``'s draw),
+    so the item tower alone must score it, as it scores an ad outside the catalog (cold start).
+    ``audience_weight`` w: adds w x the audience direction's loss: each positive item must pick ITS
+    query among the batch's queries (a softmax over users, not items; queries with the same positive
+    are not its negatives), which is how an ad's audience is ranked."""
     dev = queries.device
     pos_ids = pos_ids.to(dev)
     pool = pos_ids if neg_ids is None or len(neg_ids) == 0 else torch.cat([pos_ids, neg_ids.to(dev)])
     cand = torch.unique(pool)  # sorted
-    ct, off = gather_var_with_grad(predictor.ti(embed_items(cand), cand if recent is not None else None))
+    cid = cand if recent is not None else None
+    if cid is not None and id_dropout > 0:
+        drop = torch.rand(len(cand), generator=generator) < id_dropout
+        cid = torch.where(drop.to(dev), torch.full_like(cand, predictor.n_ids), cand)
+    ct, off = gather_var_with_grad(predictor.ti(embed_items(cand), cid))
     ids, _ = gather_var_with_grad(cand)
     logits = predictor.pair_logits(predictor.tu(queries, recent), ct).float()  # [P, N]
     target = torch.searchsorted(cand, pos_ids) + off
     dup = (ids[None, :] == pos_ids[:, None])
     dup[torch.arange(len(pos_ids), device=dev), target] = False
-    return F.cross_entropy(logits.masked_fill(dup, float("-inf")), target)
+    loss = F.cross_entropy(logits.masked_fill(dup, float("-inf")), target)
+    if audience_weight > 0:
+        cols = logits[:, target].T  # [P, P]: row p = every query's logit for query p's positive
+        same = pos_ids[:, None] == pos_ids[None, :]
+        same.fill_diagonal_(False)
+        loss = loss + audience_weight * F.cross_entropy(cols.masked_fill(same, float("-inf")),
+                                                        torch.arange(len(pos_ids), device=dev))
+    return loss

@@ -5,7 +5,8 @@ the user side adds a recency-weighted sum of the last ``recent`` clicked items' 
 (``id_in``) to ``user_tower(User LLM state)`` and the item side adds the item's output ID vector
 (``id_out``) to ``item_tower(Item LLM embedding)``. Index ``n_ids`` is "no item" (padding, an item
 outside the training catalog): its vectors are zero, so a cold item or a user without known clicks
-falls back to the LLM towers alone.
+falls back to the LLM towers alone. With the text bag (``enable_text_bag``) the user side also adds
+the item tower's vectors of the same last clicks (their text, not their ids).
 """
 
 from __future__ import annotations
@@ -100,6 +101,22 @@ class ItemUserHead(nn.Module):
                 e.weight[n_ids].zero_()
         self.id_recency = nn.Parameter(torch.tensor([0.5 ** k for k in range(recent)][::-1]))
 
+    def enable_text_bag(self, item_emb: torch.Tensor) -> None:
+        """The user-side text bag (``ModelConfig.predictor_text_bag``): keep the catalog's frozen Item LLM
+        vectors ``item_emb`` [n_ids, item_hidden] (a buffer, saved with the weights; row ``n_ids`` = none)
+        so that :meth:`recent_part` adds ``sum_j v_j * item_tower(std_item(vector of the j-th last
+        click))`` with learnable recency weights ``v`` (init as ``id_recency``): the history's content
+        in the item tower's space, where an item outside the catalog (a new ad) is scored too."""
+        if not self.n_ids:
+            raise ValueError("enable_text_bag needs the ID catalog first (enable_ids)")
+        if item_emb.dim() != 2 or item_emb.shape[0] != self.n_ids or item_emb.shape[1] != self.i_mean.numel():
+            raise ValueError(f"enable_text_bag: item_emb must be [{self.n_ids}, {self.i_mean.numel()}], "
+                             f"got {tuple(item_emb.shape)}")
+        dev = self.id_in.weight.device
+        self.register_buffer("id_text", torch.cat([item_emb.detach().float().to(dev),
+                                                   torch.zeros(1, item_emb.shape[1], device=dev)]))
+        self.text_recency = nn.Parameter(self.id_recency.detach().clone())
+
     def recent_part(self, recent: torch.Tensor) -> torch.Tensor:
         """``recent`` [n, k] catalog indices of each user's last clicks, oldest first, right-aligned
         (the newest in the last column; ``n_ids`` = none) -> [n, d]."""
@@ -110,7 +127,11 @@ class ItemUserHead(nn.Module):
         if r.shape[1] < k:
             r = torch.cat([r.new_full((len(r), k - r.shape[1]), self.n_ids), r], 1)
         r = torch.where((r < 0) | (r > self.n_ids), torch.full_like(r, self.n_ids), r)
-        return (self.id_in(r) * self.id_recency[None, :, None]).sum(1)
+        out = (self.id_in(r) * self.id_recency[None, :, None]).sum(1)
+        if getattr(self, "id_text", None) is not None:  # the text bag: no vector for "none" entries
+            t = self.item_tower(self.std_item(self.id_text[r])) * (r != self.n_ids)[..., None]
+            out = out + (t * self.text_recency[None, :, None]).sum(1).to(out.dtype)
+        return out
 
     def std_user(self, u: torch.Tensor) -> torch.Tensor:
         return (u.float() - self.u_mean) / self.u_std

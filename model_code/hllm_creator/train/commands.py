@@ -37,6 +37,16 @@ def train_cmd(
         "items beside the LLM towers (the user's last 8 clicks + the item's own), fitted in the next-item predictor "
         "fit (preset cpu: on; needs the next-item objective and --head-steps > 0). --no-predictor-ids: the LLM "
         "towers alone (what scores items and histories outside the catalog)."),
+    head_id_dropout: Optional[float] = typer.Option(
+        None, help="Hybrid predictor fit: the probability that a candidate item loses its ID vector in a step (the "
+        "item tower alone scores it, as a new ad; cold start, docs/train.md)."),
+    head_audience_weight: Optional[float] = typer.Option(
+        None, help="Next-item predictor fit: weight of the audience direction's loss (each positive item picks its "
+        "user among the batch's; ranks an ad's audience; cold start, docs/train.md)."),
+    predictor_text_bag: Optional[bool] = typer.Option(
+        None, "--predictor-text-bag/--no-predictor-text-bag", help="Hybrid predictor: the user side also adds the "
+        "item tower's vectors of the last clicks (their text; what a new ad is compared with; cold start, "
+        "docs/train.md)."),
     cls_per_step: Optional[int] = typer.Option(None, help="Users per step (per rank) for the cls objective."),
     creative_rows: Optional[int] = typer.Option(None, "--creative-rows",
                                                 help="Use at most N rows of the training parquet."),
@@ -83,7 +93,8 @@ def train_cmd(
 
     model = {k: v for k, v in dict(item_llm=item_llm, user_llm=user_llm, creative_llm=creative_llm,
                                     item_layers=item_layers, user_layers=user_layers,
-                                    creative_layers=creative_layers, predictor_ids=predictor_ids).items()
+                                    creative_layers=creative_layers, predictor_ids=predictor_ids,
+                                    predictor_text_bag=predictor_text_bag).items()
              if v is not None}
     weights = {k: v for k, v in dict(creative=w_creative, recon=w_recon, align=w_align, cls=w_cls,
                                      contrast=w_contrast, slot_fact=w_slot_fact).items()
@@ -94,7 +105,8 @@ def train_cmd(
             model=model, weights=weights or None, max_steps=max_steps, cls_epochs=cls_epochs, head_steps=head_steps,
             max_creative_rows=creative_rows, creative_per_step=creative_per_step, slot_fit_steps=slot_fit_steps,
             creative_epochs=creative_epochs, standin_rows=standin_rows, lora=lora, freeze_item_llm=freeze_item_llm,
-            cls_per_step=cls_per_step,
+            cls_per_step=cls_per_step, head_id_dropout=head_id_dropout,
+            head_audience_weight=head_audience_weight,
             bf16=bf16, gradient_checkpointing=gradient_checkpointing, deepspeed=str(deepspeed) if deepspeed else None,
             lr=lr, head_lr=head_lr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
             save_steps=save_steps, resume=resume or None, eval_users=eval_users, threads=threads, seed=seed,

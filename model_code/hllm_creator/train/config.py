@@ -64,6 +64,16 @@ class TrainConfig(StepConfig):
                                        "(None = cls_negatives; >= the catalog size = full softmax)")
     head_weight_decay: float = Field(0.01, ge=0, description="predictor fit: AdamW weight decay (the cpu preset's "
                                      "hybrid predictor: 1.0, which keeps rarely clicked items' ID vectors small)")
+    head_id_dropout: float = Field(0.0, ge=0, lt=1, description="predictor fit (hybrid predictor): each step every "
+                                   "candidate item loses its ID vector with this probability, so the item tower "
+                                   "learns to score an item by its text alone, as it must a new ad (cold start; "
+                                   "docs/train.md)")
+    head_tower_weight_decay: float | None = Field(None, ge=0, description="predictor fit: the LLM towers' own "
+                                                   "AdamW decay (None = head_weight_decay for every parameter; set: "
+                                                   "head_weight_decay on the ID vectors only)")
+    head_audience_weight: float = Field(0.0, ge=0, description="predictor fit (next-item): + this weight x the "
+                                        "audience direction's loss (each positive item picks its query among the "
+                                        "batch's: ranking users for an ad; cold start, docs/train.md)")
     cls_objective: Literal["last", "next_item"] = Field(
         "last", description="last: BCE on (user, valid target) pairs (one positive per user); next_item: HLLM's "
         "causal objective, the User LLM's state after every history item predicts the next item and [USER] the "
@@ -109,6 +119,9 @@ class TrainConfig(StepConfig):
         if self.model.predictor_ids and (self.cls_objective != "next_item" or not self.head_steps):
             raise ValueError("model.predictor_ids (the hybrid predictor) is trained by the next-item predictor fit: "
                              "it needs cls_objective='next_item' and head_steps > 0")
+        if self.model.predictor_text_bag and not (self.model.predictor_ids and self.freeze_item_llm):
+            raise ValueError("model.predictor_text_bag needs model.predictor_ids and a frozen Item LLM "
+                             "(freeze_item_llm): it reads the catalog's cached item vectors")
         return self
 
 
@@ -134,6 +147,8 @@ PRESETS: dict[str, dict] = {
                            item_max_tokens=32,
                            # rec side (issue 12): mean-pooled frozen Item LLM, cosine head
                            item_pooling="mean", predictor_head="dot", predictor_ids=True,
+                           # cold start (issue 27): the user side also reads its last clicks' item-tower vectors
+                           predictor_text_bag=True,
                            # creative side (issue 11): the slot's pointer moves the decoder (fact-copy head)
                            fact_copy=True),
                 standin_rows=160, cls_per_step=96, cls_epochs=1.0,
@@ -145,7 +160,9 @@ PRESETS: dict[str, dict] = {
                 # held out of every positive, then a full-softmax next-item fit on cached states
                 cls_objective="next_item", cls_negatives=1024, cls_val_users=500, user_lr=1e-3,
                 # the hybrid predictor's ID vectors are fitted there, weight decay 1.0 (docs/train.md)
-                head_steps=800, head_batch_size=1024, head_negatives=100_000, head_weight_decay=1.0),
+                head_steps=800, head_batch_size=1024, head_negatives=100_000, head_weight_decay=1.0,
+                # cold start (issue 27): the fit also ranks users for an item (docs/train.md, "Cold start")
+                head_audience_weight=1.0),
     # GPU: full backbones, ZeRO-2, bf16, flash-attn when importable, gradient checkpointing
     "gpu": dict(model=dict(item_llm="smollm2-135m-instruct", user_llm="smollm2-135m-instruct",
                            creative_llm="smollm2-135m-instruct"),

@@ -76,13 +76,21 @@ def next_item_queries(model, td, item_emb, *, bf16: bool = False, batch_size: in
 def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int, lr: float, seed: int = 0,
              neg_p: np.ndarray | None = None, val_users: int = 400, eval_every: int = 100,
              bf16: bool = False, on_log=None, log_every: int = 10, next_item: bool = False,
-             weight_decay: float = 0.01) -> dict:
+             weight_decay: float = 0.01, id_dropout: float = 0.0, audience_weight: float = 0.0,
+             tower_weight_decay: float | None = None) -> dict:
     """Train ``model.predictor`` for ``steps`` steps on cached user embeddings; keep the best state.
 
     ``item_emb`` [n_items, item_hidden]: the catalog's item embeddings (frozen Item LLM).
 
     ``on_log(step, metrics)`` is called every ``log_every`` steps and at each validation.
     Returns a summary: losses, validation curve, the chosen step.
+
+    ``id_dropout`` (hybrid predictor): each step every candidate loses its ID vector with this
+    probability, so the item tower learns to score an item by its text alone (a new ad's case).
+    ``audience_weight`` (next-item fit): + that weight x the audience direction's loss (each positive
+    item picks its query among the batch's queries: ranking users for an ad, ``next_item_loss``).
+    ``tower_weight_decay``: the LLM towers' and the head's own decay (None = ``weight_decay`` for all;
+    else ``weight_decay`` applies to the ID vectors and recency weights only).
     """
     import torch
     from tqdm.auto import tqdm
@@ -99,12 +107,15 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
     if ids_on and not next_item:
         raise ValueError("the hybrid predictor (ID embeddings) is fitted with the next-item objective only "
                          "(cls_objective='next_item')")
+    if id_dropout and not ids_on:
+        raise ValueError("id_dropout needs the hybrid predictor (ID embeddings)")
     if ids_on and pred.n_ids != len(item_emb):
         raise ValueError(f"the predictor's ID catalog has {pred.n_ids} items, the item embeddings {len(item_emb)}")
     k_recent = pred.id_recency.numel() if ids_on else 0
     all_items = torch.arange(len(item_emb)) if ids_on else None
     val_recent = None
     rng = np.random.default_rng([seed, 7])
+    gen = torch.Generator().manual_seed(seed + 17)  # the ID-dropout draws
     model.eval()
     if td.val_hist:  # users held out of every cls positive (TrainConfig.cls_val_users)
         n_val = len(td.val_hist)
@@ -139,7 +150,13 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if tower_weight_decay is None:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:  # the ID vectors (and recency weights) at weight_decay, the LLM towers and the head at their own
+        ids = [p for n, p in pred.named_parameters() if n.startswith(("id_", "text_recency"))]
+        rest = [p for n, p in pred.named_parameters() if not n.startswith(("id_", "text_recency"))]
+        opt = torch.optim.AdamW([{"params": ids, "weight_decay": weight_decay},
+                                 {"params": rest, "weight_decay": tower_weight_decay}], lr=lr)
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
 
     # the next-item fit selects by validation MRR (graded: far less noisy than Recall@10 on a few
@@ -170,7 +187,8 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
         if next_item:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and item_emb.device.type == "cpu"):
                 loss = next_item_loss(pred, user_emb[idx], pos[idx], lambda ids: item_emb[ids], neg,
-                                      recent=recent[idx] if ids_on else None)
+                                      recent=recent[idx] if ids_on else None, id_dropout=id_dropout,
+                                      generator=gen, audience_weight=audience_weight)
         else:
             loss = cls_loss(pred, user_emb[idx], item_emb[pos[idx]], pos[idx], item_emb[neg] if len(neg) else None,
                             neg if len(neg) else None)

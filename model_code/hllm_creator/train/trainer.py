@@ -290,6 +290,8 @@ def build_model(cfg: TrainConfig, data: TrainData, use_bf16: bool):
         model.item_cache = encode_catalog(model, cfg, data.ds, td.item_texts, use_bf16)
     else:
         model.item_tokens = model.tokenize_items(td.item_texts)
+    if cfg.model.predictor_text_bag:  # the user side's text bag reads the catalog's frozen item vectors
+        model.predictor.enable_text_bag(model.item_cache)
     # standardize LLM hidden states for the heads (massive-activation dims would drown the signal)
     stat_hist = random.Random(cfg.seed).sample(td.cls_hist, min(512, len(td.cls_hist)))
     if model.item_cache is not None:
@@ -436,7 +438,9 @@ def refit_heads(cfg: TrainConfig, fitted: Fitted, data: TrainData, plan: Plan, u
                             lr=cfg.head_lr, seed=cfg.seed, neg_p=plan.collator.neg_p,
                             val_users=cfg.head_val_users, bf16=use_bf16, on_log=on_log,
                             log_every=cfg.logging_steps, next_item=cfg.cls_objective == "next_item",
-                            weight_decay=cfg.head_weight_decay)
+                            weight_decay=cfg.head_weight_decay, id_dropout=cfg.head_id_dropout,
+                            audience_weight=cfg.head_audience_weight,
+                            tower_weight_decay=cfg.head_tower_weight_decay)
         metrics["head_fit_seconds"] = time.time() - t_head
         tracking.log_metrics({"head_fit_chosen_step": head["chosen_step"]})
     return item_emb, head
