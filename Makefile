@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+COMMA := ,
 # torch/OpenMP threads sleep instead of spin-waiting: servers and KFP task processes share 2 cores
 export OMP_WAIT_POLICY ?= PASSIVE
 
@@ -40,9 +41,12 @@ test-containers: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
-# popularity vs SASRec vs the HLLM predictor (docs/train.md); MODEL=<trained model dir> adds the HLLM row
+# popularity, SASRec, RecBole's SASRec and BERT4Rec (the `bench` extra), each tuned on validation with the
+# same budget (docs/train.md); MODEL=<trained model dir> adds the HLLM predictor (its head re-fitted and
+# tuned from HEAD_START=<joint-training checkpoint's pytorch_model.bin>, default: the model's own head)
 bench-rec: $(STAMP)
-	$(BIN)/python benchmarks/recommendation.py $(if $(MODEL),--model $(MODEL),)
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
+	$(BIN)/python benchmarks/recommendation.py --rankers popularity,sasrec,recbole_sasrec,recbole_bert4rec$(if $(MODEL),$(COMMA)hllm --model $(MODEL),)$(if $(HEAD_START), --head-start $(HEAD_START),)
 
 clean:
 	rm -rf .hllm

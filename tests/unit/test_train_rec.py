@@ -1,18 +1,14 @@
 """The recommendation side: next-item objective over every position, the dot head, mean-pooled items,
-validation users held out of every positive, the bootstrap, and the benchmark's SASRec."""
+validation users held out of every positive and the bootstrap (the benchmark's rankers:
+test_bench_recommendation.py)."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from hllm_creator.train import data as tdata
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -164,22 +160,6 @@ def test_bootstrap_ci_and_paired_difference():
     assert bootstrap_ci(better, baseline=pu, n_boot=200)["mrr"]["diff_ci"][0] > 0.09
     with pytest.raises(ValueError, match="same users"):
         bootstrap_ci(pu, baseline={k: v[:10] for k, v in pu.items()})
-
-
-def test_benchmark_sasrec_learns_and_ranks_with_the_shared_protocol(small):
-    ds, _, _ = small
-    spec = importlib.util.spec_from_file_location("bench_rec", ROOT / "benchmarks/recommendation.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    sp = bench.load_split(str(ds.path), val_users=10, seed=0)
-    model, info = bench.train_sasrec(sp, epochs=6, eval_every=3, seed=0, log=lambda *_: None)
-    assert [c["epoch"] for c in info["curve"]] == [3, 6]
-    assert info["curve"][-1]["loss"] < np.log(sp["n_items"])  # below a uniform guess over the catalog
-    rows = np.arange(len(sp["users"]))
-    s = bench.sasrec_scores(model, bench.left_pad([sp["hist"][u] + [int(sp["valid"][u])] for u in rows], 50))
-    s = bench.exclude_seen(s, rows, sp)
-    assert all(np.isneginf(s[r, sp["hist"][r]]).all() for r in rows)  # seen items are not candidates
-    assert np.isfinite(s[rows, sp["test"]]).all()  # the test target always is
 
 
 def test_cpu_preset_trains_the_next_item_recommender():
