@@ -41,6 +41,7 @@ class Split:
     valid: np.ndarray             # per user: valid target
     test: np.ndarray              # per user: test target
     user_ids: list[str] = field(default_factory=list)
+    refit: bool = False  # see refit_split: its "valid" stage is the test protocol, it has no "test" stage
 
     @property
     def n_items(self) -> int:
@@ -52,6 +53,8 @@ class Split:
 
     def inputs(self, stage: str) -> list[list[int]]:
         """The ranker's input per user: ``history`` (valid) or ``history + [valid_target]`` (test)."""
+        if stage == "test" and self.refit:
+            raise ValueError("a refit split has no test stage: its 'valid' stage is the test protocol")
         if stage == "valid":
             return [list(h) for h in self.hist]
         if stage == "test":
@@ -70,6 +73,13 @@ class Split:
             for t in range(1, len(h)):
                 out.append((u, list(h[max(0, t - maxlen) if maxlen else 0:t]), int(h[t])))
         return out
+
+    def refit_split(self) -> "Split":
+        """The refit diagnostic's split: training on every position of ``history + [valid_target]`` (all
+        that is known at test time), with no selection (the epochs chosen on the plain split); its
+        "valid" stage is exactly the test protocol (input history + valid, target the test target)."""
+        return Split(self.item_ids, [list(h) + [int(v)] for h, v in zip(self.hist, self.valid)], self.test.copy(),
+                     self.test.copy(), self.user_ids, refit=True)
 
     def popularity(self, stage: str) -> np.ndarray:
         """Clicks per item in every user's input at that stage (what a ranker may know then)."""
@@ -134,9 +144,15 @@ def sample_configs(grid: dict[str, list], n: int, seed: int) -> list[dict]:
 def early_stopping(train_epoch, val_ndcg, snapshot, *, max_epochs: int, eval_every: int, patience: int,
                    log=None) -> dict:
     """Generic loop: ``train_epoch(e)`` -> loss; every ``eval_every`` epochs ``val_ndcg()``; keeps the best
-    ``snapshot()``; stops after ``patience`` checks without a gain. Returns best epoch/score/state/curve."""
+    ``snapshot()``; stops after ``patience`` checks without a gain. Returns best epoch/score/state/curve.
+    ``val_ndcg=None``: no selection, exactly ``max_epochs`` epochs, the last state (the refit)."""
     best = {"epoch": 0, "val_ndcg@10": -1.0, "state": None}
     curve, since, t0 = [], 0, time.time()
+    if val_ndcg is None:
+        for ep in range(1, max_epochs + 1):
+            curve.append({"epoch": ep, "loss": float(train_epoch(ep)), "seconds": time.time() - t0})
+        return {"epoch": max_epochs, "val_ndcg@10": float("nan"), "state": snapshot(), "curve": curve,
+                "seconds": time.time() - t0}
     for ep in range(1, max_epochs + 1):
         loss = train_epoch(ep)
         if ep % eval_every and ep != max_epochs:
@@ -248,7 +264,7 @@ SASREC_GRID = {"lr": [5e-4, 1e-3, 2e-3, 5e-3], "dropout": [0.1, 0.2, 0.3, 0.5], 
 
 
 def fit_sasrec(sp: Split, cfg: dict, *, max_epochs: int, eval_every: int, patience: int, seed: int,
-               batch: int = 128, log=None):
+               batch: int = 128, log=None, select: bool = True):
     """The project's SASRec, plain: full-softmax next-item cross-entropy at every position of every
     user's history (Adam, betas 0.9/0.98, batch 128 users); early stopping on validation NDCG@10."""
     import torch
@@ -286,8 +302,8 @@ def fit_sasrec(sp: Split, cfg: dict, *, max_epochs: int, eval_every: int, patien
     def snapshot():
         return {k: v.clone() for k, v in model.state_dict().items()}
 
-    best = early_stopping(train_epoch, val_ndcg, snapshot, max_epochs=max_epochs, eval_every=eval_every,
-                          patience=patience, log=log)
+    best = early_stopping(train_epoch, val_ndcg if select else None, snapshot, max_epochs=max_epochs,
+                          eval_every=eval_every, patience=patience, log=log)
     model.load_state_dict(best.pop("state"))
     return best, score
 
@@ -498,9 +514,10 @@ class HLLMFeatures:
         class TD:  # the fields next_item_queries reads
             pass
 
-        self.inputs = {st: [s[-H:] for s in sp.inputs(st)] for st in ("valid", "test")}
+        stages = ("valid",) if sp.refit else ("valid", "test")
+        self.inputs = {st: [s[-H:] for s in sp.inputs(st)] for st in stages}
         self.users = {st: m.encode_users([self.item_emb[s] for s in self.inputs[st]], autocast_bf16=bf16,
-                                         progress=False).float() for st in ("valid", "test")}
+                                         progress=False).float() for st in stages}
         self.q = self.q_pos = None
         self.q_upto = []
         if not queries:
@@ -540,7 +557,7 @@ class HLLMFeatures:
 
 
 def fit_head(feat: HLLMFeatures, sp: Split, cfg: dict, *, max_steps: int, eval_every: int, patience: int,
-             seed: int, batch: int = 1024, log=None):
+             seed: int, batch: int = 1024, log=None, stop_at: int | None = None):
     """The predictor (towers + ID vectors) from ``feat.start`` trained on the cached training queries
     with HLLM's sampled-softmax next-item loss (``model.losses.next_item_loss``), AdamW + cosine
     schedule as ``train.head_fit``; ``recent`` = how many last clicks the user-side ID part reads
@@ -594,8 +611,10 @@ def fit_head(feat: HLLMFeatures, sp: Split, cfg: dict, *, max_steps: int, eval_e
     def snapshot():
         return {k_: v.clone() for k_, v in pred.state_dict().items()}
 
-    best = early_stopping(train_epoch, val_ndcg, snapshot, max_epochs=max(1, max_steps // eval_every),
-                          eval_every=1, patience=patience, log=log)
+    # stop_at (the refit): exactly that many steps of the same schedule, no selection
+    best = early_stopping(train_epoch, None if stop_at else val_ndcg, snapshot,
+                          max_epochs=max(1, (stop_at or max_steps) // eval_every), eval_every=1, patience=patience,
+                          log=log)
     state = best.pop("state")
     best["epoch"] *= eval_every  # in steps
     for c in best["curve"]:

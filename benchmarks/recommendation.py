@@ -44,6 +44,7 @@ import rec_rankers as rr  # noqa: E402
 
 RANKERS = ("popularity", "sasrec", "recbole_sasrec", "recbole_bert4rec", "hllm", "hllm_as_trained")
 HLLM = ("hllm", "hllm_as_trained")
+REFIT = ("sasrec", "hllm")  # --refit: these re-trained on history + valid with their chosen config (diagnostic)
 PROTOCOL = ("plain leave-last-out: every ranker trains on every next-item position of every user's history; "
             "epochs and hyperparameters chosen on history -> valid target (validation NDCG@10); test: history + "
             "valid -> test target of every user, full ranking over the catalog, the input's items excluded; "
@@ -123,11 +124,37 @@ def run_ranker(name: str, sp: rr.Split, a, log=print) -> tuple[dict, dict]:
     return rec, rr.per_user(s, sp, "test")
 
 
+def run_refit(name: str, sp: rr.Split, a, work: Path, log=print) -> tuple[dict, dict]:
+    """The refit diagnostic: the ranker's chosen config and epoch (steps), re-trained with no selection
+    on every position of history + valid target, scored on the test protocol. Not the protocol's rows:
+    it shows what the valid targets add when a ranker trains on them (as the HLLM's own joint training
+    and head fit did for the users they trained on)."""
+    prev = json.loads((work / f"{name}.json").read_text())
+    cfg, ep = prev["chosen"], int(prev["chosen_epoch"])
+    sp2 = sp.refit_split()
+    if sp2.inputs("valid") != sp.inputs("test") or not np.array_equal(sp2.targets("valid"), sp.targets("test")):
+        raise RuntimeError("refit split: its valid stage is not the test protocol")
+    t0 = time.time()
+    if name == "sasrec":
+        best, score = rr.fit_sasrec(sp2, cfg, max_epochs=ep, eval_every=a.eval_every, patience=a.patience,
+                                    seed=a.seed, select=False)
+    else:
+        feat = rr.HLLMFeatures(a.model, sp2, start_state=a.head_start)
+        best, score = rr.fit_head(feat, sp2, cfg, max_steps=a.head_steps, eval_every=a.head_eval_every,
+                                  patience=a.patience, seed=a.seed, stop_at=ep)
+    t = time.time()
+    s = score("valid")  # = the test protocol on the refit split
+    rec = {"config": cfg, "epochs_or_steps": ep, "refit_of": name, "train_seconds": best["seconds"],
+           "score_seconds": time.time() - t, "total_seconds": time.time() - t0,
+           "note": "diagnostic: trained on history + valid target positions, no selection; not the protocol"}
+    return rec, rr.per_user(s, sp2, "valid")
+
+
 def assemble(sp: rr.Split, work: Path, names: list[str], a) -> dict:
     from hllm_creator.train.evaluate import bootstrap_ci
 
     pu, recs = {}, {}
-    for n in names:
+    for n in list(names) + [f"{r}_refit" for r in REFIT]:
         f = work / f"{n}.npz"
         if f.exists():
             z = np.load(f)
@@ -135,7 +162,7 @@ def assemble(sp: rr.Split, work: Path, names: list[str], a) -> dict:
             recs[n] = json.loads((work / f"{n}.json").read_text())
             if len(pu[n]["mrr"]) != sp.n_users:
                 raise SystemExit(f"{f}: {len(pu[n]['mrr'])} users, the split has {sp.n_users}")
-    base = [n for n in pu if n not in HLLM]
+    base = [n for n in pu if n not in HLLM and not n.endswith("_refit")]
     if not base:
         raise SystemExit(f"{work}: no baseline results to assemble")
     strongest = max(base, key=lambda n: pu[n]["ndcg@10"].mean())
@@ -154,6 +181,9 @@ def assemble(sp: rr.Split, work: Path, names: list[str], a) -> dict:
             res[f"{h}_minus"] = {b: {k: {kk: v[kk] for kk in ("diff", "diff_ci")} for k, v in
                                      bootstrap_ci(pu[h], baseline=pu[b], n_boot=a.bootstrap, seed=a.seed).items()}
                                  for b in base}
+    if "sasrec_refit" in pu and "hllm_refit" in pu:
+        res["hllm_refit_minus_sasrec_refit"] = {k: {kk: v[kk] for kk in ("diff", "diff_ci")} for k, v in bootstrap_ci(
+            pu["hllm_refit"], baseline=pu["sasrec_refit"], n_boot=a.bootstrap, seed=a.seed).items()}
     return res, pu
 
 
@@ -189,6 +219,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--work", default=str(ROOT / ".hllm/bench_rec"), help="per-ranker results (reused)")
     ap.add_argument("--force", action="store_true", help="re-run rankers whose results are in --work")
     ap.add_argument("--assemble-only", action="store_true", help="only assemble what --work holds")
+    ap.add_argument("--refit", action="store_true", help="diagnostic rows sasrec_refit / hllm_refit: the chosen config "
+                    "re-trained on history + valid (no selection), scored on the test protocol")
     ap.add_argument("--no-mlflow", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/recommendation.json"))
     a = ap.parse_args(argv)
@@ -223,6 +255,18 @@ def main(argv=None) -> dict:
             rec["load_before"], rec["load_after"] = before, uptime()
             np.savez_compressed(work / f"{n}.npz", **pu)
             (work / f"{n}.json").write_text(json.dumps(rec, indent=2))
+    if a.refit and not a.assemble_only:
+        for n in REFIT:
+            if not (work / f"{n}.json").exists() or ((work / f"{n}_refit.npz").exists() and not a.force):
+                continue
+            if n == "hllm" and not a.model:
+                continue
+            print(f"{n}_refit: the chosen config on history + valid ...", flush=True)
+            before = uptime()
+            rec, pu = run_refit(n, sp, a, work)
+            rec["load_before"], rec["load_after"] = before, uptime()
+            np.savez_compressed(work / f"{n}_refit.npz", **pu)
+            (work / f"{n}_refit.json").write_text(json.dumps(rec, indent=2))
     res, pu = assemble(sp, work, list(RANKERS), a)
     print_table(res)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

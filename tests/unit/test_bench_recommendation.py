@@ -65,6 +65,16 @@ def test_split_gives_every_ranker_the_same_inputs_and_no_target_enters_training(
         sp.inputs("train")
 
 
+def test_refit_split_trains_on_history_plus_valid_and_its_valid_stage_is_the_test_protocol():
+    sp = toy_split()
+    r = sp.refit_split()
+    assert r.inputs("valid") == sp.inputs("test") and np.array_equal(r.targets("valid"), sp.test)
+    assert len(r.train_examples()) == len(sp.train_examples()) + sp.n_users  # + each history -> valid target
+    assert all(sp.test[u] not in p + [t] for u, p, t in r.train_examples())  # still no test target
+    with pytest.raises(ValueError, match="no test stage"):
+        r.inputs("test")
+
+
 def test_truncated_examples_keep_the_last_items():
     sp = toy_split()
     for (u, p, t), (u2, p2, t2) in zip(sp.train_examples(), sp.train_examples(maxlen=2)):
@@ -211,6 +221,11 @@ def test_cli_runs_rankers_one_at_a_time_and_assembles(small_split, tiny_hllm, tm
     assert set(res["rankers"]) == {"popularity", "sasrec", "hllm", "hllm_as_trained"}
     assert res["strongest_baseline"] == sb
     assert set(res["hllm_minus"]) == set(res["hllm_as_trained_minus"]) == {"popularity", "sasrec"}
+    res = bench.main(common + ["--rankers", "popularity", "--refit", "--model", str(tiny_hllm), "--head-steps", "20",
+                               "--head-eval-every", "10"])
+    assert {"sasrec_refit", "hllm_refit"} <= set(res["rankers"]) and res["strongest_baseline"] == sb
+    assert res["rankers"]["sasrec_refit"]["epochs_or_steps"] == res["rankers"]["sasrec"]["chosen_epoch"]
+    assert "diff_ci" in res["hllm_refit_minus_sasrec_refit"]["ndcg@10"]
     z = np.load(out.with_suffix(".per_user.npz"))
     assert len(z["hllm/ndcg@10"]) == sp.n_users
     with pytest.raises(SystemExit, match="unknown"):
