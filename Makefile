@@ -46,7 +46,7 @@ bench: $(STAMP)
 # tuned from HEAD_START=<joint-training checkpoint's pytorch_model.bin>, default: the model's own head)
 bench-rec: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
-	$(BIN)/python benchmarks/recommendation.py --rankers popularity,sasrec,recbole_sasrec,recbole_bert4rec$(if $(MODEL),$(COMMA)hllm --model $(MODEL),)$(if $(HEAD_START), --head-start $(HEAD_START),)
+	$(BIN)/python benchmarks/recommendation.py --rankers popularity,sasrec,recbole_sasrec,recbole_bert4rec$(if $(MODEL),$(COMMA)hllm_as_trained$(COMMA)hllm --refit --model $(MODEL),)$(if $(HEAD_START), --head-start $(HEAD_START),)
 
 clean:
 	rm -rf .hllm

@@ -391,6 +391,13 @@ def recbole_model(model_name: str, sp: Split, cfg: dict, *, work: Path, seed: in
         "worker": 0,
     }
     config = Config(model=model_name, dataset=name, config_dict=conf)
+    # importing recbole.model.sequential_recommender runs sine.py's module-level
+    # torch.autograd.set_detect_anomaly(True): every backward of the process then runs in anomaly mode
+    # (several times slower, and a NaN gradient raises). Turned off again here.
+    import recbole.model.sequential_recommender  # noqa: F401
+    import torch
+
+    torch.autograd.set_detect_anomaly(False)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, _, _ = data_preparation(config, dataset)
@@ -436,11 +443,16 @@ def fit_recbole(model_name: str, sp: Split, cfg: dict, *, work: Path, max_epochs
     config, dataset, train_data, model, ids = recbole_model(model_name, sp, cfg, work=work, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]))
 
+    skipped = {"batches": 0}
+
     def train_epoch(_):
         model.train()
         tot, n = 0.0, 0
         for inter in train_data:
             loss = model.calculate_loss(inter)
+            if not torch.isfinite(loss):  # e.g. a BERT4Rec batch without a masked position (0 / 0)
+                skipped["batches"] += 1
+                continue
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -460,6 +472,7 @@ def fit_recbole(model_name: str, sp: Split, cfg: dict, *, work: Path, max_epochs
     best = early_stopping(train_epoch, val_ndcg, snapshot, max_epochs=max_epochs, eval_every=eval_every,
                           patience=patience, log=log)
     model.load_state_dict(best.pop("state"))
+    best["skipped_nonfinite_batches"] = skipped["batches"]
     return best, score
 
 

@@ -15,7 +15,8 @@ after joint training, e.g. ``<model>.checkpoints/checkpoint-N/pytorch_model.bin`
 model's own fitted head).
 
     .venv/bin/python benchmarks/recommendation.py [--data DIR] [--model DIR [--head-start FILE]]
-        [--rankers popularity,sasrec,recbole_sasrec,recbole_bert4rec,hllm] [--configs 8]
+        [--rankers popularity,sasrec,recbole_sasrec,recbole_bert4rec,hllm,hllm_as_trained] [--configs 5]
+        [--refit]
         [--work DIR] [--out benchmarks/results/recommendation.json]
 
 Each ranker's result is kept in ``--work`` (``<ranker>.json`` + ``<ranker>.npz``) and reused, so the
@@ -207,11 +208,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--head-start", default=None, help="predictor weights to re-fit the head from (a joint-training "
                     "checkpoint's pytorch_model.bin); default: the model's fitted head")
     ap.add_argument("--rankers", default=",".join(RANKERS[:4]), help=f"comma list of {', '.join(RANKERS)}")
-    ap.add_argument("--configs", type=int, default=8, help="tuning budget: configurations per trained ranker")
-    ap.add_argument("--max-epochs", type=int, default=60)
+    ap.add_argument("--configs", type=int, default=5, help="tuning budget: configurations per trained ranker")
+    ap.add_argument("--max-epochs", type=int, default=40)
     ap.add_argument("--eval-every", type=int, default=2)
-    ap.add_argument("--patience", type=int, default=3, help="checks without a validation gain before stopping")
-    ap.add_argument("--head-steps", type=int, default=1200, help="HLLM head: at most this many steps")
+    ap.add_argument("--patience", type=int, default=2, help="checks without a validation gain before stopping")
+    ap.add_argument("--head-steps", type=int, default=1000, help="HLLM head: at most this many steps")
     ap.add_argument("--head-eval-every", type=int, default=100)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)

@@ -157,7 +157,11 @@ def test_atomic_files_hold_exactly_the_split(tmp_path):
 def test_recbole_rankers_train_and_score_our_split(model_name, tmp_path):
     _need_recbole()
     sp = toy_split(n_users=60)
+    import torch
+
     best, score = rr.fit_recbole(model_name, sp, {"lr": 5e-3, "dropout": 0.1, "maxlen": 5}, work=tmp_path, **FAST)
+    assert not torch.is_anomaly_enabled()  # RecBole's import-time set_detect_anomaly(True) is undone
+    assert best["skipped_nonfinite_batches"] == 0
     assert [c["epoch"] for c in best["curve"]][:1] == [2] and best["epoch"] in (2, 4)
     for st in ("valid", "test"):
         s = score(st)
