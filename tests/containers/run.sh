@@ -141,5 +141,5 @@ rm -rf "$CTX"
 # -- 4. the checks -------------------------------------------------------------------------------------
 t=$(date +%s)
 HLLM_CONTAINER_TEST=1 HLLM_CT_DOCKER="$DOCKER" HLLM_CT_CPU_IMAGE="$CPU_IMAGE" HLLM_CT_SERVING_IMAGE="$SERVING_IMAGE" \
-  "$PY" -m pytest -p no:randomly tests/containers -v
+  "$PY" -m pytest -p no:randomly tests/containers -v -rP --durations=0
 log "checks passed in $(( $(date +%s) - t ))s"
