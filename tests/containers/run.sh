@@ -53,8 +53,9 @@ cleanup() {
     fi
     kill "$SAMPLER" 2>/dev/null
     peak=$(cat "$WORK/peak_kb")
-    umount -R "$WORK/data" 2>/dev/null   # in case dockerd left an overlay or a netns mounted
-    umount -R "$WORK/exec" 2>/dev/null
+    # whatever dockerd left mounted under the work dir (overlays, the netns at exec/netns/default:
+    # `umount -R exec` missed it, exec is no mount point itself), deepest first
+    findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | xargs -r -n1 umount -l 2>/dev/null
     rm -rf "$WORK"
     log "cleaned up: images, stand-in base, daemon data, build context removed"
     log "peak disk use of the test: $(( (peak - DISK0) / 1024 )) MiB above the $(( DISK0 / 1024 )) MiB used at its start; now $(( ($(used_kb) - DISK0) / 1024 )) MiB"
