@@ -254,14 +254,14 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
     t0 = time.time()
     pipeline_root = Path(pipeline_root or work_dir() / "pipeline_root").resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
+    if docker is not None:  # before anything is prepared or started
+        docker.check(pipeline_root, tracking.resolve_tracking_uri())
     data = ensure_dataset(data_dir)
     from hllm_creator.data.schema import dataset_fingerprint
 
     ds_name, ds_hash = dataset_fingerprint(data)
     kfp_run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
     os.environ["MLFLOW_TRACKING_URI"] = tracking.resolve_tracking_uri()  # the same store for every step
-    if docker is not None:
-        docker.check(pipeline_root, os.environ["MLFLOW_TRACKING_URI"])
     tags = {"kfp_run_id": kfp_run_id, "dataset": ds_name, "dataset_hash": ds_hash,
             "config_hash": preset.config_hash(), "preset": preset.name,
             "runner": "kfp.local.DockerRunner" if docker else "kfp.local.SubprocessRunner",

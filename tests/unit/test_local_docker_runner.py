@@ -50,3 +50,19 @@ def test_check_names_what_the_containers_cannot_reach(tmp_path):
     s.check(root, "http://127.0.0.1:5000")
     with pytest.raises(ValueError, match="image"):
         DockerSettings(image="").check(root, "http://127.0.0.1:5000")
+
+
+def test_cli_run_docker_options_fail_early_and_clearly(tmp_path):
+    from typer.testing import CliRunner
+
+    from hllm_creator.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["run", "--preset", "tiny", "--docker-state-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "--docker-state-dir goes with --docker-image" in r.output
+    # the conftest's tracking store is a sqlite file: not reachable from a container; refused before
+    # the dataset is prepared or a server started
+    r = runner.invoke(app, ["run", "--preset", "tiny", "--docker-image", "img:1", "--pipeline-root",
+                            str(tmp_path / "root")])
+    assert r.exit_code == 2 and "needs an MLflow server" in r.output, r.output
+    assert not (tmp_path / "root" / "logs").exists()
