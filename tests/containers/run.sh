@@ -12,8 +12,11 @@
 #   3. the cpu and serving images built from a copy of the tracked files (the build context a clean
 #      checkout gives), the machine's pip configuration and CA certificates passed in
 #      Dockerfiles/build-extra/ of that copy (the torch CPU wheel index is not reachable here);
-#   4. tests/containers/test_images.py (pytest): the serving image run as the manifests run it, the
-#      cpu image's entrypoint and user;
+#   4. pytest over tests/containers/ (DOCKER_HOST set for the docker SDK): test_images.py, the serving
+#      image run as the manifests run it, the cpu image's entrypoint, user and item cache;
+#      test_pipeline_in_containers.py, the tiny pipeline with KFP's local DockerRunner in the cpu image
+#      compared with a SubprocessRunner run (pipeline digest); test_gpu_image.py, Dockerfile.gpu's pip
+#      layers resolved by pip for CPython 3.12 without CUDA (PyPI metadata, about a minute);
 #   5. clean-up: the images, the stand-in base, the build context and the engine's data are removed;
 #      the peak disk use of the test is printed (sampled every 2 s).
 # Environment: HLLM_CT_KEEP=1 keeps the images and the daemon (debugging); HLLM_CT_WORK (default a
