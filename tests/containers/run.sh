@@ -36,7 +36,7 @@ T0=$(date +%s)
 log() { echo "[containers $(( $(date +%s) - T0 ))s] $*"; }
 
 # -- disk: peak use of the root filesystem while the test runs -----------------------------------
-used_kb() { df --output=used -k "$WORK" | tail -1 | tr -d ' '; }
+used_kb() { df --output=used -k "$(dirname "$WORK")" | tail -1 | tr -d ' '; }  # its parent: $WORK is gone at the end
 DISK0=$(used_kb)
 ( peak=$DISK0; while sleep 2; do u=$(used_kb); [ "$u" -gt "$peak" ] && peak=$u && echo "$peak" > "$WORK/peak_kb"; done ) &
 SAMPLER=$!
