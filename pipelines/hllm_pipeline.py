@@ -10,6 +10,11 @@ recompile with other values). A preset key that is not an input of the step's co
 names an input the pipeline wires itself, is an error (``check_preset``). The run's parameters are
 ``dataset_uri``, ``llm_base_url`` and ``llm_model``.
 
+Images: each component names its own (``components/_images.py``: the cpu image, the gpu image for
+the GPU steps, set at compile time by HLLM_IMAGE_REGISTRY/TAG/DIGEST_*). ``build_pipeline(...,
+image=X)`` runs every step in image X instead (``with_image``): the local DockerRunner runs the
+whole DAG in the cpu image (``run_local(..., docker=DockerSettings(image=...))``, the container test).
+
 The dataset is ONE artifact (``Input[Dataset]`` in every step that reads it), imported once from
 ``dataset_uri``. On a cluster the importer downloads it into the pipeline's workspace (a PVC that
 KFP creates per run, ``PipelineConfig(workspace=...)``; ``download_to_workspace=True``): every
@@ -161,11 +166,29 @@ def _configure(task: dsl.PipelineTask, step: str, preset: Preset, *, local: bool
 
 
 
-def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | None = None):
+def with_image(component, image: str):
+    """A copy of ``component`` whose container runs ``image``: the same code, command, inputs and
+    outputs (the component's own image, e.g. the gpu image, is left as it is)."""
+    import copy
+
+    if not image or not isinstance(image, str):
+        raise ValueError(f"image must be a non-empty image reference, got {image!r}")
+    c = copy.copy(component)
+    c.component_spec = copy.deepcopy(component.component_spec)
+    c.component_spec.implementation.container.image = image
+    return c
+
+
+def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | None = None,
+                   image: str | None = None):
     """The pipeline function for ``preset``. ``local=True`` skips cluster-only settings (the local
     runner ignores them anyway; skipping keeps its log free of warnings). ``parent_run_id``: the
-    MLflow parent run, compiled into every task's env (``hllm-creator submit``)."""
+    MLflow parent run, compiled into every task's env (``hllm-creator submit``). ``image``: every
+    step runs in this image instead of its component's own (``with_image``)."""
     a = check_preset(preset)
+    comps = {**COMPONENTS, "embed_merge": embed_merge}
+    if image:
+        comps = {k: with_image(c, image) for k, c in comps.items()}
     n = preset.n_embed_shards
     shards = [f"{i}/{n}" for i in range(n)]
 
@@ -179,31 +202,34 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
         data.set_display_name("dataset")
         dataset = data.output
 
-        construct = configure(dataset_construct(dataset=dataset, base_url=llm_base_url, model=llm_model,
-                                                **a["dataset_construct"]), "dataset_construct")
+        c = comps
+        construct = configure(c["dataset_construct"](dataset=dataset, base_url=llm_base_url, model=llm_model,
+                                                     **a["dataset_construct"]), "dataset_construct")
         training_set = construct.outputs["training_set"]
         # the run registers ONE version, the serving bundle (publish); the bare model dir is not servable
-        trained = configure(train(dataset=dataset, train_set=training_set, register=False, **a["train"]), "train")
+        trained = configure(c["train"](dataset=dataset, train_set=training_set, register=False, **a["train"]),
+                            "train")
         model = trained.outputs["model"]
         with dsl.ParallelFor(items=shards, parallelism=n, name="embed-shards") as shard:
-            shard_emb = configure(embed(model=model, dataset=dataset, shard=shard, **a["embed"]), "embed")
-        merged = configure(embed_merge(shards=dsl.Collected(shard_emb.outputs["embeddings"])), "embed_merge")
-        clustered = configure(cluster(embeddings=merged.outputs["embeddings"], **a["cluster"]), "cluster")
+            shard_emb = configure(c["embed"](model=model, dataset=dataset, shard=shard, **a["embed"]), "embed")
+        merged = configure(c["embed_merge"](shards=dsl.Collected(shard_emb.outputs["embeddings"])), "embed_merge")
+        clustered = configure(c["cluster"](embeddings=merged.outputs["embeddings"], **a["cluster"]), "cluster")
         clusters = clustered.outputs["clusters"]
-        matched = configure(match(model=model, dataset=dataset, clusters=clusters, **a["match"]), "match")
+        matched = configure(c["match"](model=model, dataset=dataset, clusters=clusters, **a["match"]), "match")
         matches = matched.outputs["matches"]
-        generated = configure(generate(model=model, dataset=dataset, clusters=clusters, matches=matches,
-                                       **a["generate"]), "generate")
+        generated = configure(c["generate"](model=model, dataset=dataset, clusters=clusters, matches=matches,
+                                            **a["generate"]), "generate")
         creatives = generated.outputs["creatives"]
-        gsb = configure(gsb_eval(samples=creatives, dataset=dataset, clusters=clusters, base_url=llm_base_url,
-                                 model=llm_model, **a["gsb_eval"]), "gsb_eval")
-        pers = configure(personalization_eval(model=model, dataset=dataset, clusters=clusters, matches=matches,
-                                              creatives=creatives, train_set=training_set,
-                                              judge_base_url=llm_base_url, judge_model=llm_model,
-                                              **a["personalization_eval"]), "personalization_eval")
-        published = configure(publish(model=model, dataset=dataset, clusters=clusters, matches=matches,
-                                      creatives=creatives, gsb_report=gsb.outputs["report"],
-                                      personalization_report=pers.outputs["report"], **a["publish"]), "publish")
+        gsb = configure(c["gsb_eval"](samples=creatives, dataset=dataset, clusters=clusters, base_url=llm_base_url,
+                                      model=llm_model, **a["gsb_eval"]), "gsb_eval")
+        pers = configure(c["personalization_eval"](model=model, dataset=dataset, clusters=clusters, matches=matches,
+                                                   creatives=creatives, train_set=training_set,
+                                                   judge_base_url=llm_base_url, judge_model=llm_model,
+                                                   **a["personalization_eval"]), "personalization_eval")
+        published = configure(c["publish"](model=model, dataset=dataset, clusters=clusters, matches=matches,
+                                           creatives=creatives, gsb_report=gsb.outputs["report"],
+                                           personalization_report=pers.outputs["report"], **a["publish"]),
+                              "publish")
         return Outputs(generated.outputs["creatives"], generated.outputs["metrics"], gsb.outputs["report"],
                        gsb.outputs["metrics"], pers.outputs["report"], pers.outputs["metrics"],
                        published.outputs["bundle"])

@@ -1,4 +1,5 @@
-"""Run the whole pipeline on this machine with the KFP local SubprocessRunner (no cluster, no Docker).
+"""Run the whole pipeline on this machine with the KFP local SubprocessRunner (no cluster, no Docker),
+or with KFP's local DockerRunner: every step in a container of one image (``DockerSettings``).
 
 What the runner does around ``kfp.local``:
 1. prepares the bundled dataset (once, under the work dir) unless ``data_dir`` is given;
@@ -16,6 +17,12 @@ What the runner does around ``kfp.local``:
 
 Locally, ``set_accelerator_*``/``set_cpu_*``/``set_memory_*`` are ignored by KFP with a warning and
 kfp-kubernetes settings (secrets, node selectors, tolerations) silently: they only matter on a cluster.
+
+With ``docker=DockerSettings(image=...)`` each step runs in a container of that image through the
+Docker socket of ``DOCKER_HOST`` (KFP's ``DockerRunner``): the component's command in place of the
+image's entrypoint, the image's non-root user, as a cluster runs it (``DockerSettings`` says what is
+mounted and passed). The run context that the SubprocessRunner's steps inherit (step 3) is passed to
+the containers as environment instead (``CONTAINER_ENV``); it is still no component input.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +72,81 @@ def ensure_dataset(data_dir: str | Path | None) -> Path:
         log.info("preparing the bundled dataset into %s", d)
         prepare_bundled(d)
     return d
+
+
+# what the steps read from the runner's environment (run context, MLflow and LLM client settings): the
+# SubprocessRunner's steps inherit it, the DockerRunner's containers get these names (on a cluster: the
+# secrets and `submit`'s env); HLLM_WORKDIR / HLLM_CACHE stay the image's own
+CONTAINER_ENV = re.compile(r"^(MLFLOW_\w+|OPENAI_\w+|HLLM_PARENT_RUN_ID|HLLM_KFP_RUN_ID|HLLM_MLFLOW_MODEL_NAME|OMP_\w+|"
+                           r"MKL_NUM_THREADS|TOKENIZERS_PARALLELISM)$")
+
+
+@dataclass
+class DockerSettings:
+    """Run every step in a container of ``image`` (KFP's local ``DockerRunner``, the Docker engine of
+    ``DOCKER_HOST``), the way the compiled pipeline runs on a cluster:
+
+    - the component's command (``sh -c ... python3 -m kfp.dsl.executor_main``) in place of the image's
+      entrypoint (reset: KFP's DockerRunner sets only docker's CMD),
+      as ``user`` (the image's non-root user; pipelines.presets.PipelineResources.run_as_user), a tmpfs
+      at /tmp (the pod's emptyDir), all capabilities dropped, no privilege escalation;
+    - the pipeline root mounted at its own path (KFP's DockerRunner does this; it must be writable by
+      ``user``), the dataset dir read-only at its own path (on a cluster the importer's artifact);
+    - ``state_dir`` (a host dir writable by ``user``), if given, at ``<work_mount>/state`` as
+      ``HLLM_STATE_DIR``: the durable work volume of the steps that keep state (the LLM reply cache,
+      training checkpoints);
+    - the host's network: the LLM server and MLflow on 127.0.0.1 are reached as on the host. MLflow
+      must be a server (``MLFLOW_TRACKING_URI=http(s)://...``, artifacts served by it): a sqlite file
+      of this machine is not inside the containers;
+    - ``env``: more environment for every step; ``run_args``: more ``containers.run`` arguments of the
+      docker SDK (KFP's DockerRunner takes them, except image, command and volumes).
+    """
+
+    image: str
+    user: str = "10001:10001"
+    state_dir: str | Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    run_args: dict[str, Any] = field(default_factory=dict)
+    tmpfs_size: str = "4g"
+
+    def check(self, pipeline_root: Path, tracking_uri: str) -> None:
+        """Clear errors for what would fail inside the containers."""
+        if not self.image:
+            raise ValueError("DockerSettings.image is empty: name the image every step runs in")
+        if not tracking_uri.startswith(("http://", "https://")):
+            raise ValueError(f"the docker runner needs an MLflow server (MLFLOW_TRACKING_URI=http://...); "
+                             f"{tracking_uri!r} is not reachable from inside the containers")
+        uid, _, gid = self.user.partition(":")
+        for what, d in (("pipeline root", pipeline_root), ("state dir", self.state_dir)):
+            if d is not None and not _writable_by(Path(d), int(uid), int(gid or uid)):
+                raise ValueError(f"{what} {d} is not writable by the containers' user {self.user} "
+                                 f"(e.g. chown {self.user} {d})")
+
+    def runner(self, data: Path, work_mount: str):
+        """KFP's DockerRunner with this run's environment (read now, inside the run's context)."""
+        import docker.types
+        import kfp.local
+
+        env = {k: v for k, v in os.environ.items() if CONTAINER_ENV.match(k)}
+        mounts = [docker.types.Mount(target=str(data), source=str(data), type="bind", read_only=True)]
+        if self.state_dir is not None:
+            state = f"{work_mount.rstrip('/')}/state"
+            mounts.append(docker.types.Mount(target=state, source=str(Path(self.state_dir).resolve()), type="bind"))
+            env["HLLM_STATE_DIR"] = state
+        env.update(self.env)
+        # entrypoint reset: on Kubernetes the component's `command` replaces the image's ENTRYPOINT; docker's
+        # `command` (what KFP's DockerRunner sets) replaces only CMD, so the cpu image's `hllm-creator`
+        # entrypoint would get `sh -c ...` as its arguments (`docker run --entrypoint ""`)
+        args = {"entrypoint": [""], "user": self.user, "network_mode": "host", "environment": env, "mounts": mounts,
+                "tmpfs": {"/tmp": f"rw,exec,mode=1777,size={self.tmpfs_size}"}, "cap_drop": ["ALL"],
+                "security_opt": ["no-new-privileges"], **self.run_args}
+        return kfp.local.DockerRunner(**args)
+
+
+def _writable_by(d: Path, uid: int, gid: int) -> bool:
+    st = d.stat()
+    return bool(st.st_uid == uid and st.st_mode & 0o200 or st.st_gid == gid and st.st_mode & 0o020
+                or st.st_mode & 0o002) and bool(st.st_mode & 0o111)
 
 
 DEFAULT_LLM_PORT = 18231
@@ -174,10 +257,11 @@ def _latest_run_dir(pipeline_root: Path, name: str, since: float) -> Path | None
 def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_dir: str | Path | None = None,
               llm_base_url: str | None = None, run_name: str | None = None, enable_caching: bool = True,
               overrides_note: str | None = None, console: TextIO | None = None,
-              verbose: bool = False) -> RunResult:
+              verbose: bool = False, docker: DockerSettings | None = None) -> RunResult:
     """Run the pipeline here. KFP's output (the runner's log and every task's streamed log) goes to
     ``<run dir>/run.log``; ``console`` (e.g. ``sys.stdout``; default none) gets one line per step as
-    it starts and ends; ``verbose`` copies KFP's output there as well."""
+    it starts and ends; ``verbose`` copies KFP's output there as well. ``docker``: every step in a
+    container (KFP's DockerRunner, ``DockerSettings``) instead of a subprocess of this Python."""
     import kfp.local
 
     from pipelines.console import StepConsole
@@ -189,6 +273,8 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
     t0 = time.time()
     pipeline_root = Path(pipeline_root or work_dir() / "pipeline_root").resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
+    if docker is not None:  # before anything is prepared or started
+        docker.check(pipeline_root, tracking.resolve_tracking_uri())
     data = ensure_dataset(data_dir)
     from hllm_creator.data.schema import dataset_fingerprint
 
@@ -196,8 +282,11 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
     kfp_run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}"
     os.environ["MLFLOW_TRACKING_URI"] = tracking.resolve_tracking_uri()  # the same store for every step
     tags = {"kfp_run_id": kfp_run_id, "dataset": ds_name, "dataset_hash": ds_hash,
-            "config_hash": preset.config_hash(), "preset": preset.name, "runner": "kfp.local.SubprocessRunner",
+            "config_hash": preset.config_hash(), "preset": preset.name,
+            "runner": "kfp.local.DockerRunner" if docker else "kfp.local.SubprocessRunner",
             "pipeline_root": str(pipeline_root)}
+    if docker is not None:
+        tags["image"] = docker.image
     if overrides_note:
         tags["overrides"] = overrides_note
     with tracking.parent_run(run_name or f"{PIPELINE_NAME}-{preset.name}", tags=tags) as parent:
@@ -205,11 +294,12 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
         with llm_endpoint(preset, llm_base_url, pipeline_root / "logs") as (url, model):
             with _env(OPENAI_BASE_URL=url, OPENAI_MODEL=model, OPENAI_API_KEY=os.environ.get("OPENAI_API_KEY", "none"),
                       HLLM_PARENT_RUN_ID=parent.info.run_id, HLLM_KFP_RUN_ID=kfp_run_id):
-                kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-                               enable_caching=enable_caching,
+                runner = (docker.runner(data, preset.resources.work_mount) if docker is not None
+                          else kfp.local.SubprocessRunner(use_venv=False))
+                kfp.local.init(runner=runner, pipeline_root=str(pipeline_root), enable_caching=enable_caching,
                                cache_root=str(pipeline_root / ".kfp_cache" / code_fingerprint()))
                 materialize_metrics_outputs()
-                pipeline = build_pipeline(preset, local=True)
+                pipeline = build_pipeline(preset, local=True, image=docker.image if docker is not None else None)
                 started = time.time()
                 log_path = pipeline_root / "logs" / f"{kfp_run_id}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -79,8 +79,16 @@ def run_cmd(
     sets: Optional[list[str]] = _SET,
     verbose: bool = typer.Option(False, "--verbose", help="Also print KFP's own output (every task's executor "
                                                           "input and log) instead of one line per step."),
+    docker_image: Optional[str] = typer.Option(
+        None, "--docker-image", help="Run every step in a container of this image instead (KFP's local "
+        "DockerRunner through $DOCKER_HOST; the image's user 10001, e.g. the cpu image). Needs an MLflow "
+        "server (MLFLOW_TRACKING_URI=http://...) and a pipeline root writable by that user."),
+    docker_state_dir: Optional[Path] = typer.Option(
+        None, "--docker-state-dir", help="With --docker-image: a dir (writable by the image's user) mounted "
+        "as the steps' HLLM_STATE_DIR: the LLM reply cache and training checkpoints, kept between runs."),
 ) -> None:
-    """Run the whole pipeline here with the KFP local SubprocessRunner (no cluster, no Docker).
+    """Run the whole pipeline here with the KFP local SubprocessRunner (no cluster, no Docker), or with
+    --docker-image every step in a container of that image (KFP's local DockerRunner).
 
     dataset-construct -> train -> embed (ParallelFor shards + merge) -> cluster -> match -> generate ->
     gsb-eval + personalization-eval. Prints one line per step as it starts and ends (status, seconds,
@@ -90,14 +98,17 @@ def run_cmd(
     reuses the steps whose inputs did not change (KFP local cache under the pipeline root).
     """
     from hllm_creator.tracking import resolve_tracking_uri
-    from pipelines.local_runner import run_local
+    from pipelines.local_runner import DockerSettings, run_local
 
     p, note = _preset(preset, sets)  # the whole preset and every --set, before anything starts
+    if docker_state_dir is not None and not docker_image:
+        raise typer.BadParameter("--docker-state-dir goes with --docker-image")
+    docker = DockerSettings(image=docker_image, state_dir=docker_state_dir) if docker_image else None
     typer.echo(f"pipeline {p.name}: {p.description}")
     try:
         res = run_local(p, pipeline_root=pipeline_root, data_dir=data, llm_base_url=llm_url, run_name=run_name,
                         enable_caching=not no_cache, overrides_note=note or None,
-                        console=sys.stdout, verbose=verbose)
+                        console=sys.stdout, verbose=verbose, docker=docker)
     except RuntimeError as e:  # KFP local raises RuntimeError naming the failed task
         typer.secho(f"pipeline failed: {e}", fg="red", err=True)
         typer.secho("the steps that finished are cached: run the same command again to resume from there "

@@ -12,8 +12,11 @@
 #   3. the cpu and serving images built from a copy of the tracked files (the build context a clean
 #      checkout gives), the machine's pip configuration and CA certificates passed in
 #      Dockerfiles/build-extra/ of that copy (the torch CPU wheel index is not reachable here);
-#   4. tests/containers/test_images.py (pytest): the serving image run as the manifests run it, the
-#      cpu image's entrypoint and user;
+#   4. pytest over tests/containers/ (DOCKER_HOST set for the docker SDK): test_images.py, the serving
+#      image run as the manifests run it, the cpu image's entrypoint, user and item cache;
+#      test_pipeline_in_containers.py, the tiny pipeline with KFP's local DockerRunner in the cpu image
+#      compared with a SubprocessRunner run (pipeline digest); test_gpu_image.py, Dockerfile.gpu's pip
+#      layers resolved by pip for CPython 3.12 without CUDA (PyPI metadata, about a minute);
 #   5. clean-up: the images, the stand-in base, the build context and the engine's data are removed;
 #      the peak disk use of the test is printed (sampled every 2 s).
 # Environment: HLLM_CT_KEEP=1 keeps the images and the daemon (debugging); HLLM_CT_WORK (default a
@@ -33,7 +36,7 @@ T0=$(date +%s)
 log() { echo "[containers $(( $(date +%s) - T0 ))s] $*"; }
 
 # -- disk: peak use of the root filesystem while the test runs -----------------------------------
-used_kb() { df --output=used -k "$WORK" | tail -1 | tr -d ' '; }
+used_kb() { df --output=used -k "$(dirname "$WORK")" | tail -1 | tr -d ' '; }  # its parent: $WORK is gone at the end
 DISK0=$(used_kb)
 ( peak=$DISK0; while sleep 2; do u=$(used_kb); [ "$u" -gt "$peak" ] && peak=$u && echo "$peak" > "$WORK/peak_kb"; done ) &
 SAMPLER=$!
@@ -53,8 +56,9 @@ cleanup() {
     fi
     kill "$SAMPLER" 2>/dev/null
     peak=$(cat "$WORK/peak_kb")
-    umount -R "$WORK/data" 2>/dev/null   # in case dockerd left an overlay or a netns mounted
-    umount -R "$WORK/exec" 2>/dev/null
+    # whatever dockerd left mounted under the work dir (overlays, the netns at exec/netns/default:
+    # `umount -R exec` missed it, exec is no mount point itself), deepest first
+    findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | xargs -r -n1 umount -l 2>/dev/null
     rm -rf "$WORK"
     log "cleaned up: images, stand-in base, daemon data, build context removed"
     log "peak disk use of the test: $(( (peak - DISK0) / 1024 )) MiB above the $(( DISK0 / 1024 )) MiB used at its start; now $(( ($(used_kb) - DISK0) / 1024 )) MiB"
@@ -141,5 +145,5 @@ rm -rf "$CTX"
 # -- 4. the checks -------------------------------------------------------------------------------------
 t=$(date +%s)
 HLLM_CONTAINER_TEST=1 HLLM_CT_DOCKER="$DOCKER" HLLM_CT_CPU_IMAGE="$CPU_IMAGE" HLLM_CT_SERVING_IMAGE="$SERVING_IMAGE" \
-  "$PY" -m pytest -p no:randomly tests/containers -v
+  "$PY" -m pytest -p no:randomly tests/containers -v -rP --durations=0
 log "checks passed in $(( $(date +%s) - t ))s"

@@ -215,3 +215,14 @@ def test_cpu_image_entrypoint_user_and_baked_model():
                "id -u; find /opt/hllm /opt/venv \\( ! -perm -o+r -o -type d ! -perm -o+x \\) -print | head -5; python -c 'import hllm_creator, torch, faiss, kfp'")
     lines = r.stdout.split()
     assert lines[0] == UID and lines[1:] == [], f"not uid {UID}, or files unreadable by it: {r.stdout}"
+    # as a KFP task runs it (the pipeline's pods: that user, no read-only root): the item-embedding cache
+    # under $HLLM_CACHE (embed and match write it) is writable by the user, the baked models are not
+    as_a_task = [f for f in AS_IN_THE_MANIFESTS if f != "--read-only"]
+    r = docker("run", "--rm", *as_a_task, "--entrypoint", "python", CPU_IMAGE, "-c",
+               "import numpy as np; from hllm_creator.infer.item_cache import ItemCache; "
+               "c = ItemCache('m' * 8); c.get(['a'], lambda t: np.ones((len(t), 2))); print(c.path)",
+               check=False)
+    assert r.returncode == 0 and r.stdout.strip().startswith("/opt/hllm/cache/item_cache/"), r.stdout + r.stderr
+    r = docker("run", "--rm", *as_a_task, "--entrypoint", "sh", CPU_IMAGE, "-c",
+               "touch /opt/hllm/cache/models/x 2>&1 || true", check=False)
+    assert "Permission denied" in r.stdout + r.stderr, r.stdout + r.stderr

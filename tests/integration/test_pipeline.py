@@ -71,7 +71,11 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
         if url.startswith(f"http://127.0.0.1:{RECORDED_PORT}/"):
             dev = Deviation()
             changed = compare(json.loads(golden.read_text()), digest(res.run_dir), dev)
-            print(f"digest: largest float difference {dev.abs:.3g} ({dev.ratio:.2f} of the tolerance) at {dev.where}")
+            # the steps' torch threads: OMP_NUM_THREADS, which the KFP subprocesses inherit (torch's default
+            # when unset: the cores); `OMP_NUM_THREADS=1 make test PYTEST_ARGS=tests/integration/test_pipeline.py`
+            threads = os.environ.get("OMP_NUM_THREADS", "unset")
+            print(f"digest (OMP_NUM_THREADS={threads}): largest float difference {dev.abs:.3g} "
+                  f"({dev.ratio:.2f} of the tolerance) at {dev.where}")
             assert not changed, ("step outputs changed (after an intended change: .venv/bin/python "
                                  "tests/pipeline_digest.py --record):\n" + "\n".join(changed[:40]))
         else:

