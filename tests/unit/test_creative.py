@@ -230,11 +230,14 @@ def test_slot_fit_learns_a_choice_the_history_decides():
 def test_prompt_facts_reads_back_the_facts_every_prompt_lists(bundled_dataset):
     """The fact-copy head points at the facts the Creative LLM reads: parsed back from the framed prompt,
     in order, for every bundled ad (cut facts included); none for a prompt without a Facts block."""
+    from hllm_creator.creative.facts import compositions
     from hllm_creator.creative.prompts import cut, prompt_facts
 
     for it in bundled_dataset.items.to_dict("records"):
         _, p2 = creative_prompts(it)
-        want = [cut(f, 16) for f in fact_phrases(it, 4)]
+        # the facts the compositions use (those that fit beside the kept original); an ad with none: its list
+        base, facts, _ = compositions(it, 4)
+        want = [cut(f, 16) for f in (facts if base is not None else fact_phrases(it, 4))]
         assert prompt_facts(p2) == [" ".join(w.split()) for w in want], it["item_id"]
     assert prompt_facts("Original title: X" + CHAT_CLOSE) == []
     assert prompt_facts("\nProduct: X\nFacts:\n1. -\n" + CHAT_CLOSE) == []
