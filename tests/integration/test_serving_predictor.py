@@ -258,7 +258,16 @@ def test_property_any_body_never_5xx(server, body, raw, protocol):
 
 
 def test_after_the_storm_server_is_live_and_metrics_count(server, serving_stack):
+    """After every kind of request (sent here as well, so the test holds in any order of the module's
+    tests: pytest-randomly runs it first as often as last), the server is live and counts each kind."""
     check_good_answer(server.url, serving_stack)
+    inst = good_instance(serving_stack)
+    body = {"inputs": [{"name": "instances", "shape": [1], "datatype": "BYTES", "data": [json.dumps(inst)]}]}
+    assert httpx.post(f"{server.url}/v2/models/predictor/infer", json=body, timeout=60).status_code == 200
+    assert httpx.post(f"{server.url}/v1/models/predictor:predict", content=b"{{{",
+                      headers={"content-type": "application/json"}, timeout=60).status_code == 400
+    many = {"user_history": inst["user_history"], "candidate_ad_ids": list(serving_stack["ads"])}
+    assert v1(server.url, [{"user_history": [], "candidate_ad_ids": [serving_stack["ads"][0]]}, many]).status_code == 200
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
 
