@@ -123,25 +123,35 @@ def cache_id(model, bf16: bool = False) -> str:
     return f"{model.model_hash}-bf16" if bf16 else model.model_hash
 
 
-def seed_cache(cache, model, model_dir: str | Path, items: pd.DataFrame) -> int:
-    """Put the model dir's ``item_embeddings.parquet`` (item_id, embedding; written by train with the
-    frozen Item LLM) into ``cache`` under each item's text, when ``item_embeddings.json`` names this
-    model's hash. Returns how many entries were added (0 when absent, stale or of another dim)."""
-    from hllm_creator.infer.item_cache import cache_key
-
+def frozen_item_embeddings(model, model_dir: str | Path | None) -> pd.DataFrame | None:
+    """The model dir's ``item_embeddings.parquet`` (item_id, embedding; written by train with the frozen
+    Item LLM) when ``item_embeddings.json`` names this model's hash; None when absent, stale or broken
+    (an optional cache: skipped, not fatal)."""
+    if not model_dir:
+        return None
     d = Path(model_dir)
     f, j = d / "item_embeddings.parquet", d / "item_embeddings.json"
     if not (f.exists() and j.exists()):
-        return 0
+        return None
     import json
 
     try:
         if json.loads(j.read_text()).get("model_hash") != model.model_hash:
             log.info("item_embeddings.parquet in %s is for another model hash: not used", d)
-            return 0
-        df = pd.read_parquet(f)
+            return None
+        return pd.read_parquet(f)
     except Exception as e:  # a broken optional cache is skipped, not fatal
         log.warning("cannot read %s (%s): not used", f, e)
+        return None
+
+
+def seed_cache(cache, model, model_dir: str | Path, items: pd.DataFrame) -> int:
+    """Put ``frozen_item_embeddings`` into ``cache`` under each item's text. Returns how many entries
+    were added (0 when absent, stale or of another dim)."""
+    from hllm_creator.infer.item_cache import cache_key
+
+    df = frozen_item_embeddings(model, model_dir)
+    if df is None:
         return 0
     texts = item_texts(items)
     added = 0

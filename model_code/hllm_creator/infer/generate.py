@@ -305,18 +305,11 @@ def item_vectors(model, model_dir: str | Path | None, items: pd.DataFrame, neede
                  bf16: bool = False) -> dict[str, np.ndarray]:
     """Item LLM vectors of the ``needed`` items: the model dir's ``item_embeddings.parquet`` (the frozen
     vectors training used) when it is this model's, else encoded here from the catalog text."""
-    import json
+    from hllm_creator.infer.embed import frozen_item_embeddings, item_texts
 
-    from hllm_creator.infer.embed import item_texts
-
-    out: dict[str, np.ndarray] = {}
-    d = Path(model_dir) if model_dir else None
-    if d is not None and (d / "item_embeddings.parquet").exists() and (d / "item_embeddings.json").exists() \
-            and json.loads((d / "item_embeddings.json").read_text()).get("model_hash") == getattr(
-                model, "model_hash", None):
-        t = pd.read_parquet(d / "item_embeddings.parquet")
-        out = {str(i): np.asarray(v, dtype=np.float32) for i, v in zip(t["item_id"], t["embedding"])
-               if str(i) in needed}
+    t = frozen_item_embeddings(model, model_dir)
+    out: dict[str, np.ndarray] = {} if t is None else {
+        str(i): np.asarray(v, dtype=np.float32) for i, v in zip(t["item_id"], t["embedding"]) if str(i) in needed}
     rest = sorted(needed - set(out))
     if rest:
         texts = item_texts(items[items["item_id"].astype(str).isin(rest)])
