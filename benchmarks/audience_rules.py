@@ -113,9 +113,9 @@ def main() -> None:
 
     from hllm_creator.creative import interests as I
     from hllm_creator.creative.facts import compose, core_title, fact_phrases
-    from hllm_creator.creative.grounding import catalog_names
+    from hllm_creator.creative.gate import catalog_names
     from hllm_creator.creative.holdout import HELDOUT_SHARE
-    from hllm_creator.creative.titles import same_title
+    from hllm_creator.creative.copy import is_copy as same_title
     from hllm_creator.data import leave_last_out, load_dataset
     from hllm_creator.data.text import item_text
     from hllm_creator.evaluate.personalization import audience_fit, heldout_members, sample_members

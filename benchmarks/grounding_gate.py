@@ -26,7 +26,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from hllm_creator.creative.ad import Ad
-    from hllm_creator.creative.grounding import _source_facts, catalog_names, gate
+    from hllm_creator.creative.gate import catalog_names, gate
+    from hllm_creator.creative.gate.adfacts import source_facts as _source_facts
     from hllm_creator.infer.bench_utils import dataset, save
 
     ds = dataset(a.data)

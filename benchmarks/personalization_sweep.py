@@ -49,7 +49,7 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
     import numpy as np
     import pandas as pd
 
-    from hllm_creator.creative.grounding import catalog_names
+    from hllm_creator.creative.gate import catalog_names
     from hllm_creator.creative.holdout import HELDOUT_SHARE
     from hllm_creator.data import leave_last_out, load_dataset
     from hllm_creator.evaluate.personalization import audience_fit, heldout_members, served_pairs

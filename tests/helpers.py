@@ -250,7 +250,7 @@ def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: i
                             "reasons": [["not generated"]] * len(pairs)})
     from hllm_creator.teacher.grounding import Ad, check_grounding
 
-    from hllm_creator.creative.titles import same_title
+    from hllm_creator.creative.copy import is_copy as same_title
 
     def prefix(title: str) -> str:  # a strict prefix that still differs from the original once folded
         w = str(title).split()

@@ -13,7 +13,7 @@ import pytest
 
 from hllm_creator.creative import facts as F
 from hllm_creator.creative.ad import Ad
-from hllm_creator.creative.grounding import gate
+from hllm_creator.creative.gate import gate
 
 # (item_id in the bundled data, phrase the old inventory offered)
 CUT_NUMBER = [("24", "Mixed at a 1"), ("24", "1 by volume ratio"), ("227", "1 mixing ratio"),

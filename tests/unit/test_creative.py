@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hllm_creator.creative.copy import is_copy as same_title
 from hllm_creator.creative.facts import compose, content_words, core_title, fact_phrases
 from hllm_creator.creative.holdout import is_heldout
 from hllm_creator.creative.prompts import CHAT_CLOSE, MAX_PROMPT2_TOKENS, PROMPT1, creative_prompts
-from hllm_creator.creative.titles import clean_title, same_title
+from hllm_creator.creative.titles import clean_title
 
 
 def _ad_words(item) -> set[str]:

@@ -18,9 +18,8 @@ import time
 import pytest
 
 from hllm_creator.creative.ad import Ad
-from hllm_creator.creative.facts import TITLE_MAX_WORDS
-from hllm_creator.creative.grounding import (
-    CONNECTIVES,
+from hllm_creator.creative.gate import (
+    TITLE_MAX_WORDS,
     GroundingResult,
     catalog_names,
     check_grounding,
@@ -29,6 +28,7 @@ from hllm_creator.creative.grounding import (
     support_text,
 )
 from hllm_creator.creative.text import normalize_text, scripts_of
+from hllm_creator.creative.words import CONNECTIVES
 
 N_SAMPLE = 24
 _LABEL = re.compile(r"^\s*(brand|category)\s*:", re.I)

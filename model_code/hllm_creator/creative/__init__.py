@@ -1,4 +1,5 @@
-"""The creative contract shared by teacher, train, infer, serving and evaluation (issue 11): the ad
-record (``creative.ad``), Unicode normalization (``creative.text``), the grounding gate
-(``creative.grounding.gate``; ``creative.check.title_reasons`` is the one call sites use), fact phrases,
-framed prompts, title cleaning, the copy test (``creative.copy``) and the evaluation hold-out."""
+"""The creative contract shared by teacher, train, infer, serving and evaluation: the ad record
+(``creative.ad``), Unicode normalization (``creative.text``), the words (``creative.words``: the one
+stop set and stemmer), the grounding gate (``creative.gate.gate``, one module per rule family), fact
+phrases and compositions (``creative.facts``), framed prompts, title cleaning (``creative.titles``), the
+copy test (``creative.copy``) and the evaluation hold-out (``creative.holdout``)."""

@@ -1,9 +1,8 @@
-"""Is a served title a copy of the original? One definition for gsb-eval and the personalization
-step, and generate's ``personalized`` (``creative.titles.same_title`` calls it): Unicode normalization
-(``creative.text.normalize_text``: NFKC, format characters dropped, look-alikes folded), casefold,
-only the runs of letters and digits kept, each with a plural ending folded (``creative.facts.stem``:
-a Creative LLM that writes "Plastics Transfer Pipettes" for "Plastic Transfer Pipettes" has not
-written another title), joined by one space.
+"""Is a served title a copy of the original? One definition for gsb-eval, the personalization step,
+generate's ``personalized`` and serving: Unicode normalization (``creative.text.normalize_text``: NFKC,
+format characters dropped, look-alikes folded), casefold, only the runs of letters and digits kept,
+each with a plural ending folded (``creative.words.stem``: a Creative LLM that writes "Plastics
+Transfer Pipettes" for "Plastic Transfer Pipettes" has not written another title), joined by one space.
 ``"Glass Beaker, 250 ml"``, ``"glass beaker 250 ML!"`` and ``"Glass Beakers 250 ml"`` are copies.
 """
 
@@ -11,12 +10,12 @@ from __future__ import annotations
 
 import re
 
+from hllm_creator.creative.text import normalize_text
+from hllm_creator.creative.words import stem
+
 
 def normalize_title(s: str) -> str:
     """The comparison form of a title (see the module docstring)."""
-    from hllm_creator.creative.facts import stem
-    from hllm_creator.creative.text import normalize_text
-
     s = normalize_text(s if isinstance(s, str) else "")
     return " ".join(stem(w) for w in re.findall(r"[^\W_]+", s.casefold()))
 

@@ -13,8 +13,8 @@ copied from the ad's own text (deterministic; no model).
   else without only what carries least: repeated words, pack counts, colours; the facts that do not
   fit are left out; only an original over the budget by itself loses its last segments) plus ONE
   featured fact, which fact depending on the audience. Every word of such a title is a word of the ad.
-  (Until issue 24 the base was the core alone; measured with the evaluation ruler, cutting the
-  original cost more relevance to the ad's audience than any choice of fact won back.)
+  (The base is the original, not its core: measured with the evaluation ruler, cutting the original
+  cost more relevance to the ad's audience than any choice of fact won back.)
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from hllm_creator.creative.gate.form import TITLE_MAX_CHARS, TITLE_MAX_WORDS
+from hllm_creator.creative.gate.numbers import NUM_AFTER, NUM_BEFORE, UNITS
+from hllm_creator.creative.words import EDGE_DROP, STOP, stem
+
 # split a text into clauses / a title into segments
 _SEG = re.compile(r"\s*(?:[;|\[\]()]|(?<!\d),|,(?!\d))\s*|\s+[-\u2013\u2014]\s+|\s+/\s+|\s*\.\s+|\.$|\s+(?=(?:with|for|w/)\s)", re.I)
 # a comma or colon between two digits belongs to a number ("1,000", "1:1"): no clause boundary there
 _CLAUSE = re.compile(r"\s*(?:[;|\[\]()!?]|(?<!\d)[,:]|[,:](?!\d))\s*|\s+[-\u2013\u2014]\s+|\.(?:\s+|$)")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'./][A-Za-z0-9]+)*")
-STOP = frozenset("""a an and or but nor for to of in on at by with from into as is are was were be been it its
-this that these those your you our we us my me i he she they them their all any each both more most other some
-such no not only so than too very can will just also has have had do does up out off over under per via w
-""".split())
-EDGE_DROP = frozenset("a an and or but nor to of in on at by as is are was were be it its this that the with for "
-                      "from into than so very also w".split())
 PRONOUNS = frozenset("we our us you your i my me they their he she it its".split())
 # a clause with a finite verb is a sentence, not a feature phrase ("Colors shown online are approximations")
 VERBS = frozenset("is are was were be been being can could will would has have had do does did may might "
@@ -41,17 +39,6 @@ VERBS = frozenset("is are was were be been being can could will would has have h
 START_DROP = frozenset("while when if which that because although though thanks even due other such whether "
                        "where whose what how then used using making allows allow helps help designed ideal".split())
 _URL = re.compile(r"https?://|www\.|\.com\b", re.I)
-
-
-def stem(w: str) -> str:
-    w = w.lower().removesuffix("'s")
-    if len(w) > 4 and w.endswith("ies"):
-        return w[:-3] + "y"
-    if len(w) > 3 and w.endswith("es") and w[-3] in "sxz":
-        return w[:-2]
-    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        return w[:-1]
-    return w
 
 
 def content_words(text: str) -> list[str]:
@@ -219,12 +206,6 @@ _BOILER = re.compile(r"\b(?:warrant\w*|guarantee[sd]?|money[- ]back|refund\w*|cu
                      r"made\s+in|imported|leader\s+in|leading\s+(?:supplier|provider|manufacturer)|website|amazon|"
                      r"seller|free\s+shipping|ships\s+(?:free|fast|from|within)|customers?|thank\s+you|"
                      r"(?:for\s+)?over\s+\d+\s+years|\d+\+?\s+years\s+(?:of|in)|faq|trial\s+and\s+error)\b", re.I)
-# a number joined to another by a separator ("1:1", "3-5", "1/2", "2 x 4", "1,000", "3.5") or to its
-# unit: a phrase boundary inside it cuts the number's meaning ("ratio of 1" from "ratio of 1:1")
-_NUM_BEFORE = re.compile(r"\d\s*[:/x\u00d7.,\-\u2013]\s*$", re.I)
-_NUM_AFTER = re.compile(r"^\s*(?:[:/\u00d7]|x(?=\s*\d)|[-\u2013]|[.,](?=\d))\s*\d", re.I)
-
-
 def cuts_number(phrase: str, source: str) -> bool:
     """True when ``phrase`` starts or ends with a number that the ``source`` text, where the phrase
     stands in it, continues with a separator and another number or with a unit: the phrase cut a
@@ -235,18 +216,16 @@ def cuts_number(phrase: str, source: str) -> bool:
     src = " ".join(str(source or "").split())
     for m in re.finditer(re.escape(p), src, re.I):
         before, after = src[:m.start()], src[m.end():]
-        if p[0].isdigit() and (_NUM_BEFORE.search(before) or (before[-1:].isdigit())):
+        if p[0].isdigit() and (NUM_BEFORE.search(before) or (before[-1:].isdigit())):
             return True
-        if p[-1].isdigit() and (_NUM_AFTER.match(after) or after[:1].isalnum() or _unit_after(after)):
+        if p[-1].isdigit() and (NUM_AFTER.match(after) or after[:1].isalnum() or _unit_after(after)):
             return True
     return False
 
 
 def _unit_after(text: str) -> bool:
-    from hllm_creator.creative.grounding import _UNITS
-
     m = re.match(r"\s*-?\s*([A-Za-z]+|%|\"|')", text)
-    return bool(m) and (m.group(1).lower() in _UNITS or m.group(1) in '%"\'')
+    return bool(m) and (m.group(1).lower() in UNITS or m.group(1) in '%"\'')
 
 
 def is_boilerplate(phrase: str) -> bool:
@@ -330,15 +309,7 @@ def compose(core: str, phrase: str) -> str:
     return f"{core} - {phrase[0].upper()}{phrase[1:]}"
 
 
-# ---- the title budget and what is kept of the original -------------------------------------------
-TITLE_MAX_CHARS = 150
-"""A served title's budget in characters. 150 is what the shopping-ad channels take for a product
-title (Google Merchant Center and Microsoft Advertising cut a product title at 150 characters), so a
-title within it is shown as written. 95% of the bundled catalog's titles are within it; the gate
-refuses any other title over it (the original is exempt: it is what is served otherwise)."""
-TITLE_MAX_WORDS = 30
-"""A served title's budget in words (a backstop against run-on generations; 99% of the bundled titles
-have fewer)."""
+# ---- what is kept of the original within the title budget (``gate.form.TITLE_MAX_CHARS``) --------
 FACT_MAX_CHARS = 48
 """The longest fact phrase (``fact_phrases``' ``max_chars``)."""
 
@@ -435,7 +406,7 @@ def base_and_facts(title: str, facts: list[str], *, max_chars: int = TITLE_MAX_C
     only what carries least (repeats, pack counts, colours: ``keep_original(cut=False)``); a fact that
     does not fit beside that base is left out, and an ad where none fits gets no composition (it
     serves its original). What the original says is never cut to make room for a selling point: the
-    evaluation that issue 24 ran found a cut original costing its audience more than any fact won
+    evaluation found a cut original costing its audience more than any fact won
     back ("AcuRite 00613 Humidity Monitor with Indoor Thermometer" had lost "Digital Hygrometer and
     Humidity Gauge Indicator" to fit a 45-character fact). Only an original over the budget by itself
     is cut (``keep_original``), to leave room for the shortest fact. ``(None, [])``: no composition."""

@@ -19,10 +19,3 @@ def clean_title(text: str) -> str:
             return line
     return ""
 
-
-def same_title(a: str, b: str) -> bool:
-    """The copy test (generate's ``personalized``, gsb-eval, the evaluation): equal after Unicode
-    normalization, case folding and folding of punctuation and whitespace (``creative.copy``)."""
-    from hllm_creator.creative.copy import is_copy
-
-    return is_copy(a, b)

@@ -7,7 +7,7 @@
   because their slots differ, not because of sampling noise. Sampling stays available (batch b is
   seeded with ``seed + b``, so a run is reproducible).
 - Every output is cleaned (``creative.titles.clean_title``) and goes through the one gate
-  (``creative.check.title_reasons``: every content word from the ad, no claims or other catalog
+  (``creative.gate.gate``, by ``ground``: every content word from the ad, no claims or other catalog
   brands, no cut number, no repetition, not cut off, within the title budget, a usable title of this product).
 - What is served (``title``, with ``source``), by ``select``:
   ``slot`` (default): best of n by the gate and the Creative LLM's slot: of the ad's gate-passing
@@ -60,7 +60,10 @@ import pandas as pd
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
-from hllm_creator.creative.titles import clean_title, same_title  # noqa: F401  (clean_title: the one cleaner)
+from hllm_creator.creative.ad import Ad
+from hllm_creator.creative.copy import is_copy as same_title
+from hllm_creator.creative.gate import gate
+from hllm_creator.creative.titles import clean_title  # noqa: F401  (the one cleaner)
 from hllm_creator.data.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -121,10 +124,11 @@ def ad_of(item: dict) -> dict:
 
 
 def ground(title: str, ad: dict, known_names=None) -> tuple[bool, list[str]]:
-    """The checks every served title passes: the gate, for this ad."""
-    from hllm_creator.creative.check import title_reasons
-
-    reasons = title_reasons(title, ad, known_names)
+    """The checks every served title passes: the gate, for this ad (an items row or ``Ad``); an
+    empty output fails as such."""
+    if not (title or "").strip():
+        return False, ["empty output"]
+    reasons = gate(title, ad if isinstance(ad, Ad) else Ad.from_item(dict(ad)), known_names=known_names).reasons
     return not reasons, reasons
 
 
@@ -544,7 +548,7 @@ def run(cfg: GenerateConfig, out: str | Path, *, progress: bool = True, model=No
     model = model if model is not None else load_model(cfg.model_dir)
     with tracking.step_run("generate", cfg):
         t1 = time.time()
-        from hllm_creator.creative.grounding import catalog_names
+        from hllm_creator.creative.gate import catalog_names
 
         from hllm_creator.infer.embed import histories
 

@@ -46,7 +46,7 @@ class Creative(BatchedModel):
     def run_batch(self, insts: list[CreativeInstance]) -> list[dict]:
         import torch
 
-        from hllm_creator.creative.titles import same_title
+        from hllm_creator.creative.copy import is_copy as same_title
         from hllm_creator.infer.generate import clean_title, ground, title_content_gain, title_gain
 
         a = self.assets

@@ -184,7 +184,7 @@ class Predictor(BatchedModel):
             self.fallback("no_creative")
             return base | {"title": original, "personalized": False,
                            "reasons": [f"no pre-generated title for (ad {ad}, cluster {cid}): original title"]}
-        from hllm_creator.creative.titles import same_title
+        from hllm_creator.creative.copy import is_copy as same_title
 
         rs = row.get("reasons")
         rs = [str(x) for x in rs] if rs is not None and not isinstance(rs, str) else ([rs] if rs else [])

@@ -37,7 +37,8 @@ import pandas as pd
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
-from hllm_creator.creative.facts import TITLE_MAX_CHARS, TITLE_MAX_WORDS
+from hllm_creator.creative.ad import Ad
+from hllm_creator.creative.gate import TITLE_MAX_CHARS, TITLE_MAX_WORDS, gate
 from hllm_creator.llm.client import LLMConfig, Request
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,12 @@ class ConstructConfig(StepConfig):
     llm: LLMConfig = Field(default_factory=LLMConfig)
 
 
-def gate_title(title: str, item: dict, known: set[str]) -> list[str]:
-    """Reasons a title cannot be served for ``item`` (the one gate of construct, generate, serving)."""
-    from hllm_creator.creative.check import title_reasons
-
-    return title_reasons(title, item, known)
+def gate_title(title: str, item: dict, known: set[str] | None = None) -> list[str]:
+    """Reasons a title cannot be served for ``item`` (the one gate of construct, generate, serving);
+    an empty output fails as such."""
+    if not (title or "").strip():
+        return ["empty output"]
+    return gate(title, Ad.from_item(dict(item)), known_names=known).reasons
 
 
 def adds_content_word(title: str, original: str) -> bool:
@@ -127,7 +129,7 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
     """Run the four steps; write train.parquet, rejected.parquet, summary.json into ``cfg.out``."""
     from hllm_creator.creative import interests as I
     from hllm_creator.creative.facts import compose, compositions
-    from hllm_creator.creative.grounding import catalog_names
+    from hllm_creator.creative.gate import catalog_names
     from hllm_creator.creative.holdout import is_heldout
     from hllm_creator.creative.prompts import VERSION, creative_prompts
     from hllm_creator.creative.titles import clean_title
