@@ -1,4 +1,4 @@
-"""The grounding gate (``creative.grounding.gate``) on a table of real bundled ads (issue 11).
+"""The grounding gate (``creative.gate.gate``) on a table of real bundled ads (issue 11).
 
 Ads are picked deterministically from the bundled dataset (every 120th item, by item id, among those
 with a selling point of 4+ words that does not open with a word of the title's core). Must-pass titles

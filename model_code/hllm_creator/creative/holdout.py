@@ -9,7 +9,6 @@ import hashlib
 
 HELDOUT_SHARE = 0.1
 SALT = "hllm-heldout-v1"
-HELDOUT_SALT = SALT
 
 
 def is_heldout(user_id: str, share: float = HELDOUT_SHARE, salt: str = SALT) -> bool:
