@@ -52,7 +52,8 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
     from hllm_creator.creative.grounding import catalog_names
     from hllm_creator.creative.holdout import HELDOUT_SHARE
     from hllm_creator.data import leave_last_out, load_dataset
-    from hllm_creator.evaluate.personalization import audience_fit, heldout_members, served_pairs
+    from hllm_creator.evaluate.inputs import heldout_members, served_pairs
+    from hllm_creator.evaluate.measures import audience_fit
     from hllm_creator.evaluate.ruler import Ruler
     from hllm_creator.infer import cluster as cl
     from hllm_creator.infer import generate as G

@@ -254,7 +254,7 @@ def run(cfg: RefreshConfig, out: str | Path, *, llm=None, progress: bool = True)
             secs["gsb"] = time.time() - t
         pers_dir, pres = None, {}
         if cfg.personalization:
-            from hllm_creator.evaluate.personalization import PersonalizationConfig
+            from hllm_creator.evaluate.config import PersonalizationConfig
             from hllm_creator.evaluate.personalization import run as pers_run
 
             t = time.time()
