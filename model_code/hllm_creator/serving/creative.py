@@ -46,8 +46,9 @@ class Creative(BatchedModel):
     def run_batch(self, insts: list[CreativeInstance]) -> list[dict]:
         import torch
 
-        from hllm_creator.creative.titles import same_title
-        from hllm_creator.infer.generate import clean_title, ground, title_content_gain, title_gain
+        from hllm_creator.creative.titles import clean_title, same_title
+        from hllm_creator.infer.generate import ground
+        from hllm_creator.infer.harm import title_content_gain, title_gain
 
         a = self.assets
         user_emb, infos, audience = a.user_embeddings([i.user_history for i in insts], content=True)
