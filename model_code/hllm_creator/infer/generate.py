@@ -29,9 +29,9 @@
 - ``select="predictor"``: of the greedy title (when it passes the gate) and the ad's gate-passing
   compositions, the one the Item-User predictor rates the likeliest click for the cluster (the
   do-no-harm estimate below, used to choose; source ``predictor``).
-- **Do no harm** (``harm_rule="both"``, default): after ``distinct``, a pair serves its personalized
-  title only where the product's own two estimates agree that it fits the cluster at least as well as
-  the original; else the original, with the reason. ``predictor`` (``harm_gains``): the Item-User
+- **Do no harm** (``harm_rule="both"``, default; the estimates and the check: ``infer.harm``): after
+  ``distinct``, a pair serves its personalized title only where the product's own two estimates agree
+  that it fits the cluster at least as well as the original; else the original, with the reason. ``predictor`` (``harm_gains``): the Item-User
   predictor's log-odds of a click by the cluster (its member-mean embedding and ID part, as match
   scores it) with the personalized title vs with the original, at least ``harm_threshold``.
   ``content`` (``content_gains``): the Item LLM's cosine of the personalized title to the cluster's
