@@ -17,7 +17,6 @@ from hllm_creator.evaluate.inputs import heldout_members, heldout_rows, sample_m
 from hllm_creator.evaluate.measures import (audience_fit, copy_stats, cross_cluster_gsb, fit_permutation, nll_shuffle,
                                             response_nll, slot_swap, user_embeddings)
 from hllm_creator.evaluate.report import _fmt
-from hllm_creator.stats import boot_mean, derangement
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,20 +60,6 @@ def test_copy_rate_and_distinct_titles_known_answers():
                                      "Duct Tape 2 in"]
     with pytest.raises(Exception, match="empty served title"):
         served_pairs(pd.DataFrame({**base, "title": ["", "x", "y", "z", "w"]}))
-
-
-def test_bootstrap_and_derangement():
-    rng = np.random.default_rng(0)
-    b = boot_mean(rng.normal(1.0, 1.0, 400), bootstrap=500)
-    assert b["ci_low"] < b["mean"] < b["ci_high"] and 0.8 < b["mean"] < 1.2 and b["n"] == 400
-    assert boot_mean([])["mean"] is None
-    # clustered: 2 groups with very different means -> a wide interval; per-value resampling -> narrow
-    v, g = np.r_[np.zeros(200), np.ones(200)], np.r_[np.zeros(200), np.ones(200)]
-    assert (boot_mean(v, g, bootstrap=500)["ci_high"] - boot_mean(v, g, bootstrap=500)["ci_low"]) > \
-        3 * (boot_mean(v, bootstrap=500)["ci_high"] - boot_mean(v, bootstrap=500)["ci_low"])
-    users = ["u1", "u1", "u1", "u2", "u3", "u4"]
-    p = derangement(users, np.random.default_rng(1))
-    assert sorted(p) == list(range(6)) and all(users[p[i]] != users[i] for i in range(6))
 
 
 def _ruler_case(items: pd.DataFrame, shuffle: bool, seed: int = 0):

@@ -124,3 +124,17 @@ def test_derangement_pairs_no_row_with_its_own_group():
             assert bad <= max(0, 2 * groups.count("a") - len(groups))  # zero whenever one exists
     with pytest.raises(ValueError):
         derangement(["a"], np.random.default_rng(0))
+
+
+def test_bootstrap_and_derangement():
+    rng = np.random.default_rng(0)
+    b = boot_mean(rng.normal(1.0, 1.0, 400), bootstrap=500)
+    assert b["ci_low"] < b["mean"] < b["ci_high"] and 0.8 < b["mean"] < 1.2 and b["n"] == 400
+    assert boot_mean([])["mean"] is None
+    # clustered: 2 groups with very different means -> a wide interval; per-value resampling -> narrow
+    v, g = np.r_[np.zeros(200), np.ones(200)], np.r_[np.zeros(200), np.ones(200)]
+    assert (boot_mean(v, g, bootstrap=500)["ci_high"] - boot_mean(v, g, bootstrap=500)["ci_low"]) > \
+        3 * (boot_mean(v, bootstrap=500)["ci_high"] - boot_mean(v, bootstrap=500)["ci_low"])
+    users = ["u1", "u1", "u1", "u2", "u3", "u4"]
+    p = derangement(users, np.random.default_rng(1))
+    assert sorted(p) == list(range(6)) and all(users[p[i]] != users[i] for i in range(6))
