@@ -41,8 +41,8 @@ def main() -> None:
 
     from hllm_creator.creative.holdout import HELDOUT_SHARE
     from hllm_creator.data import leave_last_out, load_dataset
-    from hllm_creator.evaluate.personalization import (audience_fit, copy_stats, heldout_members, sample_members,
-                                                      served_pairs)
+    from hllm_creator.evaluate.inputs import heldout_members, sample_members, served_pairs
+    from hllm_creator.evaluate.measures import audience_fit, copy_stats
     from hllm_creator.evaluate.ruler import Ruler
     from hllm_creator.infer import cluster as cl
     from hllm_creator.infer.common import CREATIVES, resolve_file

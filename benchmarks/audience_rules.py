@@ -118,7 +118,8 @@ def main() -> None:
     from hllm_creator.creative.copy import is_copy as same_title
     from hllm_creator.data import leave_last_out, load_dataset
     from hllm_creator.data.text import item_text
-    from hllm_creator.evaluate.personalization import audience_fit, heldout_members, sample_members
+    from hllm_creator.evaluate.inputs import heldout_members, sample_members
+    from hllm_creator.evaluate.measures import audience_fit
     from hllm_creator.evaluate.ruler import Ruler
     from hllm_creator.infer import cluster as cl
     from hllm_creator.infer.embed import _encoder, histories, load_model

@@ -32,7 +32,7 @@ Per held-out item each ranker scores ALL users:
   mean member score.
 
 Ties everywhere are broken by a seeded random order (the same for every ranker).
-Metrics per item (means over items, bootstrap 95% CI over items, ``train.evaluate.bootstrap_ci``):
+Metrics per item (means over items, bootstrap 95% CI over items, ``stats.bootstrap_ci``):
 audience Recall@100 = clickers in the top 100 / min(clickers, 100), NDCG@100 (binary gains), and the
 lift of the top-3 clusters: the users are clustered by the product's cluster step (faiss k-means, K =
 ``--k``, on the model's user embeddings: needs a model); each ranker picks 3 clusters per item (the
@@ -358,7 +358,7 @@ def run(a, data: str, work: Path, split: dict) -> dict:
     from hllm_creator.data.feed import refresh_dataset
     from hllm_creator.data.text import item_text
     from hllm_creator.infer.embed import histories
-    from hllm_creator.train.evaluate import bootstrap_ci
+    from hllm_creator.stats import bootstrap_ci
     from hllm_creator.train.trainer import bf16_supported
 
     res: dict = {"protocol": PROTOCOL, "data": str(data),

@@ -52,10 +52,12 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
     from hllm_creator.creative.gate import catalog_names
     from hllm_creator.creative.holdout import HELDOUT_SHARE
     from hllm_creator.data import leave_last_out, load_dataset
-    from hllm_creator.evaluate.personalization import audience_fit, heldout_members, served_pairs
+    from hllm_creator.evaluate.inputs import heldout_members, served_pairs
+    from hllm_creator.evaluate.measures import audience_fit
     from hllm_creator.evaluate.ruler import Ruler
     from hllm_creator.infer import cluster as cl
     from hllm_creator.infer import generate as G
+    from hllm_creator.infer import harm as H
     from hllm_creator.infer.embed import histories, load_model
 
     ds = load_dataset(data)
@@ -77,8 +79,8 @@ def per_user(model_dir: str, data: str, embed: str, k_dir: Path, out: Path, boot
     hist = histories(ds.interactions, cmeta.get("history") or "no-test")
     hist.index = hist.index.astype(str)
     # the do-no-harm content estimate per user: the Item LLM's cosine to the user's own clicks
-    vecs = G.item_vectors(model, model_dir, ds.items, {str(i) for u in users for i in hist.get(u, [])}, bf16=True)
-    content = G.cluster_content(vecs, pd.DataFrame({"user_id": users, "cluster_id": range(len(users))}), hist,
+    vecs = H.item_vectors(model, model_dir, ds.items, {str(i) for u in users for i in hist.get(u, [])}, bf16=True)
+    content = H.cluster_content(vecs, pd.DataFrame({"user_id": users, "cluster_id": range(len(users))}), hist,
                                 len(users)) if vecs else None
     if getattr(model, "predictor_items", None):
         import torch

@@ -152,7 +152,7 @@ def run_refit(name: str, sp: rr.Split, a, work: Path, log=print) -> tuple[dict, 
 
 
 def assemble(sp: rr.Split, work: Path, names: list[str], a) -> dict:
-    from hllm_creator.train.evaluate import bootstrap_ci
+    from hllm_creator.stats import bootstrap_ci
 
     pu, recs = {}, {}
     for n in list(names) + [f"{r}_refit" for r in REFIT]:

@@ -424,7 +424,7 @@ def _personalization(report: Path) -> dict[str, Any]:
     top interests and SERVED titles, the original once; then the headline figures with CIs)."""
     import pandas as pd
 
-    from hllm_creator.evaluate.personalization import PER_AD, summary_lines
+    from hllm_creator.evaluate.report import PER_AD, summary_lines
 
     try:
         res = json.loads(report.read_text())

@@ -70,7 +70,8 @@ def personalization_eval(
     """
     import os
 
-    from hllm_creator.evaluate.personalization import PersonalizationConfig, run
+    from hllm_creator.evaluate.config import PersonalizationConfig
+    from hllm_creator.evaluate.personalization import run
     from hllm_creator.llm.client import LLMConfig, default_cache_path
 
     llm = LLMConfig(base_url=judge_base_url or None, model=judge_model or None, concurrency=concurrency,

@@ -166,7 +166,7 @@ def test_title_gain_is_the_endpoints_do_no_harm_estimate():
     for a personalized title, exactly 0 for the original itself."""
     import numpy as np
 
-    from hllm_creator.infer.generate import title_gain
+    from hllm_creator.infer.harm import title_gain
     from hllm_creator.model.hllm import HLLMCreator
     from hllm_creator.model.config import ModelConfig
 
@@ -187,7 +187,7 @@ def test_title_content_gain_is_the_endpoints_second_estimate():
     the original itself exactly 0."""
     import numpy as np
 
-    from hllm_creator.infer.generate import HARM_MAX_TOKENS, title_content_gain
+    from hllm_creator.infer.harm import HARM_MAX_TOKENS, title_content_gain
     from hllm_creator.data.text import item_text
     from hllm_creator.model.hllm import HLLMCreator
     from hllm_creator.model.config import ModelConfig

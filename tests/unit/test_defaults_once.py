@@ -23,7 +23,7 @@ STEPS = [
     ("components.generate.component", "generate", "hllm_creator.infer.commands", "generate_cmd",
      ["hllm_creator.infer.generate:GenerateConfig"]),
     ("components.personalization_eval.component", "personalization_eval", "hllm_creator.evaluate.commands",
-     "personalization_cmd", ["hllm_creator.evaluate.personalization:PersonalizationConfig",
+     "personalization_cmd", ["hllm_creator.evaluate.config:PersonalizationConfig",
                              "hllm_creator.llm.client:LLMConfig"]),
     ("components.dataset_construct.component", "dataset_construct", "hllm_creator.teacher.commands", "construct_cmd",
      ["hllm_creator.teacher.construct:ConstructConfig", "hllm_creator.llm.client:LLMConfig"]),

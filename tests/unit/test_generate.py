@@ -14,6 +14,7 @@ from hllm_creator.creative.copy import normalize_title
 from hllm_creator.data import load_dataset
 from hllm_creator.data.schema import DataError
 from hllm_creator.infer import generate as G
+from hllm_creator.infer import harm as H
 from hllm_creator.infer import match as M
 from hllm_creator.teacher.grounding import Ad, check_grounding, title_quality
 from helpers import tiny_embed_and_cluster
@@ -225,7 +226,7 @@ def test_do_no_harm_serves_the_original_below_the_threshold():
              "source": "slot", "reasons": []},
             {"title": "Glue Stick", "original_title": "Glue Stick", "personalized": False, "source": "original",
              "reasons": ["copy"]}]
-    changed = G.do_no_harm(recs, np.array([-0.2, 0.3, 0.0]), 0.0)
+    changed = H.do_no_harm(recs, np.array([-0.2, 0.3, 0.0]), 0.0)
     assert changed == 1
     assert recs[0]["title"] == "Glue Stick" and recs[0]["source"] == "original" and not recs[0]["personalized"]
     assert recs[0]["candidate_title"] == "Glue Stick - Dries clear" and recs[0]["harm_gain"] == pytest.approx(-0.2)
@@ -265,7 +266,7 @@ def test_generate_do_no_harm_by_the_predictor(setup, tmp_path):
 def test_do_no_harm_by_both_estimates_needs_both_to_agree():
     recs = [{"title": f"Glue Stick - {x}", "original_title": "Glue Stick", "personalized": True, "source": "slot",
              "reasons": []} for x in ("Dries clear", "Acid free", "Washable")]
-    changed = G.do_no_harm(recs, np.array([0.5, -0.1, 0.2]), 0.0, np.array([-0.01, 0.02, 0.0]), 0.0)
+    changed = H.do_no_harm(recs, np.array([0.5, -0.1, 0.2]), 0.0, np.array([-0.01, 0.02, 0.0]), 0.0)
     assert changed == 2 and [r["personalized"] for r in recs] == [False, False, True]
     assert any("cosine" in r and "-0.0100" in r for r in recs[0]["reasons"])  # the content estimate said no
     assert any("log-odds" in r for r in recs[1]["reasons"]) and not any("cosine" in r for r in recs[1]["reasons"])
@@ -278,7 +279,7 @@ def test_cluster_content_and_content_gains():
     vec = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0]), "c": np.array([1.0, 1.0])}
     asg = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "cluster_id": [0, 0, 1]})
     hist = pd.Series({"u1": ["a"], "u2": ["a", "c"], "u3": ["b", "zz"]})
-    c = G.cluster_content(vec, asg, hist, 3)
+    c = H.cluster_content(vec, asg, hist, 3)
     assert np.allclose(np.linalg.norm(c[:2], axis=1), 1.0) and np.allclose(c[2], 0.0)  # cluster 2: no members
     assert c[0][0] > c[0][1] > 0 and np.allclose(c[1], [0.0, 1.0])  # "zz" is no known item
 
@@ -291,7 +292,7 @@ def test_cluster_content_and_content_gains():
             item_max_tokens = 32
     items = pd.DataFrame({"item_id": ["x"], "title": ["Thermometer"]})
     recs = [{"item_id": "x", "cluster_id": 1, "title": t} for t in ("Thermometer - tool", "Thermometer - pool", "Thermometer")]
-    g = G.content_gains(Enc(), recs, items, c)
+    g = H.content_gains(Enc(), recs, items, c)
     assert g[0] > 0 > g[1] and g[2] == 0.0  # cluster 1 clicks "b" ([0, 1]): toward the "tool" axis
 
 
@@ -326,5 +327,5 @@ def test_select_predictor_serves_the_candidate_the_predictor_rates_best(setup, t
         opts = list(dict.fromkeys(([r["llm_output"]] if r["grounded"] else []) + G.candidate_titles(by[r["item_id"]])))
         recs = [{"item_id": r["item_id"], "cluster_id": r["cluster_id"], "title": t} for t in opts]
         items = load_dataset(data).items
-        g = G.harm_gains(model, recs, items, emb)
+        g = H.harm_gains(model, recs, items, emb)
         assert r["title"] == opts[int(np.argmax(g))]

@@ -12,7 +12,11 @@ import pandas as pd
 import pytest
 
 from hllm_creator.creative.holdout import HELDOUT_SHARE, is_heldout
-from hllm_creator.evaluate import personalization as P
+from hllm_creator.evaluate.config import PersonalizationConfig
+from hllm_creator.evaluate.inputs import heldout_members, heldout_rows, sample_members, served_pairs
+from hllm_creator.evaluate.measures import (audience_fit, copy_stats, cross_cluster_gsb, fit_permutation, nll_shuffle,
+                                            response_nll, slot_swap, user_embeddings)
+from hllm_creator.evaluate.report import _fmt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,38 +42,24 @@ def test_holdout_is_stable_hash_with_the_share():
 def test_copy_rate_and_distinct_titles_known_answers():
     base = {"item_id": ["a", "a", "a", "b", "b"], "cluster_id": [0, 1, 2, 0, 3],
             "original_title": ["Glass Beaker, 250 ml"] * 3 + ["Duct Tape 2 in"] * 2}
-    same = P.served_pairs(pd.DataFrame({**base, "title": ["glass  beaker 250 ML!", "Glass Beaker 250 ml",
+    same = served_pairs(pd.DataFrame({**base, "title": ["glass  beaker 250 ML!", "Glass Beaker 250 ml",
                                                            "GLASS BEAKER, 250 ML", "Duct Tape 2 in", "duct tape 2-in"]}))
-    st = P.copy_stats(same, bootstrap=200)
+    st = copy_stats(same, bootstrap=200)
     assert same["copy"].all() and st["copy_rate"]["mean"] == 1.0 and st["copy_rate"]["ci_low"] == 1.0
     assert st["distinct_per_ad"]["mean"] == 1.0 and st["ads"] == 2 and st["pairs"] == 5
-    diff = P.served_pairs(pd.DataFrame({**base, "title": ["Glass Beaker 250 ml for Labs", "Glass Beaker for Chemists",
+    diff = served_pairs(pd.DataFrame({**base, "title": ["Glass Beaker 250 ml for Labs", "Glass Beaker for Chemists",
                                                           "Glass Beaker, 250 ml", "Duct Tape 2 in Silver",
                                                           "Duct Tape 2 in Black"]}))
-    st = P.copy_stats(diff, bootstrap=200)
+    st = copy_stats(diff, bootstrap=200)
     assert st["copy_rate"]["mean"] == pytest.approx(1 / 5) and st["distinct_per_ad"]["mean"] == pytest.approx(2.5)
     assert diff["source"].tolist() == ["generated", "generated", "original", "generated", "generated"]
     # older creatives without `title`: the served title is llm_output where grounded, else the original
-    old = P.served_pairs(pd.DataFrame({**base, "llm_output": ["X for Labs", "Y", "", "Z", "W"],
+    old = served_pairs(pd.DataFrame({**base, "llm_output": ["X for Labs", "Y", "", "Z", "W"],
                                        "grounded": [True, False, True, True, False]}))
     assert old["title"].tolist() == ["X for Labs", "Glass Beaker, 250 ml", "Glass Beaker, 250 ml", "Z",
                                      "Duct Tape 2 in"]
     with pytest.raises(Exception, match="empty served title"):
-        P.served_pairs(pd.DataFrame({**base, "title": ["", "x", "y", "z", "w"]}))
-
-
-def test_bootstrap_and_derangement():
-    rng = np.random.default_rng(0)
-    b = P.boot_mean(rng.normal(1.0, 1.0, 400), bootstrap=500)
-    assert b["ci_low"] < b["mean"] < b["ci_high"] and 0.8 < b["mean"] < 1.2 and b["n"] == 400
-    assert P.boot_mean([])["mean"] is None
-    # clustered: 2 groups with very different means -> a wide interval; per-value resampling -> narrow
-    v, g = np.r_[np.zeros(200), np.ones(200)], np.r_[np.zeros(200), np.ones(200)]
-    assert (P.boot_mean(v, g, bootstrap=500)["ci_high"] - P.boot_mean(v, g, bootstrap=500)["ci_low"]) > \
-        3 * (P.boot_mean(v, bootstrap=500)["ci_high"] - P.boot_mean(v, bootstrap=500)["ci_low"])
-    users = ["u1", "u1", "u1", "u2", "u3", "u4"]
-    p = P.derangement(users, np.random.default_rng(1))
-    assert sorted(p) == list(range(6)) and all(users[p[i]] != users[i] for i in range(6))
+        served_pairs(pd.DataFrame({**base, "title": ["", "x", "y", "z", "w"]}))
 
 
 def _ruler_case(items: pd.DataFrame, shuffle: bool, seed: int = 0):
@@ -92,21 +82,21 @@ def _ruler_case(items: pd.DataFrame, shuffle: bool, seed: int = 0):
     for j, (u, t) in enumerate(pool):
         members.setdefault(j // 4, []).append(u)
         nxt[u] = t
-    return (P.served_pairs(pd.DataFrame(rows)), {c: pd.DataFrame({"user_id": us}) for c, us in members.items()}, nxt)
+    return (served_pairs(pd.DataFrame(rows)), {c: pd.DataFrame({"user_id": us}) for c, us in members.items()}, nxt)
 
 
 def test_audience_fit_ruler_positive_when_titles_fit_and_about_zero_when_shuffled(bundled_dataset, ruler):
     pairs, members, nxt = _ruler_case(bundled_dataset.items, shuffle=False)
-    fit, units = P.audience_fit(pairs, members, nxt, ruler, bootstrap=500)
+    fit, units = audience_fit(pairs, members, nxt, ruler, bootstrap=500)
     assert len(units) == 24 and fit["members"] == 24
     assert fit["fit_other"]["ci_low"] > 0.05, fit  # titles of the members' own interest are closer
     assert fit["fit_original"]["ci_low"] > 0, fit
-    shuffled = [P.audience_fit(*_ruler_case(bundled_dataset.items, shuffle=True, seed=s)[:3], ruler,
+    shuffled = [audience_fit(*_ruler_case(bundled_dataset.items, shuffle=True, seed=s)[:3], ruler,
                                bootstrap=200)[0]["fit_other"]["mean"] for s in range(4)]
     assert abs(float(np.mean(shuffled))) < fit["fit_other"]["mean"] / 3, (shuffled, fit)
     # identical titles for every cluster: no difference at all
     same = pairs.assign(title=pairs["title"].iloc[0])
-    f0, _ = P.audience_fit(same, members, nxt, ruler, bootstrap=200)
+    f0, _ = audience_fit(same, members, nxt, ruler, bootstrap=200)
     assert f0["fit_other"]["mean"] == pytest.approx(0.0, abs=1e-6)
 
 
@@ -177,28 +167,28 @@ def test_slot_tests_known_answers(tiny_upstream):
     ds = load_dataset(u["data"])
     model = HLLMCreator.load(u["model"])
     _, slot, _, _ = cl.load(u["clusters"])
-    cfg = P.PersonalizationConfig(model_dir=str(u["model"]), data_dir=str(u["data"]), clusters_dir=str(u["clusters"]),
+    cfg = PersonalizationConfig(model_dir=str(u["model"]), data_dir=str(u["data"]), clusters_dir=str(u["clusters"]),
                                   matches=str(u["matches"]), creatives=str(u["creatives"]), heldout_share=0.5,
                                   bootstrap=200, max_new_tokens=5, nll_rows=6)
-    rows, how = P.heldout_rows(pd.read_parquet(u["train"] / "train.parquet"), 0.5, "train.parquet")
+    rows, how = heldout_rows(pd.read_parquet(u["train"] / "train.parquet"), 0.5, "train.parquet")
     assert how == "split == heldout" and "someone-else" not in set(rows["user_id"])
-    pairs = P.served_pairs(pd.read_parquet(u["creatives"] / "creatives.parquet"))
+    pairs = served_pairs(pd.read_parquet(u["creatives"] / "creatives.parquet"))
     with torch.no_grad():
         for p in model.projector.parameters():
             p.zero_()
-    nll, df = P.nll_shuffle(model, rows, ds.items, cfg)
+    nll, df = nll_shuffle(model, rows, ds.items, cfg)
     assert nll["rows"] == 6 and np.abs(df["diff"]).max() < 1e-7  # bit-identical inputs
-    sw, sdf = P.slot_swap(model, pairs, ds.items, slot, cfg)
+    sw, sdf = slot_swap(model, pairs, ds.items, slot, cfg)
     assert sw["pairs"] == len(pairs) and sw["swap_changed"]["mean"] == 0.0
     assert (sdf["cluster_id"] != sdf["other_cluster"]).all()
     with torch.no_grad():
         for lin in (m for m in model.projector.modules() if isinstance(m, torch.nn.Linear)):
             torch.nn.init.normal_(lin.weight, std=3.0)
-    nll, df = P.nll_shuffle(model, rows, ds.items, cfg)
+    nll, df = nll_shuffle(model, rows, ds.items, cfg)
     assert np.abs(df["diff"]).min() > 1e-6 and (df["user_id"] != df["shuffled_user"]).all()
     # the per-row helper agrees with the model's own (mean over the batch's tokens) loss for one row
-    emb = P.user_embeddings(model, ds.items, [list(rows["item_id_list"].iloc[0])])
-    one = P.response_nll(model, emb, [rows["prompt1"].iloc[0]], [rows["prompt2"].iloc[0]], [rows["response"].iloc[0]])
+    emb = user_embeddings(model, ds.items, [list(rows["item_id_list"].iloc[0])])
+    one = response_nll(model, emb, [rows["prompt1"].iloc[0]], [rows["prompt2"].iloc[0]], [rows["response"].iloc[0]])
     with torch.no_grad():
         ref = model.creative_loss(torch.from_numpy(emb), model.creative_batch([rows["prompt1"].iloc[0]],
                                                                               [rows["prompt2"].iloc[0]],
@@ -277,15 +267,15 @@ def test_cross_cluster_gsb_with_the_real_judge(tiny_upstream, llm_server, tmp_pa
     u = tiny_upstream
     ds = load_dataset(u["data"])
     _, _, asg, _ = cl.load(u["clusters"])
-    pairs = P.served_pairs(pd.read_parquet(u["creatives"] / "creatives.parquet"))
-    members = P.sample_members(P.heldout_members(asg, leave_last_out(ds.interactions).users, 0.5),
+    pairs = served_pairs(pd.read_parquet(u["creatives"] / "creatives.parquet"))
+    members = sample_members(heldout_members(asg, leave_last_out(ds.interactions).users, 0.5),
                                pairs["cluster_id"].unique(), 1, 0)
-    cfg = P.PersonalizationConfig(model_dir=str(u["model"]), data_dir=str(u["data"]), clusters_dir=str(u["clusters"]),
+    cfg = PersonalizationConfig(model_dir=str(u["model"]), data_dir=str(u["data"]), clusters_dir=str(u["clusters"]),
                                   matches=str(u["matches"]), creatives=str(u["creatives"]), judge_samples=3,
                                   judge_max_tokens=48, bootstrap=200,
                                   llm=LLMConfig(base_url=base_url, model=model, progress=False,
                                                 cache_path=str(tmp_path / "cache.sqlite")))
-    st, df = P.cross_cluster_gsb(pairs, members, ds.items, cfg)
+    st, df = cross_cluster_gsb(pairs, members, ds.items, cfg)
     assert st["n"] == len(df) == 3 and st["G"] + st["S"] + st["B"] == 3
     assert 0.0 <= st["judge_failure_rate"] <= 1.0 and st["identical_pairs"] == 0
     assert (df["title_a"] != df["title_b"]).all() and set(df["final"]) <= {"G", "S", "B"}
@@ -301,28 +291,28 @@ def test_fit_permutation_known_answers():
     C = rng.normal(0, 0.01, (60, 3))
     C[np.arange(60), own] += 0.2
     obs = float(np.mean([C[u, own[u]] - np.mean(np.delete(C[u], own[u])) for u in range(60)]))
-    r = P.fit_permutation([(own, C)], obs, permutations=600, seed=1)
+    r = fit_permutation([(own, C)], obs, permutations=600, seed=1)
     # 1 of the 6 deals is the identity: p is about 1/6 with one ad...
     assert 0.1 < r["p_value"] < 0.25 and r["null_mean"] == pytest.approx(0.0, abs=0.03)
     # ...and far smaller when 5 ads each match their audiences
-    r5 = P.fit_permutation([(own, C)] * 5, obs, permutations=600, seed=1)
+    r5 = fit_permutation([(own, C)] * 5, obs, permutations=600, seed=1)
     assert r5["p_value"] < 0.01 and r5["null_high"] < obs
     # 2 clusters: the deals are identity (+d) and swap (-d) -> the null is +-d, half and half
     C2 = np.array([[0.5, 0.1], [0.2, 0.4]])
     d = float(np.mean([0.5 - 0.1, 0.4 - 0.2]))
-    r2 = P.fit_permutation([(np.array([0, 1]), C2)], d, permutations=4000, seed=2)
+    r2 = fit_permutation([(np.array([0, 1]), C2)], d, permutations=4000, seed=2)
     assert r2["null_low"] == pytest.approx(-d) and r2["null_high"] == pytest.approx(d)
     assert r2["p_value"] == pytest.approx(0.5, abs=0.03)
-    assert P.fit_permutation([(np.array([0]), np.array([[0.3]]))], 0.0)["p_value"] is None  # one cluster: no deal
+    assert fit_permutation([(np.array([0]), np.array([[0.3]]))], 0.0)["p_value"] is None  # one cluster: no deal
 
 
 def test_audience_fit_reports_the_permutation_test(bundled_dataset, ruler):
     pairs, members, nxt = _ruler_case(bundled_dataset.items, shuffle=False)
-    fit, _ = P.audience_fit(pairs, members, nxt, ruler, bootstrap=200, permutations=500)
+    fit, _ = audience_fit(pairs, members, nxt, ruler, bootstrap=200, permutations=500)
     pm = fit["fit_other_permutation"]
     assert pm["observed"] == pytest.approx(fit["fit_other"]["mean"]) and pm["p_value"] < 0.01
     assert pm["null_high"] < fit["fit_other"]["mean"] and pm["permutations"] == 500
-    shuffled, _ = P.audience_fit(*_ruler_case(bundled_dataset.items, shuffle=True, seed=0)[:3], ruler,
+    shuffled, _ = audience_fit(*_ruler_case(bundled_dataset.items, shuffle=True, seed=0)[:3], ruler,
                                  bootstrap=200, permutations=500)
     assert shuffled["fit_other_permutation"]["p_value"] > 0.05
 
@@ -353,7 +343,7 @@ def test_harm_frontier_known_answers():
     # the next click of u0/u1 (cluster 0) is the candidate itself, of u2 (cluster 1) the original
     members = {0: pd.DataFrame({"user_id": ["u0", "u1"]}), 1: pd.DataFrame({"user_id": ["u2"]})}
     nxt = {"u0": "A x", "u1": "B y", "u2": "A"}
-    fit, units = P.audience_fit(pairs, members, nxt, _OneHot(), bootstrap=200)
+    fit, units = audience_fit(pairs, members, nxt, _OneHot(), bootstrap=200)
     fr = {p["label"]: p for p in fit["harm_frontier"]}
     assert fit["served_personalized_share"] == pytest.approx(2 / 3)
     # units: (a,0,u0) cand 'A x' = next: +1; (a,0,u1) 0; (a,1,u2) cand 'A z' vs original 'A' = next: -1;
@@ -366,7 +356,7 @@ def test_harm_frontier_known_answers():
     assert fr["always the original"]["fit_original"]["mean"] == 0 and fr["always the original"]["personalized_share"] == 0
     assert fit["fit_original"]["mean"] == pytest.approx(fr["gain >= +0.00"]["fit_original"]["mean"])
     assert fit["fit_original"]["mde"] > 0
-    assert "MDE" in P._fmt(fit["fit_original"])
+    assert "MDE" in _fmt(fit["fit_original"])
 
 
 def test_harm_frontier_both_rule_needs_the_content_estimate_too():
@@ -379,7 +369,7 @@ def test_harm_frontier_both_rule_needs_the_content_estimate_too():
                           "content_gain": [0.01, 0.02, -0.01]})
     members = {0: pd.DataFrame({"user_id": ["u0", "u1"]}), 1: pd.DataFrame({"user_id": ["u2"]})}
     nxt = {"u0": "A x", "u1": "B y", "u2": "A"}
-    fit, _ = P.audience_fit(pairs, members, nxt, _OneHot(), bootstrap=200)
+    fit, _ = audience_fit(pairs, members, nxt, _OneHot(), bootstrap=200)
     both = {p["label"]: p for p in fit["harm_frontier"] if p["rule"] == "both"}
     # at t = 0: (a,0) passes both, (a,1) fails the predictor, (b,0) fails the content estimate
     assert both["gain >= +0.00, content >= 0"]["personalized_share"] == pytest.approx(1 / 3)

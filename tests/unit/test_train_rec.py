@@ -145,7 +145,8 @@ def test_next_item_predictor_fit_validates_on_held_out_users(small, model):
 
 
 def test_bootstrap_ci_and_paired_difference():
-    from hllm_creator.train.evaluate import bootstrap_ci, per_user_metrics, rank_metrics, ranks
+    from hllm_creator.stats import bootstrap_ci
+    from hllm_creator.train.evaluate import per_user_metrics, rank_metrics, ranks
 
     rng = np.random.default_rng(0)
     s = rng.random((400, 50))

@@ -68,7 +68,9 @@ def personalization_cmd(
     concurrency: int = typer.Option(4, "--concurrency", help="Judge requests in flight."),
 ) -> None:
     from hllm_creator.creative.holdout import HELDOUT_SHARE
-    from hllm_creator.evaluate.personalization import PersonalizationConfig, run, summary_lines
+    from hllm_creator.evaluate.config import PersonalizationConfig
+    from hllm_creator.evaluate.personalization import run
+    from hllm_creator.evaluate.report import summary_lines
     from hllm_creator.llm.client import LLMConfig
 
     llm = LLMConfig(concurrency=concurrency, progress=False)

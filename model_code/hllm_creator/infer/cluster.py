@@ -31,8 +31,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from hllm_creator import tracking
 from hllm_creator.config import StepConfig
 from hllm_creator.data.schema import DataError
+from hllm_creator.infer.common import (ASSIGNMENTS, CENTROIDS, CLUSTER_META, MEDOIDS, MEMBER_MEANS, read_embeddings,
+                                       read_json)
+from hllm_creator.io import atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -298,9 +302,6 @@ def cluster(emb: np.ndarray, cfg: ClusterConfig, *, progress: bool = True) -> Cl
 
 def write(res: ClusterResult, user_ids: list[str], out: str | Path) -> Path:
     """centroids.npy, member_means.npy, assignments.parquet, cluster_meta.json (atomic each)."""
-    from hllm_creator.infer.common import ASSIGNMENTS, CENTROIDS, CLUSTER_META, MEDOIDS, MEMBER_MEANS
-    from hllm_creator.io import atomic_path, write_json, write_parquet
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     arrays = [(CENTROIDS, res.centroids), (MEMBER_MEANS, res.member_means)]
@@ -319,8 +320,6 @@ def write(res: ClusterResult, user_ids: list[str], out: str | Path) -> Path:
 
 def load(path: str | Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict]:
     """A cluster dir -> (centroids, member_means, assignments, meta), checked against each other."""
-    from hllm_creator.infer.common import ASSIGNMENTS, CENTROIDS, CLUSTER_META, MEMBER_MEANS, read_json
-
     p = Path(path)
     if not p.is_dir():
         raise DataError("cluster dir does not exist (output of `hllm-creator cluster`)", file=str(p))
@@ -349,8 +348,6 @@ def load_slots(path: str | Path, kind: str = "medoid") -> np.ndarray:
     """What fills the Creative LLM's user slot per cluster: ``medoid`` (the member nearest the
     centroid; falls back to the member means for cluster dirs written before medoids existed) or
     ``mean`` (the mean member embedding)."""
-    from hllm_creator.infer.common import MEDOIDS
-
     _, means, _, _ = load(path)
     if kind == "mean":
         return means
@@ -421,9 +418,6 @@ def sweep_plot(sweep: list[dict]):
 
 def run(embeddings: str | Path, out: str | Path, cfg: ClusterConfig, *, progress: bool = True) -> ClusterResult:
     """The step: read user embeddings, cluster, write outputs, log params/metrics/plots to MLflow."""
-    from hllm_creator import tracking
-    from hllm_creator.infer.common import read_embeddings
-
     ids, emb = read_embeddings(embeddings)
     with tracking.step_run("cluster", cfg):
         res = cluster(emb, cfg, progress=progress)

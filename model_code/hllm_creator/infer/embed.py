@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -25,8 +26,15 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from hllm_creator import tracking
 from hllm_creator.config import StepConfig
+from hllm_creator.data import load_dataset
 from hllm_creator.data.schema import DataError
+from hllm_creator.data.split import user_sequences
+from hllm_creator.data.text import item_text
+from hllm_creator.infer.common import USER_EMBEDDINGS, embeddings_frame, read_embeddings, read_json
+from hllm_creator.infer.item_cache import ItemCache, cache_key
+from hllm_creator.io import write_json, write_parquet
 
 log = logging.getLogger(__name__)
 EMBED_META = "embed_meta.json"
@@ -82,8 +90,6 @@ def shard_of(user_id: str, n: int) -> int:
 
 def histories(interactions: pd.DataFrame, mode: str = "no-test") -> pd.Series:
     """user_id -> clicked item_ids (oldest first) per the history mode (see module docstring)."""
-    from hllm_creator.data.split import user_sequences
-
     if mode not in ("no-test", "all"):
         raise DataError(f"unknown history mode {mode!r} (no-test | all)")
     seqs = user_sequences(interactions)
@@ -97,7 +103,7 @@ def load_model(model_dir: str | Path):
     p = Path(model_dir)
     if not p.is_dir():
         raise DataError("model dir does not exist (output of `hllm-creator train`)", file=str(p))
-    from hllm_creator.model import HLLMCreator
+    from hllm_creator.model import HLLMCreator  # torch at import: the CLI and the light paths never load it
 
     return HLLMCreator.load(p, device="cpu")
 
@@ -133,8 +139,6 @@ def frozen_item_embeddings(model, model_dir: str | Path | None) -> pd.DataFrame 
     f, j = d / "item_embeddings.parquet", d / "item_embeddings.json"
     if not (f.exists() and j.exists()):
         return None
-    import json
-
     try:
         if json.loads(j.read_text()).get("model_hash") != model.model_hash:
             log.info("item_embeddings.parquet in %s is for another model hash: not used", d)
@@ -148,8 +152,6 @@ def frozen_item_embeddings(model, model_dir: str | Path | None) -> pd.DataFrame 
 def seed_cache(cache, model, model_dir: str | Path, items: pd.DataFrame) -> int:
     """Put ``frozen_item_embeddings`` into ``cache`` under each item's text. Returns how many entries
     were added (0 when absent, stale or of another dim)."""
-    from hllm_creator.infer.item_cache import cache_key
-
     df = frozen_item_embeddings(model, model_dir)
     if df is None:
         return 0
@@ -167,8 +169,6 @@ def seed_cache(cache, model, model_dir: str | Path, items: pd.DataFrame) -> int:
 
 
 def item_texts(items: pd.DataFrame) -> dict[str, str]:
-    from hllm_creator.data.text import item_text
-
     return {r["item_id"]: item_text(r) for r in items.to_dict("records")}
 
 
@@ -178,8 +178,6 @@ def embed_users(model, items: pd.DataFrame, hist: pd.Series, *, batch_size: int 
     """Embed the users of ``hist`` (user_id -> item ids): items via the cache, users batched."""
     import torch
     from tqdm.auto import tqdm
-
-    from hllm_creator.infer.item_cache import ItemCache
 
     cache = cache if cache is not None else ItemCache(cache_id(model, bf16), persist=False)
     max_hist = max_history(model)
@@ -227,12 +225,6 @@ def embed_users_naive(model, items: pd.DataFrame, hist: pd.Series, *, item_batch
 
 def run(cfg: EmbedConfig, out: str | Path, *, progress: bool = True, model=None) -> dict:
     """The step: load model + data, embed this shard's users, write user_embeddings.parquet + meta."""
-    from hllm_creator import tracking
-    from hllm_creator.data import load_dataset
-    from hllm_creator.infer.common import USER_EMBEDDINGS, embeddings_frame
-    from hllm_creator.infer.item_cache import ItemCache
-    from hllm_creator.io import write_json, write_parquet
-
     t0 = time.time()
     ds = load_dataset(cfg.data_dir)
     model = model if model is not None else load_model(cfg.model_dir)
@@ -271,9 +263,6 @@ def run(cfg: EmbedConfig, out: str | Path, *, progress: bool = True, model=None)
 
 def merge_shards(shard_dirs: list[str | Path], out: str | Path) -> dict:
     """Merge shard outputs (each a dir with user_embeddings.parquet + embed_meta.json) into one."""
-    from hllm_creator.infer.common import USER_EMBEDDINGS, embeddings_frame, read_embeddings, read_json
-    from hllm_creator.io import write_json, write_parquet
-
     if not shard_dirs:
         raise DataError("merge: no shard dirs given")
     metas, ids, embs = [], [], []

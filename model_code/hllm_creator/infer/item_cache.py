@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from hllm_creator.data.schema import DataError
+from hllm_creator.io import write_parquet
+from hllm_creator.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,6 @@ def cache_key(model_hash: str, text: str) -> str:
 
 
 def default_path(model_hash: str) -> Path:
-    from hllm_creator.paths import cache_dir
-
     return cache_dir() / "item_cache" / f"{model_hash}.parquet"
 
 
@@ -95,8 +95,6 @@ class ItemCache:
         return np.stack([self._mem[k] for k in keys]).astype(np.float32)
 
     def save(self) -> Path:
-        from hllm_creator.io import write_parquet
-
         if self.path.exists():  # merge what a parallel process saved meanwhile
             for k, v in self._read(self.path).items():
                 self._mem.setdefault(k, v)

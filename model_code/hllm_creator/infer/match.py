@@ -23,8 +23,15 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from hllm_creator import tracking
 from hllm_creator.config import StepConfig
+from hllm_creator.data import load_dataset
 from hllm_creator.data.schema import DataError
+from hllm_creator.infer import cluster as cl
+from hllm_creator.infer.common import MATCHES, feed_ads
+from hllm_creator.infer.embed import _encoder, histories, item_texts, load_model
+from hllm_creator.infer.item_cache import ItemCache
+from hllm_creator.io import atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 MATCH_META = "match_meta.json"
@@ -158,9 +165,6 @@ def match(model, items: pd.DataFrame, ad_ids: list[str], user_slot: np.ndarray, 
           user_id_part: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Embed the ads, score all (ad, cluster) pairs, select. Returns (matches, coverage).
     ``user_id_part``: the clusters' ID parts (``member_id_parts``; hybrid predictor), or None."""
-    from hllm_creator.infer.embed import _encoder, item_texts
-    from hllm_creator.infer.item_cache import ItemCache
-
     cache = cache if cache is not None else ItemCache(model.model_hash, cfg.item_cache)
     texts = item_texts(items[items["item_id"].isin(set(ad_ids))])
     item_emb = cache.get([texts[a] for a in ad_ids], _encoder(model, 32), progress=progress, desc="ads")
@@ -173,20 +177,11 @@ def match(model, items: pd.DataFrame, ad_ids: list[str], user_slot: np.ndarray, 
 
 def run(cfg: MatchConfig, out: str | Path, *, progress: bool = True, model=None) -> dict:
     """The step: load model, data and clusters; match; write matches.parquet + match_meta.json."""
-    from hllm_creator import tracking
-    from hllm_creator.data import load_dataset
-    from hllm_creator.infer import cluster as cl
-    from hllm_creator.infer.common import MATCHES
-    from hllm_creator.infer.embed import load_model
-    from hllm_creator.io import atomic_path, write_json, write_parquet
-
     t0 = time.time()
     ds = load_dataset(cfg.data_dir)
     _, user_slot, asg, cmeta = cl.load(cfg.clusters_dir)
     sizes = np.bincount(asg["cluster_id"].to_numpy(), minlength=len(user_slot))
     if cfg.ads_from:  # an advertiser's feed: ads outside the click catalog are scored by their text alone
-        from hllm_creator.publish.refresh import feed_ads
-
         ads = check_ads(feed_ads(cfg.ads_from), ds.items)
     else:
         ads = check_ads(cfg.ads, ds.items) if cfg.ads else default_ads(ds.items, ds.interactions, cfg.n_ads)
@@ -196,8 +191,6 @@ def run(cfg: MatchConfig, out: str | Path, *, progress: bool = True, model=None)
                         f"{model.user_hidden_size}: clusters from another model?", file=str(cfg.clusters_dir))
     id_parts = None
     if getattr(model, "predictor_items", None):  # the hybrid predictor: each cluster's ID part too
-        from hllm_creator.infer.embed import histories
-
         id_parts = member_id_parts(model, asg, histories(ds.interactions, cmeta.get("history") or "no-test"),
                                    len(user_slot))
     with tracking.step_run("match", cfg):

@@ -47,7 +47,8 @@ class Creative(BatchedModel):
         import torch
 
         from hllm_creator.creative.copy import is_copy as same_title
-        from hllm_creator.infer.generate import clean_title, ground, title_content_gain, title_gain
+        from hllm_creator.infer.generate import clean_title, ground
+        from hllm_creator.infer.harm import title_content_gain, title_gain
 
         a = self.assets
         user_emb, infos, audience = a.user_embeddings([i.user_history for i in insts], content=True)

@@ -201,7 +201,7 @@ class ServingAssets:
             out[rows] = u.detach().float().cpu().numpy()
         if not content:
             return out, infos
-        from hllm_creator.infer.generate import _unit
+        from hllm_creator.infer.harm import _unit
 
         aud = np.full((len(histories), int(self.model.item_hidden_size)), np.nan, np.float32)
         for r, seq in zip(rows, seqs):

@@ -31,6 +31,7 @@ from pydantic import Field
 from hllm_creator.config import StepConfig
 from hllm_creator.data.schema import DataError
 from hllm_creator.llm.client import LLMConfig, Request
+from hllm_creator.stats import share_diff_ci
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,9 @@ def gsb_stats(g: int, s: int, b: int, *, bootstrap: int = 2000, seed: int = 0, c
     if n == 0:
         raise ValueError("no samples: G + S + B = 0")
     adv = (g - b) / n
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n, [g / n, s / n, b / n], size=bootstrap)
-    advs = (draws[:, 0] - draws[:, 2]) / n
-    lo, hi = np.quantile(advs, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    lo, hi = share_diff_ci(g, s, b, bootstrap=bootstrap, seed=seed, ci=ci)
     return {"G": int(g), "S": int(s), "B": int(b), "n": int(n), "adv": float(adv),
-            "adv_pct": round(100 * adv, 1), "ci_low": float(lo), "ci_high": float(hi), "ci": ci,
+            "adv_pct": round(100 * adv, 1), "ci_low": lo, "ci_high": hi, "ci": ci,
             "bootstrap": bootstrap}
 
 

@@ -24,7 +24,7 @@ def ranks(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def per_user_metrics(rank: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
-    """0-based ranks -> per-user hit@k, NDCG@k and reciprocal rank (what the bootstrap resamples)."""
+    """0-based ranks -> per-user hit@k, NDCG@k and reciprocal rank (what ``stats.bootstrap_ci`` resamples)."""
     hit = rank < k
     return {f"recall@{k}": hit.astype(np.float64), f"ndcg@{k}": np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0),
             "mrr": 1.0 / (rank + 1.0)}
@@ -39,28 +39,6 @@ def rank_metrics(scores: np.ndarray, target: np.ndarray, k: int = 10) -> dict:
     auc = 1.0 - rank / np.maximum(m - 1 - excluded, 1)
     return {f"recall@{k}": float(pu[f"recall@{k}"].mean()), f"ndcg@{k}": float(pu[f"ndcg@{k}"].mean()),
             "auc": float(auc.mean()), "mrr": float(pu["mrr"].mean()), "n_users": int(n), "n_items": int(m)}
-
-
-def bootstrap_ci(per_user: dict[str, np.ndarray], *, baseline: dict[str, np.ndarray] | None = None,
-                 n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
-    """Bootstrap over users: mean and (1 - alpha) percentile CI of each per-user metric; with
-    ``baseline`` (the same users, same order) also the paired CI of the difference (this - baseline)."""
-    n = len(next(iter(per_user.values())))
-    if baseline is not None and any(len(v) != n for v in baseline.values()):
-        raise ValueError("bootstrap_ci: baseline must hold the same users as per_user")
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
-    out = {}
-    for k, v in per_user.items():
-        bs = v[idx].mean(1)
-        r = {"mean": float(v.mean()), "ci": [float(np.percentile(bs, lo)), float(np.percentile(bs, hi))]}
-        if baseline is not None:
-            d = v - baseline[k]
-            ds = d[idx].mean(1)
-            r["diff"] = float(d.mean())
-            r["diff_ci"] = [float(np.percentile(ds, lo)), float(np.percentile(ds, hi))]
-        out[k] = r
-    return out
 
 
 def seen_pairs(users, index: dict) -> tuple[np.ndarray, np.ndarray]:
