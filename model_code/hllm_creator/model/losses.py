@@ -12,6 +12,7 @@ with its queue, and the slot-fact loss, each from the user embeddings of the row
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from hllm_creator.model.collate import IGNORE, SlotBatch, position_ids
@@ -20,8 +21,6 @@ _LOCAL_ONLY = False  # set by train.distributed.local_only(): rank 0 alone after
 
 
 def world_size() -> int:
-    import torch.distributed as dist
-
     if _LOCAL_ONLY:
         return 1
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -31,8 +30,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every rank (gradient flows back to the local part); identity on 1 rank."""
     if world_size() == 1:
         return x
-    import torch.distributed as dist
-    import torch.distributed.nn.functional as dnf
+    import torch.distributed.nn.functional as dnf  # only where several ranks exist (some builds lack it)
 
     parts = list(dnf.all_gather(x.contiguous()))
     rank = dist.get_rank()
@@ -43,8 +41,6 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return x
-    import torch.distributed as dist
-
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
@@ -63,8 +59,6 @@ def info_nce(a: torch.Tensor, p: torch.Tensor, scale: torch.Tensor, *, fn_cos: f
     ga, gp = gather_with_grad(a), gather_with_grad(p)
     off = 0
     if world_size() > 1:
-        import torch.distributed as dist
-
         off = dist.get_rank() * B
     cand_p = gp if queue_p is None or len(queue_p) == 0 else torch.cat([gp, F.normalize(queue_p.float(), dim=-1)])
     cand_a = ga if queue_a is None or len(queue_a) == 0 else torch.cat([ga, F.normalize(queue_a.float(), dim=-1)])
@@ -98,8 +92,6 @@ def cls_loss(predictor, user_emb: torch.Tensor, pos_emb: torch.Tensor, pos_ids: 
     B = ut.shape[0]
     off = 0
     if world_size() > 1:
-        import torch.distributed as dist
-
         off = dist.get_rank() * B
     idx = torch.arange(B, device=ut.device) + off
     pos_logit = logits[torch.arange(B), idx]
@@ -116,8 +108,6 @@ def gather_var_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     gradient flows back to the local part). Returns the concatenation and this rank's row offset."""
     if world_size() == 1:
         return x, 0
-    import torch.distributed as dist
-
     sizes = gather_no_grad(torch.tensor([len(x)], device=x.device))
     n_max = int(sizes.max())
     pad = torch.cat([x, x.new_zeros(n_max - len(x), *x.shape[1:])]) if len(x) < n_max else x

@@ -18,11 +18,16 @@ dict, validated against the ``kubeflow-trainer-api`` models in tests/unit/test_t
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -270,11 +275,6 @@ def result_from_model_dir(model_dir: str | Path, run_id: str | None = None, **ex
 
 def run_torchrun(cfg, *, nproc: int, master_port: int | None = None, timeout_s: float | None = None) -> dict:
     """The step under ``torchrun --nproc_per_node N`` on this machine (gloo on CPU, NCCL on GPUs)."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="hllm-torchrun-") as tmp:
         cfg_path = Path(tmp) / "train_config.json"
         cfg_path.write_text(cfg.model_dump_json())
@@ -384,8 +384,6 @@ def train_step(cfg, *, launcher: str = "in-process", nproc: int = 1, trainjob: d
 
 def main(argv: list[str] | None = None) -> None:
     """Worker entry (one per rank, under torchrun): run_train on a TrainConfig JSON (+ path flags)."""
-    import argparse
-
     # after __main__ set the offline switches, which huggingface_hub reads when first imported
     from hllm_creator.train.trainer import run_train
 
@@ -402,8 +400,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import os as _os
-
-    _os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     main()
