@@ -307,7 +307,7 @@ def test_fact_copy_makes_the_own_users_response_likelier_and_moves_greedy_titles
     tok = m.tokenizers["creative"]
 
     def first_token(slot_values):
-        from hllm_creator.model.hllm import _AddBias
+        from hllm_creator.model.fact_copy import _AddBias
 
         bb = m.creative_batch([p1], [p2], padding_side="left")
         with torch.no_grad():

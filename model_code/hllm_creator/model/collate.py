@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
+from hllm_creator.creative.prompts import prompt_facts
+from hllm_creator.model.prompts import RESPONSE_END
+
 IGNORE = -100
+PROFILE_MAX_TOKENS = 96  # a user profile's tokens (recon response, align text)
 
 
 @dataclass
@@ -143,3 +147,51 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """0.. over real tokens (left padding shifts nothing); padded positions get 0 (masked anyway)."""
     pos = attention_mask.long().cumsum(-1) - 1
     return pos.clamp(min=0)
+
+
+def creative_batch(tokenizer, prompt1, prompt2, response=None, *, padding_side: str = "right",
+                   fact_copy: bool = False) -> SlotBatch:
+    """The Creative LLM's batch: ``prompt1 + [slot] + prompt2 (+ response + RESPONSE_END)``, prompt2
+    untruncated; with ``fact_copy`` also the facts each prompt2 lists (the fact-copy head's input)."""
+    b = slot_batch(tokenizer, list(prompt1), list(prompt2), None if response is None else list(response),
+                   padding_side=padding_side, response_suffix=RESPONSE_END, max_prompt2_tokens=None)
+    if fact_copy:
+        b.facts = fact_batch(tokenizer, [prompt_facts(p) for p in prompt2])
+    return b
+
+
+def recon_batch(tokenizer, recon_prompt: str, profiles: list[str], padding_side: str = "right") -> SlotBatch:
+    """The recon objective's batch: ``[slot] + recon_prompt + profile + eos`` per user."""
+    n = len(profiles)
+    return slot_batch(tokenizer, [""] * n, [recon_prompt] * n, list(profiles), padding_side=padding_side,
+                      max_response_tokens=PROFILE_MAX_TOKENS, response_suffix=tokenizer.eos_token or "")
+
+
+def profile_batch(tokenizer, profiles: list[str]) -> SlotBatch:
+    """The align objective's text side: each profile alone, right padded."""
+    return text_batch(tokenizer, list(profiles), PROFILE_MAX_TOKENS)
+
+
+def check_history(i: int, seq, item_hidden: int) -> None:
+    """A user's history must be a non-empty [L, item_hidden] tensor (errors name history ``i``)."""
+    if not isinstance(seq, torch.Tensor) or seq.dim() != 2 or seq.shape[1] != item_hidden:
+        shape = tuple(seq.shape) if isinstance(seq, torch.Tensor) else type(seq).__name__
+        raise ValueError(f"history {i}: expected a tensor [L, {item_hidden}], got {shape}")
+    if seq.shape[0] == 0:
+        raise ValueError(f"history {i} is empty: a user needs at least one item")
+
+
+def pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input-embedding rows [L_b, d] -> right-padded [B, T, d], attention mask [B, T] and each row's
+    last position [B] (causal attention makes right padding exact)."""
+    T = max(len(r) for r in rows)
+    B, d = len(rows), rows[0].shape[1]
+    dev = rows[0].device
+    emb = rows[0].new_zeros(B, T, d)
+    attn = torch.zeros(B, T, dtype=torch.long, device=dev)
+    last = torch.zeros(B, dtype=torch.long, device=dev)
+    for b, r in enumerate(rows):
+        emb[b, :len(r)] = r
+        attn[b, :len(r)] = 1
+        last[b] = len(r) - 1
+    return emb, attn, last

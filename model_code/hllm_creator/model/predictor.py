@@ -12,6 +12,7 @@ the item tower's vectors of the same last clicks (their text, not their ids).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -80,6 +81,8 @@ class ItemUserHead(nn.Module):
             self.log_scale = nn.Parameter(torch.tensor(math.log(20.0)))
         else:
             raise ValueError(f"predictor_head must be 'mlp', 'mixer' or 'dot', got {head!r}")
+        self.catalog: list[str] | None = None  # the item ids the ID embeddings' rows stand for (set_catalog)
+        self._catalog_index: dict[str, int] = {}
 
     # ------------------------------------------------------------------ ID embeddings (hybrid)
     @property
@@ -100,6 +103,41 @@ class ItemUserHead(nn.Module):
                 e.weight.copy_(torch.randn(n_ids + 1, self.d, generator=g) * 0.01)
                 e.weight[n_ids].zero_()
         self.id_recency = nn.Parameter(torch.tensor([0.5 ** k for k in range(recent)][::-1]))
+
+    def enable_catalog(self, item_ids: Sequence[str], recent: int) -> None:
+        """``enable_ids`` for the catalog ``item_ids`` (row order; ids as strings, each once)."""
+        ids = [str(x) for x in item_ids]
+        if len(set(ids)) != len(ids):
+            raise ValueError("enable_item_ids: the catalog lists an item id twice")
+        self.enable_ids(len(ids), recent)
+        self.set_catalog(ids)
+
+    def id_and_other_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(the ID vectors and the bags' recency weights, everything else: the towers and the head), in
+        ``named_parameters`` order: the predictor fit decays the two groups at their own rates."""
+        named = list(self.named_parameters())
+        own = ("id_", "text_recency")
+        return [p for n, p in named if n.startswith(own)], [p for n, p in named if not n.startswith(own)]
+
+    def set_catalog(self, item_ids: Sequence[str] | None) -> None:
+        """The item ids of the ID embeddings' rows, in row order (None: score with the LLM towers alone)."""
+        self.catalog = None if item_ids is None else list(item_ids)
+        self._catalog_index = {x: i for i, x in enumerate(self.catalog or [])}
+
+    def catalog_index(self, item_ids: Sequence[str]) -> torch.Tensor | None:
+        """Item ids -> [m] rows of the ID catalog (unknown -> ``n_ids``, "none"); None without a catalog."""
+        if not self.catalog:
+            return None
+        none = len(self.catalog)
+        return torch.tensor([self._catalog_index.get(str(x), none) for x in item_ids], dtype=torch.long)
+
+    def catalog_recent(self, histories: Sequence[Sequence[str]]) -> torch.Tensor | None:
+        """Click histories (item ids, oldest first) -> [n, k] rows of each one's last k clicks (``recent_rows``:
+        right-aligned, "none"-padded; what ``recent_part`` reads); None without a catalog."""
+        if not self.catalog:
+            return None
+        none, k = len(self.catalog), self.id_recency.numel()
+        return recent_rows([[self._catalog_index.get(str(x), none) for x in list(h)[-k:]] for h in histories], k, none)
 
     def enable_text_bag(self, item_emb: torch.Tensor) -> None:
         """The user-side text bag (``ModelConfig.predictor_text_bag``): keep the catalog's frozen Item LLM

@@ -15,8 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from hllm_creator.creative.prompts import creative_prompts as ad_prompts
 from hllm_creator.data.schema import DataError
+from hllm_creator.data.text import item_text
+from hllm_creator.model.collate import fact_batch
+from hllm_creator.model.prompts import creative_prompts, frame
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +61,6 @@ def build_standin(ds, users: pd.DataFrame, n_rows: int, seed: int = 0) -> pd.Dat
     For ``n_rows`` users (seeded sample): history = the user's train history, ad = the valid target
     (never the held-out test target), prompts from ``creative_prompts``, response = original title.
     """
-    from hllm_creator.creative.prompts import creative_prompts
-
     items = ds.items.set_index("item_id", drop=False)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(users), size=min(n_rows, len(users)), replace=False)
@@ -68,7 +71,7 @@ def build_standin(ds, users: pd.DataFrame, n_rows: int, seed: int = 0) -> pd.Dat
         hitems = [items.loc[x].to_dict() for x in hist]
         ad = items.loc[u["valid_target"]].to_dict()
         ad_d = {"title": ad["title"], "description": ad["description"], "selling_points": _list(ad["selling_points"])}
-        p1, p2 = creative_prompts(ad_d)
+        p1, p2 = ad_prompts(ad_d)
         rows.append({"user_profile": template_profile(hitems), "original_title": ad["title"],
                      "original_description": ad["description"], "prompt1": p1, "prompt2": p2,
                      "response": " ".join(str(ad["title"]).split()[:20]),
@@ -80,8 +83,6 @@ def build_standin(ds, users: pd.DataFrame, n_rows: int, seed: int = 0) -> pd.Dat
 
 def load_train_parquet(path: str | Path, item_index: dict[str, int], *, allow_empty: bool = False) -> pd.DataFrame:
     """Read and validate the teacher's training parquet; errors name file, column and row."""
-    from hllm_creator.model.prompts import creative_prompts, frame
-
     path = Path(path)
     if not path.exists():
         raise DataError("training parquet not found", file=str(path))
@@ -151,8 +152,6 @@ def prepare_train_data(ds, split_users: pd.DataFrame, rows: pd.DataFrame, *, sta
                        val_users: int = 0) -> TrainData:
     """``val_users`` > 0: that many seeded users (none of them behind a creative row) are held out of
     every cls positive; ``td.val_hist``/``td.val_pos`` (history -> valid target) validate the predictor."""
-    from hllm_creator.data.text import item_text
-
     item_ids = ds.items["item_id"].astype(str).tolist()
     index = {x: i for i, x in enumerate(item_ids)}
     texts = [item_text(r) for r in ds.items.to_dict("records")]
@@ -274,10 +273,6 @@ def swap_index(rows: pd.DataFrame) -> list[int]:
 def fact_tensors(tokenizer, rows: pd.DataFrame, max_tokens: int = 16) -> dict:
     """Each row's fact phrases as token ids [R, F, T] (+ mask; ``collate.fact_batch``'s keys) and the
     teacher's chosen index [R] (-1 for a row without facts): the targets of the slot-fact loss."""
-    import torch
-
-    from hllm_creator.model.collate import fact_batch
-
     facts = [[str(f) for f in _list(v)] for v in rows["facts"]]
     fb = fact_batch(tokenizer, facts, max_tokens)
     chosen = torch.tensor([int(i) if fs and i is not None and not (isinstance(i, float) and np.isnan(i)) else -1
@@ -316,8 +311,6 @@ class BundleCollator:
         self.neg_p = None if neg_sampling == "uniform" else p ** 0.5 / (p ** 0.5).sum()
 
     def __call__(self, batch: list[dict]) -> dict:
-        import torch
-
         if len(batch) != 1:
             raise ValueError("BundleCollator expects per_device_train_batch_size=1 (one bundle per step)")
         b = batch[0]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 
+from hllm_creator.model import losses
+
 _held: list = []  # the entered (never exited) gather contexts: the full weights stay in place
 
 
@@ -36,8 +38,6 @@ def rank0_view(trainer) -> None:
 
 @contextlib.contextmanager
 def local_only():
-    from hllm_creator.model import losses
-
     prev = losses._LOCAL_ONLY
     losses._LOCAL_ONLY = True
     try:

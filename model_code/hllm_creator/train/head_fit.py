@@ -28,21 +28,23 @@ import logging
 import math
 
 import numpy as np
+import torch
+
+from hllm_creator.model.losses import cls_loss, next_item_loss
+from hllm_creator.model.predictor import recent_rows
+from hllm_creator.train.evaluate import rank_metrics
 
 log = logging.getLogger(__name__)
 
 
-@__import__("torch").no_grad()
+@torch.no_grad()
 def next_item_queries(model, td, item_emb, *, bf16: bool = False, batch_size: int = 64, progress: bool = True,
                       with_recent: bool = False):
     """Frozen backbones: every next-item example of the cls users as (query [P, dU], target [P]):
     the User LLM's state after each history item -> the next item, [USER] -> the valid target.
     ``with_recent``: also [P, k] the clicks up to each query's position (the hybrid predictor's
     user-side ID part), in the same order."""
-    import torch
     from tqdm.auto import tqdm
-
-    from hllm_creator.model.predictor import recent_rows
 
     was = model.training
     model.eval()
@@ -92,13 +94,8 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
     ``tower_weight_decay``: the LLM towers' and the head's own decay (None = ``weight_decay`` for all;
     else ``weight_decay`` applies to the ID vectors and recency weights only).
     """
-    import torch
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
-
-    from hllm_creator.model.losses import cls_loss, next_item_loss
-    from hllm_creator.model.predictor import recent_rows
-    from hllm_creator.train.evaluate import rank_metrics
 
     item_emb = item_emb.float()
     n = len(td.cls_hist)
@@ -153,8 +150,7 @@ def head_fit(model, td, item_emb, *, steps: int, batch_size: int, negatives: int
     if tower_weight_decay is None:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     else:  # the ID vectors (and recency weights) at weight_decay, the LLM towers and the head at their own
-        ids = [p for n, p in pred.named_parameters() if n.startswith(("id_", "text_recency"))]
-        rest = [p for n, p in pred.named_parameters() if not n.startswith(("id_", "text_recency"))]
+        ids, rest = pred.id_and_other_parameters()
         opt = torch.optim.AdamW([{"params": ids, "weight_decay": weight_decay},
                                  {"params": rest, "weight_decay": tower_weight_decay}], lr=lr)
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)

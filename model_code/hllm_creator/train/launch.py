@@ -18,18 +18,26 @@ dict, validated against the ``kubeflow-trainer-api`` models in tests/unit/test_t
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 from pydantic import Field, field_validator
 
+from hllm_creator import tracking
 from hllm_creator.config import StepConfig
+from hllm_creator.serving.process import free_port
+from hllm_creator.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -267,13 +275,6 @@ def result_from_model_dir(model_dir: str | Path, run_id: str | None = None, **ex
 
 def run_torchrun(cfg, *, nproc: int, master_port: int | None = None, timeout_s: float | None = None) -> dict:
     """The step under ``torchrun --nproc_per_node N`` on this machine (gloo on CPU, NCCL on GPUs)."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-
-    from hllm_creator.serving.process import free_port
-
     with tempfile.TemporaryDirectory(prefix="hllm-torchrun-") as tmp:
         cfg_path = Path(tmp) / "train_config.json"
         cfg_path.write_text(cfg.model_dump_json())
@@ -299,8 +300,6 @@ def run_trainjob(cfg, *, spec_fields: dict, shared_root: str, api=None, poll_s: 
     ...); ``shared_root``: a directory on the shared volume, mounted in this pod at the same path as
     in the job's pods (``spec_fields['mount']``).
     """
-    from hllm_creator import tracking
-
     root = Path(shared_root)
     mount = spec_fields.get("mount", "/data")
     if not str(root.resolve()).startswith(str(Path(mount).resolve())):
@@ -373,7 +372,7 @@ def train_step(cfg, *, launcher: str = "in-process", nproc: int = 1, trainjob: d
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     if launcher == "in-process":
-        from hllm_creator.train.trainer import run_train
+        from hllm_creator.train.trainer import run_train  # torch + the backbones: only where this process trains
 
         return run_train(cfg)
     if launcher == "torchrun":
@@ -385,9 +384,7 @@ def train_step(cfg, *, launcher: str = "in-process", nproc: int = 1, trainjob: d
 
 def main(argv: list[str] | None = None) -> None:
     """Worker entry (one per rank, under torchrun): run_train on a TrainConfig JSON (+ path flags)."""
-    import argparse
-
-    from hllm_creator.train.config import TrainConfig
+    # after __main__ set the offline switches, which huggingface_hub reads when first imported
     from hllm_creator.train.trainer import run_train
 
     ap = argparse.ArgumentParser(prog="python -m hllm_creator.train.launch")
@@ -403,8 +400,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import os as _os
-
-    _os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     main()

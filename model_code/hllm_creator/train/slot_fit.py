@@ -14,6 +14,10 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hllm_creator.train.data import fact_tensors
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +25,6 @@ log = logging.getLogger(__name__)
 def slot_fit(model, td, item_emb, *, steps: int, lr: float, batch_size: int = 64, seed: int = 0,
              val_share: float = 0.1, eval_every: int = 10, bf16: bool = False, on_log=None) -> dict | None:
     """Train ``model.projector`` on the slot-fact loss over ``td.rows``; keep the best validated state."""
-    import torch
-
-    from hllm_creator.train.data import fact_tensors
-
     rows = td.rows
     if not steps or "facts" not in rows.columns or "fact_index" not in rows.columns or len(rows) < 10:
         return None
@@ -46,8 +46,6 @@ def slot_fit(model, td, item_emb, *, steps: int, lr: float, batch_size: int = 64
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
 
     def accuracy(mask) -> float:
-        import torch.nn.functional as F
-
         if not bool(mask.any()):
             return float("nan")
         with torch.no_grad():
@@ -89,9 +87,6 @@ def fit_copy_scale(model, prompt1: list[str], prompt2: list[str], responses: lis
     minimizes the response NLL with each row's own user in the slot, a convex 1-D problem (the logits are
     affine in the scale) solved by ternary search over [0, max_scale]. The decoder runs once; only the
     response positions' logits are kept. Call it after the slot refit (the pointer it scales changed)."""
-    import torch
-    import torch.nn.functional as F
-
     if not model.cfg.fact_copy or len(prompt1) == 0:
         return None
     base, dirs, tgts = [], [], []
@@ -101,7 +96,7 @@ def fit_copy_scale(model, prompt1: list[str], prompt2: list[str], responses: lis
             b = model.creative_batch(prompt1[s:s + batch_size], prompt2[s:s + batch_size],
                                      responses[s:s + batch_size]).to(model.device)
             slot = model.slot_embedding(user_emb[s:s + batch_size].to(model.device))
-            d = model.fact_copy_direction(slot, b.facts)
+            d = model.fact_copy_head.direction(model.creative, slot, b.facts)
             tgt = b.labels[:, 1:]
             rows, pos = torch.nonzero(tgt != -100, as_tuple=True)
             if d is None or not len(rows):
@@ -139,8 +134,6 @@ def refit_copy_scale(model, td, item_emb, *, rows: list[int] | None = None, max_
     """``fit_copy_scale`` on teacher rows ``rows`` of ``td.rows`` (the slot refit's validation users, whose
     pointer the refit did not train on, so the scale is not fitted to an over-confident pointer); a
     random sample of ``max_rows`` when not given."""
-    import torch
-
     if not model.cfg.fact_copy or not len(td.rows):
         return None
     idx = list(rows) if rows else np.random.default_rng([seed, 13]).permutation(len(td.rows)).tolist()

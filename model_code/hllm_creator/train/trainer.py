@@ -6,27 +6,40 @@ One process on CPU (bf16 autocast where the CPU has it), or many GPUs through De
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hllm_creator.train.config import TrainConfig
+import pandas as pd
+import torch
+
+from hllm_creator import tracking
+from hllm_creator.data import leave_last_out, load_dataset
+from hllm_creator.data.schema import DataError
+from hllm_creator.io import atomic_path
+from hllm_creator.model.hllm import HLLMCreator
+from hllm_creator.paths import work_dir
+from hllm_creator.train import data as tdata
+from hllm_creator.train.config import TrainConfig, default_checkpoint_dir, prepare_checkpoints
+from hllm_creator.train.distributed import local_only, rank0_view
+from hllm_creator.train.evaluate import evaluate
+from hllm_creator.train.head_fit import head_fit
+from hllm_creator.train.slot_fit import refit_copy_scale, slot_fit
 
 log = logging.getLogger(__name__)
 LOSSES = ("creative", "contrast", "slot_fact", "recon", "align", "cls")
 PANELS = ("loss_total",) + tuple(f"loss_{x}" for x in LOSSES) + ("loss_cls_head",)
-HEAD_PREFIXES = ("item_token", "user_token", "item_to_user", "projector", "profile_projector",
-                 "align_projector", "logit_scale", "predictor", "fact_copy_scale")
 
 
 def bf16_supported() -> bool:
-    import torch
-
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:
@@ -36,7 +49,6 @@ def bf16_supported() -> bool:
 
 
 def _trainer_cls():
-    import torch
     from transformers import Trainer
 
     class HLLMTrainer(Trainer):
@@ -68,9 +80,9 @@ def _trainer_cls():
                 head, body, user = [], [], []
                 for n, p in m.named_parameters():
                     if p.requires_grad:
-                        top = n.split(".")[0]
-                        (head if top in HEAD_PREFIXES else
-                         user if top == "user_llm" and self.user_lr is not None else body).append(p)
+                        part = m.param_part(n)  # the model says which part a parameter belongs to
+                        (head if part == "head" else
+                         user if part == "user_llm" and self.user_lr is not None else body).append(p)
                 groups = [g for g in ({"params": body, "lr": self.args.learning_rate},
                                       {"params": head, "lr": self.head_lr},
                                       {"params": user, "lr": self.user_lr}) if g["params"]]
@@ -101,8 +113,6 @@ def _trainer_cls():
 
 def _callback(history: list, t0: float):
     from transformers import TrainerCallback
-
-    from hllm_creator import tracking
 
     class MLflowLosses(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
@@ -153,10 +163,6 @@ def loss_trend(history: list) -> dict:
 
 
 def item_cache_path(cfg: TrainConfig, ds) -> Path:
-    import hashlib
-
-    from hllm_creator.paths import work_dir
-
     m = cfg.model
     parts = [m.item_llm, m.item_layers, m.item_max_tokens, ds.manifest.get("sha256"), cfg.seed, "v1"]
     if m.item_pooling != "item_token":
@@ -167,8 +173,6 @@ def item_cache_path(cfg: TrainConfig, ds) -> Path:
 
 def encode_catalog(model, cfg: TrainConfig, ds, texts: list[str], use_bf16: bool):
     """Frozen Item LLM: encode every item once; reused across runs with the same backbone + data."""
-    import torch
-
     p = item_cache_path(cfg, ds)
     if p.exists() and not cfg.model.item_llm == "tiny-llama":
         obj = torch.load(p, weights_only=True)
@@ -178,8 +182,6 @@ def encode_catalog(model, cfg: TrainConfig, ds, texts: list[str], use_bf16: bool
     t = time.time()
     emb = model.encode_items(texts, batch_size=cfg.item_batch_size, progress=True, autocast_bf16=use_bf16)
     log.info("encoded %d items in %.1fs", len(texts), time.time() - t)
-    from hllm_creator.io import atomic_path
-
     with atomic_path(p) as tmp:
         torch.save({"emb": emb, "item_token": model.item_token.detach().cpu()}, tmp)
     return emb
@@ -191,8 +193,6 @@ def prefill_align_queue_rows(td, n: int) -> list[int]:
 
 def prefill_queue(model, td, n: int, use_bf16: bool) -> None:
     """Fill the align queue with (detached) embeddings of some creative rows before step 1."""
-    import torch
-
     rows = prefill_align_queue_rows(td, n)
     emb = model.item_cache if model.item_cache is not None else None
     if emb is None:
@@ -236,16 +236,9 @@ class Fitted:
 def load_data(cfg: TrainConfig) -> TrainData:
     """Dataset -> split -> creative rows (the teacher parquet, topped up or replaced by stand-in rows,
     loudly) -> ``train.data.prepare_train_data``."""
-    import pandas as pd
-
-    from hllm_creator.data import leave_last_out, load_dataset
-    from hllm_creator.train import data as tdata
-
     ds = load_dataset(cfg.data)
     split = leave_last_out(ds.interactions)
     if len(split.users) == 0:
-        from hllm_creator.data.schema import DataError
-
         raise DataError("no user has >= 3 clicks: nothing to train or evaluate", file=str(cfg.data))
     index = {str(x): i for i, x in enumerate(ds.items["item_id"].astype(str))}
     if cfg.train_parquet:
@@ -274,12 +267,6 @@ def load_data(cfg: TrainConfig) -> TrainData:
 def build_model(cfg: TrainConfig, data: TrainData, use_bf16: bool):
     """HLLMCreator from the config, with what training freezes frozen (the Item LLM's catalog encoded
     once into ``item_cache``), head statistics set, LoRA on the Creative LLM."""
-    import random
-
-    import torch
-
-    from hllm_creator.model.hllm import HLLMCreator
-
     td = data.td
     model = HLLMCreator.from_config(cfg.model, seed=cfg.seed)
     if cfg.model.predictor_ids:  # the hybrid predictor's ID vectors, over the training catalog
@@ -319,8 +306,6 @@ def build_model(cfg: TrainConfig, data: TrainData, use_bf16: bool):
 
 
 def plan_steps(cfg: TrainConfig, model, data: TrainData) -> Plan:
-    from hllm_creator.train import data as tdata
-
     td = data.td
     bundles = tdata.make_bundles(td, creative_per_step=cfg.creative_per_step, cls_per_step=cfg.cls_per_step,
                                  cls_epochs=cfg.cls_epochs, creative_epochs=cfg.creative_epochs,
@@ -336,13 +321,7 @@ def fit(cfg: TrainConfig, model, data: TrainData, plan: Plan, use_bf16: bool, *,
     """The joint fit on the HF Trainer (resumes from this config's latest checkpoint), preceded on a
     fresh start by the slot pre-fit and the align-queue prefill. Per-loss metrics go to the active
     MLflow run (rank 0)."""
-    import torch
     from transformers import TrainingArguments
-
-    from hllm_creator import tracking
-    from hllm_creator.train import data as tdata
-    from hllm_creator.train.config import default_checkpoint_dir, prepare_checkpoints
-    from hllm_creator.train.distributed import rank0_view
 
     td, bundles = data.td, plan.bundles
     ckpt_dir = Path(cfg.checkpoint_dir or default_checkpoint_dir(cfg))
@@ -361,12 +340,10 @@ def fit(cfg: TrainConfig, model, data: TrainData, plan: Plan, use_bf16: bool, *,
     trainer = _trainer_cls()(model=model, args=args, train_dataset=tdata.BundleDataset(bundles),
                              data_collator=plan.collator, head_lr=cfg.head_lr, user_lr=cfg.user_lr,
                              callbacks=[_callback(history, time.time())])
-    # the latest complete checkpoint of THIS config (issue 16: resume on by default, durable dir)
+    # the latest complete checkpoint of THIS config (resume is on by default, in a durable dir)
     resume = prepare_checkpoints(cfg, ckpt_dir, is_main=rank0)
     log.info("resume: %s", resume or "no checkpoint of this config found, starting fresh")
     if resume is None and cfg.slot_fit_steps and cfg.weights.slot_fact and model.item_cache is not None:
-        from hllm_creator.train.slot_fit import slot_fit
-
         def on_slot_log(step, m):
             if rank0:
                 tracking.log_metrics(m, step=step)
@@ -393,9 +370,6 @@ def refit_heads(cfg: TrainConfig, fitted: Fitted, data: TrainData, plan: Plan, u
     """Rank 0, after the joint fit: the item embeddings evaluation and the heads use, the slot's
     post-training refit and the predictor's head fit on frozen user embeddings. Returns
     (item embeddings, head-fit report or None)."""
-    from hllm_creator import tracking
-    from hllm_creator.train.distributed import local_only
-
     model, td = fitted.model, data.td
     item_emb = (model.item_cache if model.item_cache is not None
                 else model.encode_items(td.item_texts, batch_size=cfg.item_batch_size, progress=True))
@@ -403,8 +377,6 @@ def refit_heads(cfg: TrainConfig, fitted: Fitted, data: TrainData, plan: Plan, u
     if cfg.slot_refit and cfg.slot_fit_steps and cfg.weights.slot_fact:
         # the slot's pointer against the FINAL user embeddings (measured: after joint training
         # with the next-item objective the pre-fit pointer was back at chance)
-        from hllm_creator.train.slot_fit import slot_fit
-
         with local_only():
             refit = slot_fit(model, td, item_emb, steps=cfg.slot_fit_steps, lr=cfg.head_lr, seed=cfg.seed + 1,
                              bf16=use_bf16)
@@ -412,8 +384,6 @@ def refit_heads(cfg: TrainConfig, fitted: Fitted, data: TrainData, plan: Plan, u
             tracking.log_metrics({f"slot_refit_{k}": v for k, v in refit.items() if isinstance(v, (int, float))})
             metrics["slot_refit_val_acc"] = refit["val_acc"]
     if model.cfg.fact_copy:  # the fact-copy scale for the (re)fitted pointer, on the refit's validation users
-        from hllm_creator.train.slot_fit import refit_copy_scale
-
         with local_only():
             fc = refit_copy_scale(model, td, item_emb, rows=(refit or {}).get("val_index"), seed=cfg.seed,
                                   bf16=use_bf16)
@@ -422,8 +392,6 @@ def refit_heads(cfg: TrainConfig, fitted: Fitted, data: TrainData, plan: Plan, u
             metrics["fact_copy_scale"] = fc["scale"]
     head = None
     if cfg.head_steps:
-        from hllm_creator.train.head_fit import head_fit
-
         step0 = len(plan.bundles)
 
         def on_log(step, m):
@@ -449,9 +417,6 @@ def refit_heads(cfg: TrainConfig, fitted: Fitted, data: TrainData, plan: Plan, u
 def evaluate_model(cfg: TrainConfig, model, item_emb, data: TrainData, trend: dict, head: dict | None,
                    use_bf16: bool) -> dict:
     """Held-out Recall/NDCG/AUC of the predictor vs popularity and random (``train.evaluate``), logged."""
-    from hllm_creator import tracking
-    from hllm_creator.train.evaluate import evaluate
-
     t_eval = time.time()
     ev = evaluate(model, item_emb, data.td, data.split.users, eval_users=cfg.eval_users, seed=cfg.seed,
                   bf16=use_bf16)
@@ -484,22 +449,13 @@ def save_model(cfg: TrainConfig, model, data: TrainData, plan: Plan, fitted: Fit
 
 def register(cfg: TrainConfig) -> None:
     """Register the model dir in MLflow (alias ``candidate``) under the active train run."""
-    from hllm_creator import tracking
-
     tracking.register_model(cfg.out)
 
 
 def run_train(cfg: TrainConfig) -> dict:
     """The whole step: load_data -> build_model -> plan_steps -> fit -> refit_heads -> evaluate_model
     -> save_model -> register, inside the step's MLflow run (rank 0 alone talks to MLflow)."""
-    import contextlib
-
-    import pandas as pd
-    import torch
     from transformers import set_seed
-
-    from hllm_creator import tracking
-    from hllm_creator.train import data as tdata
 
     t_start = time.time()
     if cfg.threads:
@@ -516,7 +472,7 @@ def run_train(cfg: TrainConfig) -> dict:
            else contextlib.nullcontext(None))
     with ctx as run:
         if rank0:
-            # what the run was set up with: params (one value per run), not metrics (issue 28)
+            # what the run was set up with: params (one value per run), not metrics
             tracking.log_params({"params_trainable": n_train, "params_total": n_all, "planned_steps": len(plan.bundles),
                                  "creative_rows_used": len(data.td.rows), "cls_users_used": len(data.td.cls_pos),
                                  "bf16_used": use_bf16})
