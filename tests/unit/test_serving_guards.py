@@ -79,7 +79,7 @@ def test_large_body_413_is_readable_over_real_http_with_urllib_and_httpx():
 
     import uvicorn
 
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.process import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(make_app(limit=1024 * 1024), host="127.0.0.1", port=port,

@@ -37,6 +37,7 @@ FEED_FIELDS = {"ad_id": True, "title": True, "description": False, "selling_poin
                "categories": False}
 LIST_FIELDS = ("selling_points", "categories")
 LIST_SEP = "|"
+FEED_FILE = "feed.parquet"  # a checked feed (``refresh-prepare``'s output)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -192,3 +193,12 @@ def refresh_dataset(data_dir: str | Path, feed_path: str | Path, out: str | Path
                             f"({int((~feed['in_catalog']).sum())} new ads)",
                      license=str(ds.manifest.get("license", "unknown")), items_file=str(feed_path))
     return out_ds, feed
+
+
+def feed_ads(path: str | Path) -> list[str]:
+    """The ad ids of a checked feed (``feed.parquet`` or a dir holding it), in feed order."""
+    p = Path(path)
+    p = p / FEED_FILE if p.is_dir() else p
+    if not p.exists():
+        raise DataError("checked feed not found (refresh-prepare writes it)", file=str(p))
+    return pd.read_parquet(p, columns=["ad_id"])["ad_id"].astype(str).tolist()

@@ -185,7 +185,7 @@ def run(cfg: MatchConfig, out: str | Path, *, progress: bool = True, model=None)
     _, user_slot, asg, cmeta = cl.load(cfg.clusters_dir)
     sizes = np.bincount(asg["cluster_id"].to_numpy(), minlength=len(user_slot))
     if cfg.ads_from:  # an advertiser's feed: ads outside the click catalog are scored by their text alone
-        from hllm_creator.publish.refresh import feed_ads
+        from hllm_creator.data.feed import feed_ads
 
         ads = check_ads(feed_ads(cfg.ads_from), ds.items)
     else:

@@ -37,7 +37,6 @@ from hllm_creator.data.schema import DataError
 
 log = logging.getLogger(__name__)
 
-FEED_FILE = "feed.parquet"
 REFRESH_META = "refresh_meta.json"
 
 
@@ -136,15 +135,6 @@ def run_prepare(bundle: str | Path, feed: str | Path, data_dir: str | Path, out:
         tracking.log_metrics({k: res[k] for k in ("new_ads", "catalog_ads_in_feed", "advertiser_selling_points",
                                                   "catalog_items")})
     return res
-
-
-def feed_ads(path: str | Path) -> list[str]:
-    """The ad ids of a checked feed (``feed.parquet`` or a dir holding it), in feed order."""
-    p = Path(path)
-    p = p / FEED_FILE if p.is_dir() else p
-    if not p.exists():
-        raise DataError("checked feed not found (refresh-prepare writes it)", file=str(p))
-    return pd.read_parquet(p, columns=["ad_id"])["ad_id"].astype(str).tolist()
 
 
 # ---- 5. merge + publish --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import numpy as np
 
 from hllm_creator.infer.common import CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
 from hllm_creator.infer.match import MEMBER_ID_PARTS
+from hllm_creator.serving.bundle import EMB_META, bundle_paths, is_bundle, read_manifest, read_table, text_sha
 from hllm_creator.serving.batching import MicroBatcher  # noqa: F401 (re-exported)
 from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards, serve  # noqa: F401
 from hllm_creator.serving.schemas import HISTORY_KEPT, looks_like_id
@@ -57,8 +58,6 @@ def resolve_source(model_dir: str | None, model_uri: str | None, artifacts: str 
     """(model dir, artifacts, items, bundle manifest or None). A serving bundle (a dir with
     ``bundle.json``, local or downloaded from ``models:/...``) supplies its own model, artifacts and
     item catalog; an explicit ``--artifacts``/``--items`` still wins."""
-    from hllm_creator.publish.bundle import bundle_paths, is_bundle, read_manifest
-
     d = resolve_model_dir(model_dir, model_uri)
     if not is_bundle(d):
         return d, artifacts, items, None
@@ -91,7 +90,7 @@ class ServingAssets:
     selected: dict[tuple[str, int], dict] = field(default_factory=dict)   # (item, cluster) -> match row
     matched_items: set = field(default_factory=set)
     item_cache: Any = None
-    emb_table: Any = None                        # publish.ad_embeddings.EmbeddingTable: the bundle's vectors
+    emb_table: Any = None                        # serving.bundle.EmbeddingTable: the bundle's vectors
     _title_lru: OrderedDict = field(default_factory=OrderedDict)
 
     # -- precomputed item embeddings (a bundle's item_embeddings.npy): looked up by id, never encoded
@@ -251,8 +250,6 @@ class ServingAssets:
 def _emb_table(art: Path, model):
     """The artifacts' precomputed item embeddings for this model, or None when absent; another model's
     hash or dim is an error (the bundle's files disagree), never silently re-embedded."""
-    from hllm_creator.publish.ad_embeddings import EMB_META, read_table
-
     f = _find(art, EMB_META)
     if f is None:
         return None
@@ -269,8 +266,6 @@ def _emb_table(art: Path, model):
 def _stale_rows(a: ServingAssets, table) -> list[str]:
     """Rows whose text hash is not the catalog's text of that item (checked for the ads with
     creatives, i.e. what the predictor answers; the full check runs in ``publish``)."""
-    from hllm_creator.publish.ad_embeddings import text_sha
-
     ads = {i for i, _ in a.creatives} | a.matched_items
     return [i for i in ads if i in table and i in a.items
             and table.shas[table.row[i]] != text_sha(a.item_text_of(i))]

@@ -2,7 +2,7 @@
 score per ad, and the pre-generated personalized title for (ad, cluster) when ``match`` selected
 that pair (else the original title with the reason).
 
-Under an A/B experiment (``--experiment SALT``, ``hllm_creator.publish.ab``) each instance with a
+Under an A/B experiment (``--experiment SALT``, ``hllm_creator.serving.experiment``) each instance with a
 ``user_id`` is assigned ``personalized`` or ``control`` (control users get the original title),
 the prediction carries its ``variant`` and every answered ad an ``exposure_id``, and one exposure
 event per ad is appended to the sink (fsynced) before the answer leaves. Clicks come back through
@@ -28,14 +28,14 @@ class Predictor(BatchedModel):
 
     def __init__(self, name: str, *, experiment=None, sink_dir=None, **kw):
         super().__init__(name, **kw)
-        self.experiment = experiment          # hllm_creator.publish.ab.Experiment | None
+        self.experiment = experiment          # hllm_creator.serving.experiment.Experiment | None
         self.sink_dir = sink_dir
         self.exposures = self.feedback_sink = None
         self.model_version: str | None = None
 
     def load(self) -> bool:
         if self.experiment is not None:  # open the sink first: a server that cannot log does not turn ready
-            from hllm_creator.publish.ab import EXPOSURES, FEEDBACK, EventSink
+            from hllm_creator.serving.experiment import EXPOSURES, FEEDBACK, EventSink
 
             self.exposures = EventSink(self.sink_dir, EXPOSURES)
             self.feedback_sink = EventSink(self.sink_dir, FEEDBACK)
@@ -52,7 +52,7 @@ class Predictor(BatchedModel):
             return results
         import asyncio
 
-        from hllm_creator.publish.ab import CONTROL, exposure_event
+        from hllm_creator.serving.experiment import CONTROL, exposure_event
         from hllm_creator.serving.runtime import REQUEST_ID
 
         events = []

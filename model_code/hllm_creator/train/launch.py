@@ -272,7 +272,7 @@ def run_torchrun(cfg, *, nproc: int, master_port: int | None = None, timeout_s: 
     import sys
     import tempfile
 
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.process import free_port
 
     with tempfile.TemporaryDirectory(prefix="hllm-torchrun-") as tmp:
         cfg_path = Path(tmp) / "train_config.json"
