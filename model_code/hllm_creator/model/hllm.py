@@ -95,7 +95,7 @@ class HLLMCreator(nn.Module):
         self.item_cache: torch.Tensor | None = None   # [n_items, dI] frozen item embeddings (training)
         self.item_tokens: SlotBatch | None = None     # tokenized catalog (training, Item LLM not frozen)
         self._hash: str | None = None
-        from hllm_creator.model.prompts import PROMPT_VERSION
+        from hllm_creator.creative.prompts import PROMPT_VERSION
 
         cfg.prompt_version = cfg.prompt_version or PROMPT_VERSION
 
@@ -230,7 +230,7 @@ class HLLMCreator(nn.Module):
                 (tmp / f"{part}_llm").mkdir()
                 lm_cfg.save_pretrained(tmp / f"{part}_llm")
                 self.tokenizers[part].save_pretrained(tmp / f"{part}_llm")
-            from hllm_creator.model.prompts import PROMPT1, PROMPT2, RESPONSE_END, SYSTEM
+            from hllm_creator.creative.prompts import PROMPT1, PROMPT2, RESPONSE_END, SYSTEM
 
             write_json({"model": self.cfg.model_dump(mode="json"), "tied": tied, "model_hash": self._hash,
                         **({"predictor_items": self.predictor_items} if self.predictor_items else {}),
@@ -306,7 +306,7 @@ class HLLMCreator(nn.Module):
 
     # ------------------------------------------------------------------ prompts
     def build_prompts(self, ad: dict) -> tuple[str, str]:
-        from hllm_creator.model.prompts import creative_prompts
+        from hllm_creator.creative.prompts import creative_prompts
 
         version = self.cfg.prompt_version if (self.cfg.prompt_version or "").startswith("v") else "v1"
         return creative_prompts(ad, version=version)
@@ -612,7 +612,7 @@ class HLLMCreator(nn.Module):
         self.queue_n.fill_(min(q, int(self.queue_n) + k))
 
     def creative_batch(self, prompt1, prompt2, response=None, padding_side="right") -> SlotBatch:
-        from hllm_creator.model.prompts import RESPONSE_END
+        from hllm_creator.creative.prompts import RESPONSE_END
 
         b = slot_batch(self.tokenizers["creative"], list(prompt1), list(prompt2),
                        None if response is None else list(response), padding_side=padding_side,

@@ -98,7 +98,7 @@ def keeps_product_and_fact(title: str, core: str, fact: str) -> list[str]:
 
 
 def title_request(core: str, fact: str, interests: list[str], cfg: ConstructConfig, tag) -> Request:
-    from hllm_creator.teacher.prompts import render_chat, untrusted
+    from hllm_creator.prompts import render_chat, untrusted
 
     values = {"core": untrusted(core, 160), "fact": untrusted(fact, 80),
               "interests": untrusted(", ".join(interests) or "varied products", 120)}

@@ -111,7 +111,7 @@ def parse_counts(text: str) -> tuple[int, int, int]:
 
 
 def judge_request(sample: dict, a: str, b: str, cfg: GSBConfig, tag) -> Request:
-    from hllm_creator.teacher.prompts import history_block, render_chat, untrusted
+    from hllm_creator.prompts import history_block, render_chat, untrusted
 
     values = {"history": history_block(list(sample["title_list"])[-cfg.history_len:]),
               "profile": untrusted(sample.get("user_profile") or "(none)", 1500),

@@ -80,7 +80,7 @@ def build_standin(ds, users: pd.DataFrame, n_rows: int, seed: int = 0) -> pd.Dat
 
 def load_train_parquet(path: str | Path, item_index: dict[str, int], *, allow_empty: bool = False) -> pd.DataFrame:
     """Read and validate the teacher's training parquet; errors name file, column and row."""
-    from hllm_creator.model.prompts import creative_prompts, frame
+    from hllm_creator.creative.prompts import creative_prompts, frame
 
     path = Path(path)
     if not path.exists():
