@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hllm_creator.infer.embed import _encoder, item_texts, seed_cache
+from hllm_creator.infer.item_cache import ItemCache, cache_key
+from hllm_creator.io import atomic_path, write_json, write_parquet
 from hllm_creator.serving.bundle import EMB_INDEX, EMB_META, EMB_NPY, read_table, text_sha
 
 log = logging.getLogger(__name__)
@@ -28,9 +31,6 @@ def write_item_embeddings(model, items: pd.DataFrame, out_dir: str | Path, *, mo
     ``reuse``: artifacts dirs of earlier bundles whose rows (same model hash, same text) are copied;
     ``model_dir``: its training-time item_embeddings.parquet seeds the cache; ``item_cache``: the item
     cache file (default: the model's, under the cache dir). Only what none of them has is encoded."""
-    from hllm_creator.infer.embed import _encoder, item_texts, seed_cache
-    from hllm_creator.infer.item_cache import ItemCache, cache_key
-    from hllm_creator.io import atomic_path, write_json, write_parquet
 
     t0 = time.time()
     out_dir = Path(out_dir)

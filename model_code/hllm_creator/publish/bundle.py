@@ -20,8 +20,14 @@ from typing import Any
 
 from hllm_creator.data.schema import dataset_fingerprint
 from hllm_creator.infer.common import ASSIGNMENTS, CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
-from hllm_creator.io import sha256_file
+from hllm_creator.io import atomic_dir, sha256_file
+from hllm_creator.model import HLLMCreator
+from hllm_creator.publish.ad_embeddings import write_item_embeddings
 from hllm_creator.serving.bundle import ARTIFACTS, BUNDLE_SCHEMA, ITEMS, MANIFEST, MODEL, BundleError, bundle_paths
+from hllm_creator.serving.creative import Creative
+from hllm_creator.serving.loading import load_assets
+from hllm_creator.serving.predictor import Predictor
+from hllm_creator.serving.schemas import CreativeInstance, PredictorInstance
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +136,6 @@ def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, A
     ``item_embeddings``: also compute the catalog's item embeddings with the bundle's model
     (``publish.ad_embeddings``: reused from ``reuse_embeddings`` bundles' artifacts, the model dir and
     the item cache first), so a server never encodes the catalog at load."""
-    from hllm_creator.io import atomic_dir
 
     out = Path(out).expanduser().resolve()
     if not (inp.model / "hllm_config.json").is_file():
@@ -164,9 +169,6 @@ def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, A
         emb_meta = None
         if item_embeddings:
             import pandas as pd
-
-            from hllm_creator.model import HLLMCreator
-            from hllm_creator.publish.ad_embeddings import write_item_embeddings
 
             model = HLLMCreator.load(tmp / MODEL)
             emb_meta = write_item_embeddings(model, pd.read_parquet(items), tmp / ARTIFACTS, model_dir=tmp / MODEL,
@@ -208,9 +210,6 @@ def check_bundle(bundle: str | Path, *, creative: bool = True) -> dict[str, Any]
     otherwise), answer one known user with a catalog ad, and the creative model must generate
     once. Returns what was loaded (counts) and the sample answers.
     """
-    from hllm_creator.serving.loading import load_assets
-    from hllm_creator.serving.predictor import Predictor
-    from hllm_creator.serving.schemas import CreativeInstance, PredictorInstance
 
     model_dir, art, items = bundle_paths(bundle)
     t0 = time.time()
@@ -224,8 +223,6 @@ def check_bundle(bundle: str | Path, *, creative: bool = True) -> dict[str, Any]
     out = {"items": len(assets.items), "clusters": int(len(assets.centroids)), "selected_pairs": len(assets.selected),
            "creatives": len(assets.creatives), "predictor_sample": p}
     if creative:
-        from hllm_creator.serving.creative import Creative
-
         cre = Creative("creative", model_dir=str(model_dir))
         cre.assets = assets
         row = assets.items[ad]

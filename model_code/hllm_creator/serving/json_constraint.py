@@ -87,7 +87,7 @@ def json_constraint(schema: dict | None, tokdata, ws_only: list[tuple[int, int]]
     conf = CharacterLevelParserConfig(max_consecutive_whitespaces=max_ws)
     try:
         parser = JsonSchemaParser(schema, config=conf)  # None -> any JSON object
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - whatever the parser rejects is a 400 for this request
         raise OpenAIError(f"this JSON schema is not supported by the constrained decoder: {e}",
                           param="response_format", code="unsupported_schema") from None
     return JsonConstraint(TokenEnforcer(tokdata, parser), ws_only, max_ws)

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from hllm_creator.serving._openai_protocol import GenParams, Limits, OpenAIError, ParsedRequest
-from hllm_creator.serving.json_constraint import JsonConstraint, build_enforcer_tokenizer_data, json_constraint, json_problem
+from hllm_creator.serving.json_constraint import (
+    JsonConstraint,
+    build_enforcer_tokenizer_data,
+    json_constraint,
+    json_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +103,7 @@ class LLMEngine:
         if getattr(tok, "chat_template", None):
             try:
                 return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            except Exception as e:  # a template that rejects this conversation (role order, ...)
+            except Exception as e:  # noqa: BLE001 - a template that rejects this conversation (role order, ...)
                 raise OpenAIError(f"the model's chat template rejected these messages: {e}",
                                   param="messages", code="invalid_messages") from None
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
@@ -193,7 +198,7 @@ class LLMEngine:
         for i, lv in enumerate(rows):
             try:
                 self._advance(lv, self._choose(lv, logits[i]))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the row fails alone, the batch goes on
                 log.warning("a row failed while choosing its next token: %s: %s", type(e).__name__, e)
                 err = (OpenAIError(f"constrained decoding failed for this schema: {e}", param="response_format",
                                    code="unsupported_schema") if lv.row.enforcer is not None else e)
@@ -289,7 +294,7 @@ class LLMEngine:
         for r in new_rows:
             try:
                 fresh.append(_Live(r))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the row fails alone, the batch goes on
                 done.append((r, e))
         with torch.inference_mode():
             if fresh:
@@ -312,7 +317,7 @@ class LLMEngine:
             else:
                 try:
                     done.append((lv.row, self._result(lv)))
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - the row fails alone, the batch goes on
                     done.append((lv.row, e))
         self._tokens += len(self.live) if not fresh else len(fresh)
         if len(keep) != len(self.live):

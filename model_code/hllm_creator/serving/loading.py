@@ -17,18 +17,25 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from hllm_creator.data.text import item_text
+from hllm_creator.infer.cluster import assign
 from hllm_creator.infer.common import CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
+from hllm_creator.infer.generate import _unit
+from hllm_creator.infer.item_cache import ItemCache
 from hllm_creator.infer.match import MEMBER_ID_PARTS
-from hllm_creator.serving.bundle import EMB_META, bundle_paths, is_bundle, read_manifest, read_table, text_sha
+from hllm_creator.model import HLLMCreator
 from hllm_creator.serving.batching import MicroBatcher  # noqa: F401 (re-exported)
+from hllm_creator.serving.bundle import EMB_META, bundle_paths, is_bundle, read_manifest, read_table, text_sha
 from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards, serve  # noqa: F401
 from hllm_creator.serving.schemas import HISTORY_KEPT, looks_like_id
+from hllm_creator.tracking import download_registered
 
 log = logging.getLogger(__name__)
 TITLE_LRU = 50_000  # free-text history titles kept embedded in memory
@@ -48,7 +55,6 @@ def resolve_model_dir(model_dir: str | None = None, model_uri: str | None = None
         return p
     if not str(model_uri).startswith(("models:/", "runs:/", "file:", "/")):
         raise ValueError(f"--model-uri {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    from hllm_creator.tracking import download_registered
 
     return Path(download_registered(model_uri))
 
@@ -117,8 +123,6 @@ class ServingAssets:
 
     # -- item embeddings
     def item_text_of(self, item_id: str) -> str:
-        from hllm_creator.data.text import item_text
-
         return item_text(self.items[item_id])
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -153,7 +157,6 @@ class ServingAssets:
 
     def history_texts(self, history: list[str]) -> tuple[list[tuple[bool, str]], HistoryInfo]:
         """The last HISTORY_KEPT entries -> [(is_catalog_item, item id | title text)]; unknown ids dropped."""
-        from hllm_creator.data.text import item_text
 
         info = HistoryInfo()
         texts = []
@@ -200,7 +203,6 @@ class ServingAssets:
             out[rows] = u.detach().float().cpu().numpy()
         if not content:
             return out, infos
-        from hllm_creator.infer.generate import _unit
 
         aud = np.full((len(histories), int(self.model.item_hidden_size)), np.nan, np.float32)
         for r, seq in zip(rows, seqs):
@@ -213,7 +215,6 @@ class ServingAssets:
         ok = np.isfinite(user_emb).all(axis=1)
         if self.centroids is None or not ok.any():
             return ids
-        from hllm_creator.infer.cluster import assign
 
         cid, _ = assign(self.centroids, user_emb[ok], self.cluster_meta)
         ids[ok] = cid
@@ -325,9 +326,6 @@ def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path
     ``require`` (keys of REQUIRED_FILES): outputs without which loading fails (the server does not
     turn ready) with a message that names what is missing and where it looked."""
     import pandas as pd
-
-    from hllm_creator.infer.item_cache import ItemCache
-    from hllm_creator.model import HLLMCreator
 
     check_required(artifacts, require)
     t0 = time.time()

@@ -37,8 +37,19 @@ import pandas as pd
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
-from hllm_creator.creative.facts import TITLE_MAX_CHARS, TITLE_MAX_WORDS
-from hllm_creator.llm.client import LLMConfig, Request
+from hllm_creator.creative import interests as I
+from hllm_creator.creative.check import title_reasons
+from hllm_creator.creative.facts import TITLE_MAX_CHARS, TITLE_MAX_WORDS, compose, compositions, content_words
+from hllm_creator.creative.grounding import catalog_names
+from hllm_creator.creative.holdout import is_heldout
+from hllm_creator.creative.prompts import VERSION, creative_prompts
+from hllm_creator.creative.titles import clean_title
+from hllm_creator.data import leave_last_out, load_dataset
+from hllm_creator.infer.match import default_ads
+from hllm_creator.io import atomic_dir, write_json, write_parquet
+from hllm_creator.llm.client import LLMClient, LLMConfig, Request, default_cache_path
+from hllm_creator.prompts import render_chat, untrusted
+from hllm_creator.tracking import log_artifact, log_json, log_metrics, log_table
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +84,15 @@ class ConstructConfig(StepConfig):
 
 def gate_title(title: str, item: dict, known: set[str]) -> list[str]:
     """Reasons a title cannot be served for ``item`` (the one gate of construct, generate, serving)."""
-    from hllm_creator.creative.check import title_reasons
 
     return title_reasons(title, item, known)
 
 
 def adds_content_word(title: str, original: str) -> bool:
-    from hllm_creator.creative.facts import content_words
-
     return bool(set(content_words(title)) - set(content_words(original)))
 
 
 def keeps_product_and_fact(title: str, core: str, fact: str) -> list[str]:
-    from hllm_creator.creative.facts import content_words
-
     t = set(content_words(title))
     reasons = []
     core_w = set(content_words(core))
@@ -98,8 +104,6 @@ def keeps_product_and_fact(title: str, core: str, fact: str) -> list[str]:
 
 
 def title_request(core: str, fact: str, interests: list[str], cfg: ConstructConfig, tag) -> Request:
-    from hllm_creator.prompts import render_chat, untrusted
-
     values = {"core": untrusted(core, 160), "fact": untrusted(fact, 80),
               "interests": untrusted(", ".join(interests) or "varied products", 120)}
     return Request(messages=render_chat("rewrite", values, cfg.prompt_version), schema=REWRITE_SCHEMA,
@@ -125,15 +129,6 @@ def _pick_users(fits: np.ndarray, per_fact: int) -> list[tuple[int, int]]:
 
 def construct(cfg: ConstructConfig, client=None) -> dict:
     """Run the four steps; write train.parquet, rejected.parquet, summary.json into ``cfg.out``."""
-    from hllm_creator.creative import interests as I
-    from hllm_creator.creative.facts import compose, compositions
-    from hllm_creator.creative.grounding import catalog_names
-    from hllm_creator.creative.holdout import is_heldout
-    from hllm_creator.creative.prompts import VERSION, creative_prompts
-    from hllm_creator.creative.titles import clean_title
-    from hllm_creator.data import leave_last_out, load_dataset
-    from hllm_creator.infer.match import default_ads
-    from hllm_creator.io import atomic_dir, write_json, write_parquet
 
     t_start = time.perf_counter()
     ds = load_dataset(cfg.data)
@@ -213,8 +208,6 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
     t0 = time.perf_counter()
     if cfg.llm_title and pending:
         if client is None:
-            from hllm_creator.llm.client import LLMClient, default_cache_path
-
             llm_cfg = cfg.llm if cfg.llm.cache_path else cfg.llm.model_copy(update={"cache_path": default_cache_path()})
             client = LLMClient(llm_cfg)
         keys = list(pending)
@@ -302,7 +295,6 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
 
 def log_summary(summary: dict, out: str | Path) -> None:
     """Acceptance per step, copy rate, token use and timings to the active MLflow run, plus the outputs."""
-    from hllm_creator.tracking import log_artifact, log_json, log_metrics, log_table
 
     m = {f"acceptance_{k}": v for k, v in summary["acceptance"].items()}
     m.update({k: summary[k] for k in ("ads", "ads_with_contrast", "kept", "kept_train", "kept_heldout", "rejected",
