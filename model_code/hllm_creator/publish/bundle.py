@@ -37,7 +37,7 @@ CLUSTER_FILES = {CENTROIDS: True, CLUSTER_META: True, MEMBER_MEANS: False, MEDOI
 MATCH_FILES = {MATCHES: True, "match_meta.json": False, "member_id_parts.npy": False}  # last: hybrid predictor
 CREATIVE_FILES = {CREATIVES: True, "generate_meta.json": False}
 
-# KFP local run dir: <run_dir>/<task>/<output> (ECOSYSTEM_NOTES, "KFP 2.17 local execution")
+# KFP local run dir: <run_dir>/<task>/<output> (how KFP 2.17's local runner lays out its outputs)
 RUN_DIR_LAYOUT = {
     "model": "train/model",
     "clusters": "cluster/clusters",

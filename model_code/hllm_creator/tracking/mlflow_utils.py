@@ -391,7 +391,7 @@ def run_metric(run_id: str, key: str) -> float | None:
 
 
 class PromotePolicy(StepConfig):
-    """The evidence ``promote`` requires (issue 11, deliverable 6). Every refusal says which rule and why.
+    """The evidence ``promote`` requires. Every refusal says which rule and why.
 
     1. ``metric`` (default ``gsb_ci_low``: the lower bound of GSB Adv's 95% CI, judged on served
        titles only) above the champion's, or above 0 when there is no champion (or it has none);
