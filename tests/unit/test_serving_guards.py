@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from hllm_creator.serving.loading import GuardMiddleware, install_http_guards
+from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards
 from hllm_creator.serving.metrics import ERRORS
 
 

@@ -1,6 +1,6 @@
 """What the creative and predictor models share: loading (a path or ``models:/...``), the item
 catalog and embedding cache, user embedding + cluster assignment (the batcher, the HTTP guards
-and ``serve`` are in ``serving.batching`` / ``serving.runtime``; re-exported here).
+and ``serve`` are in ``serving.batching`` / ``serving.runtime``).
 
 Inference outputs read from ``--artifacts DIR`` (every file optional except the cluster files):
 ``centroids.npy`` + ``cluster_meta.json`` (+ ``medoids.npy`` or ``member_means.npy``: what goes in
@@ -31,9 +31,7 @@ from hllm_creator.infer.generate import _unit
 from hllm_creator.infer.item_cache import ItemCache
 from hllm_creator.infer.match import MEMBER_ID_PARTS
 from hllm_creator.model import HLLMCreator
-from hllm_creator.serving.batching import MicroBatcher  # noqa: F401 (re-exported)
 from hllm_creator.serving.bundle import EMB_META, bundle_paths, is_bundle, read_manifest, read_table, text_sha
-from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards, serve  # noqa: F401
 from hllm_creator.serving.schemas import HISTORY_KEPT, looks_like_id
 from hllm_creator.tracking import download_registered
 

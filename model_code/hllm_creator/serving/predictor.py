@@ -16,7 +16,7 @@ import logging
 import numpy as np
 
 from hllm_creator.creative.titles import same_title
-from hllm_creator.serving.base import BatchedModel, history_reasons  # noqa: F401 (re-exported)
+from hllm_creator.serving.base import BatchedModel, history_reasons
 from hllm_creator.serving.experiment import CONTROL, EXPOSURES, FEEDBACK, EventSink, exposure_event
 from hllm_creator.serving.runtime import REQUEST_ID
 from hllm_creator.serving.schemas import FeedbackRequest, PredictorInstance, format_validation_error
