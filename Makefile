@@ -48,5 +48,11 @@ bench-rec: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/recommendation.py --rankers popularity,sasrec,recbole_sasrec,recbole_bert4rec$(if $(MODEL),$(COMMA)hllm_as_trained$(COMMA)hllm --refit --model $(MODEL),)$(if $(HEAD_START), --head-start $(HEAD_START),)
 
+# style and likely bugs (ruff, [tool.ruff] in pyproject.toml) and the import layering (import-linter,
+# [tool.importlinter]: no package imports one above it)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
 clean:
 	rm -rf .hllm

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hllm_creator.serving.process import free_port, stop_process
+from hllm_creator.process import free_port, stop_process
 
 REPO = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent

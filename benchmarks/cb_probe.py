@@ -40,7 +40,7 @@ def main() -> None:
 
     from hllm_creator.llm.backbone import load_causal_lm
     from hllm_creator.serving._openai_protocol import GenParams, Limits
-    from hllm_creator.serving.llm_server import GenRow, LLMEngine, resolve_dtype
+    from hllm_creator.serving.llm_engine import GenRow, LLMEngine, resolve_dtype
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[resolve_dtype("auto")]
     bb = load_causal_lm("smollm2-135m-instruct", dtype=dtype)

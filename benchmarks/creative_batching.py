@@ -75,7 +75,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
 
     from helpers import tiny_serving_stack
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     root = Path(args.stack_dir or tempfile.mkdtemp(prefix="bench-creative-"))
     stack = tiny_serving_stack(root, n_users=48, generate=False)

@@ -55,7 +55,7 @@ def main() -> dict:
     import openai
 
     from hllm_creator.io import write_json
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     prompts = [f"Write a catchy ad title for {PRODUCTS[i % len(PRODUCTS)]}." for i in range(args.requests)]
     server_args = ["--model", args.model, "--max-batch-size", str(args.requests),

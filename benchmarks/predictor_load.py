@@ -106,7 +106,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
     from helpers import tiny_serving_stack
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     root = Path(args.stack_dir or tempfile.mkdtemp(prefix="bench-predictor-"))
     t0 = time.time()

@@ -54,7 +54,7 @@ def copy_bundle(src: Path, dst: Path) -> None:
 def add_synthetic(b: Path, n: int, seed: int = 0) -> None:
     """``n`` synthetic items appended to the catalog and to the precomputed embedding table."""
     from hllm_creator.data.text import item_text
-    from hllm_creator.publish.ad_embeddings import EMB_INDEX, EMB_META, EMB_NPY, text_sha
+    from hllm_creator.serving.bundle import EMB_INDEX, EMB_META, EMB_NPY, text_sha
 
     art = b / "artifacts"
     items = pd.read_parquet(art / "items.parquet")
@@ -83,7 +83,7 @@ def add_synthetic(b: Path, n: int, seed: int = 0) -> None:
 
 
 def measure(bundle: Path, log: Path, ad: str, history: list[str]) -> dict:
-    from hllm_creator.serving.process import free_port, stop_process
+    from hllm_creator.process import free_port, stop_process
 
     port = free_port()
     t0 = time.time()
@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--skip-no-embeddings", action="store_true")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    from hllm_creator.publish.ad_embeddings import EMB_INDEX, EMB_META, EMB_NPY
+    from hllm_creator.serving.bundle import EMB_INDEX, EMB_META, EMB_NPY
 
     a.work.mkdir(parents=True, exist_ok=True)
     art = a.bundle / "artifacts"

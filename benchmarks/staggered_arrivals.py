@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/staggered_arrivals.json"))
     args = ap.parse_args()
-    from hllm_creator.serving.process import free_port, stop_process
+    from hllm_creator.process import free_port, stop_process
 
     reqs = workload(args.n, args.span_s, args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="staggered-"))

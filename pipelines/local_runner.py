@@ -170,7 +170,7 @@ def llm_endpoint(preset: Preset, base_url: str | None, log_dir: Path) -> Iterato
     if base_url:
         yield base_url, os.environ.get("OPENAI_MODEL", preset.llm_model)
         return
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     # A stable port keeps the URL, and so the cache keys of the steps that take it, the same from
     # one run to the next (a re-run after a failure must hit the cache). Busy -> any free port.

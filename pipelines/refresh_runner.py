@@ -22,7 +22,7 @@ def run_refresh_local(*, bundle: str | Path, feed: str | Path, data_dir: str | P
     import kfp.local
 
     from hllm_creator import tracking
-    from hllm_creator.publish.bundle import read_manifest
+    from hllm_creator.serving.bundle import read_manifest
     from pipelines.local_runner import _env, _latest_run_dir, llm_endpoint, materialize_metrics_outputs
     from pipelines.presets import get_preset
     from pipelines.refresh_pipeline import REFRESH_PIPELINE_NAME, build_refresh_pipeline

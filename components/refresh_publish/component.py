@@ -43,7 +43,7 @@ def refresh_publish(
 
     import pandas as pd
 
-    from hllm_creator.infer.common import FEED_FILE
+    from hllm_creator.data.feed import FEED_FILE
     from hllm_creator.publish.refresh import merge_and_publish
 
     fd = pd.read_parquet(Path(checked_feed.path) / FEED_FILE)

@@ -19,7 +19,7 @@ def llm_roundtrip(data_dir: Path) -> str:
     from openai import OpenAI
 
     from hllm_creator.data.prepare import prepare_bundled
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     t0 = time.time()
     ds = prepare_bundled(data_dir)

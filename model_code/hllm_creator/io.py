@@ -26,8 +26,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def umask_modes(root: str | os.PathLike) -> None:
     reader running as another user (the image's uid 10001, the next pod on a shared volume) cannot
     open. Symlinks are left alone."""
     mask = _umask()
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, _dirs, files in os.walk(root):
         os.chmod(dirpath, 0o777 & ~mask)
         for f in files:
             p = os.path.join(dirpath, f)

@@ -81,7 +81,7 @@ class Container:
 
 def run_serving(kind: str, args: list[str], *, bundle=None) -> Container:
     """`hllm-creator serve KIND ARGS --host 0.0.0.0 --port P` in the serving image, as in the manifests."""
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.process import free_port
 
     port = free_port()
     name = f"hllm-ct-{kind}-{uuid.uuid4().hex[:8]}"

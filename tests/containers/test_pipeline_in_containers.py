@@ -41,7 +41,7 @@ def mlflow_http(tmp_path):
     containers see only its URL, never a path of this machine."""
     from conftest import BIN, start_server, stop_server
 
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.process import free_port
 
     root = tmp_path / "mlflow"
     root.mkdir()

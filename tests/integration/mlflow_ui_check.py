@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no browser: none of {', '.join(BROWSERS)} on PATH (Debian: apt-get install chromium)")
         return 2
     from hllm_creator.pipeline_commands import mlflow_ui, mlflow_urls
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.process import free_port
     from hllm_creator.tracking import MODEL_NAME, resolve_tracking_uri
 
     root = Path(tempfile.mkdtemp(prefix="mlflow-ui-check-"))

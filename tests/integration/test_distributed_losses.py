@@ -40,7 +40,7 @@ def _load_script():
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.process import free_port
 
     out = tmp_path_factory.mktemp("dist_losses")
     cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",

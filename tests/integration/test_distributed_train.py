@@ -45,7 +45,7 @@ def _env(root: Path) -> dict:
 def _train(root: Path, name: str, ds, *extra: str, nproc: int = 2, ckpt: Path | None = None,
            out: Path | None = None) -> dict:
     """Run the CLI (under torchrun when nproc > 1); return per-rank records, the dirs and the log."""
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.process import free_port
 
     rec, out = root / f"{name}.rec", out or root / name
     ckpt = ckpt or root / f"{name}.ckpt"

@@ -45,7 +45,7 @@ class FakeLocalTrainer:
         assert TrainerV1alpha1TrainJob.from_dict(copy.deepcopy(body)).to_dict() == body
         t = body["spec"]["trainer"]
         assert t["numNodes"] == 1, "this fake runs one node"
-        from hllm_creator.serving.process import free_port
+        from hllm_creator.process import free_port
 
         env = {**os.environ}
         for e in t["env"]:

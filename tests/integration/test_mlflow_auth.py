@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import BIN, start_server, stop_server
-from hllm_creator.serving.process import free_port
+from hllm_creator.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # MLflow's basic-auth app needs Flask-WTF (the `mlflow[auth]` extra; in the `test` extra and the CPU image)

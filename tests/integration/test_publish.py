@@ -77,7 +77,7 @@ def published(stack, store):
 
 def test_publish_writes_a_checked_registered_bundle(published, stack):
     from hllm_creator import tracking
-    from hllm_creator.publish.bundle import read_manifest, verify_bundle
+    from hllm_creator.serving.bundle import read_manifest, verify_bundle
 
     assert "load check:" in published["out"] and "registered hllm-creator version 1" in published["out"]
     m = read_manifest(published["bundle"])
@@ -101,7 +101,7 @@ def _user_with_personalized(stack):
 
 
 def test_serve_model_uri_alone_serves_the_runs_titles(published, stack, store):
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     creatives = pd.read_parquet(f"{stack['artifacts']}/creatives.parquet")
     u, ad, title = _user_with_personalized(stack)
@@ -120,7 +120,7 @@ def test_serve_model_uri_alone_serves_the_runs_titles(published, stack, store):
 def test_serve_creative_model_uri_alone(published, stack, store):
     """The creative model from the same registered bundle, no other argument: it writes a title for
     a catalog ad for a user of a known cluster."""
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     u, ad, _ = _user_with_personalized(stack)
     with serve_process("creative", ["--model-uri", "models:/hllm-creator@candidate", "--threads", "1"],
@@ -142,7 +142,7 @@ def test_outputs_without_clusters_never_turn_ready(stack, store, tmp_path):
     shutil.copy(f"{stack['artifacts']}/matches.parquet", run / "match" / "matches")
     (run / "cluster" / "clusters").mkdir(parents=True)
     shutil.copy(f"{stack['artifacts']}/centroids.npy", run / "cluster" / "clusters")
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     with pytest.raises(RuntimeError) as e:
         with serve_process("predictor", ["--model-dir", stack["model_dir"], "--artifacts", str(run),
@@ -168,8 +168,8 @@ def _start(args, log, port):
 def test_exposures_and_clicks_survive_sigkill(published, stack, store, tmp_path):
     """Every answered exposure and acknowledged click is on disk after SIGKILL; a restarted server
     appends to a new segment; the readout sees both processes' events."""
-    from hllm_creator.publish.ab import EXPOSURES, FEEDBACK, assign, read_events
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.serving.experiment import EXPOSURES, FEEDBACK, assign, read_events
+    from hllm_creator.process import free_port
 
     sink = tmp_path / "ab"
     args = ["--model-uri", "models:/hllm-creator@candidate", "--threads", "1", "--experiment", "exp-kill",

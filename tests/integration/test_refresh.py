@@ -85,7 +85,7 @@ def _cli(*args, timeout=900) -> subprocess.CompletedProcess:
 
 def test_bundle_carries_item_embeddings_and_serving_encodes_nothing(base):
     from hllm_creator.data import load_dataset
-    from hllm_creator.publish.ad_embeddings import read_table
+    from hllm_creator.serving.bundle import read_table
     from hllm_creator.serving.loading import load_assets
     from hllm_creator.serving.predictor import Predictor
     from hllm_creator.serving.schemas import PredictorInstance
@@ -121,8 +121,8 @@ def test_bundle_carries_item_embeddings_and_serving_encodes_nothing(base):
 
 def test_refresh_cli_adds_feed_ads_without_training(base, store):
     from hllm_creator import tracking
-    from hllm_creator.publish.ad_embeddings import read_table
-    from hllm_creator.publish.bundle import read_manifest, verify_bundle
+    from hllm_creator.serving.bundle import read_table
+    from hllm_creator.serving.bundle import read_manifest, verify_bundle
 
     out = store / "refresh-cli"
     r = _cli("refresh", "--bundle", str(base["bundle"]), "--feed", str(base["feed"]), "--data", str(base["data"]),
@@ -156,7 +156,7 @@ def test_refresh_cli_adds_feed_ads_without_training(base, store):
 
     # the new version served by a real KServe predictor (loads the bundle; nothing encoded at load)
     from conftest import start_server, stop_server
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.process import free_port
 
     asg = pd.read_parquet(new / "artifacts" / "assignments.parquet")
     from hllm_creator.data import load_dataset
@@ -194,7 +194,7 @@ def test_refresh_feed_errors_stop_before_anything_is_written(base, store):
 
 
 def test_refresh_as_a_kfp_local_run(base, store):
-    from hllm_creator.publish.bundle import read_manifest
+    from hllm_creator.serving.bundle import read_manifest
     from pipelines.refresh_runner import run_refresh_local
 
     res = run_refresh_local(bundle=base["bundle"], feed=base["feed"], data_dir=base["data"],

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(serving_stack, tmp_path_factory):
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     args = ["--model-dir", serving_stack["model_dir"], "--artifacts", serving_stack["artifacts"], "--items", serving_stack["items"],
             "--threads", "1", "--batch-wait-ms", "50"]

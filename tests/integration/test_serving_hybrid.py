@@ -45,7 +45,7 @@ def hybrid_stack(serving_stack, tmp_path_factory):
 def test_hybrid_predictor_over_http_scores_clusters_like_match_and_users_by_their_clicks(
         serving_stack, hybrid_stack, tmp_path):
     from hllm_creator.data.text import item_text
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     h, m = hybrid_stack, hybrid_stack["model"]
     ad, cid, _ = serving_stack["personalized"]

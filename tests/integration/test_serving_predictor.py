@@ -30,7 +30,7 @@ def server(serving_stack, tmp_path_factory):
     import mlflow
 
     from hllm_creator import tracking
-    from hllm_creator.serving.process import serve_process
+    from hllm_creator.process import serve_process
 
     root = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as mp:

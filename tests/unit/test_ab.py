@@ -9,14 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from hllm_creator.publish.ab import (
+from hllm_creator.publish.ab import ab_report
+from hllm_creator.serving.experiment import (
     CONTROL,
     EXPOSURES,
     FEEDBACK,
     PERSONALIZED,
     EventSink,
     Experiment,
-    ab_report,
     assign,
     exposure_event,
     read_events,

@@ -10,14 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hllm_creator.publish.bundle import (
-    BundleError,
-    assemble_bundle,
-    bundle_paths,
-    inputs_from_run_dir,
-    read_manifest,
-    verify_bundle,
-)
+from hllm_creator.publish.bundle import assemble_bundle, inputs_from_run_dir
+from hllm_creator.serving.bundle import BundleError, bundle_paths, read_manifest, verify_bundle
 from hllm_creator.serving.loading import check_required
 
 

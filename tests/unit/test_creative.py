@@ -101,7 +101,7 @@ def test_prompt_tail_survives_every_bundled_ad(bundled_dataset):
 
 
 def test_model_prompts_are_the_creative_contract(bundled_dataset):
-    from hllm_creator.model.prompts import creative_prompts as model_prompts
+    from hllm_creator.creative.prompts import creative_prompts as model_prompts
 
     it = bundled_dataset.items.iloc[3].to_dict()
     assert model_prompts(it) == creative_prompts(it)

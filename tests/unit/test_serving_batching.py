@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hllm_creator.serving.loading import MicroBatcher
+from hllm_creator.serving.batching import MicroBatcher
 
 
 def test_concurrent_requests_share_one_call():

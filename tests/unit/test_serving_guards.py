@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from hllm_creator.serving.loading import GuardMiddleware, install_http_guards
+from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards
 from hllm_creator.serving.metrics import ERRORS
 
 
@@ -79,7 +79,7 @@ def test_large_body_413_is_readable_over_real_http_with_urllib_and_httpx():
 
     import uvicorn
 
-    from hllm_creator.serving.process import free_port
+    from hllm_creator.process import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(make_app(limit=1024 * 1024), host="127.0.0.1", port=port,

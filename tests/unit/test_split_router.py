@@ -25,7 +25,7 @@ def _upstream(name: str):
 
 
 def test_split_follows_percent_and_header(monkeypatch):
-    from hllm_creator.publish import router
+    from hllm_creator.serving import router
 
     ups = {"http://champ": _upstream("champion"), "http://can": _upstream("canary")}
 

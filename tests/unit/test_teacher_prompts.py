@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hllm_creator.teacher.construct import REWRITE_SCHEMA, ConstructConfig, title_request
-from hllm_creator.teacher.prompts import PromptError, fill, load_template, render_chat, untrusted
+from hllm_creator.prompts import PromptError, fill, load_template, render_chat, untrusted
 
 
 def _cfg(tmp_path):

@@ -106,7 +106,7 @@ def test_bad_training_parquet_names_file_column_row(small_ds, tmp_path):
     with pytest.raises(DataError, match="missing column"):
         load_train_parquet(p, index)
     ok = load_train_parquet(pd.DataFrame([good]).to_parquet(p) or p, index)
-    from hllm_creator.model.prompts import CHAT_CLOSE
+    from hllm_creator.creative.prompts import CHAT_CLOSE
 
     p2 = ok["prompt2"].iloc[0]  # prompts built when absent, in the same chat frame as inference
     assert "Product: Drill" in p2 and p2.endswith(CHAT_CLOSE)

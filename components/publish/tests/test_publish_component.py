@@ -17,7 +17,7 @@ def stack(serving_stack):
 
 
 def test_python_func(stack, tmp_path):
-    from hllm_creator.publish.bundle import read_manifest
+    from hllm_creator.serving.bundle import read_manifest
 
     art = stack["artifacts"]
     out, metrics = dsl.Model(uri=str(tmp_path / "b")), dsl.Metrics(uri=str(tmp_path / "metrics.json"))

@@ -31,12 +31,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from hllm_creator.data import load_dataset
+from hllm_creator.data.prepare import prepare
 from hllm_creator.data.schema import DataError, _is_missing
+from hllm_creator.data.selling_points import derive_selling_points
 
 FEED_FIELDS = {"ad_id": True, "title": True, "description": False, "selling_points": False, "brand": False,
                "categories": False}
 LIST_FIELDS = ("selling_points", "categories")
 LIST_SEP = "|"
+FEED_FILE = "feed.parquet"  # a checked feed (``refresh-prepare``'s output)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -55,7 +59,7 @@ def _read(path: Path) -> pd.DataFrame:
 
             opener = gzip.open if suf.endswith(".gz") else open
             with opener(path, "rt", encoding="utf-8") as f:
-                for i, line in enumerate(f):
+                for _i, line in enumerate(f):
                     if not line.strip():
                         continue
                     try:
@@ -115,7 +119,6 @@ def load_feed(path: str | Path, catalog: pd.DataFrame | None = None) -> pd.DataF
     """Read and check an ad feed -> DataFrame (ad_id, title, description, selling_points, brand,
     categories, in_catalog, advertiser_selling_points); ``catalog``: the dataset's items, for the
     collision check. Raises DataError (file, row, field) on the first problem."""
-    from hllm_creator.data.selling_points import derive_selling_points
 
     p = Path(path)
     f = str(p)
@@ -181,8 +184,6 @@ def feed_items(feed: pd.DataFrame) -> pd.DataFrame:
 def refresh_dataset(data_dir: str | Path, feed_path: str | Path, out: str | Path):
     """The training dataset + the feed's new ads as items (no clicks), written atomically to ``out``
     (the dataset-dir contract). Returns (Dataset, feed DataFrame)."""
-    from hllm_creator.data import load_dataset
-    from hllm_creator.data.prepare import prepare
 
     ds = load_dataset(data_dir)
     feed = load_feed(feed_path, ds.items)
@@ -192,3 +193,12 @@ def refresh_dataset(data_dir: str | Path, feed_path: str | Path, out: str | Path
                             f"({int((~feed['in_catalog']).sum())} new ads)",
                      license=str(ds.manifest.get("license", "unknown")), items_file=str(feed_path))
     return out_ds, feed
+
+
+def feed_ads(path: str | Path) -> list[str]:
+    """The ad ids of a checked feed (``feed.parquet`` or a dir holding it), in feed order."""
+    p = Path(path)
+    p = p / FEED_FILE if p.is_dir() else p
+    if not p.exists():
+        raise DataError("checked feed not found (refresh-prepare writes it)", file=str(p))
+    return pd.read_parquet(p, columns=["ad_id"])["ad_id"].astype(str).tolist()

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from hllm_creator.data.schema import SCHEMA_VERSION, Dataset, validate_interactions, validate_items
+from hllm_creator.data.adapters import amazon_json
+from hllm_creator.data.schema import SCHEMA_VERSION, Dataset, _check_columns, validate_interactions, validate_items
 from hllm_creator.data.selling_points import derive_selling_points
-from hllm_creator.io import atomic_dir, sha256_file
+from hllm_creator.data.split import leave_last_out
+from hllm_creator.io import atomic_dir, sha256_file, write_json
+from hllm_creator.paths import BUNDLED_DATA
 
 
 def finalize_items(items: pd.DataFrame, source_file: str = "items") -> pd.DataFrame:
     """Fill optional columns, derive selling_points where absent or empty, then validate."""
-    from hllm_creator.data.schema import _check_columns
 
     _check_columns(items, ["item_id", "title"], source_file)
     items = items.copy()
@@ -27,7 +29,7 @@ def finalize_items(items: pd.DataFrame, source_file: str = "items") -> pd.DataFr
         items["categories"] = [[] for _ in range(n)]
     has_sp = "selling_points" in items
     sps = []
-    for i, rec in enumerate(items.to_dict("records")):
+    for _i, rec in enumerate(items.to_dict("records")):
         sp = rec.get("selling_points") if has_sp else None
         sp = list(sp) if sp is not None and not isinstance(sp, float) else []
         if not sp and isinstance(rec["title"], str):
@@ -46,8 +48,6 @@ def prepare(items: pd.DataFrame, interactions: pd.DataFrame, out_dir: str | Path
 
     ``invalid_rows``: what ``--on-invalid skip`` dropped (``adapters.drop_invalid_rows``), kept in
     the manifest under that key."""
-    from hllm_creator.data.split import leave_last_out
-    from hllm_creator.io import write_json
 
     items = finalize_items(items, items_file)
     interactions = interactions[["user_id", "item_id", "ts", "label"]].copy()
@@ -64,7 +64,7 @@ def prepare(items: pd.DataFrame, interactions: pd.DataFrame, out_dir: str | Path
             "source": source,
             "license": license,
             "schema_version": SCHEMA_VERSION,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "counts": {
                 "users": int(interactions["user_id"].nunique()),
                 "items": int(len(items)),
@@ -83,8 +83,6 @@ def prepare(items: pd.DataFrame, interactions: pd.DataFrame, out_dir: str | Path
 
 def prepare_bundled(out_dir: str | Path) -> Dataset:
     """The vendored Amazon Industrial & Scientific data -> dataset dir."""
-    from hllm_creator.data.adapters import amazon_json
-    from hllm_creator.paths import BUNDLED_DATA
 
     inter = BUNDLED_DATA / "Scientific.inter.json.gz"
     item = BUNDLED_DATA / "Scientific.item.json.gz"

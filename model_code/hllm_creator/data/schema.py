@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from hllm_creator.io import sha256_file
+
 SCHEMA_VERSION = 1
 ITEM_COLUMNS = ["item_id", "title", "description", "brand", "categories", "selling_points"]
 INTERACTION_COLUMNS = ["user_id", "item_id", "ts", "label"]
@@ -125,7 +127,6 @@ class Dataset:
 
 def load_dataset(path: str | Path, *, verify: bool = True) -> Dataset:
     """Load a dataset dir written by ``hllm-creator data prepare``; checks checksums and schema."""
-    from hllm_creator.io import sha256_file
 
     path = Path(path)
     if not path.is_dir():
@@ -158,8 +159,6 @@ def dataset_fingerprint(data_dir: str | Path) -> tuple[str, str]:
     parquet files. The pipeline runner tags the parent run with it (``dataset_hash``); ``publish``
     checks that a bundle's catalog is the run's dataset with it."""
     import hashlib
-
-    from hllm_creator.io import sha256_file
 
     data_dir = Path(data_dir)
     man = data_dir / "manifest.json"

@@ -19,7 +19,6 @@ CLUSTER_META = "cluster_meta.json"
 MATCHES = "matches.parquet"
 CREATIVES = "creatives.parquet"
 LOOKUP = "lookup.parquet"
-FEED_FILE = "feed.parquet"  # a checked ad feed (refresh-prepare writes it, match reads it)
 
 
 def resolve_file(path: str | Path, name: str) -> Path:
@@ -81,11 +80,3 @@ def read_json(path: Path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"cannot read JSON: {e}", file=str(path)) from None
 
-
-def feed_ads(path: str | Path) -> list[str]:
-    """The ad ids of a checked feed (``feed.parquet`` or a dir holding it), in feed order."""
-    p = Path(path)
-    p = p / FEED_FILE if p.is_dir() else p
-    if not p.exists():
-        raise DataError("checked feed not found (refresh-prepare writes it)", file=str(p))
-    return pd.read_parquet(p, columns=["ad_id"])["ad_id"].astype(str).tolist()

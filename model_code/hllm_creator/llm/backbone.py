@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hllm_creator.io import atomic_dir, write_json
 from hllm_creator.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ def pull(name: str = SMOLLM2, *, force: bool = False) -> Path:
 
     A second call is a no-op that returns the cached dir.
     """
-    from hllm_creator.io import atomic_dir, write_json
 
     if name not in BUNDLED:
         raise BackboneError(f"unknown bundled model {name!r}; bundled: {sorted(BUNDLED)}")
@@ -115,7 +115,7 @@ def best_attn_implementation() -> str:
 
         if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
-    except Exception:  # pragma: no cover
+    except Exception:  # noqa: BLE001 - a broken CUDA/flash-attn install falls back to sdpa  # pragma: no cover
         pass
     return "sdpa"
 

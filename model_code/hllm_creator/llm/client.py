@@ -29,6 +29,9 @@ from typing import Any
 from pydantic import Field, SecretStr
 
 from hllm_creator.config import StepConfig
+from hllm_creator.llm.cache import ReplyCache, cache_key
+from hllm_creator.paths import work_dir
+from hllm_creator.tracking import log_metrics
 
 log = logging.getLogger(__name__)
 # one `HTTP Request: POST ...` INFO line per call from httpx (the openai client's transport) is noise
@@ -61,7 +64,7 @@ class LLMConfig(StepConfig):
     cost_per_1k_completion: float = Field(0.0, ge=0)
     progress: bool = True
 
-    def resolved(self) -> "LLMConfig":
+    def resolved(self) -> LLMConfig:
         base = self.base_url or os.environ.get("OPENAI_BASE_URL")
         model = self.model or os.environ.get(DEFAULT_MODEL_ENV)
         if not base:
@@ -175,8 +178,6 @@ class LLMClient:
         self.config = cfg.resolved()
         from openai import OpenAI
 
-        from hllm_creator.llm.cache import ReplyCache
-
         self._client = OpenAI(base_url=self.config.base_url, api_key=self.config.api_key.get_secret_value(),
                               timeout=self.config.timeout_s, max_retries=0)
         self.cache = ReplyCache(self.config.cache_path) if self.config.cache_path else None
@@ -200,8 +201,7 @@ class LLMClient:
     def _chat(self, messages: list[dict], req: Request) -> tuple[str, int, int]:
         """One chat completion with transport retries; returns (text, prompt_tokens, completion_tokens)."""
         import openai
-        from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
-                              wait_exponential_jitter)
+        from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
         def transient(e: BaseException) -> bool:
             if isinstance(e, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
@@ -264,7 +264,6 @@ class LLMClient:
         """Ask once (plus transport retries and schema re-asks); cached by (endpoint, model, messages,
         params). A successful reply is served from the cache for good, a schema failure only for
         ``failure_ttl_s`` (then it is asked again)."""
-        from hllm_creator.llm.cache import cache_key
 
         key = cache_key(self.config.model, req.messages, self._params(req), endpoint=self.config.base_url)
         with self._lock:
@@ -360,8 +359,6 @@ class LLMClient:
         }
 
     def log_to_mlflow(self, prefix: str = "") -> None:
-        from hllm_creator.tracking import log_metrics
-
         log_metrics({f"{prefix}{k}": v for k, v in self.stats().items()})
 
     def endpoint_info(self) -> dict[str, str]:
@@ -374,7 +371,6 @@ def default_cache_path() -> str:
     pipelines.hllm_pipeline.STATE_STEPS), else ``$HLLM_WORKDIR/llm_cache/replies.sqlite``: outside
     any step's output dir, so an atomic rewrite of the output keeps the cache, and a re-run (same
     endpoint, model, prompts, params) reuses it."""
-    from hllm_creator.paths import work_dir
 
     state = os.environ.get("HLLM_STATE_DIR")
     root = Path(state) if state else work_dir()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from hllm_creator.creative.prompts import prompt_facts
-from hllm_creator.model.prompts import RESPONSE_END
+from hllm_creator.creative.prompts import RESPONSE_END
 
 IGNORE = -100
 PROFILE_MAX_TOKENS = 96  # a user profile's tokens (recon response, align text)

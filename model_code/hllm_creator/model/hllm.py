@@ -31,7 +31,7 @@ from hllm_creator.model.collate import FactBatch, SlotBatch, encode_text, positi
 from hllm_creator.model.config import ModelConfig
 from hllm_creator.model.fact_copy import FactCopyHead
 from hllm_creator.model.predictor import ItemUserHead
-from hllm_creator.model.prompts import PROMPT_VERSION, creative_prompts
+from hllm_creator.creative.prompts import PROMPT_VERSION, creative_prompts
 
 
 def _projector(kind: str, d_in: int, d_out: int) -> nn.Module:

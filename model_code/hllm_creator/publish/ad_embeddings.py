@@ -1,25 +1,13 @@
-"""The bundle's precomputed item (ad) embeddings: computed upstream, read by serving without encoding.
-
-Three files in the bundle's ``artifacts/``:
-
-- ``item_embeddings.npy``: float32 [n, d], one row per catalog item (the Item LLM's vector of
-  ``data.text.item_text(item)``, fp32, as match scores ads);
-- ``item_embeddings.parquet``: (item_id, text_sha256) in row order: which item each row is, and the
-  text it was computed from (a changed text is a stale row, never served);
-- ``item_embeddings.json``: ``model_hash`` (the model the vectors belong to), dim, count, seconds,
-  and how many rows were reused vs encoded.
+"""The bundle's precomputed item (ad) embeddings, computed upstream (the files' format:
+``serving.bundle``, which reads them without encoding).
 
 Where the vectors come from, cheapest first: an earlier bundle's rows (a refresh: old ads are never
 re-encoded), the model dir's ``item_embeddings.parquet`` (the frozen Item LLM's vectors training
 computed), the item cache that embed/match filled (``infer.item_cache``), and only then the Item LLM.
-Serving memory-maps the ``.npy``: start time does not grow with the rows, resident memory grows as
-rows are touched (docs/serving.md).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -27,49 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hllm_creator.infer.embed import _encoder, item_texts, seed_cache
+from hllm_creator.infer.item_cache import ItemCache, cache_key
+from hllm_creator.io import atomic_path, write_json, write_parquet
+from hllm_creator.serving.bundle import EMB_INDEX, EMB_META, EMB_NPY, read_table, text_sha
+
 log = logging.getLogger(__name__)
-
-EMB_NPY = "item_embeddings.npy"
-EMB_INDEX = "item_embeddings.parquet"
-EMB_META = "item_embeddings.json"
-EMB_FILES = (EMB_NPY, EMB_INDEX, EMB_META)
-
-
-def text_sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class EmbeddingTable:
-    """item_id -> row of a float32 matrix (memory-mapped), for one model hash."""
-
-    def __init__(self, ids: list[str], shas: list[str], matrix: np.ndarray, meta: dict):
-        self.ids, self.shas, self.matrix, self.meta = ids, shas, matrix, meta
-        self.row = {i: k for k, i in enumerate(ids)}
-        self.model_hash = str(meta.get("model_hash") or "")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __contains__(self, item_id: str) -> bool:
-        return item_id in self.row
-
-    def rows(self, item_ids) -> np.ndarray:
-        return np.asarray(self.matrix[[self.row[i] for i in item_ids]], dtype=np.float32)
-
-
-def read_table(art: str | Path, *, mmap: bool = True) -> EmbeddingTable | None:
-    """The table in ``art`` (a bundle's artifacts dir), or None when the files are absent.
-    Raises ValueError naming the file when they disagree with each other."""
-    art = Path(art)
-    if not all((art / f).exists() for f in EMB_FILES):
-        return None
-    meta = json.loads((art / EMB_META).read_text())
-    idx = pd.read_parquet(art / EMB_INDEX)
-    mat = np.load(art / EMB_NPY, mmap_mode="r" if mmap else None)
-    if mat.ndim != 2 or mat.shape[0] != len(idx) or mat.dtype != np.float32:
-        raise ValueError(f"{art / EMB_NPY}: shape {mat.shape} {mat.dtype}, expected [{len(idx)}, d] float32 "
-                         f"(rows of {art / EMB_INDEX})")
-    return EmbeddingTable(idx["item_id"].astype(str).tolist(), idx["text_sha256"].astype(str).tolist(), mat, meta)
 
 
 def write_item_embeddings(model, items: pd.DataFrame, out_dir: str | Path, *, model_dir: str | Path | None = None,
@@ -80,9 +31,6 @@ def write_item_embeddings(model, items: pd.DataFrame, out_dir: str | Path, *, mo
     ``reuse``: artifacts dirs of earlier bundles whose rows (same model hash, same text) are copied;
     ``model_dir``: its training-time item_embeddings.parquet seeds the cache; ``item_cache``: the item
     cache file (default: the model's, under the cache dir). Only what none of them has is encoded."""
-    from hllm_creator.infer.embed import _encoder, item_texts, seed_cache
-    from hllm_creator.infer.item_cache import ItemCache, cache_key
-    from hllm_creator.io import atomic_path, write_json, write_parquet
 
     t0 = time.time()
     out_dir = Path(out_dir)

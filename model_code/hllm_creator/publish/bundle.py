@@ -1,20 +1,9 @@
 """One serving bundle per pipeline run: assemble, check by loading, register.
 
-A bundle is one directory that ``hllm-creator serve predictor|creative`` loads with no other
-argument (``--model-dir BUNDLE`` or ``--model-uri models:/hllm-creator@champion``)::
-
-    BUNDLE/
-      bundle.json        the manifest (BUNDLE_SCHEMA): run ids, dataset + config hashes, the GSB and
-                         personalization figures, sha256 and size of every file
-      model/             the trained model dir (hllm-creator train)
-      artifacts/         centroids.npy, cluster_meta.json, member_means.npy, medoids.npy,
-                         matches.parquet (+ member_id_parts.npy for a hybrid predictor),
-                         creatives.parquet (+ their *_meta.json) and items.parquet
-                         (the item catalog of the run's dataset)
-
-It is written to a temp dir beside the target and renamed (``io.atomic_dir``): a bundle dir is
-complete or absent. :func:`check_bundle` loads it with the real serving loaders (the predictor and
-the creative model, one pass each) before :func:`publish` registers it.
+The bundle's layout and manifest are ``serving.bundle``'s (what a server reads). It is written to
+a temp dir beside the target and renamed (``io.atomic_dir``): a bundle dir is complete or absent.
+:func:`check_bundle` loads it with the real serving loaders (the predictor and the creative model,
+one pass each) before :func:`publish` registers it.
 """
 
 from __future__ import annotations
@@ -31,15 +20,16 @@ from typing import Any
 
 from hllm_creator.data.schema import dataset_fingerprint
 from hllm_creator.infer.common import ASSIGNMENTS, CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
-from hllm_creator.io import sha256_file
+from hllm_creator.io import atomic_dir, sha256_file
+from hllm_creator.model import HLLMCreator
+from hllm_creator.publish.ad_embeddings import write_item_embeddings
+from hllm_creator.serving.bundle import ARTIFACTS, BUNDLE_SCHEMA, ITEMS, MANIFEST, MODEL, BundleError, bundle_paths
+from hllm_creator.serving.creative import Creative
+from hllm_creator.serving.loading import load_assets
+from hllm_creator.serving.predictor import Predictor
+from hllm_creator.serving.schemas import CreativeInstance, PredictorInstance
 
 log = logging.getLogger(__name__)
-
-BUNDLE_SCHEMA = "hllm-creator-bundle/1"
-MANIFEST = "bundle.json"
-MODEL = "model"
-ARTIFACTS = "artifacts"
-ITEMS = "items.parquet"
 
 # file -> (source step output, required)
 # assignments.parquet: a refresh (``hllm-creator refresh``) matches new ads against these clusters
@@ -47,7 +37,7 @@ CLUSTER_FILES = {CENTROIDS: True, CLUSTER_META: True, MEMBER_MEANS: False, MEDOI
 MATCH_FILES = {MATCHES: True, "match_meta.json": False, "member_id_parts.npy": False}  # last: hybrid predictor
 CREATIVE_FILES = {CREATIVES: True, "generate_meta.json": False}
 
-# KFP local run dir: <run_dir>/<task>/<output> (ECOSYSTEM_NOTES, "KFP 2.17 local execution")
+# KFP local run dir: <run_dir>/<task>/<output> (how KFP 2.17's local runner lays out its outputs)
 RUN_DIR_LAYOUT = {
     "model": "train/model",
     "clusters": "cluster/clusters",
@@ -56,25 +46,6 @@ RUN_DIR_LAYOUT = {
     "gsb": "gsb-eval/report",
     "personalization": "personalization-eval/report",
 }
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be assembled or loaded; the message names the file and the place."""
-
-
-def is_bundle(path: str | Path) -> bool:
-    return (Path(path) / MANIFEST).is_file()
-
-
-def read_manifest(path: str | Path) -> dict:
-    f = Path(path) / MANIFEST
-    try:
-        m = json.loads(f.read_text())
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{f}: not a readable bundle manifest ({e})") from None
-    if m.get("schema") != BUNDLE_SCHEMA:
-        raise BundleError(f"{f}: schema {m.get('schema')!r}, expected {BUNDLE_SCHEMA!r}")
-    return m
 
 
 @dataclass
@@ -165,7 +136,6 @@ def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, A
     ``item_embeddings``: also compute the catalog's item embeddings with the bundle's model
     (``publish.ad_embeddings``: reused from ``reuse_embeddings`` bundles' artifacts, the model dir and
     the item cache first), so a server never encodes the catalog at load."""
-    from hllm_creator.io import atomic_dir
 
     out = Path(out).expanduser().resolve()
     if not (inp.model / "hllm_config.json").is_file():
@@ -200,9 +170,6 @@ def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, A
         if item_embeddings:
             import pandas as pd
 
-            from hllm_creator.model import HLLMCreator
-            from hllm_creator.publish.ad_embeddings import write_item_embeddings
-
             model = HLLMCreator.load(tmp / MODEL)
             emb_meta = write_item_embeddings(model, pd.read_parquet(items), tmp / ARTIFACTS, model_dir=tmp / MODEL,
                                              reuse=list(reuse_embeddings))
@@ -236,31 +203,6 @@ def assemble_bundle(inp: BundleInputs, out: str | Path, *, run_info: dict[str, A
     return manifest
 
 
-def bundle_paths(bundle: str | Path) -> tuple[Path, Path, Path]:
-    """(model dir, artifacts dir, items.parquet) of a bundle; each checked to exist."""
-    b = Path(bundle)
-    read_manifest(b)
-    model, art, items = b / MODEL, b / ARTIFACTS, b / ARTIFACTS / ITEMS
-    for p in (model, art, items):
-        if not p.exists():
-            raise BundleError(f"bundle {b}: {p.relative_to(b)} is missing")
-    return model, art, items
-
-
-def verify_bundle(bundle: str | Path) -> list[str]:
-    """Files whose sha256 or size differs from the manifest (or are missing): empty when intact."""
-    b = Path(bundle)
-    m = read_manifest(b)
-    bad = []
-    for rel, meta in m.get("files", {}).items():
-        p = b / rel
-        if not p.is_file():
-            bad.append(f"{rel}: missing")
-        elif p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
-            bad.append(f"{rel}: content differs from the manifest")
-    return bad
-
-
 def check_bundle(bundle: str | Path, *, creative: bool = True) -> dict[str, Any]:
     """Load the bundle with the real serving loaders and answer one request with each model.
 
@@ -268,9 +210,6 @@ def check_bundle(bundle: str | Path, *, creative: bool = True) -> dict[str, Any]
     otherwise), answer one known user with a catalog ad, and the creative model must generate
     once. Returns what was loaded (counts) and the sample answers.
     """
-    from hllm_creator.serving.loading import load_assets
-    from hllm_creator.serving.predictor import Predictor
-    from hllm_creator.serving.schemas import CreativeInstance, PredictorInstance
 
     model_dir, art, items = bundle_paths(bundle)
     t0 = time.time()
@@ -284,8 +223,6 @@ def check_bundle(bundle: str | Path, *, creative: bool = True) -> dict[str, Any]
     out = {"items": len(assets.items), "clusters": int(len(assets.centroids)), "selected_pairs": len(assets.selected),
            "creatives": len(assets.creatives), "predictor_sample": p}
     if creative:
-        from hllm_creator.serving.creative import Creative
-
         cre = Creative("creative", model_dir=str(model_dir))
         cre.assets = assets
         row = assets.items[ad]

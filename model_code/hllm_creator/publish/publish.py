@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hllm_creator.publish.bundle import BundleInputs, BundleError, assemble_bundle, check_bundle
+from hllm_creator import tracking
+from hllm_creator.publish.bundle import BundleError, BundleInputs, assemble_bundle, check_bundle
+from hllm_creator.tracking.mlflow_utils import _mlflow
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,6 @@ def pipeline_run_of(inp: BundleInputs) -> str | None:
     if env:
         return env
     if inp.train_run_id:
-        from hllm_creator.tracking.mlflow_utils import _mlflow
-
         try:
             run = _mlflow().MlflowClient().get_run(inp.train_run_id)
         except Exception as e:  # noqa: BLE001 - a run dir copied from another store
@@ -38,7 +38,6 @@ def _run_info(parent: str | None) -> dict[str, Any]:
     """Tags (dataset + config hash, preset, KFP run id) and figures (gsb_*, pers_*) of the pipeline run."""
     if not parent:
         return {}
-    from hllm_creator.tracking.mlflow_utils import _mlflow
 
     client = _mlflow().MlflowClient()
     run = client.get_run(parent)
@@ -61,7 +60,6 @@ def publish(inp: BundleInputs, out: str | Path, *, register: bool = True, check:
     models, and register it (alias ``candidate``) in a ``publish`` step run nested under the
     pipeline run. Nothing is registered when the check fails. Returns the manifest, the check's
     answer and the registered version."""
-    from hllm_creator import tracking
 
     parent = pipeline_run_of(inp)
     inp.mlflow_run_id = parent

@@ -32,9 +32,33 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field
 
+from hllm_creator import tracking
 from hllm_creator.config import StepConfig
-from hllm_creator.data.schema import DataError
-from hllm_creator.infer.common import FEED_FILE
+from hllm_creator.data import load_dataset
+from hllm_creator.data.feed import FEED_FILE, feed_hash, feed_items, load_feed
+from hllm_creator.data.prepare import prepare as prepare_dataset
+from hllm_creator.data.schema import DataError, dataset_fingerprint
+from hllm_creator.evaluate.personalization import PersonalizationConfig
+from hllm_creator.evaluate.personalization import run as pers_run
+from hllm_creator.infer import generate as G
+from hllm_creator.infer import match as M
+from hllm_creator.infer.common import (
+    ASSIGNMENTS,
+    CENTROIDS,
+    CLUSTER_META,
+    CREATIVES,
+    MATCHES,
+    MEDOIDS,
+    MEMBER_MEANS,
+    read_json,
+    resolve_file,
+)
+from hllm_creator.infer.embed import load_model
+from hllm_creator.io import atomic_dir, write_json, write_parquet
+from hllm_creator.publish.bundle import BundleInputs, _link_or_copy
+from hllm_creator.publish.publish import publish
+from hllm_creator.serving.bundle import ARTIFACTS, bundle_paths, read_manifest
+from hllm_creator.teacher.gsb import GSBConfig, log_gsb, run_gsb, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +90,12 @@ class RefreshConfig(StepConfig):
 
 # ---- 1. prepare -----------------------------------------------------------------------------------
 def _interactions_sha(data_dir: Path) -> str | None:
-    from hllm_creator.infer.common import read_json
-
     m = data_dir / "manifest.json"
     return (read_json(m).get("sha256") or {}).get("interactions.parquet") if m.exists() else None
 
 
 def check_data(manifest: dict, data_dir: Path) -> None:
     """``data_dir`` must be the bundle's dataset (its hash) or hold the interactions the bundle records."""
-    from hllm_creator.data.schema import dataset_fingerprint
 
     _, h = dataset_fingerprint(data_dir)
     want_i = manifest.get("interactions_sha256")
@@ -88,12 +109,6 @@ def check_data(manifest: dict, data_dir: Path) -> None:
 def prepare(bundle: str | Path, feed: str | Path, data_dir: str | Path, out: str | Path) -> dict[str, Any]:
     """Check the feed, write ``out/dataset`` (refresh dataset), ``out/clusters`` (the bundle's clusters)
     and ``out/feed/feed.parquet`` (the checked feed). Returns paths and counts."""
-    from hllm_creator.data import load_dataset
-    from hllm_creator.data.feed import feed_hash, feed_items, load_feed
-    from hllm_creator.data.prepare import prepare as prepare_dataset
-    from hllm_creator.infer.common import ASSIGNMENTS, CENTROIDS, CLUSTER_META, MEDOIDS, MEMBER_MEANS
-    from hllm_creator.io import atomic_dir, write_parquet
-    from hllm_creator.publish.bundle import _link_or_copy, bundle_paths, read_manifest
 
     bundle, out, data_dir = Path(bundle), Path(out), Path(data_dir)
     man = read_manifest(bundle)
@@ -128,7 +143,6 @@ def run_prepare(bundle: str | Path, feed: str | Path, data_dir: str | Path, out:
                 config=None) -> dict[str, Any]:
     """:func:`prepare` as the step ``refresh-prepare``: an MLflow step run (nested under the refresh's
     parent run) with its counts as metrics."""
-    from hllm_creator import tracking
 
     params = config if config is not None else {"bundle": str(bundle), "feed": str(feed), "data_dir": str(data_dir)}
     with tracking.step_run("refresh-prepare", params):
@@ -143,9 +157,6 @@ def merge_outputs(bundle_art: str | Path, matches_dir: str | Path, creatives_dir
                   out: str | Path) -> dict[str, int]:
     """The bundle's matches/creatives with the new ads' rows added (an ad of both: the new rows) ->
     ``out/matches`` and ``out/creatives`` (plus the bundle's member_id_parts.npy: same clusters)."""
-    from hllm_creator.infer.common import CREATIVES, MATCHES, resolve_file
-    from hllm_creator.io import write_parquet
-    from hllm_creator.publish.bundle import _link_or_copy
 
     art, out = Path(bundle_art), Path(out)
     counts = {}
@@ -174,8 +185,6 @@ def merge_and_publish(bundle: str | Path, prepared: dict, matches_dir: str | Pat
                       bundle_out: str | Path | None = None) -> dict[str, Any]:
     """Merge the new ads into the bundle's outputs (under ``out/merged``) and publish the new bundle at
     ``bundle_out`` (default ``out/bundle``)."""
-    from hllm_creator.publish.bundle import ARTIFACTS, BundleInputs, read_manifest
-    from hllm_creator.publish.publish import publish
 
     bundle, out = Path(bundle), Path(out)
     man = read_manifest(bundle)
@@ -197,12 +206,6 @@ def merge_and_publish(bundle: str | Path, prepared: dict, matches_dir: str | Pat
 # ---- the CLI path: every step in this process ------------------------------------------------------
 def run(cfg: RefreshConfig, out: str | Path, *, llm=None, progress: bool = True) -> dict[str, Any]:
     """All steps in-process under one MLflow parent run ``refresh``; returns what was written and measured."""
-    from hllm_creator import tracking
-    from hllm_creator.data.schema import dataset_fingerprint
-    from hllm_creator.infer import generate as G
-    from hllm_creator.infer import match as M
-    from hllm_creator.infer.embed import load_model
-    from hllm_creator.io import write_json
 
     t0 = time.time()
     out = Path(out).resolve()
@@ -231,8 +234,6 @@ def run(cfg: RefreshConfig, out: str | Path, *, llm=None, progress: bool = True)
         secs["generate"] = time.time() - t
         gsb_dir = None
         if cfg.judge_samples:
-            from hllm_creator.teacher.gsb import GSBConfig, log_gsb, run_gsb, write_outputs
-
             t = time.time()
             gsb_dir = out / "gsb"
             scfg = GSBConfig(input=str(out / "generate" / "creatives.parquet"), out=str(gsb_dir), data=prep["dataset"],
@@ -245,9 +246,6 @@ def run(cfg: RefreshConfig, out: str | Path, *, llm=None, progress: bool = True)
             secs["gsb"] = time.time() - t
         pers_dir, pres = None, {}
         if cfg.personalization:
-            from hllm_creator.evaluate.config import PersonalizationConfig
-            from hllm_creator.evaluate.personalization import run as pers_run
-
             t = time.time()
             pers_dir = out / "personalization"
             pcfg = PersonalizationConfig(model_dir=prep["model_dir"], data_dir=prep["dataset"],

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hllm_creator.serving.runtime import import_kserve
+
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -30,8 +32,6 @@ MODEL_FORMAT = "hllm-creator"
 
 
 def _kserve():
-    from hllm_creator.serving.runtime import import_kserve
-
     return import_kserve()
 
 

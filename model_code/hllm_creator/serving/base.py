@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from hllm_creator.serving.runtime import ServingError, kserve  # kserve imported without our argv
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from hllm_creator.serving import metrics as M  # noqa: I001
 from hllm_creator.serving.batching import MicroBatcher, QueueFull
 from hllm_creator.serving.loading import ServingAssets, load_assets, resolve_source
+from hllm_creator.serving.runtime import ServingError, kserve  # kserve imported without our argv
 from hllm_creator.serving.schemas import InvalidRequest, parse_v1, parse_v2
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 Model = kserve.Model
 InvalidInput = kserve.errors.InvalidInput

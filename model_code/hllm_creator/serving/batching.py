@@ -24,7 +24,10 @@ import concurrent.futures
 import logging
 import math
 import time
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from hllm_creator.serving.metrics import BATCH_SECONDS, BATCH_SIZE, DROPPED_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +163,7 @@ class Batcher:
                 break
             try:
                 batch.append(await asyncio.wait_for(queue.get(), left))
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 break
         return self._live(batch)
 
@@ -174,8 +177,6 @@ class Batcher:
             return
         self.dropped += n
         if self.metrics_name is not None:
-            from hllm_creator.serving.metrics import DROPPED_ROWS
-
             DROPPED_ROWS.labels(model=self.metrics_name).inc(n)
 
     def _resolve(self, fut: asyncio.Future, r: Any) -> None:
@@ -190,7 +191,6 @@ class Batcher:
     def _observe(self, n: int, seconds: float | None) -> None:
         if self.metrics_name is None:
             return
-        from hllm_creator.serving.metrics import BATCH_SECONDS, BATCH_SIZE
 
         BATCH_SIZE.labels(model=self.metrics_name).observe(n)
         if seconds is not None:

@@ -63,7 +63,7 @@ def _ab(experiment: str | None, share: float, exposure_dir: str | None) -> dict:
     from pathlib import Path
 
     from hllm_creator.paths import work_dir
-    from hllm_creator.publish.ab import Experiment
+    from hllm_creator.serving.experiment import Experiment
 
     try:
         exp = Experiment(salt=experiment, share=share)
@@ -134,7 +134,7 @@ def split_cmd(champion: str = typer.Option(..., "--champion", help="URL of the c
     """Route requests between a champion and a canary server like KServe's canary split: each request
     goes to the canary with probability PERCENT/100, or where the `x-hllm-route: champion|canary`
     header says; answers carry `x-hllm-served-by`. Try a rollout locally without a cluster."""
-    from hllm_creator.publish.router import serve_split
+    from hllm_creator.serving.router import serve_split
 
     serve_split(champion, canary, percent, host, port)
 

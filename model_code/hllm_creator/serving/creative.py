@@ -14,6 +14,9 @@ import logging
 
 import numpy as np
 
+from hllm_creator.creative.copy import is_copy as same_title
+from hllm_creator.infer.generate import clean_title, ground
+from hllm_creator.infer.harm import title_content_gain, title_gain
 from hllm_creator.serving import metrics as M
 from hllm_creator.serving.base import BatchedModel, history_reasons
 from hllm_creator.serving.schemas import CreativeInstance
@@ -45,10 +48,6 @@ class Creative(BatchedModel):
 
     def run_batch(self, insts: list[CreativeInstance]) -> list[dict]:
         import torch
-
-        from hllm_creator.creative.copy import is_copy as same_title
-        from hllm_creator.infer.generate import clean_title, ground
-        from hllm_creator.infer.harm import title_content_gain, title_gain
 
         a = self.assets
         user_emb, infos, audience = a.user_embeddings([i.user_history for i in insts], content=True)

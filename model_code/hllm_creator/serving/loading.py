@@ -1,6 +1,6 @@
 """What the creative and predictor models share: loading (a path or ``models:/...``), the item
 catalog and embedding cache, user embedding + cluster assignment (the batcher, the HTTP guards
-and ``serve`` are in ``serving.batching`` / ``serving.runtime``; re-exported here).
+and ``serve`` are in ``serving.batching`` / ``serving.runtime``).
 
 Inference outputs read from ``--artifacts DIR`` (every file optional except the cluster files):
 ``centroids.npy`` + ``cluster_meta.json`` (+ ``medoids.npy`` or ``member_means.npy``: what goes in
@@ -17,17 +17,23 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from hllm_creator.data.text import item_text
+from hllm_creator.infer.cluster import assign
 from hllm_creator.infer.common import CENTROIDS, CLUSTER_META, CREATIVES, MATCHES, MEDOIDS, MEMBER_MEANS
+from hllm_creator.infer.harm import _unit
+from hllm_creator.infer.item_cache import ItemCache
 from hllm_creator.infer.match import MEMBER_ID_PARTS
-from hllm_creator.serving.batching import MicroBatcher  # noqa: F401 (re-exported)
-from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards, serve  # noqa: F401
+from hllm_creator.model import HLLMCreator
+from hllm_creator.serving.bundle import EMB_META, bundle_paths, is_bundle, read_manifest, read_table, text_sha
 from hllm_creator.serving.schemas import HISTORY_KEPT, looks_like_id
+from hllm_creator.tracking import download_registered
 
 log = logging.getLogger(__name__)
 TITLE_LRU = 50_000  # free-text history titles kept embedded in memory
@@ -47,7 +53,6 @@ def resolve_model_dir(model_dir: str | None = None, model_uri: str | None = None
         return p
     if not str(model_uri).startswith(("models:/", "runs:/", "file:", "/")):
         raise ValueError(f"--model-uri {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    from hllm_creator.tracking import download_registered
 
     return Path(download_registered(model_uri))
 
@@ -57,8 +62,6 @@ def resolve_source(model_dir: str | None, model_uri: str | None, artifacts: str 
     """(model dir, artifacts, items, bundle manifest or None). A serving bundle (a dir with
     ``bundle.json``, local or downloaded from ``models:/...``) supplies its own model, artifacts and
     item catalog; an explicit ``--artifacts``/``--items`` still wins."""
-    from hllm_creator.publish.bundle import bundle_paths, is_bundle, read_manifest
-
     d = resolve_model_dir(model_dir, model_uri)
     if not is_bundle(d):
         return d, artifacts, items, None
@@ -91,7 +94,7 @@ class ServingAssets:
     selected: dict[tuple[str, int], dict] = field(default_factory=dict)   # (item, cluster) -> match row
     matched_items: set = field(default_factory=set)
     item_cache: Any = None
-    emb_table: Any = None                        # publish.ad_embeddings.EmbeddingTable: the bundle's vectors
+    emb_table: Any = None                        # serving.bundle.EmbeddingTable: the bundle's vectors
     _title_lru: OrderedDict = field(default_factory=OrderedDict)
 
     # -- precomputed item embeddings (a bundle's item_embeddings.npy): looked up by id, never encoded
@@ -118,8 +121,6 @@ class ServingAssets:
 
     # -- item embeddings
     def item_text_of(self, item_id: str) -> str:
-        from hllm_creator.data.text import item_text
-
         return item_text(self.items[item_id])
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -154,7 +155,6 @@ class ServingAssets:
 
     def history_texts(self, history: list[str]) -> tuple[list[tuple[bool, str]], HistoryInfo]:
         """The last HISTORY_KEPT entries -> [(is_catalog_item, item id | title text)]; unknown ids dropped."""
-        from hllm_creator.data.text import item_text
 
         info = HistoryInfo()
         texts = []
@@ -201,7 +201,6 @@ class ServingAssets:
             out[rows] = u.detach().float().cpu().numpy()
         if not content:
             return out, infos
-        from hllm_creator.infer.harm import _unit
 
         aud = np.full((len(histories), int(self.model.item_hidden_size)), np.nan, np.float32)
         for r, seq in zip(rows, seqs):
@@ -214,7 +213,6 @@ class ServingAssets:
         ok = np.isfinite(user_emb).all(axis=1)
         if self.centroids is None or not ok.any():
             return ids
-        from hllm_creator.infer.cluster import assign
 
         cid, _ = assign(self.centroids, user_emb[ok], self.cluster_meta)
         ids[ok] = cid
@@ -251,8 +249,6 @@ class ServingAssets:
 def _emb_table(art: Path, model):
     """The artifacts' precomputed item embeddings for this model, or None when absent; another model's
     hash or dim is an error (the bundle's files disagree), never silently re-embedded."""
-    from hllm_creator.publish.ad_embeddings import EMB_META, read_table
-
     f = _find(art, EMB_META)
     if f is None:
         return None
@@ -269,8 +265,6 @@ def _emb_table(art: Path, model):
 def _stale_rows(a: ServingAssets, table) -> list[str]:
     """Rows whose text hash is not the catalog's text of that item (checked for the ads with
     creatives, i.e. what the predictor answers; the full check runs in ``publish``)."""
-    from hllm_creator.publish.ad_embeddings import text_sha
-
     ads = {i for i, _ in a.creatives} | a.matched_items
     return [i for i in ads if i in table and i in a.items
             and table.shas[table.row[i]] != text_sha(a.item_text_of(i))]
@@ -330,9 +324,6 @@ def load_assets(model_dir: Path, artifacts: str | Path | None, items: str | Path
     ``require`` (keys of REQUIRED_FILES): outputs without which loading fails (the server does not
     turn ready) with a message that names what is missing and where it looked."""
     import pandas as pd
-
-    from hllm_creator.infer.item_cache import ItemCache
-    from hllm_creator.model import HLLMCreator
 
     check_required(artifacts, require)
     t0 = time.time()

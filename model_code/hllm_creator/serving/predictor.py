@@ -2,7 +2,7 @@
 score per ad, and the pre-generated personalized title for (ad, cluster) when ``match`` selected
 that pair (else the original title with the reason).
 
-Under an A/B experiment (``--experiment SALT``, ``hllm_creator.publish.ab``) each instance with a
+Under an A/B experiment (``--experiment SALT``, ``hllm_creator.serving.experiment``) each instance with a
 ``user_id`` is assigned ``personalized`` or ``control`` (control users get the original title),
 the prediction carries its ``variant`` and every answered ad an ``exposure_id``, and one exposure
 event per ad is appended to the sink (fsynced) before the answer leaves. Clicks come back through
@@ -15,8 +15,12 @@ import logging
 
 import numpy as np
 
-from hllm_creator.serving.base import BatchedModel, history_reasons  # noqa: F401 (re-exported)
-from hllm_creator.serving.schemas import PredictorInstance
+from hllm_creator.creative.copy import is_copy as same_title
+from hllm_creator.serving.base import BatchedModel, history_reasons
+from hllm_creator.serving.experiment import CONTROL, EXPOSURES, FEEDBACK, EventSink, exposure_event
+from hllm_creator.serving.runtime import REQUEST_ID
+from hllm_creator.serving.schemas import FeedbackRequest, PredictorInstance, format_validation_error
+from hllm_creator.tracking.mlflow_utils import _version_for
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +32,13 @@ class Predictor(BatchedModel):
 
     def __init__(self, name: str, *, experiment=None, sink_dir=None, **kw):
         super().__init__(name, **kw)
-        self.experiment = experiment          # hllm_creator.publish.ab.Experiment | None
+        self.experiment = experiment          # hllm_creator.serving.experiment.Experiment | None
         self.sink_dir = sink_dir
         self.exposures = self.feedback_sink = None
         self.model_version: str | None = None
 
     def load(self) -> bool:
         if self.experiment is not None:  # open the sink first: a server that cannot log does not turn ready
-            from hllm_creator.publish.ab import EXPOSURES, FEEDBACK, EventSink
-
             self.exposures = EventSink(self.sink_dir, EXPOSURES)
             self.feedback_sink = EventSink(self.sink_dir, FEEDBACK)
             log.info("A/B experiment %r (personalized share %.2f): events in %s", self.experiment.salt,
@@ -51,9 +53,6 @@ class Predictor(BatchedModel):
         if self.experiment is None:
             return results
         import asyncio
-
-        from hllm_creator.publish.ab import CONTROL, exposure_event
-        from hllm_creator.serving.runtime import REQUEST_ID
 
         events = []
         for inst, res in zip(instances, results):
@@ -91,8 +90,6 @@ class Predictor(BatchedModel):
 
             import orjson
             from pydantic import ValidationError
-
-            from hllm_creator.serving.schemas import FeedbackRequest, format_validation_error
 
             if self.feedback_sink is None:
                 return JSONResponse({"error": f"model {self.name} runs no A/B experiment (--experiment): "
@@ -184,7 +181,6 @@ class Predictor(BatchedModel):
             self.fallback("no_creative")
             return base | {"title": original, "personalized": False,
                            "reasons": [f"no pre-generated title for (ad {ad}, cluster {cid}): original title"]}
-        from hllm_creator.creative.copy import is_copy as same_title
 
         rs = row.get("reasons")
         rs = [str(x) for x in rs] if rs is not None and not isinstance(rs, str) else ([rs] if rs else [])
@@ -211,8 +207,6 @@ def _version_of(model_uri: str | None, bundle: dict | None) -> str | None:
     if not model_uri or not str(model_uri).startswith("models:/"):
         return None
     try:
-        from hllm_creator.tracking.mlflow_utils import _version_for
-
         return str(_version_for(model_uri).version)
     except Exception as e:  # noqa: BLE001 - serving does not depend on it; the URI is logged instead
         log.warning("could not resolve the version of %s: %s", model_uri, e)

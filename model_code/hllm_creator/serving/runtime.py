@@ -27,7 +27,10 @@ import sys
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
+
+from hllm_creator.serving import metrics
+from hllm_creator.serving.metrics import register_model
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,6 @@ class GuardMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        from hllm_creator.serving import metrics
 
         path = scope.get("path", "")
         app = scope.get("app")  # a literal route of the app (not a {model_name} template) is known too
@@ -180,7 +182,7 @@ class GuardMiddleware:
             while got <= DRAIN_BYTES:
                 try:
                     msg = await asyncio.wait_for(receive(), timeout=max(0.01, end - time.monotonic()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return
                 if msg.get("type") != "http.request":
                     return
@@ -384,8 +386,6 @@ def serve(model, host: str, port: int, load: Callable[[], object], *, max_body: 
     exit code 3 so Kubernetes restarts it. ``setup_app(app)`` adds routes (the OpenAI ones).
     """
     import kserve.model_server as ms
-
-    from hllm_creator.serving.metrics import register_model
 
     register_model(model.name)
     install_http_guards(ms.app, max_body=max_body, deadline_s=deadline_s)

@@ -308,7 +308,7 @@ def parse_v2(infer_request: Any, model_cls: type[BaseModel]) -> list:
 
         try:
             elems = list(deserialize_bytes_tensor(raw))
-        except Exception as e:  # struct errors on truncated binary data
+        except Exception as e:  # noqa: BLE001 - struct errors on truncated binary data
             raise InvalidRequest(f"inputs[0]: malformed binary BYTES tensor ({e})") from None
     else:
         elems = inp.data if isinstance(inp.data, list) else [inp.data]

@@ -37,9 +37,19 @@ import pandas as pd
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
+from hllm_creator.creative import interests as I
 from hllm_creator.creative.ad import Ad
-from hllm_creator.creative.gate import TITLE_MAX_CHARS, TITLE_MAX_WORDS, gate
-from hllm_creator.llm.client import LLMConfig, Request
+from hllm_creator.creative.facts import compose, compositions, content_words
+from hllm_creator.creative.gate import TITLE_MAX_CHARS, TITLE_MAX_WORDS, catalog_names, gate
+from hllm_creator.creative.holdout import is_heldout
+from hllm_creator.creative.prompts import VERSION, creative_prompts
+from hllm_creator.creative.titles import clean_title
+from hllm_creator.data import leave_last_out, load_dataset
+from hllm_creator.infer.match import default_ads
+from hllm_creator.io import atomic_dir, write_json, write_parquet
+from hllm_creator.llm.client import LLMClient, LLMConfig, Request, default_cache_path
+from hllm_creator.prompts import render_chat, untrusted
+from hllm_creator.tracking import log_artifact, log_json, log_metrics, log_table
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +91,10 @@ def gate_title(title: str, item: dict, known: set[str] | None = None) -> list[st
 
 
 def adds_content_word(title: str, original: str) -> bool:
-    from hllm_creator.creative.facts import content_words
-
     return bool(set(content_words(title)) - set(content_words(original)))
 
 
 def keeps_product_and_fact(title: str, core: str, fact: str) -> list[str]:
-    from hllm_creator.creative.facts import content_words
-
     t = set(content_words(title))
     reasons = []
     core_w = set(content_words(core))
@@ -100,8 +106,6 @@ def keeps_product_and_fact(title: str, core: str, fact: str) -> list[str]:
 
 
 def title_request(core: str, fact: str, interests: list[str], cfg: ConstructConfig, tag) -> Request:
-    from hllm_creator.teacher.prompts import render_chat, untrusted
-
     values = {"core": untrusted(core, 160), "fact": untrusted(fact, 80),
               "interests": untrusted(", ".join(interests) or "varied products", 120)}
     return Request(messages=render_chat("rewrite", values, cfg.prompt_version), schema=REWRITE_SCHEMA,
@@ -127,15 +131,6 @@ def _pick_users(fits: np.ndarray, per_fact: int) -> list[tuple[int, int]]:
 
 def construct(cfg: ConstructConfig, client=None) -> dict:
     """Run the four steps; write train.parquet, rejected.parquet, summary.json into ``cfg.out``."""
-    from hllm_creator.creative import interests as I
-    from hllm_creator.creative.facts import compose, compositions
-    from hllm_creator.creative.gate import catalog_names
-    from hllm_creator.creative.holdout import is_heldout
-    from hllm_creator.creative.prompts import VERSION, creative_prompts
-    from hllm_creator.creative.titles import clean_title
-    from hllm_creator.data import leave_last_out, load_dataset
-    from hllm_creator.infer.match import default_ads
-    from hllm_creator.io import atomic_dir, write_json, write_parquet
 
     t_start = time.perf_counter()
     ds = load_dataset(cfg.data)
@@ -215,8 +210,6 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
     t0 = time.perf_counter()
     if cfg.llm_title and pending:
         if client is None:
-            from hllm_creator.llm.client import LLMClient, default_cache_path
-
             llm_cfg = cfg.llm if cfg.llm.cache_path else cfg.llm.model_copy(update={"cache_path": default_cache_path()})
             client = LLMClient(llm_cfg)
         keys = list(pending)
@@ -304,7 +297,6 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
 
 def log_summary(summary: dict, out: str | Path) -> None:
     """Acceptance per step, copy rate, token use and timings to the active MLflow run, plus the outputs."""
-    from hllm_creator.tracking import log_artifact, log_json, log_metrics, log_table
 
     m = {f"acceptance_{k}": v for k, v in summary["acceptance"].items()}
     m.update({k: summary[k] for k in ("ads", "ads_with_contrast", "kept", "kept_train", "kept_heldout", "rejected",

@@ -29,9 +29,14 @@ import pandas as pd
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
+from hllm_creator.creative.copy import normalize_title
+from hllm_creator.data import leave_last_out, load_dataset
 from hllm_creator.data.schema import DataError
-from hllm_creator.llm.client import LLMConfig, Request
+from hllm_creator.io import atomic_path, write_json, write_parquet
+from hllm_creator.llm.client import LLMClient, LLMConfig, Request, default_cache_path
+from hllm_creator.prompts import history_block, render_chat, untrusted
 from hllm_creator.stats import share_diff_ci
+from hllm_creator.tracking import log_artifact, log_figure, log_json, log_metrics
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +114,6 @@ def parse_counts(text: str) -> tuple[int, int, int]:
 
 
 def judge_request(sample: dict, a: str, b: str, cfg: GSBConfig, tag) -> Request:
-    from hllm_creator.teacher.prompts import history_block, render_chat, untrusted
-
     values = {"history": history_block(list(sample["title_list"])[-cfg.history_len:]),
               "profile": untrusted(sample.get("user_profile") or "(none)", 1500),
               "title": untrusted(sample["original_title"]),
@@ -165,8 +168,6 @@ def load_samples(cfg: GSBConfig) -> pd.DataFrame:
 
 
 def _from_creatives(df: pd.DataFrame, cfg: GSBConfig, file: str) -> pd.DataFrame:
-    from hllm_creator.data import leave_last_out, load_dataset
-
     if not cfg.data:
         raise DataError("creatives-like input needs --data DATASET_DIR for the ad text and user histories",
                         file=file)
@@ -220,8 +221,6 @@ def _from_creatives(df: pd.DataFrame, cfg: GSBConfig, file: str) -> pd.DataFrame
 
 
 def _norm(s) -> str:
-    from hllm_creator.creative.copy import normalize_title
-
     return normalize_title(s)
 
 
@@ -240,7 +239,6 @@ def _served(r: dict, has_title: bool) -> str | None:
 
 def run_gsb(cfg: GSBConfig, client=None) -> tuple[pd.DataFrame, dict]:
     """Judge every sample in both orders; returns (per-sample verdicts, summary)."""
-    from hllm_creator.llm.client import LLMClient, default_cache_path
 
     df = load_samples(cfg)
     if len(df) == 0:  # every served title is the original: nothing personalized, nothing judged
@@ -318,8 +316,6 @@ def bar_chart(summary: dict, title: str = "GSB: personalized vs original"):
 
 
 def write_outputs(verdicts: pd.DataFrame | None, summary: dict, out: str | Path) -> None:
-    from hllm_creator.io import atomic_path, write_json, write_parquet
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if verdicts is not None:
@@ -334,8 +330,6 @@ def write_outputs(verdicts: pd.DataFrame | None, summary: dict, out: str | Path)
 
 
 def log_gsb(summary: dict, out: str | Path | None) -> None:
-    from hllm_creator.tracking import log_artifact, log_figure, log_json, log_metrics
-
     log_metrics({k: summary[k] for k in ("G", "S", "B", "n", "adv", "ci_low", "ci_high")})
     # the evidence `promote` reads (namespaced, so no other step's ci_low can be mistaken for it)
     fail = summary.get("judge_failure_rate")

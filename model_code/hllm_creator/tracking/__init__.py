@@ -1,4 +1,4 @@
-"""MLflow conventions (DESIGN section 6): the one helper layer every step uses.
+"""MLflow conventions: the one helper layer every step uses.
 
 - Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else an embedded sqlite store under the working
   dir (``$HLLM_WORKDIR``, default ``./.hllm``): ``sqlite:///<workdir>/mlflow.db`` with artifacts in

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hllm_creator.tracking.mlflow_utils import _mlflow
+from hllm_creator.tracking.mlflow_utils import DEFAULT_EXPERIMENT, _mlflow
 
 
 def _children(client, run) -> dict[str, Any]:
@@ -27,8 +27,6 @@ def resolve_run(ref: str):
     import os
 
     from mlflow.exceptions import MlflowException
-
-    from hllm_creator.tracking.mlflow_utils import DEFAULT_EXPERIMENT
 
     client = _mlflow().MlflowClient()
     try:
@@ -58,7 +56,7 @@ def compare_runs(run_a: str, run_b: str, *, only_diff: bool = False):
     rows = []
     for scope, a, b in pairs:
         for kind in ("param", "metric", "tag"):
-            def get(r):
+            def get(r, kind=kind):
                 if r is None:
                     return {}
                 d = {"param": r.data.params, "metric": r.data.metrics, "tag": r.data.tags}[kind]

@@ -9,12 +9,13 @@ import math
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import Field
 
-from hllm_creator.config import StepConfig
+from hllm_creator.config import StepConfig, flatten
 from hllm_creator.paths import REPO_ROOT, work_dir
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def git_sha() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=5).stdout.strip() or "unknown"
-    except Exception:
+    except Exception:  # noqa: BLE001 - no git, no repo: the run is tagged unknown
         return "unknown"
 
 
@@ -116,8 +117,6 @@ def step_run(step: str, config=None, *, parent_run_id: str | None = None,
 
 
 def log_config(config) -> None:
-    from hllm_creator.config import flatten
-
     if hasattr(config, "flat_params"):
         params = config.flat_params()
     elif hasattr(config, "model_dump"):
@@ -392,7 +391,7 @@ def run_metric(run_id: str, key: str) -> float | None:
 
 
 class PromotePolicy(StepConfig):
-    """The evidence ``promote`` requires (issue 11, deliverable 6). Every refusal says which rule and why.
+    """The evidence ``promote`` requires. Every refusal says which rule and why.
 
     1. ``metric`` (default ``gsb_ci_low``: the lower bound of GSB Adv's 95% CI, judged on served
        titles only) above the champion's, or above 0 when there is no champion (or it has none);

@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 
 from hllm_creator import tracking
 from hllm_creator.config import StepConfig
-from hllm_creator.serving.process import free_port
+from hllm_creator.process import free_port
 from hllm_creator.train.config import TrainConfig
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Versioned prompt templates (files beside this module) and their one renderer.
+"""Versioned prompt templates (files beside this module) and their one renderer: the teacher's
+chat prompts (rewrite, judge) and the Creative LLM's first template (``creative.prompts``, v1).
 
 A template file ``<name>_<version>.txt`` has sections ``### system`` / ``### user`` (chat prompts) or
 ``### prompt1`` / ``### prompt2`` (the Creative LLM's two halves). ``{{field}}`` placeholders are
@@ -84,21 +85,3 @@ def selling_points_text(points: Any, max_chars: int = 160) -> str:
     if hasattr(points, "tolist"):
         points = points.tolist()
     return "; ".join(untrusted(p, max_chars) for p in points if p)
-
-
-def creative_prompts(ad: Any, version: str = DEFAULT_VERSION, desc_chars: int = 300) -> tuple[str, str]:
-    """The Creative LLM's prompt halves for an ad: (prompt1, prompt2).
-
-    ``prompt1`` comes before the user-embedding slot, ``prompt2`` after it (original title,
-    description, selling points). ``ad`` is an ``Ad``, or a dict / items row with ``title``,
-    ``description``, ``selling_points``. Used by dataset-construct and by the model/generate code,
-    so training and inference read the same text.
-    """
-    get = ad.get if isinstance(ad, dict) else (lambda k, d=None: getattr(ad, k, d))
-    title = get("title")
-    if not title or not str(title).strip():
-        raise PromptError("ad has no title")
-    t = load_template("creative", version)
-    values = {"title": untrusted(title), "description": untrusted(get("description", ""), desc_chars),
-              "selling_points": selling_points_text(get("selling_points", []))}
-    return fill(t["prompt1"], values), "\n" + fill(t["prompt2"], values)
