@@ -39,16 +39,16 @@ from typing import Any
 
 from kfp import dsl
 
-from components.cluster.component import cluster
-from components.dataset_construct.component import dataset_construct
-from components.embed.component import embed, embed_merge
-from components.generate.component import generate
-from components.gsb_eval.component import gsb_eval
-from components.match.component import match
-from components.personalization_eval.component import personalization_eval
-from components.publish.component import publish
-from components.train.component import train
-from pipelines.presets import STEPS, Preset
+from hllm_creator_kfp.components.cluster.component import cluster
+from hllm_creator_kfp.components.dataset_construct.component import dataset_construct
+from hllm_creator_kfp.components.embed.component import embed, embed_merge
+from hllm_creator_kfp.components.generate.component import generate
+from hllm_creator_kfp.components.gsb_eval.component import gsb_eval
+from hllm_creator_kfp.components.match.component import match
+from hllm_creator_kfp.components.personalization_eval.component import personalization_eval
+from hllm_creator_kfp.components.publish.component import publish
+from hllm_creator_kfp.components.train.component import train
+from hllm_creator_kfp.pipelines.presets import STEPS, Preset
 
 PIPELINE_NAME = "hllm-creator"
 

@@ -8,7 +8,7 @@
 
 Each step section holds arguments of that step's component (names as in
 ``components/<step>/component.py``; what a section leaves out takes the component's default, which
-is the step's typed config default); ``pipelines.hllm_pipeline.check_preset`` rejects a key that is
+is the step's typed config default); ``hllm_creator_kfp.pipelines.hllm_pipeline.check_preset`` rejects a key that is
 not an input of the component or that the pipeline wires itself. ``PipelineResources`` holds what
 only a cluster uses (GPU requests, node selectors, tolerations, secrets, volumes). This is the one
 preset layer of the pipeline; ``train``'s own ``train_preset`` argument names a TRAINING preset
@@ -44,7 +44,7 @@ class PipelineResources(_Strict):
     """Cluster-only settings (compiled into the YAML; the local runner ignores them)."""
 
     # Secrets as env (kfp-kubernetes use_secret_as_env). The LLM key reaches ONLY the steps that
-    # call an LLM (pipelines.hllm_pipeline.LLM_STEPS); every step gets the MLflow client settings
+    # call an LLM (hllm_creator_kfp.pipelines.hllm_pipeline.LLM_STEPS); every step gets the MLflow client settings
     # (the pipeline's MLflow user: manifests/base/mlflow.yaml, docs/pipeline.md "Security").
     llm_secret_name: str = "hllm-creator-llm"
     llm_secret_keys: list[str] = Field(default_factory=lambda: ["OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"])
@@ -59,7 +59,7 @@ class PipelineResources(_Strict):
     pod_labels: dict[str, str] = Field(default_factory=lambda: {"hllm-creator.io/mlflow-client": "true"})
     # Durable state that must outlive a pod (the teacher/judge reply cache, training checkpoints):
     # an RWO PVC (manifests/base/work-pvc.yaml) mounted on the steps that keep state
-    # (pipelines.hllm_pipeline.STATE_STEPS); HLLM_STATE_DIR points the library at it.
+    # (hllm_creator_kfp.pipelines.hllm_pipeline.STATE_STEPS); HLLM_STATE_DIR points the library at it.
     work_pvc: str = "hllm-creator-work"
     work_mount: str = "/work"
     # The dataset is one artifact, imported once from `dataset_uri` into the run's workspace: a PVC
@@ -186,7 +186,7 @@ def _production() -> Preset:
 
 
 def _gpu_image() -> str:
-    from components._images import GPU_IMAGE
+    from hllm_creator_kfp.components._images import GPU_IMAGE
 
     return GPU_IMAGE
 

@@ -10,7 +10,7 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components._images import CPU_IMAGE, GPU_IMAGE
+from hllm_creator_kfp.components._images import CPU_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)

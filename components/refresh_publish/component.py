@@ -4,7 +4,7 @@ version (glue for ``hllm_creator.publish.refresh.merge_and_publish``)."""
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components._images import CPU_IMAGE
+from hllm_creator_kfp.components._images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -6,7 +6,7 @@ Glue only: the work is ``hllm_creator.train.trainer.run_train``.
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components._images import GPU_IMAGE
+from hllm_creator_kfp.components._images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -94,7 +94,7 @@ def train(
                        bf16=bf16, deepspeed=deepspeed or None, register_model=register, seed=seed)
     trainjob = None
     if launcher == "trainjob":
-        from components._images import GPU_IMAGE as _image
+        from hllm_creator_kfp.components._images import GPU_IMAGE as _image
 
         trainjob = {"name": job_name("hllm-train", model.path), "image": trainjob_image or _image,
                     "runtime": trainjob_runtime, "namespace": trainjob_namespace, "num_nodes": num_nodes,

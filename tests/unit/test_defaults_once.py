@@ -14,20 +14,20 @@ import pytest
 
 # (component module, component name, CLI module, CLI command, config classes (first match wins))
 STEPS = [
-    ("components.cluster.component", "cluster", "hllm_creator.infer.commands", "cluster_cmd",
+    ("hllm_creator_kfp.components.cluster.component", "cluster", "hllm_creator.infer.commands", "cluster_cmd",
      ["hllm_creator.infer.cluster:ClusterConfig"]),
-    ("components.embed.component", "embed", "hllm_creator.infer.commands", "embed_cmd",
+    ("hllm_creator_kfp.components.embed.component", "embed", "hllm_creator.infer.commands", "embed_cmd",
      ["hllm_creator.infer.embed:EmbedConfig"]),
-    ("components.match.component", "match", "hllm_creator.infer.commands", "match_cmd",
+    ("hllm_creator_kfp.components.match.component", "match", "hllm_creator.infer.commands", "match_cmd",
      ["hllm_creator.infer.match:MatchConfig"]),
-    ("components.generate.component", "generate", "hllm_creator.infer.commands", "generate_cmd",
+    ("hllm_creator_kfp.components.generate.component", "generate", "hllm_creator.infer.commands", "generate_cmd",
      ["hllm_creator.infer.generate:GenerateConfig"]),
-    ("components.personalization_eval.component", "personalization_eval", "hllm_creator.evaluate.commands",
+    ("hllm_creator_kfp.components.personalization_eval.component", "personalization_eval", "hllm_creator.evaluate.commands",
      "personalization_cmd", ["hllm_creator.evaluate.personalization:PersonalizationConfig",
                              "hllm_creator.llm.client:LLMConfig"]),
-    ("components.dataset_construct.component", "dataset_construct", "hllm_creator.teacher.commands", "construct_cmd",
+    ("hllm_creator_kfp.components.dataset_construct.component", "dataset_construct", "hllm_creator.teacher.commands", "construct_cmd",
      ["hllm_creator.teacher.construct:ConstructConfig", "hllm_creator.llm.client:LLMConfig"]),
-    ("components.gsb_eval.component", "gsb_eval", "hllm_creator.teacher.commands", "gsb_cmd",
+    ("hllm_creator_kfp.components.gsb_eval.component", "gsb_eval", "hllm_creator.teacher.commands", "gsb_cmd",
      ["hllm_creator.teacher.gsb:GSBConfig", "hllm_creator.llm.client:LLMConfig"]),
 ]
 UNSET = (0, "", -1, -1.0, None)
@@ -86,8 +86,8 @@ FROM_RESOURCES = {("train", "data_pvc"), ("train", "data_mount")}
 @pytest.mark.parametrize("preset", ["tiny", "demo", "production", "gpu-multinode"])
 def test_presets_only_override(preset):
     """A preset value equal to the component's default is a second copy of that default."""
-    from pipelines.hllm_pipeline import COMPONENTS
-    from pipelines.presets import STEPS as PIPELINE_STEPS, get_preset
+    from hllm_creator_kfp.pipelines.hllm_pipeline import COMPONENTS
+    from hllm_creator_kfp.pipelines.presets import STEPS as PIPELINE_STEPS, get_preset
 
     p = get_preset(preset)
     copies = []

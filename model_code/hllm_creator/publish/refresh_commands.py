@@ -56,7 +56,7 @@ def refresh_cmd(
 
             bundle = resolve_model_dir(None, model_uri)
         if kfp:
-            from pipelines.refresh_runner import run_refresh_local
+            from hllm_creator_kfp.pipelines.refresh_runner import run_refresh_local
 
             res = run_refresh_local(bundle=bundle, feed=feed, data_dir=data, pipeline_root=out, top_k=top_k,
                                     select=select, max_new_tokens=max_new_tokens, bf16=bf16, batch_size=batch_size,
