@@ -185,12 +185,6 @@ def _production() -> Preset:
     )
 
 
-def _gpu_image() -> str:
-    from hllm_creator_kfp.components._images import GPU_IMAGE
-
-    return GPU_IMAGE
-
-
 def _gpu_multinode() -> Preset:
     """The paper's scale: training as a Kubeflow Trainer v2 TrainJob on 8 nodes x 8 GPUs."""
     p = _production()
@@ -199,7 +193,7 @@ def _gpu_multinode() -> Preset:
                      "TinyLlama-1.1B item/user LLMs, Qwen3-8B creative LLM, ZeRO-3, bf16, flash-attention 2.")
     # the train task itself only stages data, creates the TrainJob and follows it: no GPU here
     p.train = {"train_preset": "gpu-multinode", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on",
-               "launcher": "trainjob", "num_nodes": 8, "gpus_per_node": 8, "trainjob_image": _gpu_image(),
+               "launcher": "trainjob", "num_nodes": 8, "gpus_per_node": 8,
                "data_pvc": p.resources.data_pvc, "data_mount": p.resources.data_mount,
                "trainjob_options": json.dumps({
                    "cpu_per_node": "96", "memory_per_node": "1000Gi",
