@@ -52,7 +52,10 @@ def _help(field) -> str | None:
     d = (field.description or "").strip()
     if not d:
         return None
-    return d[0].upper() + d[1:] + ("" if d.endswith((".", ")")) else ".")
+    first = d.split(maxsplit=1)[0]
+    if first.replace("-", "").isalpha() and first.islower():  # not an identifier such as item_id_list or k_sweep
+        d = d[0].upper() + d[1:]
+    return d + ("" if d.endswith((".", ")")) else ".")
 
 
 def field_option(name: str, field, *, decls: str | tuple[str, ...] | None = None,
