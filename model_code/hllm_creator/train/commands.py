@@ -25,7 +25,7 @@ MODEL_OPTIONS = ("item_llm", "user_llm", "creative_llm", "item_layers", "user_la
 
 @config_options(ModelConfig, only=MODEL_OPTIONS, overrides=True)
 @config_options(LossWeights, prefix="w_", overrides=True)
-@config_options(TrainConfig, exclude={"data", "out", "train_parquet", "preset", "resume", "model", "weights"},
+@config_options(TrainConfig, exclude={"data", "out", "train_parquet", "preset", "model", "weights"},
                 overrides=True, names={"max_creative_rows": "--creative-rows", "register_model": "--register/--no-register",
                                        "freeze_item_llm": "--freeze-item-llm/--train-item-llm"})
 def train_cmd(
@@ -35,7 +35,6 @@ def train_cmd(
         None, "--train-parquet", help="Teacher training parquet (reference schema). Without it a small "
         "deterministic STAND-IN set is built from the dataset (response = original title): not teacher data."),
     preset: str = typer.Option("cpu", help=PRESET_HELP),
-    resume: bool = typer.Option(False, "--resume", help="Resume from the latest checkpoint in --checkpoint-dir."),
     **opts,
 ) -> None:
     """Train HLLM-Creator (Item LLM -> User LLM -> predictor + Creative LLM) with its six losses
@@ -51,7 +50,7 @@ def train_cmd(
         cfg = build_config(
             preset, data=str(data), out=str(out), train_parquet=str(train_parquet) if train_parquet else None,
             model={k: v for k, v in model.items() if v is not None},
-            weights={k: v for k, v in weights.items() if v is not None} or None, resume=resume or None, **opts)
+            weights={k: v for k, v in weights.items() if v is not None} or None, **opts)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     res = run_train(cfg)
