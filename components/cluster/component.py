@@ -1,5 +1,7 @@
 """cluster: faiss k-means of the user embeddings (glue for ``hllm_creator.infer.cluster.run``)."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
@@ -11,8 +13,8 @@ def cluster(
     embeddings: Input[Dataset],
     clusters: Output[Dataset],
     metrics: Output[Metrics],
-    k: int = 0,
-    k_sweep: str = "",
+    k: Optional[int] = None,
+    k_sweep: Optional[str] = None,
     metric: str = "l2",
     min_cluster_size: int = 5,
     niter: int = 25,
@@ -29,7 +31,7 @@ def cluster(
         clusters: Output dir: centroids.npy, member_means.npy, medoids.npy, assignments.parquet,
             cluster_meta.json.
         metrics: K, inertia, silhouette, Davies-Bouldin, min/max cluster size.
-        k: Number of clusters (0 = use k_sweep).
+        k: Number of clusters (None = use k_sweep).
         k_sweep: Comma-separated candidate Ks, e.g. "8,16,32": the best silhouette wins.
         metric: "l2" (L2 k-means, L2 assignment) or "cosine" (normalized, spherical, inner product).
         min_cluster_size: Clusters with fewer members are merged into the nearest other cluster.
@@ -39,8 +41,8 @@ def cluster(
     """
     from hllm_creator.infer.cluster import ClusterConfig, run
 
-    sweep = [int(x) for x in k_sweep.split(",") if x.strip()]
-    cfg = ClusterConfig(k=k or None, k_sweep=sweep if not k else [], metric=metric,
+    sweep = [int(x) for x in (k_sweep or "").split(",") if x.strip()]
+    cfg = ClusterConfig(k=k, k_sweep=sweep if k is None else [], metric=metric,
                         min_cluster_size=min_cluster_size, niter=niter, seed=seed, standardize=standardize)
     res = run(embeddings.path, clusters.path, cfg, progress=False)
     m = res.meta

@@ -1,5 +1,7 @@
 """dataset_construct: the CoT teacher (glue for ``hllm_creator.teacher.construct.construct``)."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
@@ -22,7 +24,7 @@ def dataset_construct(
     llm_title: bool = True,
     concurrency: int = 4,
     rewrite_max_tokens: int = 48,
-    cache_path: str = "",
+    cache_path: Optional[str] = None,
 ):
     """Personalized, contrastive training set: interests -> which fact -> title (teacher LLM) -> gate.
 
@@ -43,7 +45,7 @@ def dataset_construct(
         llm_title: The teacher LLM phrases each title (else the deterministic composition).
         concurrency: Requests in flight at once.
         rewrite_max_tokens: Max tokens of the title reply.
-        cache_path: sqlite reply cache ("" = $HLLM_WORKDIR/llm_cache/replies.sqlite); reruns resume from it.
+        cache_path: sqlite reply cache (None = $HLLM_WORKDIR/llm_cache/replies.sqlite); reruns resume from it.
     """
     from hllm_creator.llm.client import LLMConfig, default_cache_path
     from hllm_creator.teacher.construct import ConstructConfig, construct, log_summary

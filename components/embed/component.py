@@ -7,6 +7,8 @@ collects the shard outputs into ``embed_merge``. Glue only: the work is
 
 from typing import List
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -22,9 +24,9 @@ def embed(
     batch_size: int = 64,
     item_batch_size: int = 32,
     history: str = "no-test",
-    max_users: int = 0,
+    max_users: Optional[int] = None,
     bf16: bool = False,
-    item_cache: str = "",
+    item_cache: Optional[str] = None,
 ):
     """User embeddings of one shard of the users (item embeddings cached by text + model hash).
 
@@ -36,16 +38,16 @@ def embed(
         batch_size: Users per User-LLM forward.
         item_batch_size: Items per Item-LLM forward.
         history: "no-test" (all clicks but the test target) or "all".
-        max_users: Only the first N users of the shard (0 = all).
+        max_users: Only the first N users of the shard (None = all).
         bf16: bf16 autocast for the Item/User LLMs.
-        item_cache: Item-embedding cache parquet ("" = default under the model cache dir).
+        item_cache: Item-embedding cache parquet (None = default under the model cache dir).
     """
     from hllm_creator.infer.embed import EmbedConfig, parse_shard, run
 
     i, n = parse_shard(shard)
     cfg = EmbedConfig(model_dir=model.path, data_dir=dataset.path, shard_index=i, shard_count=n,
                       batch_size=batch_size, item_batch_size=item_batch_size, history=history,
-                      max_users=max_users or None, bf16=bf16, item_cache=item_cache or None)
+                      max_users=max_users, bf16=bf16, item_cache=item_cache)
     meta = run(cfg, embeddings.path, progress=True)  # the run console says each quarter (issue 28)
     embeddings.metadata.update({k: meta[k] for k in ("users", "shard_index", "shard_count", "model_hash",
                                                      "items_encoded", "users_per_second")})

@@ -1,6 +1,8 @@
 """generate: one grounded title per selected (ad, cluster) + the per-user lookup
 (glue for ``hllm_creator.infer.generate.run``)."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -29,7 +31,7 @@ def generate(
     harm_rule: str = "both",
     harm_threshold: float = 0.0,
     content_threshold: float = 0.0,
-    max_pairs: int = 0,
+    max_pairs: Optional[int] = None,
     bf16: bool = False,
 ):
     """Personalized titles with the cluster's slot in the Creative LLM; every title gated.
@@ -65,14 +67,14 @@ def generate(
             both agree; "none": no check.
         harm_threshold: The predictor's log-odds gain over the original a personalized title needs.
         content_threshold: The Item-LLM cosine gain over the original a personalized title needs.
-        max_pairs: Only the first N selected pairs (0 = all).
+        max_pairs: Only the first N selected pairs (None = all).
         bf16: bf16 autocast for the Creative LLM (2x faster batched prefill on AMX CPUs; GPUs).
     """
     from hllm_creator.infer.generate import GenerateConfig, run
 
     cfg = GenerateConfig(model_dir=model.path, data_dir=dataset.path, matches=matches.path, clusters_dir=clusters.path,
                          batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                         top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None,
+                         top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs,
                          bf16=bf16, slot=slot, rescore=rescore, select=select,
                          distinct=distinct, harm_rule=harm_rule, harm_threshold=harm_threshold,
                          content_threshold=content_threshold)

@@ -1,5 +1,7 @@
 """gsb_eval: the GSB LLM judge (glue for ``hllm_creator.teacher.gsb``)."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
@@ -15,12 +17,12 @@ def gsb_eval(
     clusters: Input[Dataset] = None,
     base_url: str = "",
     model: str = "",
-    counts: str = "",
-    max_samples: int = 0,
+    counts: Optional[str] = None,
+    max_samples: Optional[int] = None,
     concurrency: int = 4,
     judge_max_tokens: int = 96,
     bootstrap: int = 2000,
-    cache_path: str = "",
+    cache_path: Optional[str] = None,
 ):
     """Good/Same/Bad of personalized vs original titles from an LLM judge, both orders (a flip = Same).
 
@@ -34,11 +36,11 @@ def gsb_eval(
         base_url: OpenAI-compatible base URL of the judge (key from the OPENAI_API_KEY env var).
         model: Judge model name.
         counts: "G,S,B": skip the judge and only compute Adv and its interval (e.g. "353,91,56").
-        max_samples: Evaluate at most this many rows (0 = all).
+        max_samples: Evaluate at most this many rows (None = all).
         concurrency: Requests in flight at once.
         judge_max_tokens: Max tokens of each judge reply.
         bootstrap: Bootstrap resamples for the interval.
-        cache_path: sqlite reply cache ("" = default under $HLLM_WORKDIR).
+        cache_path: sqlite reply cache (None = default under $HLLM_WORKDIR).
     """
     from pathlib import Path
 
@@ -70,7 +72,7 @@ def gsb_eval(
         llm = LLMConfig(base_url=base_url or None, model=model or None, concurrency=concurrency, progress=False,
                         cache_path=cache_path or default_cache_path())
         cfg = GSBConfig(input=inp, out=report.path, data=dataset.path if dataset is not None else None,
-                        assignments=asg, samples=max_samples or None, judge_max_tokens=judge_max_tokens,
+                        assignments=asg, samples=max_samples, judge_max_tokens=judge_max_tokens,
                         bootstrap=bootstrap, llm=llm)
         with step_run("gsb-eval", cfg):
             verdicts, summary = run_gsb(cfg)

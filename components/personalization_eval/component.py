@@ -1,6 +1,8 @@
 """personalization_eval: personalization on held-out users (glue for
 ``hllm_creator.evaluate.personalization.run``)."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -23,10 +25,10 @@ def personalization_eval(
     judge_max_tokens: int = 64,
     concurrency: int = 4,
     max_ads: int = 20,
-    members_per_cluster: int = 0,
+    members_per_cluster: Optional[int] = None,
     permutations: int = 2000,
     heldout_share: float = 0.1,
-    swap_pairs: int = 0,
+    swap_pairs: Optional[int] = None,
     nll_rows: int = 128,
     max_new_tokens: int = 32,
     batch_size: int = 8,
@@ -34,7 +36,7 @@ def personalization_eval(
     slot: str = "medoid",
     bootstrap: int = 2000,
     seed: int = 0,
-    cache_path: str = "",
+    cache_path: Optional[str] = None,
 ):
     """Copy rate, distinct titles per ad, slot sensitivity (greedy swap, NLL own vs shuffled), audience
     fit (MiniLM ruler) and cross-cluster GSB on held-out users, each with a bootstrap 95% CI.
@@ -54,11 +56,11 @@ def personalization_eval(
         judge_max_tokens: Max tokens of each judge reply.
         concurrency: Judge requests in flight.
         max_ads: The first N ads of creatives.parquet.
-        members_per_cluster: At most N held-out members per cluster (seeded sample; 0 = all).
+        members_per_cluster: At most N held-out members per cluster (seeded sample; None = all).
         permutations: Random deals of each ad's served titles to its clusters for the audience
             fit's permutation test (0 = none).
         heldout_share: The hold-out share (must match the teacher's).
-        swap_pairs: At most N pairs for the greedy swap (0 = all).
+        swap_pairs: At most N pairs for the greedy swap (None = all).
         nll_rows: At most N held-out teacher rows for the NLL test.
         max_new_tokens: Greedy swap titles.
         batch_size: Generation / NLL batch.
@@ -66,7 +68,7 @@ def personalization_eval(
         slot: The cluster's slot as generate fills it: "medoid" or "mean".
         bootstrap: Bootstrap resamples for the CIs.
         seed: Seed of member sampling, the shuffle and the bootstrap.
-        cache_path: sqlite judge-reply cache ("" = default under $HLLM_WORKDIR).
+        cache_path: sqlite judge-reply cache (None = default under $HLLM_WORKDIR).
     """
     import os
 
@@ -78,9 +80,9 @@ def personalization_eval(
     cfg = PersonalizationConfig(model_dir=model.path, data_dir=dataset.path, clusters_dir=clusters.path,
                                 matches=matches.path, creatives=creatives.path,
                                 train_set=train_set.path if train_set is not None else None, max_ads=max_ads,
-                                members_per_cluster=members_per_cluster or None,
+                                members_per_cluster=members_per_cluster,
                                 permutations=permutations, heldout_share=heldout_share,
-                                swap_pairs=swap_pairs or None, nll_rows=nll_rows, max_new_tokens=max_new_tokens,
+                                swap_pairs=swap_pairs, nll_rows=nll_rows, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size, bf16=bf16, slot=slot, bootstrap=bootstrap, seed=seed,
                                 judge_samples=judge_samples if (judge_base_url or os.environ.get("OPENAI_BASE_URL"))
                                 else 0, judge_max_tokens=judge_max_tokens, llm=llm)

@@ -3,9 +3,6 @@ generated from it (hllm_creator.cli_options); the component signature (KFP needs
 ships the function's source into the container) and the pipeline presets may only restate or
 override it; this test fails when any of them differs from the config's, and when a component
 README's parameter table is not the one generated from the configs.
-
-Conventions the glue uses for "not set" (KFP parameters cannot be None): 0 / "" / -1 in a
-component stand for the config's None or empty list (a config default of None or []).
 """
 
 from __future__ import annotations
@@ -43,7 +40,9 @@ ALIASES = {"train": {"creative_rows": "max_creative_rows", "register": "register
 PRESET_DECIDES = {"train"}  # steps whose None means "the preset's value", not the config default
 # train's CLI --preset names the training preset to start from; TrainConfig.preset records it (default custom)
 NOT_A_DEFAULT = {("train", "preset")}
-UNSET = (0, "", -1, -1.0, None)
+# "not set" is None everywhere (Optional[...] = None); "" only for the LLM endpoint parameters the
+# pipeline wires from its own string run parameters (llm_base_url: "" = the environment's endpoint)
+UNSET = ("", None)
 
 
 def _load(spec: str):
