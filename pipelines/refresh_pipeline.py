@@ -6,7 +6,7 @@
 The same library steps as ``hllm-creator refresh`` (in-process) and as the main pipeline's match,
 generate, gsb-eval and personalization-eval components (unchanged: they read the refresh dataset,
 where the feed's ads are items without clicks). ``build_refresh_pipeline`` returns the
-``@dsl.pipeline`` function; ``pipelines.refresh_runner`` runs it with the KFP local runner under
+``@dsl.pipeline`` function; ``hllm_creator_kfp.pipelines.refresh_runner`` runs it with the KFP local runner under
 an MLflow parent run ``refresh`` (each step's run nests under it, as in the main pipeline).
 """
 

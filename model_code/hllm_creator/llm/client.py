@@ -373,7 +373,7 @@ class LLMClient:
 
 def default_cache_path() -> str:
     """``$HLLM_STATE_DIR/llm_cache/replies.sqlite`` when set (on a cluster: the durable work PVC,
-    pipelines.hllm_pipeline.STATE_STEPS), else ``$HLLM_WORKDIR/llm_cache/replies.sqlite``: outside
+    hllm_creator_kfp.pipelines.hllm_pipeline.STATE_STEPS), else ``$HLLM_WORKDIR/llm_cache/replies.sqlite``: outside
     any step's output dir, so an atomic rewrite of the output keeps the cache, and a re-run (same
     endpoint, model, prompts, params) reuses it."""
     from hllm_creator.paths import work_dir
