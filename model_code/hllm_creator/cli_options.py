@@ -100,7 +100,8 @@ def config_options(cls: type[BaseModel], *, exclude=(), names: dict[str, Any] | 
             try:
                 generated.append(field_option(prefix + n, fields[n], decls=names.get(n), overrides=overrides))
             except TypeError as e:
-                raise TypeError(f"{func.__name__}: {cls.__name__}.{n}: {e}; exclude it or map it in the command") from None
+                raise TypeError(f"{func.__name__}: {cls.__name__}.{n}: {e}; exclude it or map it in the "
+                                "command") from None
         params = own + generated
 
         @functools.wraps(func)

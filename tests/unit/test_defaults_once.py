@@ -21,10 +21,11 @@ STEPS = [
      ["hllm_creator.infer.match:MatchConfig"]),
     ("hllm_creator_kfp.components.generate.component", "generate", "hllm_creator.infer.commands", "generate_cmd",
      ["hllm_creator.infer.generate:GenerateConfig"]),
-    ("hllm_creator_kfp.components.personalization_eval.component", "personalization_eval", "hllm_creator.evaluate.commands",
-     "personalization_cmd", ["hllm_creator.evaluate.personalization:PersonalizationConfig",
-                             "hllm_creator.llm.client:LLMConfig"]),
-    ("hllm_creator_kfp.components.dataset_construct.component", "dataset_construct", "hllm_creator.teacher.commands", "construct_cmd",
+    ("hllm_creator_kfp.components.personalization_eval.component", "personalization_eval",
+     "hllm_creator.evaluate.commands", "personalization_cmd",
+     ["hllm_creator.evaluate.personalization:PersonalizationConfig", "hllm_creator.llm.client:LLMConfig"]),
+    ("hllm_creator_kfp.components.dataset_construct.component", "dataset_construct", "hllm_creator.teacher.commands",
+     "construct_cmd",
      ["hllm_creator.teacher.construct:ConstructConfig", "hllm_creator.llm.client:LLMConfig"]),
     ("hllm_creator_kfp.components.gsb_eval.component", "gsb_eval", "hllm_creator.teacher.commands", "gsb_cmd",
      ["hllm_creator.teacher.gsb:GSBConfig", "hllm_creator.llm.client:LLMConfig"]),
@@ -164,4 +165,5 @@ def test_cli_options_come_from_the_config():
             assert field is not None, f"{cli_name}: {name} is not a field of {cls.__name__}"
             opt = inspect.signature(cmd).parameters[name].default
             if field.description:
-                assert opt.help and field.description.strip()[1:20] in opt.help, f"{cli_name} --{name}: help is not the field's"
+                assert opt.help and field.description.strip()[1:20] in opt.help, \
+                    f"{cli_name} --{name}: help is not the field's"

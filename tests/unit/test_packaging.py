@@ -35,12 +35,14 @@ def test_every_package_folder_is_listed_and_no_tests_are():
             if "tests" in rel or "__pycache__" in rel:
                 continue
             on_disk.add(".".join((root, *rel)))
-    assert on_disk - listed == set(), f"package folders pyproject's [tool.setuptools] packages does not list: {sorted(on_disk - listed)}"
+    missing = sorted(on_disk - listed)
+    assert not missing, f"package folders pyproject's [tool.setuptools] packages does not list: {missing}"
     assert all(_folder(p, package_dir).is_dir() for p in listed)
 
 
 def test_glue_imports_under_the_project_name_only(tmp_path):
-    code = ("import importlib.util as u; import hllm_creator_kfp.pipelines.presets, hllm_creator_kfp.components._images;"
+    code = ("import importlib.util as u; "
+            "import hllm_creator_kfp.pipelines.presets, hllm_creator_kfp.components._images; "
             "print(u.find_spec('components') is None and u.find_spec('pipelines') is None)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

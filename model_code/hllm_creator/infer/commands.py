@@ -131,7 +131,8 @@ def generate_cmd(
     ad's original title ('original', reasons recorded); a repeat of a better-ranked cluster's title
     for the same ad gets the slot's pick among the compositions not yet served ('distinct'). Do no
     harm: unless the predictor and the Item LLM's similarity to the cluster's clicks both rate the
-    personalized title at least as fit as the original, the original is served (reason 'do no harm'). Writes creatives.parquet and a per-user lookup (user -> cluster -> title per ad).
+    personalized title at least as fit as the original, the original is served (reason 'do no harm').
+    Writes creatives.parquet and a per-user lookup (user -> cluster -> title per ad).
     """
     from hllm_creator.infer.generate import run
 

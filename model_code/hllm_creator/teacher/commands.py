@@ -59,7 +59,8 @@ def construct_cmd(
 
     llm_opts = _split(opts, (*LLM_OPTIONS, "reasks"))
     llm = _llm(cache=cache, **llm_opts) if opts["llm_title"] else None
-    cfg = step_config(ConstructConfig, data=str(data), out=str(out), **opts, **({"llm": llm} if llm is not None else {}))
+    cfg = step_config(ConstructConfig, data=str(data), out=str(out), **opts,
+                      **({"llm": llm} if llm is not None else {}))
     with step_run("dataset-construct", cfg):
         summary = construct(cfg)
         log_summary(summary, out)

@@ -26,7 +26,8 @@ MODEL_OPTIONS = ("item_llm", "user_llm", "creative_llm", "item_layers", "user_la
 @config_options(ModelConfig, only=MODEL_OPTIONS, overrides=True)
 @config_options(LossWeights, prefix="w_", overrides=True)
 @config_options(TrainConfig, exclude={"data", "out", "train_parquet", "preset", "model", "weights"},
-                overrides=True, names={"max_creative_rows": "--creative-rows", "register_model": "--register/--no-register",
+                overrides=True, names={"max_creative_rows": "--creative-rows",
+                                       "register_model": "--register/--no-register",
                                        "freeze_item_llm": "--freeze-item-llm/--train-item-llm"})
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset dir (items.parquet, interactions.parquet, manifest.json)."),
