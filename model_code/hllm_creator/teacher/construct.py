@@ -57,10 +57,8 @@ class ConstructConfig(StepConfig):
     ads: int = Field(60, ge=1, description="ads to write for: the N most-clicked items (match's default list)")
     users_per_fact: int = Field(3, ge=1, description="train users per (ad, fact phrase): the users that phrase fits "
                                 "best; several phrases per ad give the contrast")
-    heldout_per_ad: int = Field(2, ge=0, description="rows per ad for held-out users (split=heldout: evaluation "
-                                "only, never trained on)")
-    candidate_users: int = Field(4000, ge=10, description="train users scored per ad (seeded sample of the train "
-                                 "pool)")
+    heldout_per_ad: int = Field(2, ge=0, description="rows per ad for held-out users (split=heldout: eval only)")
+    candidate_users: int = Field(4000, ge=10, description="train users scored per ad (seeded sample of the train pool)")
     max_facts: int = Field(4, ge=1, le=8, description="fact phrases per ad")
     history_len: int = Field(10, ge=1, le=50, description="last N clicked titles kept in title_list")
     max_history: int = Field(50, ge=1, description="item_id_list keeps the last N clicks")
