@@ -19,21 +19,25 @@ import sys
 import typing
 from pathlib import Path
 
-# component -> (config classes, first match wins; component parameter -> config field where the names differ)
+# component -> (config classes, first match wins; component parameter -> config field where the names
+# differ, or None where the parameter means something of its own: a CSV string for a list, None for
+# "the training preset's value", a cache path whose None is the default path, not "no cache")
+_OWN_CACHE = {"cache_path": None}
 STEP_CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "dataset_construct": (["hllm_creator.teacher.construct:ConstructConfig", "hllm_creator.llm.client:LLMConfig"],
-                          {}),
+                          _OWN_CACHE),
     "train": (["hllm_creator.train.config:TrainConfig"],
-              {"creative_rows": "max_creative_rows", "register": "register_model"}),
+              {"creative_rows": None, "register": "register_model", "max_steps": None, "cls_epochs": None,
+               "eval_users": None, "head_steps": None}),
     "embed": (["hllm_creator.infer.embed:EmbedConfig"], {}),
-    "cluster": (["hllm_creator.infer.cluster:ClusterConfig"], {}),
-    "match": (["hllm_creator.infer.match:MatchConfig"], {}),
+    "cluster": (["hllm_creator.infer.cluster:ClusterConfig"], {"k_sweep": None}),
+    "match": (["hllm_creator.infer.match:MatchConfig"], {"ads": None}),
     "generate": (["hllm_creator.infer.generate:GenerateConfig"], {}),
     "gsb_eval": (["hllm_creator.teacher.gsb:GSBConfig", "hllm_creator.llm.client:LLMConfig"],
-                 {"max_samples": "samples"}),
+                 {"max_samples": "samples", **_OWN_CACHE}),
     "personalization_eval": (["hllm_creator.evaluate.personalization:PersonalizationConfig",
                               "hllm_creator.llm.client:LLMConfig"],
-                             {"judge_base_url": "base_url", "judge_model": "model"}),
+                             {"judge_base_url": "base_url", "judge_model": "model", **_OWN_CACHE}),
     # publish has no config class: its parameters are the keyword arguments of publish.publish.publish
     "publish": (["hllm_creator.publish.publish:publish"], {}),
     "refresh_prepare": ([], {}),
@@ -66,6 +70,16 @@ def config_fields(step: str) -> dict[str, tuple[object, str | None]]:
             for name, p in inspect.signature(obj).parameters.items():
                 out[name] = (p.default, None)
     return out
+
+
+def field_of(step: str, name: str, annotation, fields: dict):
+    """(default, description) of the config field behind a component parameter, or None: artifacts
+    and the parameters STEP_CONFIGS marks as the component's own have none."""
+    if _type(annotation).startswith(("Input[", "Output[")):
+        return None
+    aliases = STEP_CONFIGS[step][1]
+    key = aliases.get(name, name)
+    return fields.get(key) if key is not None else None
 
 
 def docstring_args(func) -> dict[str, str]:
@@ -115,14 +129,13 @@ def table(step: str) -> str:
     comp = component(step)
     func = comp.python_func
     fields = config_fields(step)
-    aliases = STEP_CONFIGS[step][1]
     doc = docstring_args(func)
     rows = ["| parameter | type | default | meaning |", "|---|---|---|---|"]
     for name, p in inspect.signature(func).parameters.items():
         ann = _type(p.annotation)
         if ann.startswith("Output"):
             continue
-        field = fields.get(aliases.get(name, name))
+        field = field_of(step, name, p.annotation, fields)
         meaning = (field[1] if field and field[1] else None) or doc.get(name, "")
         default = "" if p.default is inspect.Parameter.empty else f"`{p.default!r}`"
         rows.append(f"| `{name}` | `{ann}` | {default} | {_cell(meaning)} |")
@@ -168,3 +181,24 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def describe(comp):
+    """Give ``comp``'s inputs their config field's description (the compiled spec's input
+    descriptions; the component docstring describes only what no config field does)."""
+    step = comp.python_func.__name__
+    fields = config_fields(step)
+    params = inspect.signature(comp.python_func).parameters
+    for name, spec in (comp.component_spec.inputs or {}).items():
+        field = field_of(step, name, params[name].annotation, fields) if name in params else None
+        if field and field[1]:
+            spec.description = field[1]
+    return comp
+
+
+def described(step: str) -> set[str]:
+    """The parameters of ``step``'s component that its config describes."""
+    func = component(step).python_func
+    fields = config_fields(step)
+    return {n for n, p in inspect.signature(func).parameters.items()
+            if (f := field_of(step, n, p.annotation, fields)) and f[1]}

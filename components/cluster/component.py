@@ -6,6 +6,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
 from hllm_creator_kfp.components._images import CPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -31,12 +32,7 @@ def cluster(
         clusters: Output dir: centroids.npy, member_means.npy, medoids.npy, assignments.parquet,
             cluster_meta.json.
         metrics: K, inertia, silhouette, Davies-Bouldin, min/max cluster size.
-        k: Number of clusters (None = use k_sweep).
         k_sweep: Comma-separated candidate Ks, e.g. "8,16,32": the best silhouette wins.
-        metric: "l2" (L2 k-means, L2 assignment) or "cosine" (normalized, spherical, inner product).
-        min_cluster_size: Clusters with fewer members are merged into the nearest other cluster.
-        niter: k-means iterations.
-        standardize: z-score every feature first (the space the Creative LLM's projector reads).
         seed: Seed of the k-means++ initialisation and the silhouette sample.
     """
     from hllm_creator.infer.cluster import ClusterConfig, run
@@ -52,3 +48,6 @@ def cluster(
             metrics.log_metric(name, float(m[name]))
     metrics.log_metric("min_cluster_size", float(min(m["sizes"])))
     metrics.log_metric("max_cluster_size", float(max(m["sizes"])))
+
+
+describe(cluster)  # input descriptions from the config's fields, written once

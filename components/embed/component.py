@@ -13,6 +13,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
 from hllm_creator_kfp.components._images import CPU_IMAGE, GPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -35,12 +36,6 @@ def embed(
         dataset: Dataset dir (items.parquet, interactions.parquet, manifest.json) from data prepare.
         embeddings: Output dir: user_embeddings.parquet (user_id, embedding) + embed_meta.json.
         shard: "i/n": users with sha256(user_id) mod n == i; "0/1" = all users.
-        batch_size: Users per User-LLM forward.
-        item_batch_size: Items per Item-LLM forward.
-        history: "no-test" (all clicks but the test target) or "all".
-        max_users: Only the first N users of the shard (None = all).
-        bf16: bf16 autocast for the Item/User LLMs.
-        item_cache: Item-embedding cache parquet (None = default under the model cache dir).
     """
     from hllm_creator.infer.embed import EmbedConfig, parse_shard, run
 
@@ -65,3 +60,6 @@ def embed_merge(shards: Input[List[Dataset]], embeddings: Output[Dataset]):
 
     meta = merge_shards([s.path for s in shards], embeddings.path)
     embeddings.metadata.update({k: meta[k] for k in ("users", "merged_from", "model_hash", "dim")})
+
+
+describe(embed)  # input descriptions from the config's fields, written once

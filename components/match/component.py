@@ -7,6 +7,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from hllm_creator_kfp.components._images import CPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -33,10 +34,6 @@ def match(
         metrics: Pairs scored/selected, mean and min coverage.
         feed: A checked ad feed (refresh-prepare's feed output): its ad_ids are the ads (overrides ads/n_ads).
         ads: Comma-separated ad item ids (None = the n_ads most-clicked items).
-        n_ads: Number of default ads.
-        top_k: Clusters selected per ad.
-        threshold: Minimum match score to select (None = no threshold).
-        batch_size: Clusters per predictor call.
     """
     from hllm_creator.infer.match import MatchConfig, run
 
@@ -48,3 +45,6 @@ def match(
     matches.metadata.update({"ads": len(meta["ads"]), "k": meta["k"], "pairs_selected": meta["pairs_selected"]})
     for name in ("pairs_scored", "pairs_selected", "mean_coverage", "min_coverage"):
         metrics.log_metric(name, float(meta[name]))
+
+
+describe(match)  # input descriptions from the config's fields, written once

@@ -9,6 +9,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from hllm_creator_kfp.components._images import GPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -56,10 +57,6 @@ def train(
         eval_users: Held-out users to evaluate (None = train_preset).
         head_steps: Predictor-fit steps on frozen user embeddings after joint training
             (None = train_preset, 0 = off).
-        lora: LoRA adapters on the Creative LLM (merged into the saved weights).
-        bf16: auto | on | off.
-        deepspeed: DeepSpeed JSON config path inside the image (None = none).
-        register: Register the model in MLflow with alias "candidate".
         seed: Random seed.
         launcher: in-process (train in this pod/process) | torchrun (gpus_per_node processes
             in this pod) | trainjob (a Kubeflow Trainer v2 TrainJob of num_nodes x gpus_per_node
@@ -114,3 +111,6 @@ def train(
     model_hash = json.loads((Path(model.path) / "model_hash.json").read_text())["model_hash"]
     model.metadata.update({"model_hash": model_hash, "mlflow_run_id": res["run_id"] or "", "launcher": launcher,
                            "standin_data": res["standin"], "steps": res["steps"]})
+
+
+describe(train)  # input descriptions from the config's fields, written once

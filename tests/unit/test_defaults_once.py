@@ -167,3 +167,19 @@ def test_cli_options_come_from_the_config():
             if field.description:
                 assert opt.help and field.description.strip()[1:20] in opt.help, \
                     f"{cli_name} --{name}: help is not the field's"
+
+
+def test_component_docstrings_leave_config_parameters_to_the_config():
+    """A parameter the config describes is described once: no Args line in the component docstring;
+    the compiled input description is the config field's."""
+    from hllm_creator_kfp.components import _params
+
+    for step in _params.STEP_CONFIGS:
+        comp = _params.component(step)
+        described = _params.described(step)
+        restated = described & set(_params.docstring_args(comp.python_func))
+        assert not restated, f"{step}: the docstring restates {sorted(restated)}"
+        fields = _params.config_fields(step)
+        for name in described:
+            key = _params.STEP_CONFIGS[step][1].get(name, name)
+            assert comp.component_spec.inputs[name].description == fields[key][1], f"{step}.{name}"
