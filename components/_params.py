@@ -22,22 +22,26 @@ from pathlib import Path
 # component -> (config classes, first match wins; component parameter -> config field where the names
 # differ, or None where the parameter means something of its own: a CSV string for a list, None for
 # "the training preset's value", a cache path whose None is the default path, not "no cache")
+# KFP's local runner casts every integer parameter with int() (kfp/local/executor_input_utils.py), so
+# an integer parameter of a component cannot be None: 0 (train's head_steps: -1) stands for "not set"
+# there and the component documents it; strings and floats are Optional[...] = None
 _OWN_CACHE = {"cache_path": None}
 STEP_CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "dataset_construct": (["hllm_creator.teacher.construct:ConstructConfig", "hllm_creator.llm.client:LLMConfig"],
                           _OWN_CACHE),
     "train": (["hllm_creator.train.config:TrainConfig"],
               {"creative_rows": None, "register": "register_model", "max_steps": None, "cls_epochs": None,
-               "eval_users": None, "head_steps": None}),
-    "embed": (["hllm_creator.infer.embed:EmbedConfig"], {}),
-    "cluster": (["hllm_creator.infer.cluster:ClusterConfig"], {"k_sweep": None}),
+               "eval_users": None, "head_steps": None, "timeout_s": None}),
+    "embed": (["hllm_creator.infer.embed:EmbedConfig"], {"max_users": None}),
+    "cluster": (["hllm_creator.infer.cluster:ClusterConfig"], {"k": None, "k_sweep": None}),
     "match": (["hllm_creator.infer.match:MatchConfig"], {"ads": None}),
-    "generate": (["hllm_creator.infer.generate:GenerateConfig"], {}),
+    "generate": (["hllm_creator.infer.generate:GenerateConfig"], {"max_pairs": None}),
     "gsb_eval": (["hllm_creator.teacher.gsb:GSBConfig", "hllm_creator.llm.client:LLMConfig"],
-                 {"max_samples": "samples", **_OWN_CACHE}),
+                 {"max_samples": None, **_OWN_CACHE}),
     "personalization_eval": (["hllm_creator.evaluate.personalization:PersonalizationConfig",
                               "hllm_creator.llm.client:LLMConfig"],
-                             {"judge_base_url": "base_url", "judge_model": "model", **_OWN_CACHE}),
+                             {"judge_base_url": "base_url", "judge_model": "model", "members_per_cluster": None,
+                              "swap_pairs": None, **_OWN_CACHE}),
     # publish has no config class: its parameters are the keyword arguments of publish.publish.publish
     "publish": (["hllm_creator.publish.publish:publish"], {}),
     "refresh_prepare": ([], {}),

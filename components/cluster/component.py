@@ -14,7 +14,7 @@ def cluster(
     embeddings: Input[Dataset],
     clusters: Output[Dataset],
     metrics: Output[Metrics],
-    k: Optional[int] = None,
+    k: int = 0,
     k_sweep: Optional[str] = None,
     metric: str = "l2",
     min_cluster_size: int = 5,
@@ -29,6 +29,7 @@ def cluster(
 
     Args:
         embeddings: Dir (or file) with user_embeddings.parquet from embed / embed_merge.
+        k: Number of clusters (0 = use k_sweep).
         clusters: Output dir: centroids.npy, member_means.npy, medoids.npy, assignments.parquet,
             cluster_meta.json.
         metrics: K, inertia, silhouette, Davies-Bouldin, min/max cluster size.
@@ -38,7 +39,7 @@ def cluster(
     from hllm_creator.infer.cluster import ClusterConfig, run
 
     sweep = [int(x) for x in (k_sweep or "").split(",") if x.strip()]
-    cfg = ClusterConfig(k=k, k_sweep=sweep if k is None else [], metric=metric,
+    cfg = ClusterConfig(k=k or None, k_sweep=sweep if not k else [], metric=metric,
                         min_cluster_size=min_cluster_size, niter=niter, seed=seed, standardize=standardize)
     res = run(embeddings.path, clusters.path, cfg, progress=False)
     m = res.meta

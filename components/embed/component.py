@@ -25,7 +25,7 @@ def embed(
     batch_size: int = 64,
     item_batch_size: int = 32,
     history: str = "no-test",
-    max_users: Optional[int] = None,
+    max_users: int = 0,
     bf16: bool = False,
     item_cache: Optional[str] = None,
 ):
@@ -36,13 +36,14 @@ def embed(
         dataset: Dataset dir (items.parquet, interactions.parquet, manifest.json) from data prepare.
         embeddings: Output dir: user_embeddings.parquet (user_id, embedding) + embed_meta.json.
         shard: "i/n": users with sha256(user_id) mod n == i; "0/1" = all users.
+        max_users: Only the first N users of the shard (0 = all).
     """
     from hllm_creator.infer.embed import EmbedConfig, parse_shard, run
 
     i, n = parse_shard(shard)
     cfg = EmbedConfig(model_dir=model.path, data_dir=dataset.path, shard_index=i, shard_count=n,
                       batch_size=batch_size, item_batch_size=item_batch_size, history=history,
-                      max_users=max_users, bf16=bf16, item_cache=item_cache)
+                      max_users=max_users or None, bf16=bf16, item_cache=item_cache)
     meta = run(cfg, embeddings.path, progress=True)  # the run console says each quarter (issue 28)
     embeddings.metadata.update({k: meta[k] for k in ("users", "shard_index", "shard_count", "model_hash",
                                                      "items_encoded", "users_per_second")})

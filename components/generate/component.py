@@ -32,7 +32,7 @@ def generate(
     harm_rule: str = "both",
     harm_threshold: float = 0.0,
     content_threshold: float = 0.0,
-    max_pairs: Optional[int] = None,
+    max_pairs: int = 0,
     bf16: bool = False,
 ):
     """Personalized titles with the cluster's slot in the Creative LLM; every title gated.
@@ -45,12 +45,13 @@ def generate(
         creatives: Output dir: creatives.parquet, lookup.parquet (user -> cluster -> title per ad),
             generate_meta.json.
         metrics: Generations, grounded, fallbacks (to the original title), fallback rate.
+        max_pairs: Only the first N selected pairs (0 = all).
     """
     from hllm_creator.infer.generate import GenerateConfig, run
 
     cfg = GenerateConfig(model_dir=model.path, data_dir=dataset.path, matches=matches.path, clusters_dir=clusters.path,
                          batch_size=batch_size, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                         top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs,
+                         top_k=top_k, max_new_tokens=max_new_tokens, seed=seed, max_pairs=max_pairs or None,
                          bf16=bf16, slot=slot, rescore=rescore, select=select,
                          distinct=distinct, harm_rule=harm_rule, harm_threshold=harm_threshold,
                          content_threshold=content_threshold)

@@ -19,7 +19,7 @@ def gsb_eval(
     base_url: str = "",
     model: str = "",
     counts: Optional[str] = None,
-    max_samples: Optional[int] = None,
+    max_samples: int = 0,
     concurrency: int = 4,
     judge_max_tokens: int = 96,
     bootstrap: int = 2000,
@@ -35,6 +35,7 @@ def gsb_eval(
         dataset: Dataset dir for the ad text (creatives-like input).
         clusters: Dir with assignments.parquet: the member nearest the centroid stands in as the user.
         counts: "G,S,B": skip the judge and only compute Adv and its interval (e.g. "353,91,56").
+        max_samples: Evaluate at most this many rows (0 = all).
         judge_max_tokens: Max tokens of each judge reply.
         cache_path: sqlite reply cache (None = default under $HLLM_WORKDIR).
     """
@@ -68,7 +69,7 @@ def gsb_eval(
         llm = LLMConfig(base_url=base_url or None, model=model or None, concurrency=concurrency, progress=False,
                         cache_path=cache_path or default_cache_path())
         cfg = GSBConfig(input=inp, out=report.path, data=dataset.path if dataset is not None else None,
-                        assignments=asg, samples=max_samples, judge_max_tokens=judge_max_tokens,
+                        assignments=asg, samples=max_samples or None, judge_max_tokens=judge_max_tokens,
                         bootstrap=bootstrap, llm=llm)
         with step_run("gsb-eval", cfg):
             verdicts, summary = run_gsb(cfg)

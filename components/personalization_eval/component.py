@@ -26,10 +26,10 @@ def personalization_eval(
     judge_max_tokens: int = 64,
     concurrency: int = 4,
     max_ads: int = 20,
-    members_per_cluster: Optional[int] = None,
+    members_per_cluster: int = 0,
     permutations: int = 2000,
     heldout_share: float = 0.1,
-    swap_pairs: Optional[int] = None,
+    swap_pairs: int = 0,
     nll_rows: int = 128,
     max_new_tokens: int = 32,
     batch_size: int = 8,
@@ -51,6 +51,8 @@ def personalization_eval(
         report: Output dir: personalization.json, per_ad.parquet, audience_fit/slot_swap/nll/xgsb parquets, plots.
         metrics: pers_* figures with their ci_low / ci_high.
         train_set: Output dir of dataset-construct (train.parquet): held-out rows for the NLL test.
+        members_per_cluster: At most N held-out members per cluster (seeded sample; 0 = all).
+        swap_pairs: At most N pairs for the greedy swap (0 = all).
         judge_max_tokens: Max tokens of each judge reply.
         batch_size: Generation / NLL batch.
         bootstrap: Bootstrap resamples for the CIs.
@@ -67,9 +69,9 @@ def personalization_eval(
     cfg = PersonalizationConfig(model_dir=model.path, data_dir=dataset.path, clusters_dir=clusters.path,
                                 matches=matches.path, creatives=creatives.path,
                                 train_set=train_set.path if train_set is not None else None, max_ads=max_ads,
-                                members_per_cluster=members_per_cluster,
+                                members_per_cluster=members_per_cluster or None,
                                 permutations=permutations, heldout_share=heldout_share,
-                                swap_pairs=swap_pairs, nll_rows=nll_rows, max_new_tokens=max_new_tokens,
+                                swap_pairs=swap_pairs or None, nll_rows=nll_rows, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size, bf16=bf16, slot=slot, bootstrap=bootstrap, seed=seed,
                                 judge_samples=judge_samples if (judge_base_url or os.environ.get("OPENAI_BASE_URL"))
                                 else 0, judge_max_tokens=judge_max_tokens, llm=llm)

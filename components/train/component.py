@@ -19,11 +19,11 @@ def train(
     metrics: Output[Metrics],
     train_set: Input[Dataset] = None,
     train_preset: str = "demo",
-    max_steps: Optional[int] = None,
+    max_steps: int = 0,
     cls_epochs: Optional[float] = None,
-    creative_rows: Optional[int] = None,
-    eval_users: Optional[int] = None,
-    head_steps: Optional[int] = None,
+    creative_rows: int = 0,
+    eval_users: int = 0,
+    head_steps: int = -1,
     lora: bool = True,
     bf16: str = "auto",
     deepspeed: Optional[str] = None,
@@ -39,7 +39,7 @@ def train(
     data_mount: str = "/data",
     shared_root: Optional[str] = None,
     trainjob_options: Optional[str] = None,
-    timeout_s: Optional[int] = None,
+    timeout_s: int = 0,
 ):
     """Train HLLM-Creator and write its model dir (weights, configs, tokenizers, eval.json).
 
@@ -51,12 +51,12 @@ def train(
             absent = a deterministic STAND-IN set built from the dataset (not teacher data).
         train_preset: A TRAINING preset (hllm_creator.train.config: model sizes, schedule): tiny | demo |
             cpu | gpu | gpu-multinode (docs/train.md); not the pipeline preset.
-        max_steps: Override the number of optimizer steps (None = train_preset).
+        max_steps: Override the number of optimizer steps (0 = train_preset).
         cls_epochs: Passes over all users for the cls objective (None = train_preset).
-        creative_rows: Use at most N rows of the training set (None = all).
-        eval_users: Held-out users to evaluate (None = train_preset).
+        creative_rows: Use at most N rows of the training set (0 = all).
+        eval_users: Held-out users to evaluate (0 = train_preset).
         head_steps: Predictor-fit steps on frozen user embeddings after joint training
-            (None = train_preset, 0 = off).
+            (-1 = train_preset, 0 = off).
         seed: Random seed.
         launcher: in-process (train in this pod/process) | torchrun (gpus_per_node processes
             in this pod) | trainjob (a Kubeflow Trainer v2 TrainJob of num_nodes x gpus_per_node
@@ -74,7 +74,7 @@ def train(
             the model (None = data_mount).
         trainjob_options: JSON of further TrainJobSpec fields (cpu_per_node, memory_per_node,
             node_selector, tolerations, service_account, active_deadline_seconds, env).
-        timeout_s: Fail (and delete the TrainJob) after this many seconds (None = wait forever).
+        timeout_s: Fail (and delete the TrainJob) after this many seconds (0 = wait forever).
     """
     import json
     import os
@@ -88,8 +88,9 @@ def train(
         p = Path(train_set.path)
         train_parquet = str(p / "train.parquet" if p.is_dir() else p)
     cfg = build_config(train_preset, data=dataset.path, out=model.path, train_parquet=train_parquet,
-                       max_steps=max_steps, cls_epochs=cls_epochs, max_creative_rows=creative_rows,
-                       eval_users=eval_users, head_steps=head_steps, lora=lora, bf16=bf16, deepspeed=deepspeed,
+                       max_steps=max_steps or None, cls_epochs=cls_epochs, max_creative_rows=creative_rows or None,
+                       eval_users=eval_users or None, head_steps=head_steps if head_steps >= 0 else None, lora=lora,
+                       bf16=bf16, deepspeed=deepspeed,
                        register_model=register, seed=seed)
     trainjob = None
     if launcher == "trainjob":
@@ -101,7 +102,7 @@ def train(
                     "mlflow_parent_run_id": os.environ.get("HLLM_PARENT_RUN_ID") or None,
                     **(json.loads(trainjob_options) if trainjob_options else {})}
     res = train_step(cfg, launcher=launcher, nproc=gpus_per_node, trainjob=trainjob,
-                     shared_root=shared_root or data_mount, timeout_s=timeout_s)
+                     shared_root=shared_root or data_mount, timeout_s=timeout_s or None)
     ev = res["eval"]
     for name in ("model", "popularity", "random"):
         for k in ("recall@10", "ndcg@10", "auc"):

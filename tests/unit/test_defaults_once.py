@@ -41,9 +41,10 @@ ALIASES = {"train": {"creative_rows": "max_creative_rows", "register": "register
 PRESET_DECIDES = {"train"}  # steps whose None means "the preset's value", not the config default
 # train's CLI --preset names the training preset to start from; TrainConfig.preset records it (default custom)
 NOT_A_DEFAULT = {("train", "preset")}
-# "not set" is None everywhere (Optional[...] = None); "" only for the LLM endpoint parameters the
-# pipeline wires from its own string run parameters (llm_base_url: "" = the environment's endpoint)
-UNSET = ("", None)
+# "not set" is None (Optional[...] = None), except: 0 / -1 in an integer parameter of a component
+# (KFP's local runner casts every integer parameter with int(), so it cannot be None), and "" for the
+# LLM endpoint parameters the pipeline wires from its own string run parameters
+UNSET = ("", None, 0, -1)
 
 
 def _load(spec: str):
@@ -67,7 +68,9 @@ def _config_defaults(classes) -> dict:
 
 
 def _same(glue, cfg, *, cli: bool, preset: bool = False) -> bool:
-    if (cli or preset) and glue is None:  # an optional option left out: the config's (preset's) value applies
+    if cli and glue is None:  # an optional CLI option left out: the config's default applies
+        return True
+    if preset and (glue is None or glue in UNSET and not isinstance(glue, bool)):  # the preset's value applies
         return True
     if cfg is None or cfg == []:
         return glue in UNSET or glue == cfg
