@@ -39,16 +39,16 @@ from typing import Any
 
 from kfp import dsl
 
-from components.cluster.component import cluster
-from components.dataset_construct.component import dataset_construct
-from components.embed.component import embed, embed_merge
-from components.generate.component import generate
-from components.gsb_eval.component import gsb_eval
-from components.match.component import match
-from components.personalization_eval.component import personalization_eval
-from components.publish.component import publish
-from components.train.component import train
-from pipelines.presets import STEPS, Preset
+from hllm_creator_kfp.components.cluster.component import cluster
+from hllm_creator_kfp.components.dataset_construct.component import dataset_construct
+from hllm_creator_kfp.components.embed.component import embed, embed_merge
+from hllm_creator_kfp.components.generate.component import generate
+from hllm_creator_kfp.components.gsb_eval.component import gsb_eval
+from hllm_creator_kfp.components.match.component import match
+from hllm_creator_kfp.components.personalization_eval.component import personalization_eval
+from hllm_creator_kfp.components.publish.component import publish
+from hllm_creator_kfp.components.train.component import train
+from hllm_creator_kfp.pipelines.presets import STEPS, Preset
 
 PIPELINE_NAME = "hllm-creator"
 
@@ -105,9 +105,6 @@ def check_preset(preset: Preset) -> dict[str, dict[str, Any]]:
             raise WiringError(f"step {step}: preset sets {sorted(wired)}, which the pipeline wires from upstream "
                               f"steps or run parameters")
         args[step] = section
-    # the greedy slot swap must use the slot generate served with (medoid | mean)
-    if "slot" in args["generate"]:
-        args["personalization_eval"].setdefault("slot", args["generate"]["slot"])
     return args
 
 
@@ -191,6 +188,16 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
         comps = {k: with_image(c, image) for k, c in comps.items()}
     n = preset.n_embed_shards
     shards = [f"{i}/{n}" for i in range(n)]
+    train_args = dict(a["train"])
+    if train_args.get("launcher") == "trainjob":  # the TrainJob's pods run the train step's own image, as
+        # resolved here at compile time (registry, tag or digest pin), unless the preset names another
+        train_args.setdefault("trainjob_image", comps["train"].component_spec.implementation.container.image)
+    # An edge, not a preset rewrite: personalization-eval's greedy slot swap fills the slot the way
+    # generate served (medoid | mean). A preset's own personalization_eval.slot still wins: evaluating
+    # another slot than the served one is a deliberate experiment.
+    pers_args = dict(a["personalization_eval"])
+    if "slot" in a["generate"]:
+        pers_args.setdefault("slot", a["generate"]["slot"])
 
     def configure(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
         return _configure(task, step, preset, local=local, parent_run_id=parent_run_id)
@@ -207,7 +214,7 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
                                                      **a["dataset_construct"]), "dataset_construct")
         training_set = construct.outputs["training_set"]
         # the run registers ONE version, the serving bundle (publish); the bare model dir is not servable
-        trained = configure(c["train"](dataset=dataset, train_set=training_set, register=False, **a["train"]),
+        trained = configure(c["train"](dataset=dataset, train_set=training_set, register=False, **train_args),
                             "train")
         model = trained.outputs["model"]
         with dsl.ParallelFor(items=shards, parallelism=n, name="embed-shards") as shard:
@@ -225,7 +232,7 @@ def build_pipeline(preset: Preset, *, local: bool = False, parent_run_id: str | 
         pers = configure(c["personalization_eval"](model=model, dataset=dataset, clusters=clusters, matches=matches,
                                                    creatives=creatives, train_set=training_set,
                                                    judge_base_url=llm_base_url, judge_model=llm_model,
-                                                   **a["personalization_eval"]), "personalization_eval")
+                                                   **pers_args), "personalization_eval")
         published = configure(c["publish"](model=model, dataset=dataset, clusters=clusters, matches=matches,
                                            creatives=creatives, gsb_report=gsb.outputs["report"],
                                            personalization_report=pers.outputs["report"], **a["publish"]),

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipelines.presets import GPU_STEPS, Preset
+from hllm_creator_kfp.pipelines.presets import GPU_STEPS, Preset
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ def compile_pipeline(preset: Preset, out: str | Path, *, parent_run_id: str | No
     from kfp import compiler
 
     from hllm_creator.io import atomic_path
-    from pipelines.hllm_pipeline import build_pipeline
+    from hllm_creator_kfp.pipelines.hllm_pipeline import build_pipeline
 
     out = Path(out)
     if out.suffix not in (".yaml", ".yml", ".json"):

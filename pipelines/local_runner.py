@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from pipelines.presets import Preset
+from hllm_creator_kfp.pipelines.presets import Preset
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class DockerSettings:
 
     - the component's command (``sh -c ... python3 -m kfp.dsl.executor_main``) in place of the image's
       entrypoint (reset: KFP's DockerRunner sets only docker's CMD),
-      as ``user`` (the image's non-root user; pipelines.presets.PipelineResources.run_as_user), a tmpfs
+      as ``user`` (the image's non-root user; hllm_creator_kfp.pipelines.presets.PipelineResources.run_as_user), a tmpfs
       at /tmp (the pod's emptyDir), all capabilities dropped, no privilege escalation;
     - the pipeline root mounted at its own path (KFP's DockerRunner does this; it must be writable by
       ``user``), the dataset dir read-only at its own path (on a cluster the importer's artifact);
@@ -264,11 +264,11 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
     container (KFP's DockerRunner, ``DockerSettings``) instead of a subprocess of this Python."""
     import kfp.local
 
-    from pipelines.console import StepConsole
+    from hllm_creator_kfp.pipelines.console import StepConsole
 
     from hllm_creator import tracking
     from hllm_creator.paths import work_dir
-    from pipelines.hllm_pipeline import PIPELINE_NAME, build_pipeline
+    from hllm_creator_kfp.pipelines.hllm_pipeline import PIPELINE_NAME, build_pipeline
 
     t0 = time.time()
     pipeline_root = Path(pipeline_root or work_dir() / "pipeline_root").resolve()

@@ -8,7 +8,7 @@
 
 Each step section holds arguments of that step's component (names as in
 ``components/<step>/component.py``; what a section leaves out takes the component's default, which
-is the step's typed config default); ``pipelines.hllm_pipeline.check_preset`` rejects a key that is
+is the step's typed config default); ``hllm_creator_kfp.pipelines.hllm_pipeline.check_preset`` rejects a key that is
 not an input of the component or that the pipeline wires itself. ``PipelineResources`` holds what
 only a cluster uses (GPU requests, node selectors, tolerations, secrets, volumes). This is the one
 preset layer of the pipeline; ``train``'s own ``train_preset`` argument names a TRAINING preset
@@ -44,7 +44,7 @@ class PipelineResources(_Strict):
     """Cluster-only settings (compiled into the YAML; the local runner ignores them)."""
 
     # Secrets as env (kfp-kubernetes use_secret_as_env). The LLM key reaches ONLY the steps that
-    # call an LLM (pipelines.hllm_pipeline.LLM_STEPS); every step gets the MLflow client settings
+    # call an LLM (hllm_creator_kfp.pipelines.hllm_pipeline.LLM_STEPS); every step gets the MLflow client settings
     # (the pipeline's MLflow user: manifests/base/mlflow.yaml, docs/pipeline.md "Security").
     llm_secret_name: str = "hllm-creator-llm"
     llm_secret_keys: list[str] = Field(default_factory=lambda: ["OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"])
@@ -59,7 +59,7 @@ class PipelineResources(_Strict):
     pod_labels: dict[str, str] = Field(default_factory=lambda: {"hllm-creator.io/mlflow-client": "true"})
     # Durable state that must outlive a pod (the teacher/judge reply cache, training checkpoints):
     # an RWO PVC (manifests/base/work-pvc.yaml) mounted on the steps that keep state
-    # (pipelines.hllm_pipeline.STATE_STEPS); HLLM_STATE_DIR points the library at it.
+    # (hllm_creator_kfp.pipelines.hllm_pipeline.STATE_STEPS); HLLM_STATE_DIR points the library at it.
     work_pvc: str = "hllm-creator-work"
     work_mount: str = "/work"
     # The dataset is one artifact, imported once from `dataset_uri` into the run's workspace: a PVC
@@ -185,12 +185,6 @@ def _production() -> Preset:
     )
 
 
-def _gpu_image() -> str:
-    from components._images import GPU_IMAGE
-
-    return GPU_IMAGE
-
-
 def _gpu_multinode() -> Preset:
     """The paper's scale: training as a Kubeflow Trainer v2 TrainJob on 8 nodes x 8 GPUs."""
     p = _production()
@@ -199,7 +193,7 @@ def _gpu_multinode() -> Preset:
                      "TinyLlama-1.1B item/user LLMs, Qwen3-8B creative LLM, ZeRO-3, bf16, flash-attention 2.")
     # the train task itself only stages data, creates the TrainJob and follows it: no GPU here
     p.train = {"train_preset": "gpu-multinode", "deepspeed": "/opt/hllm/configs/deepspeed/zero3.json", "bf16": "on",
-               "launcher": "trainjob", "num_nodes": 8, "gpus_per_node": 8, "trainjob_image": _gpu_image(),
+               "launcher": "trainjob", "num_nodes": 8, "gpus_per_node": 8,
                "data_pvc": p.resources.data_pvc, "data_mount": p.resources.data_mount,
                "trainjob_options": json.dumps({
                    "cpu_per_node": "96", "memory_per_node": "1000Gi",

@@ -6,7 +6,7 @@
 The same library steps as ``hllm-creator refresh`` (in-process) and as the main pipeline's match,
 generate, gsb-eval and personalization-eval components (unchanged: they read the refresh dataset,
 where the feed's ads are items without clicks). ``build_refresh_pipeline`` returns the
-``@dsl.pipeline`` function; ``pipelines.refresh_runner`` runs it with the KFP local runner under
+``@dsl.pipeline`` function; ``hllm_creator_kfp.pipelines.refresh_runner`` runs it with the KFP local runner under
 an MLflow parent run ``refresh`` (each step's run nests under it, as in the main pipeline).
 """
 
@@ -14,12 +14,12 @@ import typing
 
 from kfp import dsl
 
-from components.generate.component import generate
-from components.gsb_eval.component import gsb_eval
-from components.match.component import match
-from components.personalization_eval.component import personalization_eval
-from components.refresh_prepare.component import refresh_prepare
-from components.refresh_publish.component import refresh_publish
+from hllm_creator_kfp.components.generate.component import generate
+from hllm_creator_kfp.components.gsb_eval.component import gsb_eval
+from hllm_creator_kfp.components.match.component import match
+from hllm_creator_kfp.components.personalization_eval.component import personalization_eval
+from hllm_creator_kfp.components.refresh_prepare.component import refresh_prepare
+from hllm_creator_kfp.components.refresh_publish.component import refresh_publish
 
 REFRESH_PIPELINE_NAME = "hllm-creator-refresh"
 OUTPUTS = [("generate__creatives", dsl.Dataset), ("personalization_eval__report", dsl.Dataset),

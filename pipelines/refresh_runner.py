@@ -1,6 +1,6 @@
 """``hllm-creator refresh --kfp``: the refresh pipeline on the KFP local SubprocessRunner.
 
-As the main runner (``pipelines.local_runner``): one MLflow parent run (``refresh``; tags: the base
+As the main runner (``hllm_creator_kfp.pipelines.local_runner``): one MLflow parent run (``refresh``; tags: the base
 bundle, the feed, kfp_run_id), ``HLLM_PARENT_RUN_ID`` exported so every component's step run nests
 under it, caching on, KFP's output in ``<run dir>/run.log``. With ``judge_samples`` and no endpoint
 it starts the embedded LLM server for the judge, as the main runner does.
@@ -23,9 +23,9 @@ def run_refresh_local(*, bundle: str | Path, feed: str | Path, data_dir: str | P
 
     from hllm_creator import tracking
     from hllm_creator.serving.bundle import read_manifest
-    from pipelines.local_runner import _env, _latest_run_dir, llm_endpoint, materialize_metrics_outputs
-    from pipelines.presets import get_preset
-    from pipelines.refresh_pipeline import REFRESH_PIPELINE_NAME, build_refresh_pipeline
+    from hllm_creator_kfp.pipelines.local_runner import _env, _latest_run_dir, llm_endpoint, materialize_metrics_outputs
+    from hllm_creator_kfp.pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.refresh_pipeline import REFRESH_PIPELINE_NAME, build_refresh_pipeline
 
     t0 = time.time()
     root = Path(pipeline_root).resolve()

@@ -249,8 +249,8 @@ def record_run(work: Path, *, fresh: bool = False) -> Path:
     from helpers import small_dataset
 
     from hllm_creator.data.prepare import prepare_bundled
-    from pipelines.local_runner import run_local
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.local_runner import run_local
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     full = prepare_bundled(work / "bundled")
     data = small_dataset(work / "data", n_users=40, source=full.path).path

@@ -1,9 +1,12 @@
 """cluster: faiss k-means of the user embeddings (glue for ``hllm_creator.infer.cluster.run``)."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components._images import CPU_IMAGE
+from hllm_creator_kfp.components._images import CPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -12,7 +15,7 @@ def cluster(
     clusters: Output[Dataset],
     metrics: Output[Metrics],
     k: int = 0,
-    k_sweep: str = "",
+    k_sweep: Optional[str] = None,
     metric: str = "l2",
     min_cluster_size: int = 5,
     niter: int = 25,
@@ -26,20 +29,16 @@ def cluster(
 
     Args:
         embeddings: Dir (or file) with user_embeddings.parquet from embed / embed_merge.
+        k: Number of clusters (0 = use k_sweep).
         clusters: Output dir: centroids.npy, member_means.npy, medoids.npy, assignments.parquet,
             cluster_meta.json.
         metrics: K, inertia, silhouette, Davies-Bouldin, min/max cluster size.
-        k: Number of clusters (0 = use k_sweep).
         k_sweep: Comma-separated candidate Ks, e.g. "8,16,32": the best silhouette wins.
-        metric: "l2" (L2 k-means, L2 assignment) or "cosine" (normalized, spherical, inner product).
-        min_cluster_size: Clusters with fewer members are merged into the nearest other cluster.
-        niter: k-means iterations.
-        standardize: z-score every feature first (the space the Creative LLM's projector reads).
         seed: Seed of the k-means++ initialisation and the silhouette sample.
     """
     from hllm_creator.infer.cluster import ClusterConfig, run
 
-    sweep = [int(x) for x in k_sweep.split(",") if x.strip()]
+    sweep = [int(x) for x in (k_sweep or "").split(",") if x.strip()]
     cfg = ClusterConfig(k=k or None, k_sweep=sweep if not k else [], metric=metric,
                         min_cluster_size=min_cluster_size, niter=niter, seed=seed, standardize=standardize)
     res = run(embeddings.path, clusters.path, cfg, progress=False)
@@ -50,3 +49,6 @@ def cluster(
             metrics.log_metric(name, float(m[name]))
     metrics.log_metric("min_cluster_size", float(min(m["sizes"])))
     metrics.log_metric("max_cluster_size", float(max(m["sizes"])))
+
+
+describe(cluster)  # input descriptions from the config's fields, written once

@@ -1,9 +1,12 @@
 """dataset_construct: the CoT teacher (glue for ``hllm_creator.teacher.construct.construct``)."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components._images import CPU_IMAGE
+from hllm_creator_kfp.components._images import CPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -22,7 +25,7 @@ def dataset_construct(
     llm_title: bool = True,
     concurrency: int = 4,
     rewrite_max_tokens: int = 48,
-    cache_path: str = "",
+    cache_path: Optional[str] = None,
 ):
     """Personalized, contrastive training set: interests -> which fact -> title (teacher LLM) -> gate.
 
@@ -31,19 +34,9 @@ def dataset_construct(
         training_set: Output dir: train.parquet (reference schema + split, facts, featured_fact, title_source),
             rejected.parquet (step, reason), summary.json (acceptance per step, copy rate, titles per ad).
         metrics: Kept/rejected counts, acceptance per step, distinct titles per ad, copy rate.
-        base_url: OpenAI-compatible base URL of the teacher (the key comes from the OPENAI_API_KEY env var,
-            e.g. a Kubernetes secret; never a parameter).
-        model: Model name at the endpoint.
-        ads: Ads to write for: the N most-clicked items (match's default list).
-        users_per_fact: Train users per (ad, fact phrase): those the phrase fits best.
-        heldout_per_ad: Rows per ad for held-out users (evaluation only, never trained on).
-        candidate_users: Train users scored per ad (seeded sample).
         seed: Sampling seed.
-        history_len: Last N clicked titles kept in title_list.
-        llm_title: The teacher LLM phrases each title (else the deterministic composition).
-        concurrency: Requests in flight at once.
         rewrite_max_tokens: Max tokens of the title reply.
-        cache_path: sqlite reply cache ("" = $HLLM_WORKDIR/llm_cache/replies.sqlite); reruns resume from it.
+        cache_path: sqlite reply cache (None = $HLLM_WORKDIR/llm_cache/replies.sqlite); reruns resume from it.
     """
     from hllm_creator.llm.client import LLMConfig, default_cache_path
     from hllm_creator.teacher.construct import ConstructConfig, construct, log_summary
@@ -68,3 +61,6 @@ def dataset_construct(
     if summary["llm"]:
         metrics.log_metric("llm_cache_hits", float(summary["llm"]["llm_cache_hits"]))
         metrics.log_metric("llm_total_tokens", float(summary["llm"]["llm_total_tokens"]))
+
+
+describe(dataset_construct)  # input descriptions from the config's fields, written once

@@ -7,10 +7,13 @@ collects the shard outputs into ``embed_merge``. Glue only: the work is
 
 from typing import List
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components._images import CPU_IMAGE, GPU_IMAGE
+from hllm_creator_kfp.components._images import CPU_IMAGE, GPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -24,7 +27,7 @@ def embed(
     history: str = "no-test",
     max_users: int = 0,
     bf16: bool = False,
-    item_cache: str = "",
+    item_cache: Optional[str] = None,
 ):
     """User embeddings of one shard of the users (item embeddings cached by text + model hash).
 
@@ -33,19 +36,14 @@ def embed(
         dataset: Dataset dir (items.parquet, interactions.parquet, manifest.json) from data prepare.
         embeddings: Output dir: user_embeddings.parquet (user_id, embedding) + embed_meta.json.
         shard: "i/n": users with sha256(user_id) mod n == i; "0/1" = all users.
-        batch_size: Users per User-LLM forward.
-        item_batch_size: Items per Item-LLM forward.
-        history: "no-test" (all clicks but the test target) or "all".
         max_users: Only the first N users of the shard (0 = all).
-        bf16: bf16 autocast for the Item/User LLMs.
-        item_cache: Item-embedding cache parquet ("" = default under the model cache dir).
     """
     from hllm_creator.infer.embed import EmbedConfig, parse_shard, run
 
     i, n = parse_shard(shard)
     cfg = EmbedConfig(model_dir=model.path, data_dir=dataset.path, shard_index=i, shard_count=n,
                       batch_size=batch_size, item_batch_size=item_batch_size, history=history,
-                      max_users=max_users or None, bf16=bf16, item_cache=item_cache or None)
+                      max_users=max_users or None, bf16=bf16, item_cache=item_cache)
     meta = run(cfg, embeddings.path, progress=True)  # the run console says each quarter (issue 28)
     embeddings.metadata.update({k: meta[k] for k in ("users", "shard_index", "shard_count", "model_hash",
                                                      "items_encoded", "users_per_second")})
@@ -63,3 +61,6 @@ def embed_merge(shards: Input[List[Dataset]], embeddings: Output[Dataset]):
 
     meta = merge_shards([s.path for s in shards], embeddings.path)
     embeddings.metadata.update({k: meta[k] for k in ("users", "merged_from", "model_hash", "dim")})
+
+
+describe(embed)  # input descriptions from the config's fields, written once

@@ -1,9 +1,12 @@
 """gsb_eval: the GSB LLM judge (glue for ``hllm_creator.teacher.gsb``)."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from components._images import CPU_IMAGE
+from hllm_creator_kfp.components._images import CPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -15,12 +18,12 @@ def gsb_eval(
     clusters: Input[Dataset] = None,
     base_url: str = "",
     model: str = "",
-    counts: str = "",
+    counts: Optional[str] = None,
     max_samples: int = 0,
     concurrency: int = 4,
     judge_max_tokens: int = 96,
     bootstrap: int = 2000,
-    cache_path: str = "",
+    cache_path: Optional[str] = None,
 ):
     """Good/Same/Bad of personalized vs original titles from an LLM judge, both orders (a flip = Same).
 
@@ -31,14 +34,10 @@ def gsb_eval(
             (item_id, cluster_id, original_title, llm_output) together with dataset.
         dataset: Dataset dir for the ad text (creatives-like input).
         clusters: Dir with assignments.parquet: the member nearest the centroid stands in as the user.
-        base_url: OpenAI-compatible base URL of the judge (key from the OPENAI_API_KEY env var).
-        model: Judge model name.
         counts: "G,S,B": skip the judge and only compute Adv and its interval (e.g. "353,91,56").
         max_samples: Evaluate at most this many rows (0 = all).
-        concurrency: Requests in flight at once.
         judge_max_tokens: Max tokens of each judge reply.
-        bootstrap: Bootstrap resamples for the interval.
-        cache_path: sqlite reply cache ("" = default under $HLLM_WORKDIR).
+        cache_path: sqlite reply cache (None = default under $HLLM_WORKDIR).
     """
     from pathlib import Path
 
@@ -80,3 +79,6 @@ def gsb_eval(
                             "judge_failures": int(summary.get("judge_failures") or 0)})
     for k in ("G", "S", "B", "adv", "ci_low", "ci_high"):
         metrics.log_metric(k, float(summary[k]))
+
+
+describe(gsb_eval)  # input descriptions from the config's fields, written once

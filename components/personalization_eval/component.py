@@ -1,10 +1,13 @@
 """personalization_eval: personalization on held-out users (glue for
 ``hllm_creator.evaluate.personalization.run``)."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components._images import GPU_IMAGE
+from hllm_creator_kfp.components._images import GPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -34,7 +37,7 @@ def personalization_eval(
     slot: str = "medoid",
     bootstrap: int = 2000,
     seed: int = 0,
-    cache_path: str = "",
+    cache_path: Optional[str] = None,
 ):
     """Copy rate, distinct titles per ad, slot sensitivity (greedy swap, NLL own vs shuffled), audience
     fit (MiniLM ruler) and cross-cluster GSB on held-out users, each with a bootstrap 95% CI.
@@ -48,25 +51,13 @@ def personalization_eval(
         report: Output dir: personalization.json, per_ad.parquet, audience_fit/slot_swap/nll/xgsb parquets, plots.
         metrics: pers_* figures with their ci_low / ci_high.
         train_set: Output dir of dataset-construct (train.parquet): held-out rows for the NLL test.
-        judge_base_url: OpenAI-compatible base URL of the judge ("" = $OPENAI_BASE_URL).
-        judge_model: Judge model name.
-        judge_samples: Cross-cluster GSB samples (0 = no judge).
-        judge_max_tokens: Max tokens of each judge reply.
-        concurrency: Judge requests in flight.
-        max_ads: The first N ads of creatives.parquet.
         members_per_cluster: At most N held-out members per cluster (seeded sample; 0 = all).
-        permutations: Random deals of each ad's served titles to its clusters for the audience
-            fit's permutation test (0 = none).
-        heldout_share: The hold-out share (must match the teacher's).
         swap_pairs: At most N pairs for the greedy swap (0 = all).
-        nll_rows: At most N held-out teacher rows for the NLL test.
-        max_new_tokens: Greedy swap titles.
+        judge_max_tokens: Max tokens of each judge reply.
         batch_size: Generation / NLL batch.
-        bf16: bf16 autocast for the greedy swap titles (the NLL test stays float32).
-        slot: The cluster's slot as generate fills it: "medoid" or "mean".
         bootstrap: Bootstrap resamples for the CIs.
         seed: Seed of member sampling, the shuffle and the bootstrap.
-        cache_path: sqlite judge-reply cache ("" = default under $HLLM_WORKDIR).
+        cache_path: sqlite judge-reply cache (None = default under $HLLM_WORKDIR).
     """
     import os
 
@@ -90,3 +81,6 @@ def personalization_eval(
                             "heldout_members": res["heldout_members_used"]})
     for k, v in res["metrics"].items():
         metrics.log_metric(k, float(v))
+
+
+describe(personalization_eval)  # input descriptions from the config's fields, written once

@@ -4,7 +4,8 @@ version (glue for ``hllm_creator.publish.refresh.merge_and_publish``)."""
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components._images import CPU_IMAGE
+from hllm_creator_kfp.components._images import CPU_IMAGE
+from hllm_creator_kfp.components._params import describe
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -34,7 +35,6 @@ def refresh_publish(
         metrics: Rows of the merged matches/creatives, new rows, bundle size.
         gsb_report: Report dir of gsb-eval on the new ads' titles.
         personalization_report: Report dir of personalization-eval on the new ads.
-        register: Register the bundle as a version of hllm-creator with alias candidate.
     """
     import os
     import shutil
@@ -64,3 +64,6 @@ def refresh_publish(
     for k, v in res["merge"].items():
         metrics.log_metric(k, float(v))
     metrics.log_metric("bundle_mb", sum(f["bytes"] for f in man["files"].values()) / 2**20)
+
+
+describe(refresh_publish)  # input descriptions from the config's fields, written once

@@ -24,7 +24,7 @@ _SET = typer.Option(None, "--set",
 
 
 def _preset(name: str, sets: Optional[list[str]]):
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     overrides = {}
     for s in sets or []:
@@ -50,7 +50,7 @@ _KFP_TYPES = {"Integer": (int,), "Float": (int, float), "String": (str,), "Boole
 def check_preset_values(p) -> None:
     """The whole preset, before anything starts: every step key names an input of its component
     (``check_preset``) and every value has that input's type. Raises ValueError naming the key."""
-    from pipelines.hllm_pipeline import COMPONENTS, check_preset
+    from hllm_creator_kfp.pipelines.hllm_pipeline import COMPONENTS, check_preset
 
     for step, section in check_preset(p).items():
         inputs = COMPONENTS[step].component_spec.inputs or {}
@@ -98,7 +98,7 @@ def run_cmd(
     reuses the steps whose inputs did not change (KFP local cache under the pipeline root).
     """
     from hllm_creator.tracking import resolve_tracking_uri
-    from pipelines.local_runner import DockerSettings, run_local
+    from hllm_creator_kfp.pipelines.local_runner import DockerSettings, run_local
 
     p, note = _preset(preset, sets)  # the whole preset and every --set, before anything starts
     if docker_state_dir is not None and not docker_image:
@@ -211,7 +211,7 @@ def compile_cmd(
     sets: Optional[list[str]] = _SET,
 ) -> None:
     """Compile the pipeline to KFP IR YAML (KFP 2 backend) and check it loads back with kfp."""
-    from pipelines.kfp_backend import check_compiled, compile_pipeline
+    from hllm_creator_kfp.pipelines.kfp_backend import check_compiled, compile_pipeline
 
     p, _ = _preset(preset, sets)
     if out is None:
@@ -248,7 +248,7 @@ def submit_cmd(
     Creates the MLflow parent run first (on $MLFLOW_TRACKING_URI: the server the cluster uses) and
     passes its id to every step.
     """
-    from pipelines.kfp_backend import submit
+    from hllm_creator_kfp.pipelines.kfp_backend import submit
 
     p, _ = _preset(preset, sets)
     if not dataset_uri.startswith(("s3://", "gs://", "minio://", "https://")):

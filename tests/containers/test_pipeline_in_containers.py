@@ -68,8 +68,8 @@ def test_tiny_pipeline_in_containers_has_the_subprocess_runs_outputs(tmp_path, b
     from helpers import small_dataset
     from pipeline_digest import GOLDEN, RECORDED_PORT, Deviation, compare, digest
 
-    from pipelines.local_runner import DockerSettings, llm_endpoint, run_local
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.local_runner import DockerSettings, llm_endpoint, run_local
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     preset = get_preset("tiny")
     src = getattr(bundled_dataset, "path", bundled_dataset)

@@ -90,7 +90,7 @@ def small_ds(tmp_path, bundled_dataset):
 def test_train_component_launches_a_trainjob_and_returns_its_model(small_ds, tmp_path, monkeypatch):
     import mlflow
 
-    from components.train.component import train
+    from hllm_creator_kfp.components.train.component import train
     from hllm_creator.model import HLLMCreator
     from hllm_creator.train import launch
 
@@ -130,7 +130,7 @@ def test_train_component_launches_a_trainjob_and_returns_its_model(small_ds, tmp
 
 
 def test_a_failing_trainjob_fails_the_step_with_the_jobs_reason(small_ds, tmp_path, monkeypatch):
-    from components.train.component import train
+    from hllm_creator_kfp.components.train.component import train
     from hllm_creator.train import launch
 
     mount = tmp_path / "shared"

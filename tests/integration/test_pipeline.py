@@ -51,8 +51,8 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
     from pipeline_digest import Deviation, compare, digest
 
     from hllm_creator import tracking
-    from pipelines.local_runner import llm_endpoint, run_local
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.local_runner import llm_endpoint, run_local
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     root = tmp_path / "pipeline_root"
     src = getattr(bundled_dataset, "path", bundled_dataset)

@@ -195,7 +195,7 @@ def test_refresh_feed_errors_stop_before_anything_is_written(base, store):
 
 def test_refresh_as_a_kfp_local_run(base, store):
     from hllm_creator.serving.bundle import read_manifest
-    from pipelines.refresh_runner import run_refresh_local
+    from hllm_creator_kfp.pipelines.refresh_runner import run_refresh_local
 
     res = run_refresh_local(bundle=base["bundle"], feed=base["feed"], data_dir=base["data"],
                             pipeline_root=store / "kfp", top_k=2, max_new_tokens=6, heldout_share=1.0, register=True)

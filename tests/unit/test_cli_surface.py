@@ -213,7 +213,7 @@ def test_printed_ui_command_is_runnable_as_pasted_and_urls_open_model_training_m
 
 def test_every_shipped_preset_passes_the_value_check():
     from hllm_creator.pipeline_commands import check_preset_values
-    from pipelines.presets import PRESETS, get_preset
+    from hllm_creator_kfp.pipelines.presets import PRESETS, get_preset
 
     for name in PRESETS:
         check_preset_values(get_preset(name))

@@ -4,7 +4,7 @@ reuse the outputs of the old code: KFP's local cache keys a task by its spec and
 from __future__ import annotations
 
 import hllm_creator
-from pipelines import local_runner
+from hllm_creator_kfp.pipelines import local_runner
 
 
 def test_the_fingerprint_follows_the_code(tmp_path, monkeypatch):

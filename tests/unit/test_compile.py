@@ -12,8 +12,8 @@ STEP_EXECUTORS = ("dataset-construct", "train", "embed", "embed-merge", "cluster
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    from pipelines.kfp_backend import check_compiled, compile_pipeline
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.kfp_backend import check_compiled, compile_pipeline
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     out = compile_pipeline(get_preset("production"), tmp_path_factory.mktemp("c") / "hllm.yaml")
     return out, check_compiled(out)
@@ -41,7 +41,7 @@ def test_gpu_requests_on_train_embed_generate_personalization_only(compiled):
 
 
 def test_kubernetes_settings(compiled):
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     _, rep = compiled
     res = get_preset("production").resources
@@ -61,8 +61,8 @@ def test_kubernetes_settings(compiled):
 def test_llm_secret_only_in_the_steps_that_call_an_llm(compiled):
     """OPENAI_API_KEY (the hllm-creator-llm secret) reaches dataset-construct, gsb-eval and
     personalization-eval (its cross-cluster judge; the LLM_STEPS present in the DAG) and no other task; the key's value is nowhere in the YAML."""
-    from pipelines.hllm_pipeline import LLM_STEPS
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.hllm_pipeline import LLM_STEPS
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     path, rep = compiled
     res = get_preset("production").resources
@@ -89,8 +89,8 @@ def test_every_task_pod_is_restricted_and_state_is_durable(compiled):
     backend adds allowPrivilegeEscalation=false, drop ALL, seccomp RuntimeDefault: kfp-kubernetes
     set_security_context's contract.) The stateful steps mount the durable work PVC; OMP threads
     follow the CPU limit."""
-    from pipelines.hllm_pipeline import STATE_STEPS
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.hllm_pipeline import STATE_STEPS
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     _, rep = compiled
     res = get_preset("production").resources
@@ -121,7 +121,7 @@ def test_every_task_pod_is_restricted_and_state_is_durable(compiled):
 def test_the_dataset_is_one_artifact_in_the_runs_workspace(compiled):
     """One importer of `dataset_uri` into the workspace PVC feeds every step that reads the dataset
     (no `data_dir` string beside it); `clusters` is the same artifact type in every step."""
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     path, rep = compiled
     spec = rep["spec"]
@@ -145,7 +145,7 @@ def test_pipeline_source_has_no_name_lookup():
     """Every edge is a call with named arguments: no alias tables, no input probing."""
     import inspect
 
-    import pipelines.hllm_pipeline as hp
+    import hllm_creator_kfp.pipelines.hllm_pipeline as hp
 
     src = inspect.getsource(hp)
     for gone in ("ALIASES", "STEP_INPUTS", "_shard_inputs", "pool.get", "component_io"):
@@ -153,21 +153,21 @@ def test_pipeline_source_has_no_name_lookup():
 
 
 def test_a_preset_may_not_set_a_wired_input():
-    from pipelines.hllm_pipeline import WiringError, build_pipeline
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.hllm_pipeline import WiringError, build_pipeline
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     with pytest.raises(WiringError, match="wires"):
         build_pipeline(get_preset("tiny", {"match.clusters": "x"}))
 
 
 def test_cpu_threads_parses_quantities():
-    from pipelines.hllm_pipeline import cpu_threads
+    from hllm_creator_kfp.pipelines.hllm_pipeline import cpu_threads
 
     assert [cpu_threads(q) for q in ("4", "2.5", "500m", "1500m", "16")] == [4, 2, 1, 1, 16]
 
 
 def test_fan_out_caching_and_images(compiled):
-    from components._images import CPU_IMAGE, GPU_IMAGE
+    from hllm_creator_kfp.components._images import CPU_IMAGE, GPU_IMAGE
 
     path, rep = compiled
     spec = rep["spec"]
@@ -211,8 +211,8 @@ def test_cli_compile_and_registry_override(tmp_path, monkeypatch):
 
 
 def test_wiring_errors_are_clear():
-    from pipelines.hllm_pipeline import WiringError, build_pipeline
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.hllm_pipeline import WiringError, build_pipeline
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     with pytest.raises(WiringError, match="does not take"):
         build_pipeline(get_preset("tiny", {"cluster.no_such_knob": 3}))
@@ -242,8 +242,8 @@ def test_run_and_submit_reject_bad_input_early(tmp_path):
 @pytest.mark.parametrize("name", ["tiny", "demo", "production"])
 def test_every_preset_wires_into_the_pipeline(name):
     """Every preset key is an input of its component (a typo would be silently ignored otherwise)."""
-    from pipelines.hllm_pipeline import build_pipeline
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.hllm_pipeline import build_pipeline
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     p = build_pipeline(get_preset(name))
     assert p is not None
@@ -259,7 +259,7 @@ def test_images_by_digest_at_compile_time():
     repo = Path(__file__).resolve().parents[2]
     d = "sha256:" + "ab" * 32
     env = {**os.environ, "HLLM_IMAGE_DIGEST_CPU": d, "HLLM_IMAGE_DIGEST_GPU": d, "PYTHONPATH": str(repo)}
-    code = "from components._images import CPU_IMAGE, GPU_IMAGE, SERVING_IMAGE as S; print(CPU_IMAGE, GPU_IMAGE, S)"
+    code = "from hllm_creator_kfp.components._images import CPU_IMAGE, GPU_IMAGE, SERVING_IMAGE as S; print(CPU_IMAGE, GPU_IMAGE, S)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     cpu, gpu, serving = out.stdout.split()
     assert cpu.endswith(f"hllm-creator-cpu@{d}") and gpu.endswith(f"hllm-creator-gpu@{d}")
@@ -272,8 +272,8 @@ def test_images_by_digest_at_compile_time():
 def test_personalization_uses_the_slot_generate_serves_with(tmp_path):
     """personalization-eval's greedy swap fills the slot as generate does: a preset that sets
     generate.slot passes the same value on (unless the step sets its own)."""
-    from pipelines.kfp_backend import compile_pipeline
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.kfp_backend import compile_pipeline
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     def slot_of(preset, name):
         text = compile_pipeline(preset, tmp_path / f"{name}.yaml").read_text()
@@ -291,10 +291,10 @@ def test_every_step_in_one_image_is_a_parameter_not_a_patch(tmp_path):
     command and the same inputs; the components themselves keep their own images."""
     from kfp import compiler
 
-    from components._images import CPU_IMAGE, GPU_IMAGE
-    from components.train.component import train
-    from pipelines.hllm_pipeline import build_pipeline, with_image
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.components._images import CPU_IMAGE, GPU_IMAGE
+    from hllm_creator_kfp.components.train.component import train
+    from hllm_creator_kfp.pipelines.hllm_pipeline import build_pipeline, with_image
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     specs = {}
     for name, image in (("own", None), ("one", "hllm-creator-cpu:ct")):

@@ -9,7 +9,7 @@ import json
 
 from tqdm import tqdm
 
-from pipelines.console import StepConsole
+from hllm_creator_kfp.pipelines.console import StepConsole
 
 
 def _console(tmp_path):

@@ -260,7 +260,7 @@ def test_parser_catches_bad_dockerfile(tmp_path):
 
 
 def test_gpu_image_ships_the_deepspeed_config_the_production_preset_names():
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     ds = get_preset("production").train["deepspeed"]
     text = (REPO / "Dockerfiles" / "Dockerfile.gpu").read_text()

@@ -11,7 +11,7 @@ import pytest
 def test_runner_mounts_env_and_security(tmp_path, monkeypatch):
     import kfp.local
 
-    from pipelines.local_runner import DockerSettings
+    from hllm_creator_kfp.pipelines.local_runner import DockerSettings
 
     data, state = tmp_path / "data", tmp_path / "state"
     data.mkdir()
@@ -36,7 +36,7 @@ def test_runner_mounts_env_and_security(tmp_path, monkeypatch):
 
 
 def test_check_names_what_the_containers_cannot_reach(tmp_path):
-    from pipelines.local_runner import DockerSettings
+    from hllm_creator_kfp.pipelines.local_runner import DockerSettings
 
     root = tmp_path / "root"
     root.mkdir(mode=0o755)

@@ -332,7 +332,7 @@ def test_runtime_args_parse_with_the_real_serving_cli(overlay_name):
 
 def test_pipeline_settings_match_the_manifests():
     """The PVCs and secrets the compiled pipeline mounts/reads exist in the manifests / template."""
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     res = get_preset("production").resources
     secrets = _secret_template()
@@ -471,7 +471,7 @@ def test_images_by_digest_and_torch_threads_from_the_limit(overlay_name):
 
 @pytest.mark.parametrize("overlay_name", OVERLAYS)
 def test_mlflow_auth_networkpolicy_and_readonly_serving(overlay_name):
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     docs = own_build(MANIFESTS / "overlays" / overlay_name)
     by = {(d["kind"], d["metadata"]["name"]): d for d in docs}

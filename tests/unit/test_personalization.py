@@ -242,7 +242,7 @@ def test_cli_runs_the_step_and_logs_to_mlflow(tiny_upstream, tmp_path):
     # the pipeline runner's closing summary reads the same report (and copies pers_* to the parent run)
     from kfp import dsl
 
-    from pipelines.local_runner import summarize
+    from hllm_creator_kfp.pipelines.local_runner import summarize
 
     summ = summarize({"personalization_eval__report": dsl.Dataset(uri=str(out)),
                       "generate__creatives": dsl.Dataset(uri=str(u["creatives"]))})

@@ -8,7 +8,7 @@ import yaml
 def test_refresh_pipeline_compiles_without_training(tmp_path):
     from kfp import compiler
 
-    from pipelines.refresh_pipeline import build_refresh_pipeline
+    from hllm_creator_kfp.pipelines.refresh_pipeline import build_refresh_pipeline
 
     for judge in (0, 4):
         f = tmp_path / f"refresh{judge}.yaml"

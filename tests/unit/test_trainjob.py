@@ -253,8 +253,8 @@ def test_rbac_allows_exactly_what_the_launcher_calls():
             "namespace": "hllm-creator"} in rb["subjects"]
     import inspect
 
-    from components.train.component import train
-    from pipelines.presets import get_preset
+    from hllm_creator_kfp.components.train.component import train
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     # the namespace the TrainJob goes to: the preset's, else the train component's default
     ns = get_preset("gpu-multinode").train.get(

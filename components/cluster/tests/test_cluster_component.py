@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from kfp import dsl
 
-from components.cluster.component import cluster
+from hllm_creator_kfp.components.cluster.component import cluster
 from hllm_creator.infer.common import embeddings_frame
 from helpers import kfp_local
 

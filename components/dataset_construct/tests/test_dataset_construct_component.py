@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from kfp import dsl
 
-from components.dataset_construct.component import dataset_construct
+from hllm_creator_kfp.components.dataset_construct.component import dataset_construct
 from helpers import kfp_local
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from kfp import dsl
 
-from components.embed.component import embed, embed_merge
+from hllm_creator_kfp.components.embed.component import embed, embed_merge
 from hllm_creator.infer.common import read_embeddings
 from helpers import kfp_local, shared_tiny_workflow
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from kfp import dsl
 
-from components.generate.component import generate
+from hllm_creator_kfp.components.generate.component import generate
 from hllm_creator.data import load_dataset
 from helpers import kfp_local, shared_tiny_workflow, tiny_clusters_and_matches
 

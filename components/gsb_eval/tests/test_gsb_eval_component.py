@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from kfp import dsl
 
-from components.gsb_eval.component import gsb_eval
+from hllm_creator_kfp.components.gsb_eval.component import gsb_eval
 from helpers import kfp_local
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from kfp import dsl
 
-from components.match.component import match
+from hllm_creator_kfp.components.match.component import match
 from hllm_creator.data import load_dataset
 from hllm_creator.infer import cluster as cl
 from hllm_creator.infer import embed as E

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from kfp import dsl
 
-from components.personalization_eval.component import personalization_eval
+from hllm_creator_kfp.components.personalization_eval.component import personalization_eval
 from helpers import tiny_clusters_and_matches
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from kfp import dsl
 
-from components.publish.component import publish
+from hllm_creator_kfp.components.publish.component import publish
 from helpers import init_tracking_store, kfp_local
 
 

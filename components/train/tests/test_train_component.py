@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from kfp import dsl
 
-from components.train.component import train
+from hllm_creator_kfp.components.train.component import train
 from helpers import kfp_local
 
 

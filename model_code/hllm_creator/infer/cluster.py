@@ -46,11 +46,13 @@ class ClusterConfig(StepConfig):
 
     k: int | None = Field(None, ge=1, description="Number of clusters (or give k_sweep).")
     k_sweep: list[int] = Field(default_factory=list, description="Candidate Ks; best silhouette wins.")
-    metric: Literal["l2", "cosine"] = "l2"
-    niter: int = Field(25, ge=1)
+    metric: Literal["l2", "cosine"] = Field("l2", description="l2: L2 k-means, assign by L2. cosine: normalize, "
+                                            "spherical k-means, assign by inner product.")
+    niter: int = Field(25, ge=1, description="k-means iterations.")
     nredo: int = Field(3, ge=1, description="k-means restarts; the lowest objective wins.")
     seed: int = 0
-    min_cluster_size: int = Field(5, ge=1, description="Smaller clusters are merged into their neighbours.")
+    min_cluster_size: int = Field(5, ge=1, description="Clusters with fewer members are merged into the nearest "
+                                  "other.")
     silhouette_sample: int = Field(5000, ge=100)
     max_points_per_centroid: int = Field(256, ge=1)
     use_gpu: bool | None = Field(None, description="None: faiss GPU when faiss.get_num_gpus() > 0.")

@@ -47,10 +47,12 @@ class EmbedConfig(StepConfig):
     data_dir: str
     shard_index: int = Field(0, ge=0)
     shard_count: int = Field(1, ge=1)
-    batch_size: int = Field(64, ge=1, description="Users per encode_users call.")
-    item_batch_size: int = Field(32, ge=1, description="Items per encode_items call.")
-    history: Literal["no-test", "all"] = "no-test"
-    item_cache: str | None = Field(None, description="Item-cache parquet; default under the model cache dir.")
+    batch_size: int = Field(64, ge=1, description="Users per User-LLM forward.")
+    item_batch_size: int = Field(32, ge=1, description="Items per Item-LLM forward.")
+    history: Literal["no-test", "all"] = Field("no-test", description="no-test: all clicks except the test target "
+                                               "(last click; users with < 3 clicks keep all); all: every click.")
+    item_cache: str | None = Field(None, description="Item-embedding cache parquet (keyed by item text + model "
+                                   "hash). Default: <cache dir>/item_cache/<model_hash>.parquet.")
     max_users: int | None = Field(None, ge=1, description="Only the first N users of the shard (smoke runs).")
     seed_from_model_dir: bool = Field(True, description="Seed the item cache with the model dir's "
                                       "item_embeddings.parquet (the frozen item vectors training used) when "

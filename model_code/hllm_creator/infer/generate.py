@@ -93,12 +93,15 @@ class GenerateConfig(StepConfig):
     matches: str
     clusters_dir: str
     batch_size: int = Field(16, ge=1, description="(ad, cluster) pairs per generate call.")
-    do_sample: bool = Field(False, description="sample instead of greedy decoding (served titles should be greedy)")
-    temperature: float = Field(0.8, gt=0.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    top_k: int = Field(50, ge=0)
-    max_new_tokens: int = Field(64, ge=1, description="a title within the 150-character budget is about 40 tokens")
-    seed: int = 0
+    do_sample: bool = Field(False, description="sample (temperature/top-p/top-k) instead of greedy decoding; "
+                            "served titles are greedy by default, so they differ across clusters because the "
+                            "slots differ, not by chance")
+    temperature: float = Field(0.8, gt=0.0, description="sampling temperature")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling mass")
+    top_k: int = Field(50, ge=0, description="top-k sampling")
+    max_new_tokens: int = Field(64, ge=1, description="longest generated title in tokens (the 150-character title "
+                                "budget is about 40)")
+    seed: int = Field(0, description="batch b is sampled with seed + b")
     slot: Literal["medoid", "mean"] = Field("medoid", description="cluster slot: the member nearest the centroid "
                                             "(medoid) or the mean member embedding")
     rescore: bool = Field(True, description="when a generation fails the gate or copies the original, serve the "
@@ -126,8 +129,9 @@ class GenerateConfig(StepConfig):
     content_threshold: float = Field(0.0, description="the Item-LLM cosine gain (to the cluster's clicked items) a "
                                      "personalized title needs under harm_rule 'content' or 'both' (0: at least as "
                                      "close as the original)")
-    max_pairs: int | None = Field(None, ge=1, description="Only the first N selected pairs (smoke runs).")
-    bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster on AMX CPUs and GPUs).")
+    max_pairs: int | None = Field(None, ge=1, description="only the first N selected pairs (smoke runs)")
+    bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster prefill on AMX CPUs and GPUs; "
+                       "benchmarks/batched_generation.py measures both)")
 
 
 def ad_of(item: dict) -> dict:

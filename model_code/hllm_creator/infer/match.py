@@ -47,11 +47,11 @@ class MatchConfig(StepConfig):
     ads: list[str] = Field(default_factory=list, description="Ad item ids; empty: the n_ads most clicked.")
     ads_from: str | None = Field(None, description="A checked ad feed (refresh's feed.parquet, or its dir): its "
                                  "ad_ids are the ads (items of the dataset: refresh adds them; no clicks needed).")
-    n_ads: int = Field(20, ge=1)
-    top_k: int = Field(3, ge=1, description="Clusters selected per ad.")
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Minimum match score to select.")
-    batch_size: int = Field(256, ge=1, description="Clusters per score call.")
-    item_cache: str | None = None
+    n_ads: int = Field(20, ge=1, description="Without ads: the N most-clicked items (ties by id).")
+    top_k: int = Field(3, ge=1, description="Clusters selected per ad (best predictor score first).")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Also require a match score >= this (0..1).")
+    batch_size: int = Field(256, ge=1, description="Clusters per predictor call.")
+    item_cache: str | None = Field(None, description="Item-embedding cache parquet.")
 
 
 def usable_ad(title: str) -> bool:

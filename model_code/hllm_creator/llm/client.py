@@ -45,12 +45,14 @@ DEFAULT_MODEL_ENV = "HLLM_TEACHER_MODEL"
 class LLMConfig(StepConfig):
     """Endpoint and call settings. ``api_key`` never leaves the process (excluded from dumps)."""
 
-    base_url: str | None = Field(None, description="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
-    model: str | None = Field(None, description="model name (default $HLLM_TEACHER_MODEL)")
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. "
+                                 "http://127.0.0.1:8080/openai/v1 (default $OPENAI_BASE_URL). The key comes from "
+                                 "$OPENAI_API_KEY.")
+    model: str | None = Field(None, description="model name at the endpoint (default $HLLM_TEACHER_MODEL)")
     api_key: SecretStr | None = Field(None, exclude=True, repr=False)
-    concurrency: int = Field(4, ge=1, le=256)
+    concurrency: int = Field(4, ge=1, le=256, description="requests in flight at once")
     max_retries: int = Field(5, ge=0, le=20, description="transport retries (429, 5xx, timeout)")
-    reasks: int = Field(2, ge=0, le=10, description="re-asks after a reply that fails the schema")
+    reasks: int = Field(2, ge=0, le=10, description="re-asks after a reply that fails its JSON schema")
     timeout_s: float = Field(600.0, gt=0, description="per request; CPU servers under load are slow")
     backoff_initial_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(20.0, ge=0)
@@ -60,8 +62,8 @@ class LLMConfig(StepConfig):
     cache_path: str | None = Field(None, description="sqlite reply cache (None: no cache)")
     failure_ttl_s: float = Field(6 * 3600.0, ge=0, description="a reply that failed its schema is served from "
                                  "the cache this long, then asked again (0: always ask again)")
-    cost_per_1k_prompt: float = Field(0.0, ge=0)
-    cost_per_1k_completion: float = Field(0.0, ge=0)
+    cost_per_1k_prompt: float = Field(0.0, ge=0, description="price per 1k prompt tokens (0 for the embedded server)")
+    cost_per_1k_completion: float = Field(0.0, ge=0, description="price per 1k completion tokens")
     progress: bool = True
 
     def resolved(self) -> LLMConfig:
@@ -368,7 +370,7 @@ class LLMClient:
 
 def default_cache_path() -> str:
     """``$HLLM_STATE_DIR/llm_cache/replies.sqlite`` when set (on a cluster: the durable work PVC,
-    pipelines.hllm_pipeline.STATE_STEPS), else ``$HLLM_WORKDIR/llm_cache/replies.sqlite``: outside
+    hllm_creator_kfp.pipelines.hllm_pipeline.STATE_STEPS), else ``$HLLM_WORKDIR/llm_cache/replies.sqlite``: outside
     any step's output dir, so an atomic rewrite of the output keeps the cache, and a re-run (same
     endpoint, model, prompts, params) reuses it."""
 

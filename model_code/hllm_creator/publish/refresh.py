@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +66,11 @@ log = logging.getLogger(__name__)
 REFRESH_META = "refresh_meta.json"
 
 
+# the field ``register`` shadows abc's ``register`` of every pydantic model class: meant, and the CLI
+# imports this config for its options, so pydantic's warning would open every command's output
+warnings.filterwarnings("ignore", message='Field name "register" in "RefreshConfig"', category=UserWarning)
+
+
 class RefreshConfig(StepConfig):
     """Config of ``hllm-creator refresh``."""
 
@@ -76,8 +82,9 @@ class RefreshConfig(StepConfig):
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     select: Literal["generated", "slot"] = Field("generated", description="generate's `select` (what is served)")
     max_new_tokens: int = Field(40, ge=1)
-    batch_size: int = Field(16, ge=1, description="generate: pairs per call")
-    bf16: bool = False
+    batch_size: int = Field(16, ge=1, description="generations per Creative LLM call (generate and the "
+                            "personalization swap)")
+    bf16: bool = Field(False, description="bf16 autocast for the Creative LLM")
     judge_samples: int = Field(0, ge=0, description="GSB samples of the new ads' titles (0 = no GSB; needs a judge)")
     personalization: bool = Field(True, description="personalization figures of the new ads on held-out users")
     heldout_share: float = Field(0.1, gt=0.0, le=1.0)
@@ -85,7 +92,7 @@ class RefreshConfig(StepConfig):
     max_ads: int = Field(200, ge=1, description="personalization: the first N new ads")
     swap_pairs: int | None = Field(32, ge=1, description="personalization: at most N pairs for the greedy slot swap "
                                    "(two generations each; None = all)")
-    register: bool = True
+    register: bool = Field(True, description="register the new bundle (alias candidate)")
 
 
 # ---- 1. prepare -----------------------------------------------------------------------------------

@@ -8,7 +8,16 @@ from typing import Optional
 
 import typer
 
+from hllm_creator.cli_options import config_options, step_config
+from hllm_creator.publish.refresh import RefreshConfig
 
+
+# the options both ways of running a refresh take (in process, or --kfp: the refresh pipeline)
+OPTIONS = ("top_k", "select", "max_new_tokens", "batch_size", "swap_pairs", "bf16", "judge_samples", "personalization",
+           "heldout_share", "register")
+
+
+@config_options(RefreshConfig, only=OPTIONS, names={"bf16": "--bf16/--no-bf16"})
 def refresh_cmd(
     feed: Path = typer.Option(..., "--feed", help="The ad feed: CSV/TSV/JSONL/parquet with ad_id, title "
                                                   "[, description, selling_points, brand, categories] (docs/refresh.md)."),
@@ -19,22 +28,10 @@ def refresh_cmd(
                                                              "(default WORKDIR/data/amazon_scientific)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Work dir of the refresh (default "
                                                            "WORKDIR/refresh/<timestamp>); the new bundle is OUT/bundle."),
-    top_k: int = typer.Option(3, "--top-k", help="Clusters selected per ad."),
-    select: str = typer.Option("generated", "--select", help="generate's choice of served title: generated | slot."),
-    max_new_tokens: int = typer.Option(40, "--max-new-tokens"),
-    batch_size: int = typer.Option(16, "--batch-size", help="Generations per Creative LLM call (generate and the "
-                                                            "personalization swap)."),
-    swap_pairs: int = typer.Option(32, "--swap-pairs", help="Personalization: at most N pairs for the greedy slot swap."),
-    bf16: bool = typer.Option(False, "--bf16/--no-bf16", help="bf16 autocast for the Creative LLM."),
-    judge_samples: int = typer.Option(0, "--judge-samples", help="GSB samples of the new ads (0 = none; the judge "
-                                                                 "is $OPENAI_BASE_URL or --llm-url)."),
     llm_url: Optional[str] = typer.Option(None, "--llm-url", help="OpenAI-compatible judge endpoint."),
-    personalization: bool = typer.Option(True, "--personalization/--no-personalization",
-                                         help="Personalization figures of the new ads on held-out users."),
-    heldout_share: float = typer.Option(0.1, "--heldout-share"),
-    register: bool = typer.Option(True, "--register/--no-register", help="Register the new bundle (alias candidate)."),
     kfp: bool = typer.Option(False, "--kfp", help="Run the steps as the KFP refresh pipeline (local runner) "
                                                   "instead of in this process."),
+    **opts,
 ) -> None:
     """Add an advertiser's ads to a served bundle WITHOUT retraining: check the feed, embed the ads with
     the bundle's Item LLM, match them against the existing user clusters, generate and gate their
@@ -56,25 +53,19 @@ def refresh_cmd(
 
             bundle = resolve_model_dir(None, model_uri)
         if kfp:
-            from pipelines.refresh_runner import run_refresh_local
+            from hllm_creator_kfp.pipelines.refresh_runner import run_refresh_local
 
-            res = run_refresh_local(bundle=bundle, feed=feed, data_dir=data, pipeline_root=out, top_k=top_k,
-                                    select=select, max_new_tokens=max_new_tokens, bf16=bf16, batch_size=batch_size,
-                                    swap_pairs=swap_pairs,
-                                    judge_samples=judge_samples, llm_base_url=llm_url,
-                                    heldout_share=heldout_share, register=register)
+            res = run_refresh_local(bundle=bundle, feed=feed, data_dir=data, pipeline_root=out, llm_base_url=llm_url,
+                                    **{k: v for k, v in opts.items() if k != "personalization"})
         else:
-            from hllm_creator.publish.refresh import RefreshConfig, run
+            from hllm_creator.publish.refresh import run
 
             llm = None
-            if judge_samples:
+            if opts["judge_samples"]:
                 from hllm_creator.llm.client import LLMConfig, default_cache_path
 
                 llm = LLMConfig(base_url=llm_url or None, progress=False, cache_path=default_cache_path())
-            cfg = RefreshConfig(feed=str(feed), data_dir=str(data), bundle=str(bundle), top_k=top_k, select=select,
-                                max_new_tokens=max_new_tokens, bf16=bf16, judge_samples=judge_samples,
-                                batch_size=batch_size, swap_pairs=swap_pairs,
-                                personalization=personalization, heldout_share=heldout_share, register=register)
+            cfg = step_config(RefreshConfig, feed=str(feed), data_dir=str(data), bundle=str(bundle), **opts)
             res = run(cfg, out, llm=llm, progress=False)
     except BundleError as e:
         typer.secho(f"error: {e}", fg="red", err=True)

@@ -11,42 +11,39 @@ from pathlib import Path
 
 import typer
 
-_BASE = typer.Option(None, "--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/openai/v1 "
-                     "(default $OPENAI_BASE_URL). The key comes from $OPENAI_API_KEY.")
-_MODEL = typer.Option(None, "--model", help="model name at the endpoint (default $HLLM_TEACHER_MODEL)")
-_CONC = typer.Option(4, "--concurrency", help="requests in flight at once")
+from hllm_creator.cli_options import config_options, step_config
+from hllm_creator.llm.client import LLMConfig
+from hllm_creator.teacher.construct import ConstructConfig
+from hllm_creator.teacher.gsb import GSBConfig
+
+# the endpoint options every LLM command shares, generated from LLMConfig
+LLM_OPTIONS = ("base_url", "model", "concurrency", "cost_per_1k_prompt", "cost_per_1k_completion")
 _CACHE = typer.Option(None, "--cache", help="sqlite reply cache (default $HLLM_WORKDIR/llm_cache/replies.sqlite); "
                       "a re-run with the same model/prompts/params reuses finished calls")
-_COST_P = typer.Option(0.0, "--cost-per-1k-prompt", help="price per 1k prompt tokens (0 for the embedded server)")
-_COST_C = typer.Option(0.0, "--cost-per-1k-completion", help="price per 1k completion tokens")
 
 
-def _llm(base_url, model, concurrency, cache, cost_p, cost_c, reasks=2, no_response_format=False):
-    from hllm_creator.llm.client import LLMConfig, default_cache_path
+def _llm(base_url=None, model=None, concurrency=LLMConfig.model_fields["concurrency"].default, cache=None,
+         cost_per_1k_prompt=0.0, cost_per_1k_completion=0.0, reasks=LLMConfig.model_fields["reasks"].default,
+         no_response_format=False):
+    from hllm_creator.llm.client import default_cache_path
 
     return LLMConfig(base_url=base_url, model=model, concurrency=concurrency,
-                     cache_path=str(cache) if cache else default_cache_path(), cost_per_1k_prompt=cost_p,
-                     cost_per_1k_completion=cost_c, reasks=reasks,
+                     cache_path=str(cache) if cache else default_cache_path(), cost_per_1k_prompt=cost_per_1k_prompt,
+                     cost_per_1k_completion=cost_per_1k_completion, reasks=reasks,
                      response_format=not no_response_format).resolved().model_copy(update={"api_key": None})
 
 
+def _split(opts: dict, names) -> dict:
+    return {k: opts.pop(k) for k in list(opts) if k in names}
+
+
+@config_options(LLMConfig, only=(*LLM_OPTIONS, "reasks"))
+@config_options(ConstructConfig, exclude={"data", "out", "llm"})
 def construct_cmd(
     data: Path = typer.Option(..., "--data", help="dataset dir written by `hllm-creator data prepare`"),
     out: Path = typer.Option(..., "--out", help="output dir: train.parquet, rejected.parquet, summary.json"),
-    ads: int = typer.Option(60, "--ads", help="ads to write for: the N most-clicked items (match's default list)"),
-    users_per_fact: int = typer.Option(3, "--users-per-fact", help="train users per (ad, fact phrase): the "
-                                       "users that phrase fits best; several phrases per ad give the contrast"),
-    heldout_per_ad: int = typer.Option(2, "--heldout-per-ad", help="rows per ad for held-out users "
-                                       "(split=heldout: evaluation only, never trained on)"),
-    candidate_users: int = typer.Option(4000, "--candidate-users", help="train users scored per ad (seeded sample)"),
-    seed: int = typer.Option(0, "--seed"),
-    history_len: int = typer.Option(10, "--history-len", help="last N clicked titles kept in title_list"),
-    llm_title: bool = typer.Option(True, "--llm-title/--no-llm-title", help="the teacher LLM phrases each "
-                                   "title (gated; the deterministic composition 'core - Fact' when it fails)"),
-    rewrite_max_tokens: int = typer.Option(48, "--rewrite-max-tokens"),
-    reasks: int = typer.Option(2, "--reasks", help="re-asks after a reply that fails its JSON schema"),
-    base_url: str = _BASE, model: str = _MODEL, concurrency: int = _CONC, cache: Path = _CACHE,
-    cost_per_1k_prompt: float = _COST_P, cost_per_1k_completion: float = _COST_C,
+    cache: Path = _CACHE,
+    **opts,
 ) -> None:
     """Build the personalized, contrastive training set (the chain-of-thought teacher).
 
@@ -57,15 +54,13 @@ def construct_cmd(
     check. Kept rows -> train.parquet (split train / heldout), rejected -> rejected.parquet with step
     and reason. Interrupted runs resume from the reply cache.
     """
-    from hllm_creator.teacher.construct import ConstructConfig, construct, log_summary
+    from hllm_creator.teacher.construct import construct, log_summary
     from hllm_creator.tracking import step_run
 
-    llm = _llm(base_url, model, concurrency, cache, cost_per_1k_prompt, cost_per_1k_completion, reasks) \
-        if llm_title else None
-    cfg = ConstructConfig(data=str(data), out=str(out), ads=ads, users_per_fact=users_per_fact,
-                          heldout_per_ad=heldout_per_ad, candidate_users=candidate_users, seed=seed,
-                          history_len=history_len, llm_title=llm_title, rewrite_max_tokens=rewrite_max_tokens,
-                          **({"llm": llm} if llm is not None else {}))
+    llm_opts = _split(opts, (*LLM_OPTIONS, "reasks"))
+    llm = _llm(cache=cache, **llm_opts) if opts["llm_title"] else None
+    cfg = step_config(ConstructConfig, data=str(data), out=str(out), **opts,
+                      **({"llm": llm} if llm is not None else {}))
     with step_run("dataset-construct", cfg):
         summary = construct(cfg)
         log_summary(summary, out)
@@ -81,6 +76,8 @@ def construct_cmd(
                    f"time {summary['timings_s']['total_s']:.1f}s")
 
 
+@config_options(LLMConfig, only=LLM_OPTIONS)
+@config_options(GSBConfig, exclude={"llm"})
 def gsb_cmd(
     input: Path = typer.Option(None, "--input", help="parquet with title_a (personalized), title_b (original), "
                                "original_title, original_description, title_list, user_profile; or "
@@ -91,22 +88,19 @@ def gsb_cmd(
     data: Path = typer.Option(None, "--data", help="dataset dir (for creatives-like input)"),
     assignments: Path = typer.Option(None, "--assignments", help="assignments.parquet: the cluster member "
                                      "nearest the centroid stands in as the user"),
-    samples: int = typer.Option(None, "--samples", help="evaluate at most this many rows"),
-    judge_max_tokens: int = typer.Option(96, "--judge-max-tokens"),
-    bootstrap: int = typer.Option(2000, "--bootstrap", help="bootstrap resamples for the 95% interval"),
-    base_url: str = _BASE, model: str = _MODEL, concurrency: int = _CONC, cache: Path = _CACHE,
-    cost_per_1k_prompt: float = _COST_P, cost_per_1k_completion: float = _COST_C,
+    cache: Path = _CACHE,
+    **opts,
 ) -> None:
     """GSB evaluation: an LLM judge compares personalized vs original titles per user, in both orders
     (a flip counts as Same); reports G, S, B and Adv = (G-B)/(G+S+B) with a bootstrap 95% interval."""
-    from hllm_creator.teacher.gsb import (GSBConfig, gsb_stats, log_gsb, parse_counts, run_gsb, summary_line,
+    from hllm_creator.teacher.gsb import (gsb_stats, log_gsb, parse_counts, run_gsb, summary_line,
                                           write_outputs)
     from hllm_creator.tracking import step_run
 
     if counts:
         try:
             g, s, b = parse_counts(counts)
-            summary = gsb_stats(g, s, b, bootstrap=bootstrap)
+            summary = gsb_stats(g, s, b, bootstrap=opts["bootstrap"])
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--counts") from None
         typer.echo(summary_line(summary))
@@ -115,10 +109,9 @@ def gsb_cmd(
         return
     if input is None or out is None:
         raise typer.BadParameter("give --input and --out (or --counts G,S,B)")
-    llm = _llm(base_url, model, concurrency, cache, cost_per_1k_prompt, cost_per_1k_completion)
-    cfg = GSBConfig(input=str(input), out=str(out), data=str(data) if data else None,
-                    assignments=str(assignments) if assignments else None, samples=samples,
-                    judge_max_tokens=judge_max_tokens, bootstrap=bootstrap, llm=llm)
+    llm = _llm(cache=cache, **_split(opts, LLM_OPTIONS))
+    cfg = step_config(GSBConfig, input=str(input), out=str(out), data=str(data) if data else None,
+                      assignments=str(assignments) if assignments else None, llm=llm, **opts)
     with step_run("gsb-eval", cfg):
         verdicts, summary = run_gsb(cfg)
         write_outputs(verdicts, summary, out)

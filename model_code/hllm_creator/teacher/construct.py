@@ -65,15 +65,17 @@ REWRITE_SCHEMA = {"type": "object", "properties": {"title": {"type": "string", "
 class ConstructConfig(StepConfig):
     data: str = Field(..., description="dataset dir (hllm-creator data prepare)")
     out: str = Field(..., description="output dir")
-    ads: int = Field(60, ge=1, description="ads: the N most-clicked items (match's default ad list)")
-    users_per_fact: int = Field(3, ge=1, description="train users per (ad, fact): the ones the fact fits best")
-    heldout_per_ad: int = Field(2, ge=0, description="held-out users per ad (split=heldout rows, never trained on)")
-    candidate_users: int = Field(4000, ge=10, description="users scored per ad (seeded sample of the train pool)")
+    ads: int = Field(60, ge=1, description="ads to write for: the N most-clicked items (match's default list)")
+    users_per_fact: int = Field(3, ge=1, description="train users per (ad, fact phrase): the users that phrase fits "
+                                "best; several phrases per ad give the contrast")
+    heldout_per_ad: int = Field(2, ge=0, description="rows per ad for held-out users (split=heldout: eval only)")
+    candidate_users: int = Field(4000, ge=10, description="train users scored per ad (seeded sample of the train pool)")
     max_facts: int = Field(4, ge=1, le=8, description="fact phrases per ad")
     history_len: int = Field(10, ge=1, le=50, description="last N clicked titles kept in title_list")
     max_history: int = Field(50, ge=1, description="item_id_list keeps the last N clicks")
     seed: int = 0
-    llm_title: bool = Field(True, description="step 3 by the teacher LLM (else the deterministic composition)")
+    llm_title: bool = Field(True, description="the teacher LLM phrases each title (gated; the deterministic "
+                            "composition 'core - Fact' when it fails)")
     rewrite_max_tokens: int = Field(48, ge=8)
     max_title_words: int = Field(TITLE_MAX_WORDS, ge=3, description="the title budget in words (the gate's)")
     max_title_chars: int = Field(TITLE_MAX_CHARS, ge=20, description="the title budget in characters (the "

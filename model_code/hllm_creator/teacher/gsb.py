@@ -56,7 +56,7 @@ class GSBConfig(StepConfig):
     desc_chars: int = 400
     judge_max_tokens: int = 96
     prompt_version: str = "v1"
-    bootstrap: int = Field(2000, ge=100)
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the 95% interval")
     seed: int = 0
     llm: LLMConfig = Field(default_factory=LLMConfig)
 

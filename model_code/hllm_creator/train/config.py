@@ -11,10 +11,10 @@ from hllm_creator.model.config import ModelConfig
 
 
 class LossWeights(StepConfig):
-    creative: float = Field(1.0, ge=0)
-    recon: float = Field(1.0, ge=0)
-    align: float = Field(1.0, ge=0)
-    cls: float = Field(1.0, ge=0)
+    creative: float = Field(1.0, ge=0, description="weight of the creative NLL loss")
+    recon: float = Field(1.0, ge=0, description="weight of the profile-reconstruction loss")
+    align: float = Field(1.0, ge=0, description="weight of the InfoNCE align loss")
+    cls: float = Field(1.0, ge=0, description="weight of the (user, item) BCE loss")
     slot_fact: float = Field(1.0, ge=0, description="the slot points at the fact its user cares about: the slot vs "
                              "the mean word embedding of each of the ad's facts, cross-entropy on the teacher's "
                              "choice (0 = off)")
