@@ -13,7 +13,7 @@ after one request, and the time of that first request. Variants:
 
 Copies share the model files with the bundle (hard links). Usage::
 
-    python benchmarks/serving_start.py BUNDLE --synthetic 100000 --out benchmarks/results/serving_start.json
+    python -m benchmarks.speed.serving_start BUNDLE --synthetic 100000 --out benchmarks/results/serving_start.json
 """
 
 from __future__ import annotations
