@@ -61,7 +61,8 @@ BENCHMARKS: tuple[Bench, ...] = (
     Bench("speed.embed_scaling", (), headline=lambda d: f"{d['users_per_shard_max']:,} users per 30-min shard "
           f"({d['users_per_s_per_pod']} users/s per pod, from the recorded embed_cache run)"),
     Bench("speed.grounding_gate", ("--n", "300", "--reps", "3"),
-          headline=lambda d: f"originals pass {d['originals_pass']}/{d['ads']}; warm gate p50 {d['warm_ms']['p50']} ms"),
+          headline=lambda d: f"originals pass {d['originals_pass']}/{d['ads']}; "
+          f"warm gate p50 {d['warm_ms']['p50']} ms"),
     Bench("speed.kmeans", ("--n", "20000", "--niter", "10"),
           headline=lambda d: f"faiss {d['results']['faiss']['seconds']} s vs sklearn KMeans "
           f"{d['results']['sklearn_kmeans']['seconds']} s (x{d['speedup_faiss_vs_sklearn_kmeans']}), 20k x 256"),
