@@ -1,4 +1,4 @@
-"""Audience fit of a generate run's served titles, split into the issue's ads (the first 20) and
+"""Audience fit of a generate run's served titles, split into the reporting ads (the first 20) and
 development ads (the rest), on two populations, each with the permutation test. An ANALYSIS with the
 evaluation's ruler (MiniLM-L6): nothing here is served, trained on or selected for serving.
 

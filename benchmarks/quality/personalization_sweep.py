@@ -1,4 +1,4 @@
-"""Personalization where it can show (issue 24, deliverable 4): audience fit against the number of
+"""Personalization where it can show: audience fit against the number of
 generations, from a few clusters to one title per user.
 
 For each K in ``--ks``, the product's own steps run through their CLIs on the same user embeddings:

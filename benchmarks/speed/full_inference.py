@@ -1,8 +1,8 @@
 """The industrial inference workflow at full scale, timed: embed ALL users -> cluster -> match ->
 generate for N ads, each step through its real CLI (`hllm-creator embed|cluster|match|generate`).
 
-Issue 5's "done when": with a model from `hllm-creator train`, all 8,317 users of the bundled data,
-20 ads, within 15 minutes on the 2-core CPU. Issue 11's: with `--teacher` (construct's train.parquet)
+The target: with a model from `hllm-creator train`, all 8,317 users of the bundled data, 20 ads,
+within 15 minutes on the 2-core CPU (``--budget-s``). With `--teacher` (construct's train.parquet)
 the personalization step runs too (`hllm-creator personalization`: copy rate, distinct titles per
 ad, slot sensitivity, audience fit, each with a bootstrap 95% CI), and every SERVED title is
 re-checked by an independent word check written here (not the gate): every word of the title is a
