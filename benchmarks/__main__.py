@@ -57,6 +57,25 @@ def _speedup(d: dict, key: str, what: str) -> str:
     return f"{what} x{d[key]}"
 
 
+# what does not run here, and what it needs
+NEEDS = {
+    "speed.staggered_arrivals": "a past server revision to compare against (--old-rev, git history)",
+    "speed.serving_start": "a published bundle (BUNDLE: the output of `hllm-creator publish`)",
+    "speed.full_inference": "a trained model (--model: `hllm-creator train --preset cpu`)",
+    "quality.recommendation": "the `bench` extra and ~1 h of tuning: `make bench-rec [MODEL=M]`",
+    "quality.cold_start": "a trained model on its split (--model M, or --train-preset cpu: hours)",
+    "quality.cold_start_refit": "a model trained on cold_start's split (--model, --split)",
+    "quality.audience_fit_split": "a generate run (--data, --clusters, --creatives)",
+    "quality.audience_rules": "a trained model and a cluster run (--model, --data, --clusters)",
+    "quality.personalization_bound": "a match run (--data, --clusters, --matches)",
+    "quality.personalization_sweep": "a trained model and an embed run (--model, --data, --embed)",
+}
+# modules the benchmarks use, not benchmarks themselves
+TOOLS = {
+    "quality.rec_rankers": "the rankers and protocol of quality.recommendation",
+    "quality.feed_holdout": "a held-out ad feed from a dataset, for the refresh demo and cold_start",
+}
+
 BENCHMARKS: tuple[Bench, ...] = (
     Bench("speed.embed_scaling", (), headline=lambda d: f"{d['users_per_shard_max']:,} users per 30-min shard "
           f"({d['users_per_s_per_pod']} users/s per pod, from the recorded embed_cache run)"),
@@ -87,21 +106,11 @@ BENCHMARKS: tuple[Bench, ...] = (
           headline=lambda d: "tokens/s: ours static {} / token-level {} / HF generate {} / transformers "
           "generate_batch {}".format(*(d[k][0]["tokens_per_s"] for k in (
               "ours_static", "ours_token_level", "hf_generate_left_padded", "transformers_generate_batch")))),
-    Bench("speed.staggered_arrivals", needs="a past server revision to compare against (--old-rev, git history)"),
-    Bench("speed.serving_start", needs="a published bundle (BUNDLE: the output of `hllm-creator publish`)"),
-    Bench("speed.full_inference", needs="a trained model (--model: `hllm-creator train --preset cpu`)"),
-    Bench("quality.recommendation", needs="the `bench` extra and ~1 h of tuning: `make bench-rec [MODEL=M]`"),
-    Bench("quality.rec_rankers", tool="the rankers and protocol of quality.recommendation"),
-    Bench("quality.cold_start", needs="a trained model on its split (--model M, or --train-preset cpu: hours)"),
-    Bench("quality.cold_start_refit", needs="a model trained on cold_start's split (--model, --split)"),
-    Bench("quality.feed_holdout", tool="a held-out ad feed from a dataset, for the refresh demo and cold_start"),
-    Bench("quality.audience_fit_split", needs="a generate run (--data, --clusters, --creatives)"),
-    Bench("quality.audience_rules", needs="a trained model and a cluster run (--model, --data, --clusters)"),
-    Bench("quality.personalization_bound", needs="a match run (--data, --clusters, --matches)"),
-    Bench("quality.personalization_sweep", needs="a trained model and an embed run (--model, --data, --embed)"),
     Bench("gpu.gpu_check", (), needs="a CUDA GPU (benchmarks/gpu/gpu_check.sh on a lent GPU)", runs_if=_cuda,
           headline=lambda d: ", ".join(f"{k}: {'ok' if 'error' not in v and 'skipped' not in v else 'not ok'}"
                                        for k, v in d["parts"].items())),
+    *(Bench(m, needs=why) for m, why in NEEDS.items()),
+    *(Bench(m, tool=what) for m, what in TOOLS.items()),
 )
 
 # the JSON each one writes under the results folder, where it is not <name>.json

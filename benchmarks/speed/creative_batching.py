@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 
 from benchmarks._common import RESULTS
+from hllm_creator.io import write_json
 from tests.helpers import tiny_serving_stack
 
 
@@ -115,10 +116,7 @@ def main() -> None:
     results["tokens_per_s_speedup"] = round(b["tokens_per_s"] / max(nb["tokens_per_s"], 1e-9), 2)
     results["load_avg_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps({"tokens_per_s_speedup": results["tokens_per_s_speedup"]}))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(results, args.out)}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import httpx
 import numpy as np
 
 from benchmarks._common import RESULTS
+from hllm_creator.io import write_json
 from tests.helpers import tiny_serving_stack
 
 
@@ -149,10 +150,7 @@ def main() -> None:
     results["speedup_batching_at_c%d" % cmax] = round(by[(cmax, True)]["requests_per_s"] / by[(cmax, False)]["requests_per_s"], 2)
     results["load_avg_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps({k: v for k, v in results.items() if k.startswith("speedup")}))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(results, args.out)}")
 
 
 if __name__ == "__main__":
