@@ -1,11 +1,13 @@
 """The docs name what exists: every backticked dotted path of the library (``hllm_creator.x.y`` or the
-short ``infer.match.default_ads``) imports and resolves, and every repo path they cite (``benchmarks/...``,
-``tests/...``) is there. Modules move; this is what tells a move that it left a doc behind."""
+short ``infer.match.default_ads``) imports and resolves, every ``Class.attribute`` of a library class is
+there, and every repo path they cite (``benchmarks/...``, ``tests/...``) is there. Modules move; this is
+what tells a move that it left a doc behind."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 import re
 from pathlib import Path
@@ -21,6 +23,7 @@ OBJECT_NAMES = {"model", "config"}
 FILE_SUFFIXES = {"parquet", "json", "jsonl", "yaml", "yml", "py", "md", "npz", "npy", "csv", "tsv", "log", "txt",
                  "safetensors", "bin", "gz", "sh", "toml", "db", "pt", "png", "html", "cfg", "lock"}
 DOTTED = re.compile(r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)[`(]")
+CLASS_ATTR = re.compile(r"`([A-Z]\w+)\.([a-z_]\w*)")
 REPO_PATH = re.compile(r"(?<![\w/.])((?:benchmarks|tests|components|pipelines|model_code|Dockerfiles|manifests|"
                        r"configs|docs)/[\w/.-]*\w\.(?:py|md|sh|json|yaml|yml|toml|npz|png))")
 
@@ -82,3 +85,30 @@ def test_every_repo_path_in_the_docs_exists():
     assert len(cited) > 30
     missing = sorted(f"{where}: {path}" for path, where in cited if not (REPO / path).exists())
     assert not missing, "docs cite files that are not in the repo:\n" + "\n".join(missing)
+
+
+def _library_classes() -> dict[str, list[type]]:
+    """Every class defined in the library, by name (a name two modules share lists both)."""
+    classes: dict[str, list[type]] = {}
+    for info in pkgutil.walk_packages(hllm_creator.__path__, "hllm_creator."):
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if inspect.isclass(obj) and obj.__module__ == module.__name__:
+                classes.setdefault(name, []).append(obj)
+    return classes
+
+
+def test_every_class_attribute_in_the_docs_exists():
+    classes = _library_classes()
+    checked, bad = 0, []
+    for doc in DOCS:
+        text = doc.read_text()
+        for m in CLASS_ATTR.finditer(text):
+            name, attr = m.groups()
+            if name not in classes:
+                continue
+            checked += 1
+            if not any(hasattr(c, attr) or attr in getattr(c, "model_fields", {}) for c in classes[name]):
+                bad.append(f"{doc.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}: `{name}.{attr}`")
+    assert checked > 10
+    assert not bad, "docs name class attributes that do not exist:\n" + "\n".join(bad)
