@@ -40,6 +40,7 @@ class Bench:
     tool: str = ""  # a module the benchmarks use, not a benchmark itself: what it is
     headline: Callable[[dict], str] | None = None  # the result column, from the JSON it writes
     runs_if: Callable[[], bool] | None = None  # lifts `needs` when true
+    out: str = ""  # for a benchmark that writes where `--out` says: the file name it gets there
 
     @property
     def name(self) -> str:
@@ -63,7 +64,6 @@ NEEDS = {
     "speed.serving_start": "a published bundle (BUNDLE: the output of `hllm-creator publish`)",
     "speed.full_inference": "a trained model (--model: `hllm-creator train --preset cpu`)",
     "quality.recommendation": "the `bench` extra and ~1 h of tuning: `make bench-rec [MODEL=M]`",
-    "quality.cold_start": "a trained model on its split (--model M, or --train-preset cpu: hours)",
     "quality.cold_start_refit": "a model trained on cold_start's split (--model, --split)",
     "quality.audience_fit_split": "a generate run (--data, --clusters, --creatives)",
     "quality.audience_rules": "a trained model and a cluster run (--model, --data, --clusters)",
@@ -106,15 +106,17 @@ BENCHMARKS: tuple[Bench, ...] = (
           headline=lambda d: "tokens/s: ours static {} / token-level {} / HF generate {} / transformers "
           "generate_batch {}".format(*(d[k][0]["tokens_per_s"] for k in (
               "ours_static", "ours_token_level", "hf_generate_left_padded", "transformers_generate_batch")))),
+    # without a model: the split and the content baselines only (--model M adds the HLLM rows: hours)
+    Bench("quality.cold_start", ("--no-mlflow", "--bootstrap", "200"), out="cold_start_baselines.json",
+          headline=lambda d: "audience Recall@100 of {} held-out ads: {}".format(d["n_ads"], ", ".join(
+              f"{k} {v['recall@100']['mean']:.3f}" for k, v in d["rankers"].items()))),
     Bench("gpu.gpu_check", (), needs="a CUDA GPU (benchmarks/gpu/gpu_check.sh on a lent GPU)", runs_if=_cuda,
+          out="gpu_check.json",
           headline=lambda d: ", ".join(f"{k}: {'ok' if 'error' not in v and 'skipped' not in v else 'not ok'}"
                                        for k, v in d["parts"].items())),
     *(Bench(m, needs=why) for m, why in NEEDS.items()),
     *(Bench(m, tool=what) for m, what in TOOLS.items()),
 )
-
-# the JSON each one writes under the results folder, where it is not <name>.json
-OUT_FILE = {"gpu_check": None}
 
 
 def run_one(b: Bench, results: Path, timeout: float) -> dict:
@@ -124,9 +126,9 @@ def run_one(b: Bench, results: Path, timeout: float) -> dict:
     logs = results / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{b.name}.log"
-    out = results / f"{b.name}.json"
+    out = results / (b.out or f"{b.name}.json")
     out.unlink(missing_ok=True)
-    args = list(b.args) + (["--out", str(out)] if b.name in OUT_FILE else [])
+    args = list(b.args) + (["--out", str(out)] if b.out else [])
     cmd = [sys.executable, "-m", f"benchmarks.{b.module}", *args]
     env = {**os.environ, "HLLM_BENCH_RESULTS": str(results)}
     print(f"[bench] {b.module} {' '.join(args)}", flush=True)
