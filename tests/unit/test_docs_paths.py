@@ -36,7 +36,7 @@ def _library_path(dotted: str) -> str | None:
     parts = dotted.split(".")
     if parts[-1] in FILE_SUFFIXES:
         return None
-    if parts[0] == "hllm_creator":
+    if parts[0] in ("hllm_creator", "hllm_creator_kfp"):  # the library, the installed KFP glue
         return dotted
     if parts[0] not in SUBPACKAGES:
         return None
