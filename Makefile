@@ -38,15 +38,17 @@ test: $(STAMP)
 test-containers: $(STAMP)
 	tests/containers/run.sh
 
+# the benchmarks that need no trained model, GPU or bundle, at a quick scale, then a table (benchmark,
+# result, seconds); the others are listed as "skipped: needs X" (benchmarks/__main__.py). ONLY=kmeans,...
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python -m benchmarks$(if $(ONLY), --only $(ONLY),)
 
 # popularity, SASRec, RecBole's SASRec and BERT4Rec (the `bench` extra), each tuned on validation with the
 # same budget (docs/train.md); MODEL=<trained model dir> adds the HLLM predictor (its head re-fitted and
 # tuned from HEAD_START=<joint-training checkpoint's pytorch_model.bin>, default: the model's own head)
 bench-rec: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
-	$(BIN)/python benchmarks/recommendation.py --rankers popularity,sasrec,recbole_sasrec,recbole_bert4rec$(if $(MODEL),$(COMMA)hllm_as_trained$(COMMA)hllm --refit --model $(MODEL),)$(if $(HEAD_START), --head-start $(HEAD_START),)
+	$(BIN)/python -m benchmarks.quality.recommendation --rankers popularity,sasrec,recbole_sasrec,recbole_bert4rec$(if $(MODEL),$(COMMA)hllm_as_trained$(COMMA)hllm --refit --model $(MODEL),)$(if $(HEAD_START), --head-start $(HEAD_START),)
 
 # style and likely bugs (ruff, [tool.ruff] in pyproject.toml) and the import layering (import-linter,
 # [tool.importlinter]: no package imports one above it)

@@ -6,7 +6,6 @@ of each ranker: the project's SASRec, RecBole's SASRec and BERT4Rec (skipped cle
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import rec_rankers as rr  # noqa: E402
+from benchmarks.quality import rec_rankers as rr
 
 FAST = {"max_epochs": 4, "eval_every": 2, "patience": 2, "seed": 0}
 
@@ -206,7 +203,7 @@ def test_hllm_head_refit_uses_the_protocol_positions_and_scores_every_user(small
 
 
 def test_cli_runs_rankers_one_at_a_time_and_assembles(small_split, tiny_hllm, tmp_path):
-    import recommendation as bench
+    from benchmarks.quality import recommendation as bench
 
     ds, sp = small_split
     out = tmp_path / "rec.json"

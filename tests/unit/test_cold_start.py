@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def cs():
     before = list(sys.path)  # the benchmark puts model_code/ and benchmarks/ on sys.path
-    spec = importlib.util.spec_from_file_location("bench_cold_start", ROOT / "benchmarks/cold_start.py")
+    spec = importlib.util.spec_from_file_location("bench_cold_start", ROOT / "benchmarks/quality/cold_start.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     yield mod

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py on this CPU-only machine: its clear no-GPU exit, and its parts at tiny
+"""benchmarks/gpu/gpu_check.py on this CPU-only machine: its clear no-GPU exit, and its parts at tiny
 scale on CPU (the same functions the GPU run calls; a few seconds)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+SCRIPT = REPO / "benchmarks" / "gpu" / "gpu_check.py"
 
 
 def _mod():

@@ -31,17 +31,13 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "model_code"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import rec_rankers as rr  # noqa: E402
+from benchmarks._common import ROOT
+from benchmarks.quality import rec_rankers as rr
 
 RANKERS = ("popularity", "sasrec", "recbole_sasrec", "recbole_bert4rec", "hllm", "hllm_as_trained")
 HLLM = ("hllm", "hllm_as_trained")

@@ -7,13 +7,15 @@ Both pairs are measured in float32 and, where the CPU/GPU has bf16, under bf16 a
 Tokens = generated tokens counted by re-tokenizing each output (+1 for the stop token when it
 stopped early), identical prompts and settings for both.
 
-    .venv/bin/python benchmarks/batched_generation.py [--model MODEL_DIR] [--batch 16] [--max-new-tokens 32]
+    .venv/bin/python -m benchmarks.speed.batched_generation [--model MODEL_DIR] [--batch 16] [--max-new-tokens 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+
+from benchmarks._common import dataset, model, save
 
 
 def count_tokens(tok, outs: list[str], max_new: int) -> int:
@@ -36,7 +38,6 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from hllm_creator.infer.bench_utils import dataset, model, save
     from hllm_creator.infer.generate import ad_of
     from hllm_creator.infer.match import default_ads
 

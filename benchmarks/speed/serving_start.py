@@ -1,19 +1,19 @@
-"""How a predictor server's start time and memory grow with the number of ads (issue 26).
+"""How a predictor server's start time and memory grow with the number of ads.
 
 For a published bundle: start ``hllm-creator serve predictor --model-dir BUNDLE`` as a subprocess,
 time it until ``/v2/health/ready`` answers, read its resident memory (VmRSS, VmHWM) when ready and
 after one request, and the time of that first request. Variants:
 
 - ``bundle``: the bundle as published (item embeddings precomputed, memory-mapped at load);
-- ``no-embeddings``: the same bundle without ``item_embeddings.*`` (what every bundle was before issue
-  26: the server encodes every catalog item the machine's item cache lacks before it turns ready);
+- ``no-embeddings``: the same bundle without ``item_embeddings.*`` (the
+  server then encodes every catalog item the machine's item cache lacks before it turns ready);
 - ``synthetic-N``: the bundle plus N synthetic catalog items (unique ids and titles made from the real
   titles' words, random unit rows of the model's dim as their precomputed vectors: the Item LLM is
   never run for them, which is the point): how start and memory grow with the catalog.
 
 Copies share the model files with the bundle (hard links). Usage::
 
-    python benchmarks/serving_start.py BUNDLE --synthetic 100000 --out benchmarks/results/serving_start.json
+    python -m benchmarks.speed.serving_start BUNDLE --synthetic 100000 --out benchmarks/results/serving_start.json
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ request generates exactly its budget. Today's server (the code at ``--old-rev``,
 Per server: p50/p99 latency of all requests and of the short ones, generated tokens/s (all tokens /
 first arrival to last reply), wall time. Writes ``benchmarks/results/staggered_arrivals.json``.
 
-  nice -n 10 .venv/bin/python benchmarks/staggered_arrivals.py --old-rev cd5920d
+  nice -n 10 .venv/bin/python -m benchmarks.speed.staggered_arrivals --old-rev cd5920d
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks._common import RESULTS, ROOT
+
 TOPICS = ["green tea", "hiking boots", "a cordless drill", "headphones", "a skillet", "dog food", "a desk",
           "a backpack", "a smart watch", "running shoes", "a coffee grinder", "a yoga mat"]
 
@@ -99,7 +100,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--span-s", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(REPO / "benchmarks/results/staggered_arrivals.json"))
+    ap.add_argument("--out", default=str(RESULTS / "staggered_arrivals.json"))
     args = ap.parse_args()
     from hllm_creator.process import free_port, stop_process
 
@@ -107,10 +108,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="staggered-"))
     old = tmp / "old"
     old.mkdir()
-    subprocess.run(f"git -C {REPO} archive {args.old_rev} model_code | tar -x -C {old}", shell=True, check=True)
+    subprocess.run(f"git -C {ROOT} archive {args.old_rev} model_code | tar -x -C {old}", shell=True, check=True)
     result: dict = {"requests": args.n, "span_s": args.span_s, "seed": args.seed, "old_rev": args.old_rev,
                     "workload": reqs, "load_avg_start": os.getloadavg()}
-    for label, src, extra in (("old", old, []), ("new", REPO, [])):
+    for label, src, extra in (("old", old, []), ("new", ROOT, [])):
         port = free_port()
         proc = start(src, port, tmp / f"{label}.log", extra)
         url = f"http://127.0.0.1:{port}"

@@ -7,7 +7,7 @@ the bundled data, one ad), sampling with a fixed seed and ``max_new_tokens`` tok
 counted by the server (``hllm_serving_generated_tokens_total``: the Creative LLM tokenizer's count of
 the decoded outputs), so the figure is what the model produced, not what was asked for.
 
-    .venv/bin/python benchmarks/creative_batching.py [--requests 64] [--concurrency 32]
+    .venv/bin/python -m benchmarks.speed.creative_batching [--requests 64] [--concurrency 32]
 
 Model: the untrained tiny-llama HLLMCreator (hidden 64, 2 layers): a per-step-overhead-bound model,
 so the batching gain here is an upper bound of what a 135M+ model gets on 2 CPU cores.
@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks._common import RESULTS
+from hllm_creator.io import write_json
+from tests.helpers import tiny_serving_stack
 
 
 def counters(url: str) -> dict:
@@ -69,12 +70,10 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server (1: see docs/serving.md)")
     ap.add_argument("--stack-dir", default=None)
-    ap.add_argument("--out", default=str(REPO / "benchmarks/results/creative_batching.json"))
+    ap.add_argument("--out", default=str(RESULTS / "creative_batching.json"))
     args = ap.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
 
-    from helpers import tiny_serving_stack
     from hllm_creator.process import serve_process
 
     root = Path(args.stack_dir or tempfile.mkdtemp(prefix="bench-creative-"))
@@ -117,10 +116,7 @@ def main() -> None:
     results["tokens_per_s_speedup"] = round(b["tokens_per_s"] / max(nb["tokens_per_s"], 1e-9), 2)
     results["load_avg_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps({"tokens_per_s_speedup": results["tokens_per_s_speedup"]}))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(results, args.out)}")
 
 
 if __name__ == "__main__":

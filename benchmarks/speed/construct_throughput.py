@@ -3,7 +3,7 @@
 One run each, same ads, fresh cache each (no cache hits), side by side; prints the ratio and writes
 benchmarks/results/construct_throughput.json. The teacher asks one title per (ad, fact phrase).
 
-    .venv/bin/python benchmarks/construct_throughput.py --ads 6 [--base-url URL --model NAME]
+    .venv/bin/python -m benchmarks.speed.construct_throughput --ads 6 [--base-url URL --model NAME]
 
 Without --base-url it starts `hllm-creator serve llm` on a free 127.0.0.1 port.
 """
@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks._common import RESULTS, ROOT
+
 BIN = Path(sys.executable).parent
 
 
@@ -36,9 +37,9 @@ def main() -> None:
     ap.add_argument("--ads", type=int, default=6)
     ap.add_argument("--base-url")
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--data", default=str(REPO / ".hllm" / "data" / "amazon_scientific"))
+    ap.add_argument("--data", default=str(ROOT / ".hllm" / "data" / "amazon_scientific"))
     ap.add_argument("--concurrency", default="1,8")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "construct_throughput.json"))
+    ap.add_argument("--out", default=str(RESULTS / "construct_throughput.json"))
     args = ap.parse_args()
     import httpx
 

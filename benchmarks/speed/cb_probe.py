@@ -19,6 +19,8 @@ import os
 import time
 from pathlib import Path
 
+from benchmarks._common import RESULTS
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PROMPTS = [f"Write a catchy ad title for {p}." for p in (
@@ -33,7 +35,7 @@ def main() -> None:
     ap.add_argument("--max-new", type=int, default=32)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--out", default="benchmarks/results/cb_probe.json")
+    ap.add_argument("--out", default=str(RESULTS / "cb_probe.json"))
     args = ap.parse_args()
     import torch
     from transformers import GenerationConfig

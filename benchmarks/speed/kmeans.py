@@ -10,7 +10,7 @@ same K, the same number of Lloyd iterations and one initialisation:
 Reported: seconds, inertia (mean squared distance to the nearest centroid over ALL points, same
 formula for all), adjusted Rand index vs the true mixture labels.
 
-    .venv/bin/python benchmarks/kmeans.py [--n 100000] [--d 256] [--k 64] [--niter 20]
+    .venv/bin/python -m benchmarks.speed.kmeans [--n 100000] [--d 256] [--k 64] [--niter 20]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import argparse
 import time
 
 import numpy as np
+
+from benchmarks._common import save
 
 
 def inertia(x, c):
@@ -42,7 +44,6 @@ def main() -> None:
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.metrics import adjusted_rand_score
 
-    from hllm_creator.infer.bench_utils import save
     from hllm_creator.infer.cluster import ClusterConfig, fit
 
     rng = np.random.default_rng(a.seed)

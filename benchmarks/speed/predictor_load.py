@@ -5,7 +5,7 @@ One run, side by side: the same `hllm-creator serve predictor` process (real KSe
 a second server with batching off (``--max-batch 1``) takes the concurrency-32 load, to attribute the
 gain to batching. Each request: one instance, a 50-item history (catalog item ids), 10 candidate ads.
 
-    .venv/bin/python benchmarks/predictor_load.py [--seconds 12] [--out benchmarks/results/predictor_load.json]
+    .venv/bin/python -m benchmarks.speed.predictor_load [--seconds 12] [--out benchmarks/results/predictor_load.json]
 
 Model: the untrained tiny-llama HLLMCreator (hidden 64, 2 layers per LLM) and real inference outputs
 on a slice of the bundled dataset (tests/helpers.py: tiny_serving_stack).
@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks._common import RESULTS
+from hllm_creator.io import write_json
+from tests.helpers import tiny_serving_stack
 
 
 def percentiles(lat: list[float]) -> dict:
@@ -100,12 +101,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server (1: see docs/serving.md)")
     ap.add_argument("--stack-dir", default=None, help="reuse a tiny_serving_stack dir (built when missing)")
     ap.add_argument("--batch-wait-ms", type=float, default=3.0)
-    ap.add_argument("--out", default=str(REPO / "benchmarks/results/predictor_load.json"))
+    ap.add_argument("--out", default=str(RESULTS / "predictor_load.json"))
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
-    from helpers import tiny_serving_stack
     from hllm_creator.process import serve_process
 
     root = Path(args.stack_dir or tempfile.mkdtemp(prefix="bench-predictor-"))
@@ -151,10 +150,7 @@ def main() -> None:
     results["speedup_batching_at_c%d" % cmax] = round(by[(cmax, True)]["requests_per_s"] / by[(cmax, False)]["requests_per_s"], 2)
     results["load_avg_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps({k: v for k, v in results.items() if k.startswith("speedup")}))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(results, args.out)}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ naive:  for each user, encode its history items, then the user (``embed_users_na
   sample of users (seeded); its users/s is extrapolated to all users (stated as such).
 Both use the same model, threads and history mode, and the sample's embeddings are checked equal.
 
-    .venv/bin/python benchmarks/embed_cache.py [--model MODEL_DIR] [--naive-sample 200] [--max-users N]
+    .venv/bin/python -m benchmarks.speed.embed_cache [--model MODEL_DIR] [--naive-sample 200] [--max-users N]
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import argparse
 import time
 
 import numpy as np
+
+from benchmarks._common import dataset, model, save
 
 
 def main() -> None:
@@ -28,7 +30,6 @@ def main() -> None:
     a = ap.parse_args()
 
     from hllm_creator.infer import embed as E
-    from hllm_creator.infer.bench_utils import dataset, model, save
     from hllm_creator.infer.item_cache import ItemCache
 
     ds = dataset(a.data)

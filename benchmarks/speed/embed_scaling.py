@@ -4,10 +4,10 @@ Computed, not guessed: the per-user and per-item costs come from the measured ru
 ``benchmarks/results/embed_cache.json`` (all 8,317 bundled users, the ``--preset cpu`` model,
 quiet 2-core CPU): warm-cache users/s gives the User-LLM cost per user, (cold - warm) seconds over
 the distinct item texts gives the Item-LLM cost per item. Override them with a GPU's measured
-rates (``--users-per-s``, ``--items-per-s``, e.g. from benchmarks/gpu_check.py) to size a GPU run.
+rates (``--users-per-s``, ``--items-per-s``, e.g. from benchmarks/gpu/gpu_check.py) to size a GPU run.
 
 Prints a markdown table and writes ``benchmarks/results/embed_scaling.json``.
-    .venv/bin/python benchmarks/embed_scaling.py [--target-minutes 30] [--catalog 1000000]
+    .venv/bin/python -m benchmarks.speed.embed_scaling [--target-minutes 30] [--catalog 1000000]
 """
 
 from __future__ import annotations
@@ -17,19 +17,20 @@ import json
 import math
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from benchmarks._common import RECORDED, RESULTS
+
 USERS = (10_000, 100_000, 1_000_000, 10_000_000)
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--measured", default=str(HERE / "results" / "embed_cache.json"))
+    ap.add_argument("--measured", default=str(RECORDED / "embed_cache.json"))
     ap.add_argument("--users-per-s", type=float, default=None, help="per-pod users/s (default: measured warm)")
     ap.add_argument("--items-per-s", type=float, default=None, help="per-pod items/s (default: measured)")
     ap.add_argument("--target-minutes", type=float, default=30.0, help="wall time one shard may take")
     ap.add_argument("--catalog", type=int, default=1_000_000, help="distinct items at 1M+ users (the catalog)")
     ap.add_argument("--dim", type=int, default=576, help="user/item embedding size (SmolLM2 576, TinyLlama 2048)")
-    ap.add_argument("--out", default=str(HERE / "results" / "embed_scaling.json"))
+    ap.add_argument("--out", default=str(RESULTS / "embed_scaling.json"))
     a = ap.parse_args(argv)
 
     m = json.loads(Path(a.measured).read_text())

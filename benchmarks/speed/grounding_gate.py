@@ -1,7 +1,7 @@
 """The grounding gate on the bundled catalog: do ORIGINAL titles pass (they must: an original title is
 grounded in its own ad by definition), and how long does one ``gate`` call take?
 
-    .venv/bin/python benchmarks/grounding_gate.py [--n 300] [--reps 3]
+    .venv/bin/python -m benchmarks.speed.grounding_gate [--n 300] [--reps 3]
 
 Times: "cold" = the first call for an ad (its facts are computed and cached), "warm" = later calls
 for the same ad with a new title (what generate and serving do: k titles per ad). Each warm call is
@@ -17,6 +17,8 @@ from collections import Counter
 
 import numpy as np
 
+from benchmarks._common import dataset, save
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,7 +30,6 @@ def main() -> None:
     from hllm_creator.creative.ad import Ad
     from hllm_creator.creative.gate import catalog_names, gate
     from hllm_creator.creative.gate.adfacts import source_facts as _source_facts
-    from hllm_creator.infer.bench_utils import dataset, save
 
     ds = dataset(a.data)
     names = catalog_names(ds.items)

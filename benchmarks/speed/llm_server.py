@@ -9,7 +9,7 @@ server's ``usage.completion_tokens``. Besides wall-clock tokens/s, tokens per CP
 server process (from /proc) are recorded: on a shared CPU that figure is far less sensitive to what
 other processes do during each phase.
 
-    .venv/bin/python benchmarks/llm_server.py [--max-tokens 48] [--requests 8] [--rounds 1]
+    .venv/bin/python -m benchmarks.speed.llm_server [--max-tokens 48] [--requests 8] [--rounds 1]
 
 Writes ``benchmarks/results/llm_server.json``. The machine is shared: the 1-minute load average
 before and after each phase is recorded next to the figures.
@@ -25,7 +25,8 @@ import statistics
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks._common import RESULTS
+
 PRODUCTS = ["green tea with zero sugar", "a cordless drill", "nitrile lab gloves", "a digital caliper",
             "safety goggles", "a soldering station", "an LED work light", "a stainless steel thermos"]
 
@@ -49,7 +50,7 @@ def main() -> dict:
     ap.add_argument("--batch-window-ms", type=float, default=20.0)
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                     help="server weights (auto: the server's default)")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "llm_server.json"))
+    ap.add_argument("--out", default=str(RESULTS / "llm_server.json"))
     args = ap.parse_args()
 
     import openai
@@ -112,7 +113,7 @@ def main() -> dict:
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                        "note": "shared 2-core machine; other engineers' jobs ran at the same time "
                                "(see load_before/load_after)"},
-           "command": "python benchmarks/llm_server.py " + " ".join(
+           "command": "python -m benchmarks.speed.llm_server " + " ".join(
                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(out, Path(args.out))

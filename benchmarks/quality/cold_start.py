@@ -62,9 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "model_code"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks._common import ROOT
 
 K_USERS = 100
 PROTOCOL = ("held-out items (and all their clicks) never trained on; each scored as a new ad (refresh path: text "
@@ -112,7 +110,7 @@ def prepare_split(data: str | Path, work: Path, *, share: float, min_clicks: int
     """WORK/train_data (dataset without the held-out items and their clicks), WORK/feed.jsonl (the
     held-out items as new ads), WORK/teacher.parquet (filtered), WORK/split.json. Idempotent: an
     existing split of the same parameters is reused."""
-    from feed_holdout import write_holdout
+    from benchmarks.quality.feed_holdout import write_holdout
 
     from hllm_creator.data import load_dataset
     from hllm_creator.data.schema import dataset_fingerprint

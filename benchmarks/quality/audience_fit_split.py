@@ -1,4 +1,4 @@
-"""Audience fit of a generate run's served titles, split into the issue's ads (the first 20) and
+"""Audience fit of a generate run's served titles, split into the reporting ads (the first 20) and
 development ads (the rest), on two populations, each with the permutation test. An ANALYSIS with the
 evaluation's ruler (MiniLM-L6): nothing here is served, trained on or selected for serving.
 
@@ -13,17 +13,14 @@ Why the permutation test: the bootstrap CI resamples members and takes the assig
 clusters as given; with many units it is narrow while a random deal of the same titles moves the
 mean by more than its width (see ``null95``).
 
-    python benchmarks/audience_fit_split.py --data D --clusters C --creatives G [--report-ads 20]
+    python -m benchmarks.quality.audience_fit_split --data D --clusters C --creatives G [--report-ads 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model_code"))
 
 
 def main() -> None:

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "model_code"))
+from benchmarks._common import ROOT
 
 
 def refit(model_dir: str, split: str, out: str, *, id_dropout: float = 0.0, text_bag: bool = False,
@@ -46,8 +44,7 @@ def refit(model_dir: str, split: str, out: str, *, id_dropout: float = 0.0, text
     model = HLLMCreator.load(model_dir)
     if model.predictor_items != td.item_ids:
         raise SystemExit(f"{model_dir} was not trained on {split}/train_data (another ID catalog)")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from cold_start import catalog_embeddings
+    from benchmarks.quality.cold_start import catalog_embeddings
 
     item_emb = catalog_embeddings(model, model_dir)
     if getattr(model.predictor, "id_text", None) is not None:

@@ -14,7 +14,7 @@ Without a CUDA GPU it says so on stderr, runs the CPU-side checks (the same func
 scale on CPU, so the script itself is tested here), prints the JSON line with ``"gpu": false`` and
 exits 0 (``--require-gpu``: exit 3 instead).
 
-    .venv/bin/python benchmarks/gpu_check.py [--require-gpu] [--budget-s 450] [--out results/gpu_check.json]
+    .venv/bin/python -m benchmarks.gpu.gpu_check [--require-gpu] [--budget-s 450] [--out benchmarks/results/gpu_check.json]
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from benchmarks._common import ROOT
+from tests.helpers import small_dataset, tiny_model
+
 # dense bf16 peak FLOP/s by device name (vendor data sheets, no sparsity)
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 
@@ -83,7 +84,7 @@ def part_train(*, device: str, budget_s: float, backbone: str, seq: int, batch: 
             os.environ.setdefault("LOCAL_RANK", "0")
             os.environ.setdefault("WORLD_SIZE", "1")
             deepspeed.init_distributed(dist_backend="nccl")
-        cfg = json.loads((REPO / "configs/deepspeed/zero3.json").read_text())
+        cfg = json.loads((ROOT / "configs/deepspeed/zero3.json").read_text())
         cfg.update({"train_micro_batch_size_per_gpu": batch, "gradient_accumulation_steps": 1,
                     "train_batch_size": batch, "gradient_clipping": 1.0, "bf16": {"enabled": True},
                     "fp16": {"enabled": False}})
@@ -139,8 +140,6 @@ def part_hllm_train(*, device: str, budget_s: float, preset: str, steps: int) ->
     import tempfile
 
     from hllm_creator.data.prepare import prepare_bundled
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
-    from helpers import small_dataset
     from hllm_creator.train.config import build_config
 
     tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -149,12 +148,12 @@ def part_hllm_train(*, device: str, budget_s: float, preset: str, steps: int) ->
     over = dict(data=str(ds.path), out=str(tmp / "model"), max_steps=steps, eval_users=100, head_steps=0,
                 register_model=False, save_steps=10_000)
     if device == "cuda":
-        over.update(deepspeed=str(REPO / "configs/deepspeed/zero3.json"), bf16="on")
+        over.update(deepspeed=str(ROOT / "configs/deepspeed/zero3.json"), bf16="on")
     else:
         over.update(bf16="off", threads=2)
     cfg = build_config(preset, **over)
     (tmp / "cfg.json").write_text(cfg.model_dump_json())
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "model_code"), str(REPO),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "model_code"), str(ROOT),
                                                         os.environ.get("PYTHONPATH", "")]),
            "HLLM_WORKDIR": str(tmp / ".hllm"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29534",
@@ -233,9 +232,6 @@ def part_kmeans(*, device: str, budget_s: float, n: int, d: int, k: int, niter: 
 def part_embed(*, device: str, budget_s: float, users: int) -> dict:
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers
-
-    from helpers import tiny_model
 
     m = tiny_model().to(device).eval()
     g = torch.Generator().manual_seed(0)

@@ -11,20 +11,17 @@ words) is applied with no model at two granularities, and measured like the pers
   histories (targets excluded, up to 300 members) fit best; each held-out member's next click against
   the ad's other selected clusters' facts.
 
-    python benchmarks/personalization_bound.py --data D --clusters O/cluster --matches O/match
+    python -m benchmarks.quality.personalization_bound --data D --clusters O/cluster --matches O/match
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model_code"))
 
 
 def boot(d: np.ndarray, rng, n: int = 1000) -> dict:

@@ -19,7 +19,7 @@ Hungarian assignment; an ad with fewer than 3 compositions repeats them). Rules:
 
 Compare rules on development ads (``--ads 20:60``), report on ads 0:20 only what was chosen before.
 
-    python benchmarks/audience_rules.py --model M --data D --clusters C --ads 20:60 [--facts 4] [--lm]
+    python -m benchmarks.quality.audience_rules --model M --data D --clusters C --ads 20:60 [--facts 4] [--lm]
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model_code"))
 
 LAST = 5  # last history clicks per member that describe a cluster
 

@@ -1,8 +1,8 @@
 """The industrial inference workflow at full scale, timed: embed ALL users -> cluster -> match ->
 generate for N ads, each step through its real CLI (`hllm-creator embed|cluster|match|generate`).
 
-Issue 5's "done when": with a model from `hllm-creator train`, all 8,317 users of the bundled data,
-20 ads, within 15 minutes on the 2-core CPU. Issue 11's: with `--teacher` (construct's train.parquet)
+The target: with a model from `hllm-creator train`, all 8,317 users of the bundled data, 20 ads,
+within 15 minutes on the 2-core CPU (``--budget-s``). With `--teacher` (construct's train.parquet)
 the personalization step runs too (`hllm-creator personalization`: copy rate, distinct titles per
 ad, slot sensitivity, audience fit, each with a bootstrap 95% CI), and every SERVED title is
 re-checked by an independent word check written here (not the gate): every word of the title is a
@@ -10,7 +10,7 @@ word of the ad's own text (title, description, selling points, brand, categories
 "s", or one of a few connectives, and every number of the title is a whole number of the ad's text
 (no "1" cut out of "1:1").
 
-    .venv/bin/python benchmarks/full_inference.py --model M [--teacher T/train.parquet] [--n-ads 20] [--k 32]
+    .venv/bin/python -m benchmarks.speed.full_inference --model M [--teacher T/train.parquet] [--n-ads 20] [--k 32]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._common import dataset, save
 
 CONNECTIVES = set("a an and or the for with of in on to by from at as plus - & | : , / w".split())
 
@@ -89,8 +90,6 @@ def main() -> None:
     a = ap.parse_args()
 
     import pandas as pd
-
-    from hllm_creator.infer.bench_utils import dataset, save
 
     ds = dataset(a.data)
     out = Path(a.out or tempfile.mkdtemp(prefix="full_infer_"))

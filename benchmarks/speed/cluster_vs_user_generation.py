@@ -7,13 +7,15 @@ For one ad and N users (default: all users of the bundled data) clustered into K
 User embeddings come from a real ``embed_users`` run on the first N users; clusters from
 ``infer.cluster``. Decoding: the reference sampling defaults with a short ``--max-new-tokens``.
 
-    .venv/bin/python benchmarks/cluster_vs_user_generation.py [--model DIR] [--users N] [--k 32] [--sample 32]
+    .venv/bin/python -m benchmarks.speed.cluster_vs_user_generation [--model DIR] [--users N] [--k 32] [--sample 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+
+from benchmarks._common import dataset, model, save
 
 
 def main() -> None:
@@ -32,7 +34,6 @@ def main() -> None:
     import torch
 
     from hllm_creator.infer import embed as E
-    from hllm_creator.infer.bench_utils import dataset, model, save
     from hllm_creator.infer.cluster import ClusterConfig, cluster
     from hllm_creator.infer.common import read_embeddings
     from hllm_creator.infer.generate import ad_of

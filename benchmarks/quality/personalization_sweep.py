@@ -1,4 +1,4 @@
-"""Personalization where it can show (issue 24, deliverable 4): audience fit against the number of
+"""Personalization where it can show: audience fit against the number of
 generations, from a few clusters to one title per user.
 
 For each K in ``--ks``, the product's own steps run through their CLIs on the same user embeddings:
@@ -15,7 +15,7 @@ similarity to the user's own clicks), measured the same way
 Generations = the (ad, cluster) pairs that get a title: N x T for clusters, N x users for per user.
 The ruler (MiniLM-L6) is the evaluation only.
 
-    .venv/bin/python benchmarks/personalization_sweep.py --model M --data D --embed O/embed --out S \\
+    .venv/bin/python -m benchmarks.quality.personalization_sweep --model M --data D --embed O/embed --out S \\
         [--ks 16,32,128,512] [--n-ads 60] [--top-k 3] [--user-k 32]
 """
 
@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks._common import save
 
 
 def cli(exe: list[str], args: list[str], env: dict) -> float:
@@ -184,7 +186,6 @@ def main() -> None:
     ap.add_argument("--name", default="personalization_sweep", help="benchmarks/results/NAME.json")
     a = ap.parse_args()
 
-    from hllm_creator.infer.bench_utils import save
 
     out = Path(a.out)
     exe = [str(Path(sys.executable).parent / "hllm-creator")]

@@ -1,0 +1,1 @@
+"""The GPU check, for the few minutes a GPU is lent."""

@@ -1,0 +1,1 @@
+"""Quality analyses: recommendation, cold start and audience fit against baselines and bounds."""

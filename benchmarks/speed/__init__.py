@@ -1,0 +1,1 @@
+"""Speed: steps, servers and batching, timed side by side in one run."""
