@@ -14,6 +14,8 @@ from typing import Optional
 
 import typer
 
+from hllm_creator.publish.commands import echo_checks
+
 _PRESET = typer.Option("demo", "--preset", "-p",
                        help="tiny (CI, tiny random models), demo (2-core CPU, SmolLM2; <= 30 min), "
                             "production (GPU nodes) or gpu-multinode (a TrainJob on 8 x 8 GPUs).")
@@ -368,14 +370,6 @@ def promote_cmd(
     typer.echo(json.dumps(res, indent=2, default=str))
     if not res["would_promote"] and not res.get("already"):
         raise typer.Exit(1)  # refused: a script reads failure (the same as a refused --rollout)
-
-
-def echo_checks(res: dict) -> None:
-    """Each check of a promote answer on its line; the refusals --force overrides said as such."""
-    for c in res.get("checks", []):
-        typer.echo(f"  {'ok     ' if c['ok'] else 'REFUSED'}  {c['check']}: {c['detail']}")
-    for r in res.get("overridden", []):
-        typer.secho(f"  --force overrides: {r}", fg="yellow")
 
 
 def _version_of_run(run: str) -> str:

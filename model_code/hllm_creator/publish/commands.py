@@ -183,9 +183,15 @@ def rollout(action: str, *, percent: int | None, namespace: str, storage_uri: st
     return out
 
 
-def echo_rollout(out: dict) -> None:
-    from hllm_creator.pipeline_commands import echo_checks
+def echo_checks(res: dict) -> None:
+    """Each check of a promote answer on its line; the refusals --force overrides said as such."""
+    for c in res.get("checks", []):
+        typer.echo(f"  {'ok     ' if c['ok'] else 'REFUSED'}  {c['check']}: {c['detail']}")
+    for r in res.get("overridden", []):
+        typer.secho(f"  --force overrides: {r}", fg="yellow")
 
+
+def echo_rollout(out: dict) -> None:
     gate = out.get("gate")
     if gate is not None:
         typer.secho(("gate passed: " if gate["would_promote"] else "gate refused: ") + gate["reason"],
