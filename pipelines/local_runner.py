@@ -33,9 +33,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 from hllm_creator_kfp.pipelines.presets import Preset
 
@@ -264,10 +265,9 @@ def run_local(preset: Preset, *, pipeline_root: str | Path | None = None, data_d
     container (KFP's DockerRunner, ``DockerSettings``) instead of a subprocess of this Python."""
     import kfp.local
 
-    from hllm_creator_kfp.pipelines.console import StepConsole
-
     from hllm_creator import tracking
     from hllm_creator.paths import work_dir
+    from hllm_creator_kfp.pipelines.console import StepConsole
     from hllm_creator_kfp.pipelines.hllm_pipeline import PIPELINE_NAME, build_pipeline
 
     t0 = time.time()

@@ -224,9 +224,8 @@ def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: i
     res = cl.fit(emb, k, cl.ClusterConfig(k=k, min_cluster_size=1, seed=seed))
     art = out / "artifacts"
     cl.write(res, users, art)
-    from hllm_creator.infer.match import score_pairs, select
-
     from hllm_creator.data.text import item_text
+    from hllm_creator.infer.match import score_pairs, select
 
     texts = {r["item_id"]: item_text(r) for r in sub.to_dict("records")}
     import torch
@@ -248,9 +247,8 @@ def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: i
                             "original_title": [sub.set_index("item_id").loc[i, "title"] for i in pairs["item_id"]],
                             "llm_output": "", "score": pairs["score"], "grounded": False,
                             "reasons": [["not generated"]] * len(pairs)})
-    from hllm_creator.teacher.grounding import Ad, check_grounding
-
     from hllm_creator.creative.copy import is_copy as same_title
+    from hllm_creator.teacher.grounding import Ad, check_grounding
 
     def prefix(title: str) -> str:  # a strict prefix that still differs from the original once folded
         w = str(title).split()

@@ -109,10 +109,10 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     from hllm_creator.creative import interests as I
+    from hllm_creator.creative.copy import is_copy as same_title
     from hllm_creator.creative.facts import compose, core_title, fact_phrases
     from hllm_creator.creative.gate import catalog_names
     from hllm_creator.creative.holdout import HELDOUT_SHARE
-    from hllm_creator.creative.copy import is_copy as same_title
     from hllm_creator.data import leave_last_out, load_dataset
     from hllm_creator.data.text import item_text
     from hllm_creator.evaluate.inputs import heldout_members, sample_members

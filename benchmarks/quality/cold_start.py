@@ -111,7 +111,6 @@ def prepare_split(data: str | Path, work: Path, *, share: float, min_clicks: int
     held-out items as new ads), WORK/teacher.parquet (filtered), WORK/split.json. Idempotent: an
     existing split of the same parameters is reused."""
     from benchmarks.quality.feed_holdout import write_holdout
-
     from hllm_creator.data import load_dataset
     from hllm_creator.data.schema import dataset_fingerprint
     from hllm_creator.io import write_json

@@ -74,7 +74,7 @@ class Split:
                 out.append((u, list(h[max(0, t - maxlen) if maxlen else 0:t]), int(h[t])))
         return out
 
-    def refit_split(self) -> "Split":
+    def refit_split(self) -> Split:
         """The refit diagnostic's split: training on every position of ``history + [valid_target]`` (all
         that is known at test time), with no selection (the epochs chosen on the plain split); its
         "valid" stage is exactly the test protocol (input history + valid, target the test target)."""
@@ -365,11 +365,11 @@ def recbole_numpy_compat() -> list[str]:
 
 def recbole_model(model_name: str, sp: Split, cfg: dict, *, work: Path, seed: int, batch: int = 256):
     """RecBole Config + dataset (our split's atomic files) + dataloaders + model instance."""
+    import warnings
+
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, init_seed
-
-    import warnings
 
     recbole_numpy_compat()
     # RecBole's dataset loader calls pandas' chained inplace fillna (a FutureWarning per field)
@@ -576,10 +576,10 @@ def fit_head(feat: HLLMFeatures, sp: Split, cfg: dict, *, max_steps: int, eval_e
     schedule as ``train.head_fit``; ``recent`` = how many last clicks the user-side ID part reads
     (its recency weights re-initialized when that changes). One "epoch" here = ``eval_every`` steps."""
     import torch
+    from transformers import get_cosine_schedule_with_warmup
 
     from hllm_creator.model.losses import next_item_loss
     from hllm_creator.model.predictor import recent_rows
-    from transformers import get_cosine_schedule_with_warmup
 
     pred = feat.model.predictor
     k0 = feat.start["id_recency"].numel() if "id_recency" in feat.start else 0

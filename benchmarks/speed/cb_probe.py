@@ -119,7 +119,7 @@ def main() -> None:
             res.setdefault("transformers_generate_batch", []).append(
                 {"seconds": round(dt, 2), "tokens": n, "tokens_per_s": round(n / dt, 1),
                  "load_avg": os.getloadavg()[0]})
-        except Exception as e:  # record why, do not hide it
+        except Exception as e:  # noqa: BLE001  (record why, do not hide it)
             res["transformers_generate_batch_error"] = f"{type(e).__name__}: {e}"[:500]
     res["load_avg_after"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -146,8 +146,8 @@ def main() -> None:
         results["runs"].append(r)
     by = {(r["concurrency"], r["batching"]): r for r in results["runs"]}
     c1, cmax = min(args.concurrency), max(args.concurrency)
-    results["speedup_c%d_vs_c%d" % (cmax, c1)] = round(by[(cmax, True)]["requests_per_s"] / by[(c1, True)]["requests_per_s"], 2)
-    results["speedup_batching_at_c%d" % cmax] = round(by[(cmax, True)]["requests_per_s"] / by[(cmax, False)]["requests_per_s"], 2)
+    results[f"speedup_c{cmax}_vs_c{c1}"] = round(by[(cmax, True)]["requests_per_s"] / by[(c1, True)]["requests_per_s"], 2)
+    results[f"speedup_batching_at_c{cmax}"] = round(by[(cmax, True)]["requests_per_s"] / by[(cmax, False)]["requests_per_s"], 2)
     results["load_avg_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps({k: v for k, v in results.items() if k.startswith("speedup")}))
     print(f"wrote {write_json(results, args.out)}")

@@ -5,8 +5,6 @@ collects the shard outputs into ``embed_merge``. Glue only: the work is
 ``hllm_creator.infer.embed.run`` / ``merge_shards``.
 """
 
-from typing import List
-
 from typing import Optional
 
 from kfp import dsl
@@ -50,7 +48,7 @@ def embed(
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def embed_merge(shards: Input[List[Dataset]], embeddings: Output[Dataset]):
+def embed_merge(shards: Input[list[Dataset]], embeddings: Output[Dataset]):
     """Merge the shard outputs of ``embed`` into one user_embeddings.parquet (all shards, no user twice).
 
     Args:

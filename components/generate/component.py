@@ -1,7 +1,6 @@
 """generate: one grounded title per selected (ad, cluster) + the per-user lookup
 (glue for ``hllm_creator.infer.generate.run``)."""
 
-from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output

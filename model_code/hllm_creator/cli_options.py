@@ -20,8 +20,9 @@ import functools
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 import typer
 from pydantic import BaseModel
@@ -73,7 +74,7 @@ def field_option(name: str, field, *, decls: str | tuple[str, ...] | None = None
     flag = "--" + name.replace("_", "-")
     if not decls:
         decls = (f"{flag}/--no-{flag[2:]}",) if kind is bool and (default is not False) else (flag,)
-    annotation = Optional[kind] if nullable or default is None else kind
+    annotation = Optional[kind] if nullable or default is None else kind  # noqa: UP045  (typer reads it at run time)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                              default=typer.Option(default, *decls, help=_help(field)))
 

@@ -32,7 +32,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 pytestmark = pytest.mark.skipif(os.environ.get("HLLM_CONTAINER_TEST") != "1",

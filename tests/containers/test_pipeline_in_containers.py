@@ -40,7 +40,6 @@ def mlflow_http(tmp_path):
     """A real ``mlflow server`` whose artifacts go through it (mlflow-artifacts:/), as on a cluster: the
     containers see only its URL, never a path of this machine."""
     from conftest import BIN, start_server, stop_server
-
     from hllm_creator.process import free_port
 
     root = tmp_path / "mlflow"

@@ -90,9 +90,9 @@ def small_ds(tmp_path, bundled_dataset):
 def test_train_component_launches_a_trainjob_and_returns_its_model(small_ds, tmp_path, monkeypatch):
     import mlflow
 
-    from hllm_creator_kfp.components.train.component import train
     from hllm_creator.model import HLLMCreator
     from hllm_creator.train import launch
+    from hllm_creator_kfp.components.train.component import train
 
     mount = tmp_path / "shared"  # the RWX volume: same path in the launcher's pod and the job's pods
     mount.mkdir()
@@ -130,8 +130,8 @@ def test_train_component_launches_a_trainjob_and_returns_its_model(small_ds, tmp
 
 
 def test_a_failing_trainjob_fails_the_step_with_the_jobs_reason(small_ds, tmp_path, monkeypatch):
-    from hllm_creator_kfp.components.train.component import train
     from hllm_creator.train import launch
+    from hllm_creator_kfp.components.train.component import train
 
     mount = tmp_path / "shared"
     mount.mkdir()

@@ -79,7 +79,7 @@ def test_tiny_pipeline_end_to_end_then_fail_and_resume(tmp_path, bundled_dataset
             assert not changed, ("step outputs changed (after an intended change: .venv/bin/python "
                                  "tests/pipeline_digest.py --record):\n" + "\n".join(changed[:40]))
         else:
-            warnings.warn(f"LLM server on {url}, not the recorded port: step outputs not compared")
+            warnings.warn(f"LLM server on {url}, not the recorded port: step outputs not compared", stacklevel=1)
         parent = client.get_run(res.parent_run_id)
         assert parent.info.status == "FINISHED"
         for tag in ("kfp_run_id", "git_sha", "dataset_hash", "config_hash"):

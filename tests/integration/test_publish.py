@@ -62,9 +62,9 @@ def published(stack, store):
             tracking.log_metrics({"gsb_ci_low": 0.1, "gsb_judge_failure_rate": 0.0, "gsb_adv": 0.3})
     pid = parent.info.run_id
     # the dataset hash the runner tags must be the catalog's: use the real fingerprint
-    from hllm_creator.data.schema import dataset_fingerprint
-
     from pathlib import Path
+
+    from hllm_creator.data.schema import dataset_fingerprint
 
     items_dir = Path(stack["items"]).parent
     tracking.mlflow_utils._mlflow().MlflowClient().set_tag(pid, "dataset_hash", dataset_fingerprint(items_dir)[1])
@@ -168,8 +168,8 @@ def _start(args, log, port):
 def test_exposures_and_clicks_survive_sigkill(published, stack, store, tmp_path):
     """Every answered exposure and acknowledged click is on disk after SIGKILL; a restarted server
     appends to a new segment; the readout sees both processes' events."""
-    from hllm_creator.serving.experiment import EXPOSURES, FEEDBACK, assign, read_events
     from hllm_creator.process import free_port
+    from hllm_creator.serving.experiment import EXPOSURES, FEEDBACK, assign, read_events
 
     sink = tmp_path / "ab"
     args = ["--model-uri", "models:/hllm-creator@candidate", "--threads", "1", "--experiment", "exp-kill",

@@ -121,8 +121,7 @@ def test_bundle_carries_item_embeddings_and_serving_encodes_nothing(base):
 
 def test_refresh_cli_adds_feed_ads_without_training(base, store):
     from hllm_creator import tracking
-    from hllm_creator.serving.bundle import read_table
-    from hllm_creator.serving.bundle import read_manifest, verify_bundle
+    from hllm_creator.serving.bundle import read_manifest, read_table, verify_bundle
 
     out = store / "refresh-cli"
     r = _cli("refresh", "--bundle", str(base["bundle"]), "--feed", str(base["feed"]), "--data", str(base["data"]),

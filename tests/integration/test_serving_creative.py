@@ -12,7 +12,6 @@ import json
 
 import httpx
 import pytest
-
 from helpers import metric
 
 pytestmark = pytest.mark.integration
@@ -167,8 +166,8 @@ def test_title_gain_is_the_endpoints_do_no_harm_estimate():
     import numpy as np
 
     from hllm_creator.infer.harm import title_gain
-    from hllm_creator.model.hllm import HLLMCreator
     from hllm_creator.model.config import ModelConfig
+    from hllm_creator.model.hllm import HLLMCreator
 
     model = HLLMCreator.from_config(ModelConfig(item_llm="tiny-llama", user_llm="tiny-llama",
                                                 creative_llm="tiny-llama"), seed=0).eval()
@@ -187,10 +186,10 @@ def test_title_content_gain_is_the_endpoints_second_estimate():
     the original itself exactly 0."""
     import numpy as np
 
-    from hllm_creator.infer.harm import HARM_MAX_TOKENS, title_content_gain
     from hllm_creator.data.text import item_text
-    from hllm_creator.model.hllm import HLLMCreator
+    from hllm_creator.infer.harm import HARM_MAX_TOKENS, title_content_gain
     from hllm_creator.model.config import ModelConfig
+    from hllm_creator.model.hllm import HLLMCreator
 
     model = HLLMCreator.from_config(ModelConfig(item_llm="tiny-llama", user_llm="tiny-llama",
                                                 creative_llm="tiny-llama"), seed=0).eval()

@@ -15,10 +15,9 @@ import re
 
 import httpx
 import pytest
+from helpers import metric
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from helpers import metric
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +177,7 @@ def bad_corpus(serving_stack):
         ("history is a string", p, J, json.dumps({"instances": [{**good, "user_history": "abc"}]})),
         ("history of numbers", p, J, json.dumps({"instances": [{**good, "user_history": [1.5, None]}]})),
         ("ids of objects", p, J, json.dumps({"instances": [{**good, "candidate_ad_ids": [{"a": 1}]}]})),
-        ("10,000 item history", p, J, json.dumps({"instances": [{**good, "user_history": ["B0X%05d" % i for i in range(10_000)]}]})),
+        ("10,000 item history", p, J, json.dumps({"instances": [{**good, "user_history": [f"B0X{i:05d}" for i in range(10_000)]}]})),
         ("1 MB history entry", p, J, json.dumps({"instances": [{**good, "user_history": [big]}]})),
         ("1 MB ad id", p, J, json.dumps({"instances": [{**good, "candidate_ad_ids": [big]}]})),
         ("NaN", p, J, b'{"instances": [{"user_history": [NaN], "candidate_ad_ids": ["1"]}]}'),

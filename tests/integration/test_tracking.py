@@ -42,7 +42,7 @@ def test_parent_and_nested_step_runs(server, tmp_path):
     with tracking.parent_run("pipeline-test", tags={"kfp_run_id": "local-123", "dataset_hash": "abc"}) as parent:
         pid = parent.info.run_id
         for step in ("embed", "cluster"):
-            with tracking.step_run(step, EmbedConfig()) as run:
+            with tracking.step_run(step, EmbedConfig()):
                 tracking.log_metrics({"loss": 0.5, "n_users": 7, "skip_nan": float("nan"), "skip_str": "x"})
                 tracking.log_metrics({"loss": 0.25}, step=1)
                 fig, ax = plt.subplots()
@@ -148,7 +148,7 @@ def test_promote_moves_champion_only_when_gsb_improves(server, tmp_path):
     # the registry persists across tests on the session server: start from a clean slate
     try:
         client.delete_registered_model(name)
-    except Exception:
+    except Exception:  # noqa: BLE001  (not registered yet)
         pass
     _pipeline_with_model(tmp_path, 0.10, "a")
     r1 = tracking.promote()

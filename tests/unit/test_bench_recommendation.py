@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 from benchmarks.quality import rec_rankers as rr
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FAST = {"max_epochs": 4, "eval_every": 2, "patience": 2, "seed": 0}
 
@@ -171,9 +172,9 @@ def test_recbole_rankers_train_and_score_our_split(model_name, tmp_path):
 def tiny_hllm(tmp_path_factory, small_split):
     """A tiny untrained hybrid HLLM model dir with its item embeddings (what HLLMFeatures reads)."""
     import torch
+    from helpers import tiny_model
 
     from hllm_creator.data.text import item_text
-    from helpers import tiny_model
 
     ds, sp = small_split
     torch.manual_seed(0)

@@ -129,7 +129,7 @@ def test_run_writes_outputs_and_logs_plots(tmp_path):
     ids = [f"u{i:04d}" for i in range(len(x))]
     (tmp_path / "emb").mkdir()
     embeddings_frame(ids, x).to_parquet(tmp_path / "emb" / "user_embeddings.parquet")
-    res = cl.run(tmp_path / "emb", tmp_path / "clusters", cl.ClusterConfig(k_sweep=[3, 4]), progress=False)
+    cl.run(tmp_path / "emb", tmp_path / "clusters", cl.ClusterConfig(k_sweep=[3, 4]), progress=False)
     out = tmp_path / "clusters"
     cents = np.load(out / "centroids.npy")
     asg = pd.read_parquet(out / "assignments.parquet")

@@ -35,7 +35,7 @@ def test_compiles_and_loads_back(compiled):
 def test_gpu_requests_on_train_embed_generate_personalization_only(compiled):
     _, rep = compiled
     assert rep["gpu_steps"] == ["embed", "generate", "personalization_eval", "train"]
-    for label, acc in rep["gpu"].items():
+    for acc in rep["gpu"].values():
         assert acc["type"] == "nvidia.com/gpu" and acc["count"] >= 1
     assert set(rep["gpu"]) == {"exec-train", "exec-embed", "exec-generate", "exec-personalization-eval"}
 

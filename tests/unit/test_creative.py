@@ -146,7 +146,6 @@ def test_contrast_pairs_and_swap():
 def test_slot_contrast_loss_trains_the_slot():
     """The contrast term flows into the projector and falls when the slot decides the response."""
     import torch
-
     from helpers import tiny_model
 
     torch.manual_seed(0)
@@ -177,8 +176,8 @@ def test_slot_contrast_loss_trains_the_slot():
 
 def test_slot_fact_loss_points_the_slot_at_the_chosen_fact():
     import torch
-
     from helpers import tiny_model
+
     from hllm_creator.train.data import fact_tensors
 
     torch.manual_seed(0)
@@ -211,8 +210,8 @@ def test_slot_fit_learns_a_choice_the_history_decides():
     import types
 
     import torch
-
     from helpers import tiny_model
+
     from hllm_creator.train.slot_fit import slot_fit
 
     torch.manual_seed(0)
@@ -304,7 +303,6 @@ def test_fact_copy_makes_the_own_users_response_likelier_and_moves_greedy_titles
         n_other, _ = m.response_nll(other, b)
     assert bool((n_other > n_own).all())
     m.fact_copy_scale.data.fill_(200.0)  # the bias dominates the random decoder's logits
-    tok = m.tokenizers["creative"]
 
     def first_token(slot_values):
         from hllm_creator.model.fact_copy import _AddBias

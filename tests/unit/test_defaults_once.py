@@ -113,7 +113,8 @@ FROM_RESOURCES = {("train", "data_pvc"), ("train", "data_mount")}
 def test_presets_only_override(preset):
     """A preset value equal to the component's default is a second copy of that default."""
     from hllm_creator_kfp.pipelines.hllm_pipeline import COMPONENTS
-    from hllm_creator_kfp.pipelines.presets import STEPS as PIPELINE_STEPS, get_preset
+    from hllm_creator_kfp.pipelines.presets import STEPS as PIPELINE_STEPS
+    from hllm_creator_kfp.pipelines.presets import get_preset
 
     p = get_preset(preset)
     copies = []
@@ -156,7 +157,7 @@ def test_cli_options_come_from_the_config():
     the config field's (a command declares only what is not a config field as such)."""
     import importlib
 
-    for _, comp_name, cli_mod, cli_name, classes in STEPS:
+    for _, _, cli_mod, cli_name, classes in STEPS:
         cmd = getattr(importlib.import_module(cli_mod), cli_name)
         generated = getattr(cmd, "config_fields", {})
         if not classes[0].split(":")[1][0].isupper():  # a library function, no config class (publish)

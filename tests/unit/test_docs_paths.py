@@ -27,7 +27,7 @@ CLASS_ATTR = re.compile(r"`([A-Z]\w+)\.([a-z_]\w*)")
 REPO_PATH = re.compile(r"(?<![\w/.])((?:benchmarks|tests|components|pipelines|model_code|Dockerfiles|manifests|"
                        r"configs|docs)/[\w/.-]*\w\.(?:py|md|sh|json|yaml|yml|toml|npz|png))")
 # `train/head_fit.py`: a library file named from its package
-LIBRARY_FILE = re.compile(r"(?<![\w/.-])((?:%s)/[\w/]+\.py)" % "|".join(sorted(SUBPACKAGES)))
+LIBRARY_FILE = re.compile(r"(?<![\w/.-])((?:" + "|".join(sorted(SUBPACKAGES)) + r")/[\w/]+\.py)")
 LIBRARY = REPO / "model_code" / "hllm_creator"
 
 

@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import tiny_embed_and_cluster
 from typer.testing import CliRunner
 
 from hllm_creator.creative.copy import normalize_title
@@ -17,7 +18,6 @@ from hllm_creator.infer import generate as G
 from hllm_creator.infer import harm as H
 from hllm_creator.infer import match as M
 from hllm_creator.teacher.grounding import Ad, check_grounding, title_quality
-from helpers import tiny_embed_and_cluster
 
 
 @pytest.fixture(scope="module")

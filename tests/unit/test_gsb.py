@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from hllm_creator.data.schema import DataError
-from hllm_creator.teacher.gsb import (GSBConfig, final_verdict, gsb_stats, load_samples, parse_counts,
-                                      write_outputs)
+from hllm_creator.teacher.gsb import GSBConfig, final_verdict, gsb_stats, load_samples, parse_counts, write_outputs
 
 BIN = Path(sys.executable).parent
 

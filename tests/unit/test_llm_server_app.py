@@ -123,7 +123,7 @@ def test_concurrent_requests_share_one_generate_call_and_match_sequential(model)
 
     rs, sizes, alone = _run(model, go)
     assert sizes == [len(prompts)]  # one generate call for all six
-    for (p, n), r, a in zip(prompts, rs, alone):
+    for (_, n), r, a in zip(prompts, rs, alone):
         assert r.status_code == 200 and a.status_code == 200
         assert r.json()["usage"]["completion_tokens"] == n  # each row stopped at its own max_tokens
         assert r.json()["choices"][0]["text"] == a.json()["choices"][0]["text"]  # batch == alone (greedy)

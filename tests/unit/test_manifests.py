@@ -166,7 +166,7 @@ def _containers(d: dict) -> list[dict]:
 
 
 def _canon(docs):
-    return sorted((yaml.safe_dump(d, sort_keys=True) for d in docs))
+    return sorted(yaml.safe_dump(d, sort_keys=True) for d in docs)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import tiny_embed_and_cluster
 from typer.testing import CliRunner
 
 from hllm_creator.data import load_dataset
@@ -16,7 +17,6 @@ from hllm_creator.data.schema import DataError
 from hllm_creator.infer import cluster as cl
 from hllm_creator.infer import embed as E
 from hllm_creator.infer import match as M
-from helpers import tiny_embed_and_cluster
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def test_select_properties(n_ads, k, top_k, thr, seed):
     scores = rng.random((n_ads, k)).round(2)  # rounding makes ties common
     m = select(scores, [f"ad{i}" for i in range(n_ads)], top_k, thr)
     assert len(m) == n_ads * k
-    for a, g in m.groupby("item_id"):
+    for _, g in m.groupby("item_id"):
         g = g.sort_values("rank")
         assert g["rank"].tolist() == list(range(1, k + 1))
         assert (np.diff(g["score"].to_numpy()) <= 1e-9).all()

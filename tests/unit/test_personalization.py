@@ -14,8 +14,16 @@ import pytest
 from hllm_creator.creative.holdout import HELDOUT_SHARE, is_heldout
 from hllm_creator.evaluate.config import PersonalizationConfig
 from hllm_creator.evaluate.inputs import heldout_members, heldout_rows, sample_members, served_pairs
-from hllm_creator.evaluate.measures import (audience_fit, copy_stats, cross_cluster_gsb, fit_permutation, nll_shuffle,
-                                            response_nll, slot_swap, user_embeddings)
+from hllm_creator.evaluate.measures import (
+    audience_fit,
+    copy_stats,
+    cross_cluster_gsb,
+    fit_permutation,
+    nll_shuffle,
+    response_nll,
+    slot_swap,
+    user_embeddings,
+)
 from hllm_creator.evaluate.report import _fmt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,10 +126,10 @@ def test_ruler_is_imported_only_in_evaluate():
 @pytest.fixture(scope="module")
 def tiny_upstream(tmp_path_factory):
     """clusters, matches and creatives dirs on the shared tiny workflow, plus a held-out train.parquet."""
+    from helpers import tiny_clusters_and_matches
+
     from hllm_creator.data import leave_last_out
     from hllm_creator.infer import embed as E
-    from hllm_creator.infer import generate as G
-    from helpers import tiny_clusters_and_matches
 
     root = tmp_path_factory.mktemp("pers")
     data, mdir, ds, m = tiny_clusters_and_matches(root, k=3, n_ads=3)

@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
-
 import pipeline_digest as pd_
+import pytest
 
 
 def _run(root, *, noise=0.0, title="Gorilla Tape 2 Pack", rows=3, big=600, extra_col=False):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 GOOD = {"gsb_adv": 0.30, "gsb_ci_low": 0.12, "gsb_judge_failure_rate": 0.05}
 
 

@@ -53,7 +53,7 @@ def test_validation_refuses_what_kserve_would_not_take():
         "over 100": (["spec", "predictor"], "canaryTrafficPercent", 150, "must be 0..100"),
         "model field": (["spec", "predictor", "model"], "storageURI", URI, "unknown field"),
     }
-    for what, (path, key, val, msg) in cases.items():
+    for path, key, val, msg in cases.values():
         bad = copy.deepcopy(good)
         d = bad
         for p in path:

@@ -9,8 +9,8 @@ import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards
 from hllm_creator.serving.metrics import ERRORS
+from hllm_creator.serving.runtime import GuardMiddleware, install_http_guards
 
 
 class Body(BaseModel):

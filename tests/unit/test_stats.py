@@ -8,8 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hllm_creator.stats import (boot_mean, bootstrap_ci, derangement, mde, permutation_summary, quantile_ci,
-                                ratio_lift_ci, share_diff_ci)
+from hllm_creator.stats import (
+    boot_mean,
+    bootstrap_ci,
+    derangement,
+    mde,
+    permutation_summary,
+    quantile_ci,
+    ratio_lift_ci,
+    share_diff_ci,
+)
 
 
 def _close(a, b):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hllm_creator.teacher.construct import REWRITE_SCHEMA, ConstructConfig, title_request
 from hllm_creator.prompts import PromptError, fill, load_template, render_chat, untrusted
+from hllm_creator.teacher.construct import REWRITE_SCHEMA, ConstructConfig, title_request
 
 
 def _cfg(tmp_path):

@@ -13,8 +13,9 @@ from hllm_creator.train import data as tdata
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory, bundled_dataset):
-    from hllm_creator.data import leave_last_out
     from helpers import small_dataset
+
+    from hllm_creator.data import leave_last_out
 
     ds = small_dataset(tmp_path_factory.mktemp("small") / "ds", n_users=60, source=bundled_dataset.path)
     split = leave_last_out(ds.interactions)

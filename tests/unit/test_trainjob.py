@@ -196,8 +196,8 @@ def test_wait_timeout_deletes_the_job_so_its_gpus_are_freed():
 
 def test_run_trainjob_failure_fails_the_step_and_records_the_reason_in_mlflow(tmp_path, bundled_dataset):
     import mlflow
-
     from helpers import small_dataset
+
     from hllm_creator.train.config import build_config
 
     ds = small_dataset(tmp_path / "ds", n_users=10, source=bundled_dataset.path)

@@ -3,13 +3,11 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
+from helpers import kfp_local
 from kfp import dsl
 
-from hllm_creator_kfp.components.cluster.component import cluster
 from hllm_creator.infer.common import embeddings_frame
-from helpers import kfp_local
-
+from hllm_creator_kfp.components.cluster.component import cluster
 
 
 def _embeddings(d: Path) -> Path:

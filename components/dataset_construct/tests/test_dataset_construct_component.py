@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import kfp_local
 from kfp import dsl
 
 from hllm_creator_kfp.components.dataset_construct.component import dataset_construct
-from helpers import kfp_local
 
 pytestmark = pytest.mark.integration
 

@@ -4,13 +4,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
+from helpers import kfp_local, shared_tiny_workflow
 from kfp import dsl
 
-from hllm_creator_kfp.components.embed.component import embed, embed_merge
 from hllm_creator.infer.common import read_embeddings
-from helpers import kfp_local, shared_tiny_workflow
-
+from hllm_creator_kfp.components.embed.component import embed, embed_merge
 
 
 def test_python_func_shards_and_merge(tmp_path):

@@ -4,11 +4,11 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import kfp_local, shared_tiny_workflow, tiny_clusters_and_matches
 from kfp import dsl
 
-from hllm_creator_kfp.components.generate.component import generate
 from hllm_creator.data import load_dataset
-from helpers import kfp_local, shared_tiny_workflow, tiny_clusters_and_matches
+from hllm_creator_kfp.components.generate.component import generate
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import kfp_local
 from kfp import dsl
 
 from hllm_creator_kfp.components.gsb_eval.component import gsb_eval
-from helpers import kfp_local
 
 
 def test_python_func_counts(tmp_path):

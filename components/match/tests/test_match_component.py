@@ -4,14 +4,13 @@ import json
 
 import pandas as pd
 import pytest
+from helpers import kfp_local, shared_tiny_workflow
 from kfp import dsl
 
-from hllm_creator_kfp.components.match.component import match
 from hllm_creator.data import load_dataset
 from hllm_creator.infer import cluster as cl
 from hllm_creator.infer import embed as E
-from helpers import kfp_local, shared_tiny_workflow
-
+from hllm_creator_kfp.components.match.component import match
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import tiny_clusters_and_matches
 from kfp import dsl
 
 from hllm_creator_kfp.components.personalization_eval.component import personalization_eval
-from helpers import tiny_clusters_and_matches
 
 
 def test_python_func(tmp_path):

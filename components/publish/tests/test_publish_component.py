@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import init_tracking_store, kfp_local
 from kfp import dsl
 
 from hllm_creator_kfp.components.publish.component import publish
-from helpers import init_tracking_store, kfp_local
 
 
 @pytest.fixture

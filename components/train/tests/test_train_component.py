@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import kfp_local
 from kfp import dsl
 
 from hllm_creator_kfp.components.train.component import train
-from helpers import kfp_local
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ class Ad(BaseModel):
         return _as_list(v)
 
     @classmethod
-    def from_item(cls, item: dict) -> "Ad":
+    def from_item(cls, item: dict) -> Ad:
         """Build from an ``items.parquet`` row (title, description, selling_points, brand, categories)."""
         return cls(title=item["title"], description=item.get("description") or "",
                    selling_points=item.get("selling_points"),

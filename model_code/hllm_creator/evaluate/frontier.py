@@ -9,7 +9,6 @@ import pandas as pd
 from hllm_creator.creative.copy import is_copy
 from hllm_creator.stats import boot_mean
 
-
 HARM_THRESHOLDS = (-np.inf, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, np.inf)
 
 

@@ -20,7 +20,7 @@ def read_table(path: str | Path, name: str, cols: tuple[str, ...]) -> tuple[pd.D
     f = resolve_file(path, name)
     try:
         df = pd.read_parquet(f)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (pyarrow raises several kinds for a file that is not parquet)
         raise DataError(f"cannot read parquet: {e}", file=str(f)) from None
     missing = [c for c in cols if c not in df.columns]
     if missing:

@@ -52,8 +52,14 @@ from hllm_creator import tracking
 from hllm_creator.data import leave_last_out, load_dataset
 from hllm_creator.data.schema import DataError
 from hllm_creator.evaluate.config import PersonalizationConfig
-from hllm_creator.evaluate.inputs import (cluster_interests, heldout_members, heldout_rows, read_table,
-                                          sample_members, served_pairs)
+from hllm_creator.evaluate.inputs import (
+    cluster_interests,
+    heldout_members,
+    heldout_rows,
+    read_table,
+    sample_members,
+    served_pairs,
+)
 from hllm_creator.evaluate.measures import audience_fit, copy_stats, cross_cluster_gsb, nll_shuffle, slot_swap
 from hllm_creator.evaluate.report import DEFINITIONS, headline, log_personalization, metrics_of, write_outputs
 from hllm_creator.evaluate.ruler import RULER_NAME, Ruler

@@ -34,8 +34,15 @@ from pydantic import Field, field_validator, model_validator
 from hllm_creator import tracking
 from hllm_creator.config import StepConfig
 from hllm_creator.data.schema import DataError
-from hllm_creator.infer.common import (ASSIGNMENTS, CENTROIDS, CLUSTER_META, MEDOIDS, MEMBER_MEANS, read_embeddings,
-                                       read_json)
+from hllm_creator.infer.common import (
+    ASSIGNMENTS,
+    CENTROIDS,
+    CLUSTER_META,
+    MEDOIDS,
+    MEMBER_MEANS,
+    read_embeddings,
+    read_json,
+)
 from hllm_creator.io import atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ def read_embeddings(path: str | Path, id_col: str = "user_id") -> tuple[list[str
     f = resolve_file(path, USER_EMBEDDINGS)
     try:
         df = pd.read_parquet(f)
-    except Exception as e:  # not a parquet file at all
+    except Exception as e:  # noqa: BLE001  (not a parquet file at all: pyarrow raises several kinds)
         raise DataError(f"cannot read parquet: {e}", file=str(f)) from None
     for col in (id_col, "embedding"):
         if col not in df.columns:

@@ -146,7 +146,7 @@ def frozen_item_embeddings(model, model_dir: str | Path | None) -> pd.DataFrame 
             log.info("item_embeddings.parquet in %s is for another model hash: not used", d)
             return None
         return pd.read_parquet(f)
-    except Exception as e:  # a broken optional cache is skipped, not fatal
+    except Exception as e:  # noqa: BLE001  (a broken optional cache is skipped, not fatal)
         log.warning("cannot read %s (%s): not used", f, e)
         return None
 

@@ -75,8 +75,15 @@ from hllm_creator.data.schema import DataError
 from hllm_creator.infer import cluster as cl
 from hllm_creator.infer.common import CREATIVES, LOOKUP, MATCHES, resolve_file
 from hllm_creator.infer.embed import histories, load_model
-from hllm_creator.infer.harm import (title_vectors, cluster_content, content_gains, do_no_harm, harm_curve,
-                                     harm_gains, item_vectors)
+from hllm_creator.infer.harm import (
+    cluster_content,
+    content_gains,
+    do_no_harm,
+    harm_curve,
+    harm_gains,
+    item_vectors,
+    title_vectors,
+)
 from hllm_creator.infer.match import MEMBER_ID_PARTS, member_id_parts
 from hllm_creator.io import write_json, write_parquet
 

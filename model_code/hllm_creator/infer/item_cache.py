@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,7 @@ class ItemCache:
     def _read(path: Path) -> dict[str, np.ndarray]:
         try:
             df = pd.read_parquet(path)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (pyarrow raises several kinds for a file that is not parquet)
             raise DataError(f"item cache is not a readable parquet file ({e}); delete it to rebuild",
                             file=str(path)) from None
         for col in ("key", "embedding"):

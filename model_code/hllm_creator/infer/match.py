@@ -26,9 +26,9 @@ from pydantic import Field
 from hllm_creator import tracking
 from hllm_creator.config import StepConfig
 from hllm_creator.data import load_dataset
+from hllm_creator.data.feed import feed_ads
 from hllm_creator.data.schema import DataError
 from hllm_creator.infer import cluster as cl
-from hllm_creator.data.feed import feed_ads
 from hllm_creator.infer.common import MATCHES
 from hllm_creator.infer.embed import _encoder, histories, item_texts, load_model
 from hllm_creator.infer.item_cache import ItemCache

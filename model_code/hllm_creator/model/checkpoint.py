@@ -11,16 +11,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from hllm_creator.creative.prompts import PROMPT1, PROMPT2, RESPONSE_END, SYSTEM
 from hllm_creator.io import atomic_dir, sha256_file, write_json, write_parquet
 from hllm_creator.llm.backbone import best_attn_implementation
 from hllm_creator.model.config import ModelConfig
-from hllm_creator.creative.prompts import PROMPT1, PROMPT2, RESPONSE_END, SYSTEM
 
 CONFIG_FILE = "hllm_config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hllm_creator.creative.prompts import prompt_facts
-from hllm_creator.creative.prompts import RESPONSE_END
+from hllm_creator.creative.prompts import RESPONSE_END, prompt_facts
 
 IGNORE = -100
 PROFILE_MAX_TOKENS = 96  # a user profile's tokens (recon response, align text)
@@ -26,10 +25,10 @@ class FactBatch:
     copy_ids: torch.Tensor   # [B, F, C] every token id the fact can be written with (alone, after a space)
     copy_mask: torch.Tensor  # [B, F, C] bool
 
-    def to(self, device) -> "FactBatch":
+    def to(self, device) -> FactBatch:
         return FactBatch(*(t.to(device) for t in (self.ids, self.mask, self.copy_ids, self.copy_mask)))
 
-    def repeat(self, n: int) -> "FactBatch":
+    def repeat(self, n: int) -> FactBatch:
         return FactBatch(*(torch.cat([t] * n) for t in (self.ids, self.mask, self.copy_ids, self.copy_mask)))
 
 
@@ -41,11 +40,11 @@ class SlotBatch:
     labels: torch.Tensor | None   # [B, T] IGNORE except response tokens (None when no response)
     facts: FactBatch | None = None  # the prompts' facts (creative batches only)
 
-    def to(self, device) -> "SlotBatch":
+    def to(self, device) -> SlotBatch:
         return SlotBatch(*(None if t is None else t.to(device) for t in
                            (self.input_ids, self.attention_mask, self.slot_mask, self.labels, self.facts)))
 
-    def repeat(self, n: int) -> "SlotBatch":
+    def repeat(self, n: int) -> SlotBatch:
         """The batch stacked ``n`` times (rows ``i``, ``B + i``, ... are the same row)."""
         return SlotBatch(*(None if t is None else torch.cat([t] * n) for t in
                            (self.input_ids, self.attention_mask, self.slot_mask, self.labels)),

@@ -8,7 +8,7 @@ to float32 embeddings, in batches of similar length (little padding), the caller
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -17,13 +17,15 @@ This module composes them; the model dir is ``checkpoint``, the objectives ``los
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hllm_creator.creative.prompts import PROMPT_VERSION, creative_prompts
 from hllm_creator.llm.backbone import load_causal_lm
 from hllm_creator.model import checkpoint, collate, generation, losses
 from hllm_creator.model.checkpoint import PARTS
@@ -31,7 +33,6 @@ from hllm_creator.model.collate import FactBatch, SlotBatch, encode_text, positi
 from hllm_creator.model.config import ModelConfig
 from hllm_creator.model.fact_copy import FactCopyHead
 from hllm_creator.model.predictor import ItemUserHead
-from hllm_creator.creative.prompts import PROMPT_VERSION, creative_prompts
 
 
 def _projector(kind: str, d_in: int, d_out: int) -> nn.Module:
@@ -121,7 +122,7 @@ class HLLMCreator(nn.Module):
 
     # ------------------------------------------------------------------ building / io
     @classmethod
-    def from_config(cls, cfg: ModelConfig | dict, *, seed: int = 0) -> "HLLMCreator":
+    def from_config(cls, cfg: ModelConfig | dict, *, seed: int = 0) -> HLLMCreator:
         """Build from backbones (pretrained weights where the backbone has them; tiny-llama is random)."""
         cfg = ModelConfig.model_validate(cfg) if isinstance(cfg, dict) else cfg.model_copy()
         lms, toks = {}, {}
@@ -133,7 +134,7 @@ class HLLMCreator(nn.Module):
         return cls(cfg, lms["item"], lms["user"], lms["creative"], toks)
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "cpu") -> "HLLMCreator":
+    def load(cls, model_dir: str | Path, device: str = "cpu") -> HLLMCreator:
         """Rebuild from a model dir (no backbone download; architecture from the saved configs); eval mode."""
         return checkpoint.load_model_dir(cls, model_dir, device)
 

@@ -12,7 +12,7 @@ the item tower's vectors of the same last clicks (their text, not their ids).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -93,8 +93,7 @@ def gsb_cmd(
 ) -> None:
     """GSB evaluation: an LLM judge compares personalized vs original titles per user, in both orders
     (a flip counts as Same); reports G, S, B and Adv = (G-B)/(G+S+B) with a bootstrap 95% interval."""
-    from hllm_creator.teacher.gsb import (gsb_stats, log_gsb, parse_counts, run_gsb, summary_line,
-                                          write_outputs)
+    from hllm_creator.teacher.gsb import gsb_stats, log_gsb, parse_counts, run_gsb, summary_line, write_outputs
     from hllm_creator.tracking import step_run
 
     if counts:

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hllm_creator.creative.prompts import creative_prompts, frame
 from hllm_creator.creative.prompts import creative_prompts as ad_prompts
 from hllm_creator.data.schema import DataError
 from hllm_creator.data.text import item_text
 from hllm_creator.model.collate import fact_batch
-from hllm_creator.creative.prompts import creative_prompts, frame
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ a description can never support a title.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 

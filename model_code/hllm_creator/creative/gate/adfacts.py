@@ -117,7 +117,7 @@ def source_facts(title: str, description: str, selling_points: tuple[str, ...], 
         a, x, b = words_seq[i - 1], words_seq[i], words_seq[i + 1]
         if a and x in NEGATORS and b and a not in NEGATORS:
             neg_pairs.setdefault((a, root(b)), f"{a} {x} {b}")
-    for (a, an), (b, bn) in zip(toks, toks[1:]):
+    for (a, _), (b, bn) in zip(toks, toks[1:]):
         if a and b and not bn:
             pairs.add((a, root(b)))
     compounds = set()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from hllm_creator.creative.gate.adfacts import AdFacts, compact
 from hllm_creator.creative.gate.numbers import UNITS
