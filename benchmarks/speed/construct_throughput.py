@@ -41,9 +41,9 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8")
     ap.add_argument("--out", default=str(RESULTS / "construct_throughput.json"))
     args = ap.parse_args()
-    import httpx
 
     from hllm_creator.llm.client import LLMConfig
+    from hllm_creator.process import wait_ready
     from hllm_creator.teacher.construct import ConstructConfig, construct
 
     proc = None
@@ -54,13 +54,8 @@ def main() -> None:
         proc = subprocess.Popen([str(BIN / "hllm-creator"), "serve", "llm", "--model", args.model, "--host",
                                  "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        for _ in range(600):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+        wait_ready(f"http://127.0.0.1:{port}", lambda: None if proc.poll() is None else "server exited",
+                   timeout=600, interval=1)
         base = f"http://127.0.0.1:{port}/openai/v1"
     results = {}
     try:

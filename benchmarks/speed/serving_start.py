@@ -83,7 +83,7 @@ def add_synthetic(b: Path, n: int, seed: int = 0) -> None:
 
 
 def measure(bundle: Path, log: Path, ad: str, history: list[str]) -> dict:
-    from hllm_creator.process import free_port, stop_process
+    from hllm_creator.process import free_port, stop_process, wait_ready
 
     port = free_port()
     t0 = time.time()
@@ -91,15 +91,8 @@ def measure(bundle: Path, log: Path, ad: str, history: list[str]) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "hllm_creator.cli", "serve", "predictor", "--model-dir",
                                  str(bundle), "--host", "127.0.0.1", "--port", str(port)], stdout=f, stderr=f)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_ready(f"http://127.0.0.1:{port}", lambda: None if proc.poll() is None else
+                   f"server exited: {log.read_text()[-2000:]}", interval=0.2)
         ready = time.time() - t0
         mem_ready = rss_mb(proc.pid)
         t1 = time.time()

@@ -78,22 +78,6 @@ def start(src: Path, port: int, log: Path, extra: list[str]) -> subprocess.Popen
     return subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    import httpx
-
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(url)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--old-rev", default="cd5920d", help="git revision of today's server")
@@ -102,7 +86,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "staggered_arrivals.json"))
     args = ap.parse_args()
-    from hllm_creator.process import free_port, stop_process
+    from hllm_creator.process import free_port, stop_process, wait_ready
 
     reqs = workload(args.n, args.span_s, args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="staggered-"))
@@ -116,7 +100,7 @@ def main() -> None:
         proc = start(src, port, tmp / f"{label}.log", extra)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(url, proc)
+            wait_ready(url, lambda p=proc: None if p.poll() is None else f"server exited {p.returncode}")
             asyncio.run(run_load(url, "smollm2-135m-instruct",  # warm-up
                                  [dict(r, at=0.0, max_tokens=8) for r in reqs[:2]]))
             result[label] = asyncio.run(run_load(url, "smollm2-135m-instruct", reqs))

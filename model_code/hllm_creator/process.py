@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,27 @@ class ServerHandle:
         return f"{self.url}/openai/v1"
 
 
+def wait_ready(url: str, exited: Callable[[], str | None], *, timeout: float = 300, interval: float = 0.5,
+               detail: Callable[[], str] = str) -> float:
+    """Poll ``url``/v2/health/ready until it answers 200; returns the seconds waited. ``exited()`` says
+    why the server is gone (RuntimeError) or None while it runs; ``detail()`` is added to a timeout."""
+    import httpx
+
+    t0 = time.monotonic()
+    while True:
+        why = exited()
+        if why is not None:
+            raise RuntimeError(why)
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return time.monotonic() - t0
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{url} not ready after {timeout}s{detail()}")
+        time.sleep(interval)
+
+
 def _exe() -> list[str]:
     return [sys.executable, "-m", "hllm_creator.cli"]
 
@@ -54,8 +75,6 @@ def _exe() -> list[str]:
 def serve_process(kind: str, args: list[str], *, port: int | None = None, timeout: float = 300,
                   log_dir: str | os.PathLike | None = None) -> Iterator[ServerHandle]:
     """Run ``hllm-creator serve KIND ARGS --host 127.0.0.1 --port PORT`` until the block exits."""
-    import httpx
-
     port = port or free_port()
     log = Path(log_dir or tempfile.mkdtemp(prefix="hllm-serve-")) / f"serve-{kind}-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -64,19 +83,9 @@ def serve_process(kind: str, args: list[str], *, port: int | None = None, timeou
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        t0 = time.time()
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"`hllm-creator serve {kind}` exited with {proc.returncode}; "
-                                   f"log {log}:\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() - t0 > timeout:
-                raise TimeoutError(f"`hllm-creator serve {kind}` not ready after {timeout}s; log {log}")
-            time.sleep(0.5)
+        wait_ready(url, lambda: None if proc.poll() is None else (
+            f"`hllm-creator serve {kind}` exited with {proc.returncode}; log {log}:\n{log.read_text()[-2000:]}"),
+            timeout=timeout, detail=lambda: f" (`hllm-creator serve {kind}`; log {log})")
         yield ServerHandle(url=url, proc=proc, log=log)
     finally:
         stop_process(proc)

@@ -25,6 +25,8 @@ import uuid
 import httpx
 import pytest
 
+from hllm_creator.process import wait_ready as poll_ready
+
 pytestmark = pytest.mark.skipif(os.environ.get("HLLM_CONTAINER_TEST") != "1",
                                 reason="container test: `make test-containers` (tests/containers/run.sh)")
 
@@ -57,18 +59,13 @@ class Container:
         return (r.stdout + r.stderr)[-6000:]
 
     def wait_ready(self, timeout: float = 420) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if not self.running():
-                code = docker("inspect", "-f", "{{.State.ExitCode}}", self.name, check=False).stdout.strip()
-                raise AssertionError(f"{self.name} exited ({code}) before ready:\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        raise AssertionError(f"{self.name} not ready in {timeout}s:\n{self.logs()}")
+        def exited():
+            if self.running():
+                return None
+            code = docker("inspect", "-f", "{{.State.ExitCode}}", self.name, check=False).stdout.strip()
+            return f"{self.name} exited ({code}) before ready:\n{self.logs()}"
+
+        poll_ready(self.url, exited, timeout=timeout, interval=2, detail=lambda: f" ({self.name}):\n{self.logs()}")
 
     def stop_on_sigterm(self, grace: float = 60) -> int:
         docker("kill", "--signal", "TERM", self.name)

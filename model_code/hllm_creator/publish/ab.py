@@ -16,6 +16,7 @@ import numpy as np
 from hllm_creator import tracking
 from hllm_creator.io import write_json
 from hllm_creator.serving.experiment import CONTROL, EXPOSURES, FEEDBACK, PERSONALIZED, VARIANTS, read_events
+from hllm_creator.stats import ratio_lift_ci
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,7 @@ def ab_summary(ex, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
                     "note": "a variant has no exposures or control has no clicks: no lift"})
         return out
     lift = p["ctr"] / c["ctr"] - 1
-    rng = np.random.default_rng(seed)
-    boots = np.empty(n_boot)
-    (ps, pn), (cs, cn) = per_user[PERSONALIZED], per_user[CONTROL]
-    for b in range(n_boot):
-        i = rng.integers(0, len(ps), len(ps))
-        j = rng.integers(0, len(cs), len(cs))
-        cc = cs[j].sum() / cn[j].sum()
-        boots[b] = (ps[i].sum() / pn[i].sum()) / cc - 1 if cc > 0 else np.nan
-    lo, hi = np.nanpercentile(boots, [2.5, 97.5])
+    lo, hi = ratio_lift_ci(*per_user[PERSONALIZED], *per_user[CONTROL], n_boot=n_boot, seed=seed)
     out.update({"lift": float(lift), "lift_ci_low": float(lo), "lift_ci_high": float(hi),
                 "ctr_diff": p["ctr"] - c["ctr"], "bootstrap": n_boot,
                 "significant": bool(lo > 0 or hi < 0)})
