@@ -3,8 +3,11 @@
 - ``tiny``: tiny random LLaMA backbones, a handful of users; the CI test of the whole DAG.
 - ``demo``: the README's main command on a 2-core CPU (SmolLM2 as teacher, backbone and judge;
   truncated Item/User LLMs; LoRA creative LLM), whole pipeline in <= 30 minutes.
-- ``production``: GPU nodes (TinyLlama/Qwen backbones, DeepSpeed), sharded embedding, the
-  teacher/judge behind an OpenAI-compatible endpoint from the ``hllm-creator-llm`` secret.
+- ``production``: GPU nodes (training preset ``gpu``: SmolLM2-135M as Item, User and Creative LLM,
+  DeepSpeed ZeRO-3, bf16), sharded embedding, the teacher/judge behind an OpenAI-compatible endpoint
+  from the ``hllm-creator-llm`` secret.
+- ``gpu-multinode``: ``production`` with training as a TrainJob (training preset ``gpu-multinode``:
+  TinyLlama-1.1B Item/User LLMs and Qwen3-8B Creative LLM from the shared volume).
 
 Each step section holds arguments of that step's component (names as in
 ``components/<step>/component.py``; what a section leaves out takes the component's default, which

@@ -115,8 +115,9 @@ def demo_cmd(
         return
     from hllm_creator.pipeline_commands import run_cmd
 
+    # every parameter given: called as a function, a typer.Option default would be a (truthy) OptionInfo
     run_cmd(preset=preset, pipeline_root=None, data=None, llm_url=None, run_name=None, no_cache=False, sets=None,
-            verbose=verbose)
+            verbose=verbose, docker_image=None, docker_state_dir=None)
 
 
 def main() -> None:

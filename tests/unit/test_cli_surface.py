@@ -217,3 +217,25 @@ def test_every_shipped_preset_passes_the_value_check():
 
     for name in PRESETS:
         check_preset_values(get_preset(name))
+
+
+def test_demo_runs_the_pipeline_in_subprocesses_not_docker(monkeypatch):
+    """`hllm-creator demo` calls run_cmd as a function: every option must arrive as a value (a typer
+    default left in place is a truthy OptionInfo, which once turned the demo into a docker run)."""
+    import hllm_creator.demo
+    import hllm_creator_kfp.pipelines.local_runner as lr
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_local(preset, **kw):  # a fake: records how the pipeline would start, runs nothing
+        seen.update(kw, preset=preset.name)
+        raise Stop
+
+    monkeypatch.setattr(hllm_creator.demo, "llm_roundtrip", lambda data_dir: "a title")
+    monkeypatch.setattr(lr, "run_local", fake_run_local)
+    r = CliRunner().invoke(app, ["demo", "--preset", "tiny"])
+    assert isinstance(r.exception, Stop), r.output
+    assert seen["preset"] == "tiny" and seen["docker"] is None and seen["pipeline_root"] is None
