@@ -138,7 +138,7 @@ class GenerateConfig(StepConfig):
                                      "close as the original)")
     max_pairs: int | None = Field(None, ge=1, description="only the first N selected pairs (smoke runs)")
     bf16: bool = Field(False, description="bf16 autocast for the Creative LLM (faster prefill on AMX CPUs and GPUs; "
-                       "benchmarks/batched_generation.py measures both)")
+                       "benchmarks/speed/batched_generation.py measures both)")
 
 
 def ad_of(item: dict) -> dict:
