@@ -20,7 +20,7 @@ PRESET_HELP = ("tiny (tiny-llama, tests, seconds) | demo (SmolLM2, pipeline demo
 
 # the model options the CLI has always offered (the rest of ModelConfig is the training preset's)
 MODEL_OPTIONS = ("item_llm", "user_llm", "creative_llm", "item_layers", "user_layers", "creative_layers",
-                 "predictor_ids", "predictor_text_bag")
+                 "item_max_tokens", "predictor_ids", "predictor_text_bag")
 
 
 @config_options(ModelConfig, only=MODEL_OPTIONS, overrides=True)
