@@ -45,7 +45,7 @@ STEP_CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     # publish has no config class: its parameters are the keyword arguments of publish.publish.publish
     "publish": (["hllm_creator.publish.publish:publish"], {}),
     "refresh_prepare": ([], {}),
-    "refresh_publish": (["hllm_creator.publish.refresh:RefreshConfig"], {}),
+    "refresh_publish": (["hllm_creator.publish.refresh_config:RefreshConfig"], {}),
 }
 REPO = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- parameters: generated from the step's config by `python -m hllm_creator_kfp.components._params` -->"

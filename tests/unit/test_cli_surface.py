@@ -239,3 +239,12 @@ def test_demo_runs_the_pipeline_in_subprocesses_not_docker(monkeypatch):
     r = CliRunner().invoke(app, ["demo", "--preset", "tiny"])
     assert isinstance(r.exception, Stop), r.output
     assert seen["preset"] == "tiny" and seen["docker"] is None and seen["pipeline_root"] is None
+
+
+def test_the_cli_imports_no_torch_kfp_or_mlflow():
+    """`hllm-creator --help` stays fast: the commands build their options from light config modules and
+    import the steps (torch, transformers, kfp, mlflow) only when they run."""
+    code = ("import sys, hllm_creator.cli; "
+            "print(sorted(m for m in ('torch', 'transformers', 'kfp', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import Field
 
 from hllm_creator import tracking
-from hllm_creator.config import StepConfig
 from hllm_creator.data import load_dataset
 from hllm_creator.data.feed import FEED_FILE, feed_hash, feed_items, load_feed
 from hllm_creator.data.prepare import prepare as prepare_dataset
@@ -58,41 +55,13 @@ from hllm_creator.infer.embed import load_model
 from hllm_creator.io import atomic_dir, write_json, write_parquet
 from hllm_creator.publish.bundle import BundleInputs, _link_or_copy
 from hllm_creator.publish.publish import publish
+from hllm_creator.publish.refresh_config import RefreshConfig
 from hllm_creator.serving.bundle import ARTIFACTS, bundle_paths, read_manifest
 from hllm_creator.teacher.gsb import GSBConfig, log_gsb, run_gsb, write_outputs
 
 log = logging.getLogger(__name__)
 
 REFRESH_META = "refresh_meta.json"
-
-
-# the field ``register`` shadows abc's ``register`` of every pydantic model class: meant, and the CLI
-# imports this config for its options, so pydantic's warning would open every command's output
-warnings.filterwarnings("ignore", message='Field name "register" in "RefreshConfig"', category=UserWarning)
-
-
-class RefreshConfig(StepConfig):
-    """Config of ``hllm-creator refresh``."""
-
-    feed: str = Field(..., description="the ad feed: CSV, TSV, JSONL or parquet (data.feed's contract)")
-    data_dir: str = Field(..., description="the dataset dir the bundle was trained on (its interactions: the "
-                                           "users the clusters were made of)")
-    bundle: str = Field(..., description="the served bundle dir (a downloaded models:/... is one)")
-    top_k: int = Field(3, ge=1, description="clusters selected per ad")
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
-    select: Literal["generated", "slot"] = Field("generated", description="generate's `select` (what is served)")
-    max_new_tokens: int = Field(40, ge=1)
-    batch_size: int = Field(16, ge=1, description="generations per Creative LLM call (generate and the "
-                            "personalization swap)")
-    bf16: bool = Field(False, description="bf16 autocast for the Creative LLM")
-    judge_samples: int = Field(0, ge=0, description="GSB samples of the new ads' titles (0 = no GSB; needs a judge)")
-    personalization: bool = Field(True, description="personalization figures of the new ads on held-out users")
-    heldout_share: float = Field(0.1, gt=0.0, le=1.0)
-    permutations: int = Field(2000, ge=0)
-    max_ads: int = Field(200, ge=1, description="personalization: the first N new ads")
-    swap_pairs: int | None = Field(32, ge=1, description="personalization: at most N pairs for the greedy slot swap "
-                                   "(two generations each; None = all)")
-    register: bool = Field(True, description="register the new bundle (alias candidate)")
 
 
 # ---- 1. prepare -----------------------------------------------------------------------------------

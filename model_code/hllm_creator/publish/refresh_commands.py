@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from hllm_creator.cli_options import config_options, step_config
-from hllm_creator.publish.refresh import RefreshConfig
+from hllm_creator.publish.refresh_config import RefreshConfig
 
 # the options both ways of running a refresh take (in process, or --kfp: the refresh pipeline)
 OPTIONS = ("top_k", "select", "max_new_tokens", "batch_size", "swap_pairs", "bf16", "judge_samples", "personalization",
