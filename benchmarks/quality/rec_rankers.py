@@ -582,13 +582,15 @@ def fit_head(feat: HLLMFeatures, sp: Split, cfg: dict, *, max_steps: int, eval_e
     from hllm_creator.model.predictor import recent_rows
 
     pred = feat.model.predictor
-    k0 = feat.start["id_recency"].numel() if "id_recency" in feat.start else 0
-    if k0 and pred.id_recency.numel() != k0:  # an earlier config changed it
-        pred.id_recency = torch.nn.Parameter(torch.zeros(k0))
+    recency = ("id_recency", "text_recency")  # the text bag's weights follow the ID part's length
+    for name in recency:  # an earlier config changed their length: back to the start state's
+        if name in feat.start and getattr(pred, name).numel() != feat.start[name].numel():
+            setattr(pred, name, torch.nn.Parameter(torch.zeros(feat.start[name].numel())))
     pred.load_state_dict(feat.start)
     k = int(cfg["recent"])
-    if pred.n_ids and pred.id_recency.numel() != k:
-        pred.id_recency = torch.nn.Parameter(torch.tensor([0.5 ** j for j in range(k)][::-1]))
+    for name in recency:
+        if pred.n_ids and hasattr(pred, name) and getattr(pred, name).numel() != k:
+            setattr(pred, name, torch.nn.Parameter(torch.tensor([0.5 ** j for j in range(k)][::-1])))
     ids_on = bool(pred.n_ids)
     none = pred.n_ids
     recent_q = recent_rows(feat.q_upto, k, none) if ids_on else None
