@@ -203,6 +203,35 @@ def test_hllm_head_refit_uses_the_protocol_positions_and_scores_every_user(small
     assert s.shape == (sp.n_users, sp.n_items) and np.isfinite(s).all()
 
 
+def test_hllm_head_refit_of_a_text_bag_model_at_another_recent_length(small_split, tmp_path):
+    """The text bag's recency weights follow the ID part's length when a config reads another number of
+    clicks than the model was saved with (3 -> 2 -> 4 -> 3), each config from the same start state."""
+    import torch
+    from helpers import tiny_model
+
+    from hllm_creator.data.text import item_text
+
+    ds, sp = small_split
+    torch.manual_seed(0)
+    m = tiny_model(seed=0, max_history=10, item_max_tokens=16, predictor_head="dot", item_pooling="mean",
+                   predictor_text_bag=True)
+    m.enable_item_ids(sp.item_ids, recent=3)
+    emb = m.encode_items([item_text(r) for r in ds.items.to_dict("records")], batch_size=64)
+    m.set_stats(emb, sp.hist)
+    m.predictor.enable_text_bag(emb)
+    d = Path(m.save(tmp_path / "model", json_files={"eval.json": {"untrained": True}}))
+    pd.DataFrame({"item_id": sp.item_ids, "embedding": list(emb.float().numpy())}).to_parquet(
+        d / "item_embeddings.parquet")
+    feat = rr.HLLMFeatures(str(d), sp, bf16=False)
+    assert feat.start["text_recency"].numel() == 3
+    for recent in (2, 4, 3):
+        _, score = rr.fit_head(feat, sp, {"lr": 2e-3, "weight_decay": 0.1, "recent": recent, "negatives": 16},
+                               max_steps=4, eval_every=2, patience=1, seed=0, batch=32)
+        pred = feat.model.predictor
+        assert pred.id_recency.numel() == pred.text_recency.numel() == recent
+        assert np.isfinite(score("test")).all()
+
+
 def test_cli_runs_rankers_one_at_a_time_and_assembles(small_split, tiny_hllm, tmp_path):
     from benchmarks.quality import recommendation as bench
 
