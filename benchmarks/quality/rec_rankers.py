@@ -635,9 +635,10 @@ def fit_head(feat: HLLMFeatures, sp: Split, cfg: dict, *, max_steps: int, eval_e
     for c in best["curve"]:
         c["step"] = c.pop("epoch") * eval_every
 
-    def scorer(stage: str, _state=state, _k=k) -> np.ndarray:
-        if pred.n_ids and pred.id_recency.numel() != _k:
-            pred.id_recency = torch.nn.Parameter(torch.zeros(_k))
+    def scorer(stage: str, _state=state) -> np.ndarray:
+        for name in recency:  # a later config may have changed their length
+            if name in _state and getattr(pred, name).numel() != _state[name].numel():
+                setattr(pred, name, torch.nn.Parameter(torch.zeros(_state[name].numel())))
         pred.load_state_dict(_state)
         return feat.score_as_is(stage)
 
