@@ -13,7 +13,7 @@ from hllm_creator.model.config import ModelConfig
 from hllm_creator.train.config import LossWeights, TrainConfig, build_config
 
 PRESET_HELP = ("tiny (tiny-llama, tests, seconds) | demo (SmolLM2, pipeline demo scale, a few minutes) | "
-               "cpu (SmolLM2, the full 2-core CPU run, ~11 min) | gpu (full backbones, DeepSpeed ZeRO-2, "
+               "cpu (SmolLM2, the full 2-core CPU run, ~14 min) | gpu (full backbones, DeepSpeed ZeRO-2, "
                "bf16, flash-attn when importable) | gpu-multinode (paper scale: TinyLlama-1.1B + Qwen3-8B, ZeRO-3, "
                "64 GPUs as a Kubeflow Trainer TrainJob; docs/train.md) | custom (only the flags)")
 
