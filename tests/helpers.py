@@ -247,14 +247,15 @@ def _tiny_serving_stack(out: Path, *, n_users: int, k: int, n_ads: int, top_k: i
                             "original_title": [sub.set_index("item_id").loc[i, "title"] for i in pairs["item_id"]],
                             "llm_output": "", "score": pairs["score"], "grounded": False,
                             "reasons": [["not generated"]] * len(pairs)})
-    from hllm_creator.creative.copy import is_copy as same_title
-    from hllm_creator.teacher.grounding import Ad, check_grounding
+    from hllm_creator.creative.ad import Ad
+    from hllm_creator.creative.copy import is_copy
+    from hllm_creator.creative.gate import check_grounding
 
     def prefix(title: str) -> str:  # a strict prefix that still differs from the original once folded
         w = str(title).split()
         return " ".join(w[: max(2, min(6, len(w) - 1))])
 
-    k = next((i for i, t in enumerate(cre["original_title"]) if not same_title(prefix(t), t)), 0)
+    k = next((i for i, t in enumerate(cre["original_title"]) if not is_copy(prefix(t), t)), 0)
     if k:
         cre = pd.concat([cre.iloc[[k]], cre.drop(index=cre.index[k])]).reset_index(drop=True)
     first = cre.iloc[0]

@@ -109,7 +109,7 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     from hllm_creator.creative import interests as I
-    from hllm_creator.creative.copy import is_copy as same_title
+    from hllm_creator.creative.copy import is_copy
     from hllm_creator.creative.facts import compose, core_title, fact_phrases
     from hllm_creator.creative.gate import catalog_names
     from hllm_creator.creative.holdout import HELDOUT_SHARE
@@ -170,7 +170,7 @@ def main() -> None:
         item = byid[ad]
         adr, core = ad_of(item), core_title(item["title"])
         keep = [(compose(core, f), f) for f in fact_phrases(adr, a.facts)]
-        keep = [(t, f) for t, f in keep if ground(t, adr, known)[0] and not same_title(t, item["title"])]
+        keep = [(t, f) for t, f in keep if ground(t, adr, known)[0] and not is_copy(t, item["title"])]
         titles, facts = [t for t, _ in keep], [f for _, f in keep]
         if len(titles) < 2:
             t = titles[0] if titles else item["title"]

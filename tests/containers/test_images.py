@@ -158,7 +158,8 @@ def test_predictor_v1_v2_and_metrics(predictor, stack):
 
 
 def test_creative_v1_v2(creative, stack):
-    from hllm_creator.teacher.grounding import Ad, check_grounding
+    from hllm_creator.creative.ad import Ad
+    from hllm_creator.creative.gate import check_grounding
 
     ad = {"title": "Gorilla Tape, Black Duct Tape, 1.88 in x 12 yd, 2 Pack",
           "description": "Double thick adhesive, tough all-weather shell.", "selling_points": ["all-weather"]}

@@ -33,7 +33,8 @@ AD = {"title": "Gorilla Tape, Black Duct Tape, 1.88 in x 12 yd, 2 Pack",
 
 
 def check_prediction(p: dict, ad: dict) -> None:
-    from hllm_creator.teacher.grounding import Ad, check_grounding
+    from hllm_creator.creative.ad import Ad
+    from hllm_creator.creative.gate import check_grounding
 
     assert set(p) >= {"title", "original_title", "cluster_id", "grounded", "personalized", "reasons"}
     assert p["original_title"] == ad["title"]

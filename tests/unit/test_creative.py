@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hllm_creator.creative.copy import is_copy as same_title
+from hllm_creator.creative.copy import is_copy
 from hllm_creator.creative.facts import compose, content_words, core_title, fact_phrases
 from hllm_creator.creative.holdout import is_heldout
 from hllm_creator.creative.prompts import CHAT_CLOSE, MAX_PROMPT2_TOKENS, PROMPT1, creative_prompts
@@ -37,7 +37,7 @@ def test_facts_and_titles_use_only_the_ads_words(bundled_dataset):
             assert {w.lower() for w in re.findall(r"[A-Za-z0-9]+", f)} <= src, (f, it["title"])
             assert set(content_words(f)) - title_cw, f"{f!r} adds nothing to {it['title']!r}"
             t = compose(core, f)
-            assert t.startswith(core) and not same_title(t, it["title"])
+            assert t.startswith(core) and not is_copy(t, it["title"])
     assert n_with > 0.8 * len(items)
 
 
@@ -113,12 +113,12 @@ def test_clean_title_and_same_title():
     assert clean_title('\n  "Title: Fast Glue for Hobbyists"\nmore') == "Fast Glue for Hobbyists"
     assert clean_title("1. **Strong tape**") == "Strong tape"
     assert clean_title("  \n ") == ""
-    assert same_title("Gorilla Tape, Black.", "gorilla  tape black")
-    assert not same_title("Gorilla Tape - Duct", "Gorilla Tape")
+    assert is_copy("Gorilla Tape, Black.", "gorilla  tape black")
+    assert not is_copy("Gorilla Tape - Duct", "Gorilla Tape")
     # an inflection is no other title (seen: "Plastics Transfer Pipettes" beside "Plastic Transfer Pipettes")
-    assert same_title("Plastics Transfer Pipettes 3ml - Good resistance to acetone",
+    assert is_copy("Plastics Transfer Pipettes 3ml - Good resistance to acetone",
                       "Plastic Transfer Pipettes 3ml - Good resistance to acetone")
-    assert not same_title("Plastic Transfer Pipettes - Made of polyethylene", "Plastic Transfer Pipettes - Acetone")
+    assert not is_copy("Plastic Transfer Pipettes - Made of polyethylene", "Plastic Transfer Pipettes - Acetone")
 
 
 def test_holdout_is_stable_and_near_its_share():

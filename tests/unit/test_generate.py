@@ -11,13 +11,14 @@ import pytest
 from helpers import tiny_embed_and_cluster
 from typer.testing import CliRunner
 
-from hllm_creator.creative.copy import normalize_title
+from hllm_creator.creative.ad import Ad
+from hllm_creator.creative.copy import is_copy, normalize_title
+from hllm_creator.creative.gate import check_grounding, title_quality
 from hllm_creator.data import load_dataset
 from hllm_creator.data.schema import DataError
 from hllm_creator.infer import generate as G
 from hllm_creator.infer import harm as H
 from hllm_creator.infer import match as M
-from hllm_creator.teacher.grounding import Ad, check_grounding, title_quality
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
         assert r.original_title == titles[r.item_id]
         ad = G.ad_of(by[r.item_id])
         ok, _ = G.ground(r.llm_output, ad)
-        assert r.grounded == (ok and not G.same_title(r.llm_output, r.original_title))
+        assert r.grounded == (ok and not is_copy(r.llm_output, r.original_title))
         assert (len(r.reasons) == 0) == r.grounded
         if r.source == "generated":
             assert r.grounded and r.title == r.llm_output
@@ -104,7 +105,7 @@ def test_generate_outputs_fallbacks_and_lookup(setup, tmp_path):
             assert r.source != "rescored" or not r.grounded
         else:
             assert r.source == "original" and r.title == r.original_title
-        assert r.personalized == (not G.same_title(r.title, r.original_title))
+        assert r.personalized == (not is_copy(r.title, r.original_title))
     assert meta["generations"] == len(cr) and meta["fallbacks"] == int((cr.source == "original").sum())
     assert sum(meta[f"source_{k}"] for k in G.SOURCES) == meta["generations"]
     # the default serves the greedy generation, else (a random decoder's output fails the gate) the
@@ -163,7 +164,7 @@ def test_title_quality_rejects_continuations_and_field_labels(title, ok):
 
 def _recs(titles_by_cluster: dict[int, str], item_id: str, original: str) -> list[dict]:
     return [{"item_id": item_id, "cluster_id": c, "score": 1.0 - 0.1 * k, "title": t, "source": "generated",
-             "personalized": not G.same_title(t, original)} for k, (c, t) in enumerate(titles_by_cluster.items())]
+             "personalized": not is_copy(t, original)} for k, (c, t) in enumerate(titles_by_cluster.items())]
 
 
 def test_make_distinct_gives_repeats_the_slots_pick_among_unserved_compositions(setup):

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from hllm_creator.teacher.grounding import Ad, GroundingResult, catalog_names, check_grounding, names_from_titles
+from hllm_creator.creative.ad import Ad
+from hllm_creator.creative.gate import GroundingResult, catalog_names, check_grounding, names_from_titles
 
 # (item_id of a bundled item, candidate title, expected ok, a word the reason must contain (or None))
 CASES = [

@@ -64,8 +64,7 @@ from tqdm.auto import tqdm
 from hllm_creator import tracking
 from hllm_creator.config import StepConfig
 from hllm_creator.creative.ad import Ad
-from hllm_creator.creative.copy import is_copy as same_title
-from hllm_creator.creative.copy import normalize_title
+from hllm_creator.creative.copy import is_copy, normalize_title
 from hllm_creator.creative.facts import compositions
 from hllm_creator.creative.gate import catalog_names, gate
 from hllm_creator.creative.prompts import N_FACTS
@@ -164,7 +163,7 @@ def candidate_titles(ad: dict, known_names=None, *, with_facts: bool = False):
     _, all_facts, composed = compositions(ad, N_FACTS)
     out, facts = [], []
     for f, t in zip(all_facts, composed):
-        if ground(t, ad, known_names)[0] and not same_title(t, ad["title"]):
+        if ground(t, ad, known_names)[0] and not is_copy(t, ad["title"]):
             out.append(t)
             facts.append(f)
     return (out, facts) if with_facts else out
@@ -221,7 +220,7 @@ def make_distinct(model, recs: list[dict], ads: dict, user_slot: np.ndarray, kno
                     j = free[slot_pick(model, user_slot[int(r["cluster_id"])], [facts_[x] for x in free])
                              if len(free) > 1 else 0]
                     r.update(title=titles_[j], source="distinct",
-                             personalized=not same_title(titles_[j], ads[iid]["title"]))
+                             personalized=not is_copy(titles_[j], ads[iid]["title"]))
                     key = normalize_title(titles_[j])
                     changed += 1
             used.add(key)
@@ -248,7 +247,7 @@ def pick_by_predictor(model, recs: list[dict], ads: dict, items: pd.DataFrame, c
     for r, opts in zip(recs, options):
         if opts:
             j = int(np.argmax(gains[k:k + len(opts)]))
-            r.update(title=opts[j], source="predictor", personalized=not same_title(opts[j], r["original_title"]))
+            r.update(title=opts[j], source="predictor", personalized=not is_copy(opts[j], r["original_title"]))
         k += len(opts)
 
 
@@ -292,7 +291,7 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
         ad = ads[iid]
         cand = clean_title(out)
         ok, reasons = ground(cand, ad, known_names)
-        if ok and same_title(cand, ad["title"]):
+        if ok and is_copy(cand, ad["title"]):
             ok, reasons = False, ["copy: the generation is the original title"]
         title, source = (cand, "generated") if ok else (ad["title"], "original")
         use_slot = cfg.select == "slot"
@@ -309,7 +308,7 @@ def generate_pairs(model, pairs: pd.DataFrame, items: pd.DataFrame, user_slot: n
         recs.append({"item_id": iid, "cluster_id": int(r["cluster_id"]), "original_title": ad["title"],
                      "llm_output": cand, "raw_output": out, "score": float(r["score"]), "grounded": ok,
                      "reasons": reasons, "title": title, "source": source,
-                     "personalized": not same_title(title, ad["title"])})
+                     "personalized": not is_copy(title, ad["title"])})
     if cfg.select == "predictor" and cluster_emb is not None:
         pick_by_predictor(model, recs, ads, items, cluster_emb, id_parts, known_names, cands, bf16=cfg.bf16)
     if cfg.distinct and hasattr(model, "fact_pointer"):

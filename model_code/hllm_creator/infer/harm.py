@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hllm_creator.creative.copy import is_copy as same_title
+from hllm_creator.creative.copy import is_copy
 from hllm_creator.data.text import item_text
 from hllm_creator.infer.embed import frozen_item_embeddings, item_texts
 
@@ -63,7 +63,7 @@ def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.nda
     gains = np.zeros(len(recs), dtype=np.float64)
     for k, r in enumerate(recs):
         item = by_id[r["item_id"]]
-        if same_title(r["title"], item["title"]):
+        if is_copy(r["title"], item["title"]):
             continue
         c = int(r["cluster_id"])
         u = torch.from_numpy(np.asarray(cluster_emb[c:c + 1], dtype=np.float32))
@@ -112,7 +112,7 @@ def content_gains(model, recs: list[dict], items: pd.DataFrame, content: np.ndar
     e = _unit(emb.float().cpu().numpy() if hasattr(emb, "float") else np.asarray(emb, dtype=np.float32))
     for k, r in enumerate(recs):
         original = by_id[r["item_id"]]["title"]
-        if same_title(r["title"], original):
+        if is_copy(r["title"], original):
             continue
         c = content[int(r["cluster_id"])]
         gains[k] = float(e[row[(r["item_id"], r["title"])]] @ c - e[row[(r["item_id"], original)]] @ c)
@@ -192,6 +192,6 @@ def harm_curve(cr: pd.DataFrame, thresholds=(-2.0, -1.0, -0.5, -0.25, -0.1, 0.0,
     (from each pair's ``harm_gain``; the audience fit at each threshold is the personalization step's)."""
     if not len(cr) or "harm_gain" not in cr.columns:
         return []
-    cand = ~np.array([same_title(c, o) for c, o in zip(cr["candidate_title"], cr["original_title"])])
+    cand = ~np.array([is_copy(c, o) for c, o in zip(cr["candidate_title"], cr["original_title"])])
     g = cr["harm_gain"].to_numpy()
     return [{"threshold": float(t), "personalized_share": float((cand & (g >= t)).mean())} for t in thresholds]

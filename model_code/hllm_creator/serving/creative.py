@@ -3,7 +3,7 @@
 Per instance: history -> item embeddings (cache; unknown titles encoded) -> User LLM -> nearest
 cluster (metric of ``cluster_meta.json``) -> the cluster's slot vector (``condition_on="cluster"``,
 default) or the user's own embedding (``"user"``) in the Creative LLM's user slot ->
-``HLLMCreator.generate`` -> ``teacher.grounding.check_grounding``. A title that fails the check is
+``HLLMCreator.generate`` -> ``creative.gate.check_grounding``. A title that fails the check is
 replaced by the ad's original title, with the reasons. Concurrent requests with the same generation
 settings are combined into one ``generate`` call (micro-batching, window ``--batch-wait-ms``).
 """
@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from hllm_creator.creative.copy import is_copy as same_title
+from hllm_creator.creative.copy import is_copy
 from hllm_creator.infer.generate import clean_title, ground
 from hllm_creator.infer.harm import title_content_gain, title_gain
 from hllm_creator.serving import metrics as M
@@ -84,7 +84,7 @@ class Creative(BatchedModel):
             cand = clean_title(raw[r])
             good, why = ground(cand, ads[r])
             res["candidate"] = cand
-            check = good and inst.do_no_harm and not same_title(cand, original) and user_emb is not None
+            check = good and inst.do_no_harm and not is_copy(cand, original) and user_emb is not None
             gain = title_gain(a.model, user_emb[r], ads[r], cand) if check else None
             cgain = title_content_gain(a.model, audience[r], ads[r], cand) \
                 if check and np.isfinite(audience[r]).all() else None
@@ -99,7 +99,7 @@ class Creative(BatchedModel):
             if harm:
                 self.fallback("do_no_harm")
                 res["reasons"] = reasons + harm + ["original title"]
-            elif good and not same_title(cand, original):
+            elif good and not is_copy(cand, original):
                 res.update(title=cand, grounded=True, personalized=True)
             elif good:  # passed the gate but is the original title: not a personalized title
                 self.fallback("not_grounded")

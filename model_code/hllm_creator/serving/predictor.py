@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 
-from hllm_creator.creative.copy import is_copy as same_title
+from hllm_creator.creative.copy import is_copy
 from hllm_creator.serving.base import BatchedModel, history_reasons
 from hllm_creator.serving.experiment import CONTROL, EXPOSURES, FEEDBACK, EventSink, exposure_event
 from hllm_creator.serving.runtime import REQUEST_ID
@@ -188,14 +188,14 @@ class Predictor(BatchedModel):
             # generate's served title (generated, or rescored from the ad's gated compositions, or the
             # original); personalized only when it differs from the original
             text = row["title"]
-            if not text.strip() or same_title(text, original):
+            if not text.strip() or is_copy(text, original):
                 self.fallback("not_grounded")
                 return base | {"title": original, "personalized": False,
                                "reasons": ["no personalized title passed the gate for this pair: original title", *rs]}
             return base | {"title": text, "personalized": True, "reasons": [], "source": str(row["source"])}
         grounded = bool(row.get("grounded", True))  # creatives.parquet written before served titles existed
         text = row.get("llm_output")
-        if not grounded or not isinstance(text, str) or not text.strip() or same_title(text, original):
+        if not grounded or not isinstance(text, str) or not text.strip() or is_copy(text, original):
             self.fallback("not_grounded")
             return base | {"title": original, "personalized": False,
                            "reasons": ["pre-generated title failed the grounding check: original title", *rs]}
