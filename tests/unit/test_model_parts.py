@@ -76,3 +76,26 @@ def test_predictor_catalog_switches_off_and_back(model):
     assert torch.equal(model.recent_index(hist), on)
     with pytest.raises(ValueError, match="twice"):
         model.enable_item_ids(["a", "a"])
+
+
+def test_inference_entry_points_show_their_options():
+    """infer.generate and the personalization swap read ``batch_size`` / ``autocast_bf16`` from these
+    signatures before passing them: a ``**kw`` wrapper would drop the options silently."""
+    import inspect
+
+    for name in ("generate", "encode_items", "encode_users"):
+        params = inspect.signature(getattr(HLLMCreator, name)).parameters
+        assert {"batch_size", "autocast_bf16"} <= set(params), name
+
+
+def test_title_gain_leaves_the_shared_catalog_alone(model):
+    """The server's per-request do-no-harm estimate scores an ad outside the catalog without switching
+    the shared model's ID catalog off and on (a rebuild of its index per request)."""
+    import numpy as np
+
+    from hllm_creator.infer.harm import title_gain
+
+    catalog = model.predictor.catalog
+    ad = {"title": "Gorilla Glue Stick, 2 Pack", "description": "", "selling_points": ["dries clear"]}
+    g = title_gain(model, np.zeros(model.user_hidden_size, dtype="float32"), ad, "Gorilla Glue Stick, Dries Clear")
+    assert np.isfinite(g) and model.predictor.catalog is catalog

@@ -49,17 +49,19 @@ def title_vectors(model, recs: list[dict], items: pd.DataFrame, *, bf16: bool = 
 
 
 def harm_gains(model, recs: list[dict], items: pd.DataFrame, cluster_emb: np.ndarray,
-               id_parts: np.ndarray | None = None, *, bf16: bool = False, vectors=None) -> np.ndarray:
+               id_parts: np.ndarray | None = None, *, bf16: bool = False, vectors=None,
+               ids: bool = True) -> np.ndarray:
     """The product's own estimate of what a served title does for its audience, per record: the
     Item-User predictor's log-odds of a click by the cluster (``cluster_emb``: the member-mean user
     embeddings match scores with, plus the hybrid predictor's ``id_parts``) on the record's ``title``
     (read whole by the Item LLM, up to ``HARM_MAX_TOKENS``), minus the same with the original title.
-    0 for a record serving the original. The evaluation ruler plays no part in it."""
+    0 for a record serving the original. The evaluation ruler plays no part in it. ``ids=False``:
+    the LLM towers alone (an ad outside the ID catalog)."""
     import torch
 
     by_id = {r["item_id"]: r for r in items.to_dict("records")}
     emb, row = vectors if vectors is not None else title_vectors(model, recs, items, bf16=bf16)
-    use_ids = bool(getattr(model, "predictor_items", None))
+    use_ids = ids and bool(getattr(model, "predictor_items", None))
     gains = np.zeros(len(recs), dtype=np.float64)
     for k, r in enumerate(recs):
         item = by_id[r["item_id"]]
@@ -142,13 +144,10 @@ def title_gain(model, user_emb: np.ndarray, ad: dict, title: str, *, id_part: np
     original title."""
     items = pd.DataFrame([{**ad, "item_id": "_ad", "categories": ad.get("categories") or []}])
     rec = {"item_id": "_ad", "cluster_id": 0, "title": title}
-    keep = getattr(model, "predictor_items", None)
-    try:  # the ad has no ID in the predictor's table: its text alone is scored
-        model.predictor_items = None
-        return float(harm_gains(model, [rec], items, np.asarray(user_emb, dtype=np.float32)[None],
-                                None if id_part is None else np.asarray(id_part)[None])[0])
-    finally:
-        model.predictor_items = keep
+    # the ad has no ID in the predictor's table: its text alone is scored (the shared model is not
+    # touched: this runs per request in the server)
+    return float(harm_gains(model, [rec], items, np.asarray(user_emb, dtype=np.float32)[None],
+                            None if id_part is None else np.asarray(id_part)[None], ids=False)[0])
 
 
 def title_content_gain(model, content: np.ndarray, ad: dict, title: str) -> float:

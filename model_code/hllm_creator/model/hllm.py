@@ -196,10 +196,9 @@ class HLLMCreator(nn.Module):
     def tokenize_items(self, texts: list[str]) -> SlotBatch:
         return text_batch(self.tokenizers["item"], texts, self.cfg.item_max_tokens, append_slot=True)
 
-    def encode_items(self, texts: list[str], batch_size: int = 32, progress: bool = False,
-                     autocast_bf16: bool = False) -> torch.Tensor:
-        """Item texts -> [n, item_hidden] float32 embeddings (no grad)."""
-        return generation.encode_items(self, texts, batch_size, progress, autocast_bf16)
+    # the inference entry points are the ``generation`` functions themselves (their own signatures:
+    # callers such as infer.generate read ``batch_size`` / ``autocast_bf16`` from them)
+    encode_items = generation.encode_items
 
     def item_embeddings(self, idx: torch.Tensor) -> torch.Tensor:
         """Catalog indices -> item embeddings: from the frozen cache, else encoded with grad."""
@@ -244,10 +243,7 @@ class HLLMCreator(nn.Module):
         start = len(prompt) if self.cfg.user_layout == "prompt_items_user" else 0
         return user, out.last_hidden_state[:, start:start + max(n_items)]
 
-    def encode_users(self, item_emb_seqs: list[torch.Tensor], batch_size: int = 64,
-                     autocast_bf16: bool = False, progress: bool = False, desc: str = "encode users") -> torch.Tensor:
-        """Histories -> [n, user_hidden] float32 (no grad)."""
-        return generation.encode_users(self, item_emb_seqs, batch_size, autocast_bf16, progress, desc)
+    encode_users = generation.encode_users
 
     @torch.no_grad()
     def set_stats(self, item_emb: torch.Tensor, histories: list[list[int]], n_users: int = 512) -> None:
@@ -258,11 +254,7 @@ class HLLMCreator(nn.Module):
             self.predictor.set_stats(user_emb=self.encode_users([item_emb[h] for h in sample]))
 
     # ------------------------------------------------------------------ predictor
-    def score(self, user_emb: torch.Tensor, item_emb: torch.Tensor, *, recent: torch.Tensor | None = None,
-              item_index: torch.Tensor | None = None, user_id_part: torch.Tensor | None = None) -> torch.Tensor:
-        """All (user, item) pairs -> match probabilities [n, m] in [0, 1] (``generation.score``)."""
-        return generation.score(self, user_emb, item_emb, recent=recent, item_index=item_index,
-                                user_id_part=user_id_part)
+    score = generation.score
 
     # ------------------------------------------------------------------ creative LLM
     def slot_embedding(self, user_emb: torch.Tensor) -> torch.Tensor:
@@ -306,10 +298,7 @@ class HLLMCreator(nn.Module):
     def profile_batch(self, profiles: list[str]) -> SlotBatch:
         return collate.profile_batch(self.tokenizers["creative"], profiles)
 
-    def generate(self, user_emb: torch.Tensor, prompt1: list[str], prompt2: list[str], **kw) -> list[str]:
-        """Batched generation (left padding) from prompt1 + [projector(user_emb)] + prompt2
-        (``generation.generate``: sampling settings, seed, batch size, bf16 autocast)."""
-        return generation.generate(self, user_emb, prompt1, prompt2, **kw)
+    generate = generation.generate
 
     # ------------------------------------------------------------------ objectives (``losses``)
     def creative_loss(self, user_emb: torch.Tensor, batch: SlotBatch) -> torch.Tensor:
