@@ -55,7 +55,6 @@ def personalization_eval(
         swap_pairs: At most N pairs for the greedy swap (0 = all).
         judge_max_tokens: Max tokens of each judge reply.
         batch_size: Generation / NLL batch.
-        bootstrap: Bootstrap resamples for the CIs.
         seed: Seed of member sampling, the shuffle and the bootstrap.
         cache_path: sqlite judge-reply cache (None = default under $HLLM_WORKDIR).
     """

@@ -40,10 +40,10 @@ def _scalar(annotation) -> tuple[type, bool]:
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1:
             return _scalar(rest[0])[0], True
-    elif origin is Literal:  # the choices are the config's to check (one error naming the option)
+    elif origin is Literal:  # typer shows the choices (<a|b>) and refuses any other value
         kinds = {type(a) for a in args}
         if len(kinds) == 1 and kinds <= set(_SCALARS):
-            return kinds.pop(), False
+            return annotation, False
     elif annotation in _SCALARS:
         return annotation, False
     raise TypeError(f"no CLI option for a field of type {annotation!r}")

@@ -23,7 +23,7 @@ class PersonalizationConfig(StepConfig):
     train_set: str | None = Field(None, description="construct's train.parquet (or its dir): held-out rows "
                                                     "for the NLL test; none = NLL not measured")
     max_ads: int | None = Field(20, ge=1, description="the first N ads of creatives.parquet")
-    members_per_cluster: int | None = Field(None, ge=1, description="held-out members per cluster (seeded sample); "
+    members_per_cluster: int | None = Field(None, ge=1, description="at most N held-out members per cluster (seeded sample); "
                                             "none = every held-out member")
     permutations: int = Field(2000, ge=0, description="random deals of each ad's served titles to its clusters "
                               "for the audience fit's permutation test (0 = no test)")
@@ -36,7 +36,7 @@ class PersonalizationConfig(StepConfig):
     bf16: bool = Field(False, description="bf16 autocast for the greedy swap titles (the NLL test stays float32)")
     slot: Literal["medoid", "mean"] = Field("medoid", description="the cluster's slot, as generate uses it: the "
                                             "member nearest the centroid (medoid) or the mean member embedding")
-    bootstrap: int = Field(2000, ge=100)
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the 95% CIs")
     seed: int = 0
     interests_top: int = Field(3, ge=1, description="top interests shown per cluster")
     judge_samples: int = Field(0, ge=0, description="cross-cluster GSB samples (0 = no judge)")
