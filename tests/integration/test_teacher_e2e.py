@@ -34,8 +34,8 @@ def _env(base_url, model, tmp_path):
 
 
 def test_construct_resume_and_gsb(tmp_path, bundled_dataset, llm_server):
+    from hllm_creator.creative.gate import title_reasons
     from hllm_creator.teacher.construct import adds_content_word
-    from hllm_creator.teacher.construct import gate_title as title_reasons
 
     base_url, model = llm_server
     env = _env(base_url, model, tmp_path)

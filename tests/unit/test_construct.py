@@ -6,11 +6,11 @@ import json
 
 import pandas as pd
 
+from hllm_creator.creative.gate import title_reasons
 from hllm_creator.creative.holdout import is_heldout
 from hllm_creator.data import leave_last_out
 from hllm_creator.infer.match import default_ads
 from hllm_creator.teacher.construct import REFERENCE_COLUMNS, ConstructConfig, adds_content_word, construct
-from hllm_creator.teacher.construct import gate_title as title_reasons
 
 
 def test_deterministic_construct_is_contrastive_grounded_and_holds_users_out(tmp_path, bundled_dataset):

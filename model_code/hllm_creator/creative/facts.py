@@ -310,8 +310,6 @@ def compose(core: str, phrase: str) -> str:
 
 
 # ---- what is kept of the original within the title budget (``gate.form.TITLE_MAX_CHARS``) --------
-FACT_MAX_CHARS = 48
-"""The longest fact phrase (``fact_phrases``' ``max_chars``)."""
 
 _PART = re.compile(r"(\s*(?:[;|]|(?<!\d),|,(?!\d))\s*|(?<!\d)\s+[-\u2013\u2014]\s+|\s+[-\u2013\u2014]\s+(?!\d)|\s+/\s+|\s*[(\[][^()\[\]]*[)\]]\s*)")
 _PACK = re.compile(r"^[(\[]?\s*(?:(?:pack|set|box|case|bag|lot|kit|bundle)\s+of\s+[\d,]+(?:\s+\w+)?|[\d,]+\s*[- ]?"

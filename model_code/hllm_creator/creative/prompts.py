@@ -28,7 +28,6 @@ CHAT_CLOSE = "<|im_end|>\n<|im_start|>assistant\n"
 RESPONSE_END = "<|im_end|>"
 PROMPT1 = CHAT_OPEN.format(system=SYSTEM) + "Shopper:"
 PROMPT2 = "{ad: product core, numbered facts, original title}" + CHAT_CLOSE
-PROMPT_VERSION = VERSION
 DESC_CHARS = 300  # v1 only: the description's character budget
 # token budgets per field (with a tokenizer) and their character stand-ins (without one)
 # (the base: the title budget of 150 characters is about 40 SmolLM2 tokens)
@@ -68,7 +67,7 @@ def ad_fields(ad: Any) -> dict:
             "categories": list(cats.tolist() if hasattr(cats, "tolist") else (cats or []))}
 
 
-def creative_prompts(ad: Any, tokenizer=None, *, facts: list[str] | None = None, version: str = PROMPT_VERSION,
+def creative_prompts(ad: Any, tokenizer=None, *, facts: list[str] | None = None, version: str = VERSION,
                      desc_chars: int = DESC_CHARS) -> tuple[str, str]:
     """``(prompt1, prompt2)`` for an ad ``{title, description?, selling_points?}`` (dict, Ad or items
     row), framed as a ChatML turn; ``facts`` default to ``fact_phrases(ad)``. ``version="v1"`` keeps

@@ -63,12 +63,11 @@ from tqdm.auto import tqdm
 
 from hllm_creator import tracking
 from hllm_creator.config import StepConfig
-from hllm_creator.creative.ad import Ad
 from hllm_creator.creative.copy import is_copy, normalize_title
 from hllm_creator.creative.facts import compositions
-from hllm_creator.creative.gate import catalog_names, gate
+from hllm_creator.creative.gate import catalog_names, title_reasons
 from hllm_creator.creative.prompts import N_FACTS
-from hllm_creator.creative.titles import clean_title  # noqa: F401  (the one cleaner)
+from hllm_creator.creative.titles import clean_title
 from hllm_creator.data import load_dataset
 from hllm_creator.data.schema import DataError
 from hllm_creator.infer import cluster as cl
@@ -148,11 +147,8 @@ def ad_of(item: dict) -> dict:
 
 
 def ground(title: str, ad: dict, known_names=None) -> tuple[bool, list[str]]:
-    """The checks every served title passes: the gate, for this ad (an items row or ``Ad``); an
-    empty output fails as such."""
-    if not (title or "").strip():
-        return False, ["empty output"]
-    reasons = gate(title, ad if isinstance(ad, Ad) else Ad.from_item(dict(ad)), known_names=known_names).reasons
+    """(servable, reasons) of ``title_reasons``: the gate every served title passes."""
+    reasons = title_reasons(title, ad, known_names)
     return not reasons, reasons
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hllm_creator.creative.prompts import PROMPT_VERSION, creative_prompts
+from hllm_creator.creative.prompts import VERSION, creative_prompts
 from hllm_creator.llm.backbone import load_causal_lm
 from hllm_creator.model import checkpoint, collate, generation, losses
 from hllm_creator.model.checkpoint import PARTS
@@ -87,7 +87,7 @@ class HLLMCreator(nn.Module):
         self.item_cache: torch.Tensor | None = None   # [n_items, dI] frozen item embeddings (training)
         self.item_tokens: SlotBatch | None = None     # tokenized catalog (training, Item LLM not frozen)
         self._hash: str | None = None
-        cfg.prompt_version = cfg.prompt_version or PROMPT_VERSION
+        cfg.prompt_version = cfg.prompt_version or VERSION
 
     def param_part(self, name: str) -> str:
         """Which part a parameter (its ``named_parameters`` name) trains with: the backbone's

@@ -9,10 +9,6 @@ from typing import Optional
 import typer
 
 
-def _echo_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
-
-
 def publish_cmd(
     run_dir: Optional[Path] = typer.Argument(None, help="A KFP run dir (<pipeline_root>/hllm-creator-<timestamp>); "
                                                         "or give the step outputs one by one below."),

@@ -27,7 +27,6 @@ from typing import Any
 PERSONALIZED, CONTROL = "personalized", "control"
 VARIANTS = (PERSONALIZED, CONTROL)
 EXPOSURES, FEEDBACK = "exposures", "feedback"
-FEEDBACK_EVENTS = ("click",)
 
 
 @dataclass(frozen=True)

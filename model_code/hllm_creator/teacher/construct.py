@@ -38,9 +38,8 @@ from pydantic import Field
 
 from hllm_creator.config import StepConfig
 from hllm_creator.creative import interests as I
-from hllm_creator.creative.ad import Ad
 from hllm_creator.creative.facts import compose, compositions, content_words
-from hllm_creator.creative.gate import TITLE_MAX_CHARS, TITLE_MAX_WORDS, catalog_names, gate
+from hllm_creator.creative.gate import TITLE_MAX_CHARS, TITLE_MAX_WORDS, catalog_names, title_reasons
 from hllm_creator.creative.holdout import is_heldout
 from hllm_creator.creative.prompts import VERSION, creative_prompts
 from hllm_creator.creative.titles import clean_title
@@ -82,14 +81,6 @@ class ConstructConfig(StepConfig):
                                  "gate's): a composition keeps the original within it (creative.facts.keep_original)")
     prompt_version: str = "v2"
     llm: LLMConfig = Field(default_factory=LLMConfig)
-
-
-def gate_title(title: str, item: dict, known: set[str] | None = None) -> list[str]:
-    """Reasons a title cannot be served for ``item`` (the one gate of construct, generate, serving);
-    an empty output fails as such."""
-    if not (title or "").strip():
-        return ["empty output"]
-    return gate(title, Ad.from_item(dict(item)), known_names=known).reasons
 
 
 def adds_content_word(title: str, original: str) -> bool:
@@ -170,7 +161,7 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
         facts = []
         for f, t in zip(all_facts, composed):
             n_facts_total += 1
-            why = gate_title(t, item, known)
+            why = title_reasons(t, item, known)
             if why:
                 rejected.append({"user_id": None, "target_item_id": ad, "step": "fact", "reason": "; ".join(why),
                                  "candidate_title": t, "raw_reply": ""})
@@ -226,7 +217,7 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
                 cand = None
             else:
                 cand = clean_title(r.value["title"])
-                why = gate_title(cand, item, known) + keeps_product_and_fact(cand, pending[k]["core"],
+                why = title_reasons(cand, item, known) + keeps_product_and_fact(cand, pending[k]["core"],
                                                                               pending[k]["fact"])
                 if not why and not adds_content_word(cand, item["title"]):
                     why = ["copy: adds no content word beyond the original title"]
@@ -247,7 +238,7 @@ def construct(cfg: ConstructConfig, client=None) -> dict:
         item = items[r["ad"]]
         title, source = titles[(r["ad"], r["fact_index"])]
         uid = str(users.at[r["user"], "user_id"])
-        why = gate_title(title, item, known)
+        why = title_reasons(title, item, known)
         if not adds_content_word(title, item["title"]):
             why.append("copy: adds no content word beyond the original title")
         if why:

@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 
 from hllm_creator.creative.prompts import creative_prompts, frame
-from hllm_creator.creative.prompts import creative_prompts as ad_prompts
 from hllm_creator.data.schema import DataError
 from hllm_creator.data.text import item_text
 from hllm_creator.model.collate import fact_batch
@@ -71,7 +70,7 @@ def build_standin(ds, users: pd.DataFrame, n_rows: int, seed: int = 0) -> pd.Dat
         hitems = [items.loc[x].to_dict() for x in hist]
         ad = items.loc[u["valid_target"]].to_dict()
         ad_d = {"title": ad["title"], "description": ad["description"], "selling_points": _list(ad["selling_points"])}
-        p1, p2 = ad_prompts(ad_d)
+        p1, p2 = creative_prompts(ad_d)
         rows.append({"user_profile": template_profile(hitems), "original_title": ad["title"],
                      "original_description": ad["description"], "prompt1": p1, "prompt2": p2,
                      "response": " ".join(str(ad["title"]).split()[:20]),

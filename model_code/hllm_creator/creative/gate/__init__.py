@@ -134,6 +134,14 @@ def check_grounding(title: str, ad: Ad, *, known_names: Iterable[str] | None = N
     return GroundingResult(ok=not uniq, reasons=uniq)
 
 
+def title_reasons(title: str, ad, known_names: Iterable[str] | None = None) -> list[str]:
+    """Why ``title`` cannot be served for ``ad`` (an items row or ``Ad``): ``gate``'s reasons, [] =
+    servable; an empty model output fails as such. What construct, generate and serving call."""
+    if not (title or "").strip():
+        return ["empty output"]
+    return gate(title, ad if isinstance(ad, Ad) else Ad.from_item(dict(ad)), known_names=known_names).reasons
+
+
 def gate(title: str, ad: Ad, *, known_names: Iterable[str] | None = None, max_words: int | None = None,
          max_chars: int | None = None, original_title: str | None = None) -> GroundingResult:
     """The one check every emitted title passes (construct, generate, serving): ``check_grounding``
