@@ -38,7 +38,7 @@ STEP_CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "generate": (["hllm_creator.infer.generate:GenerateConfig"], {"max_pairs": None}),
     "gsb_eval": (["hllm_creator.teacher.gsb:GSBConfig", "hllm_creator.llm.client:LLMConfig"],
                  {"max_samples": None, **_OWN_CACHE}),
-    "personalization_eval": (["hllm_creator.evaluate.personalization:PersonalizationConfig",
+    "personalization_eval": (["hllm_creator.evaluate.config:PersonalizationConfig",
                               "hllm_creator.llm.client:LLMConfig"],
                              {"judge_base_url": "base_url", "judge_model": "model", "members_per_cluster": None,
                               "swap_pairs": None, **_OWN_CACHE}),

@@ -113,11 +113,9 @@ def demo_cmd(
     llm_roundtrip(work_dir() / "data" / "amazon_scientific")  # a real SmolLM2 reply via the openai client
     if llm_only:
         return
-    from hllm_creator.pipeline_commands import run_cmd
+    from hllm_creator.pipeline_commands import run_pipeline
 
-    # every parameter given: called as a function, a typer.Option default would be a (truthy) OptionInfo
-    run_cmd(preset=preset, pipeline_root=None, data=None, llm_url=None, run_name=None, no_cache=False, sets=None,
-            verbose=verbose, docker_image=None, docker_state_dir=None)
+    run_pipeline(preset, verbose=verbose)
 
 
 def main() -> None:

@@ -99,6 +99,17 @@ def run_cmd(
     users, 95% CIs), then the MLflow parent run's URL and the command that opens the UI. A re-run
     reuses the steps whose inputs did not change (KFP local cache under the pipeline root).
     """
+    run_pipeline(preset, pipeline_root=pipeline_root, data=data, llm_url=llm_url, run_name=run_name,
+                 no_cache=no_cache, sets=sets, verbose=verbose, docker_image=docker_image,
+                 docker_state_dir=docker_state_dir)
+
+
+def run_pipeline(preset: str, *, pipeline_root: Path | None = None, data: Path | None = None,
+                 llm_url: str | None = None, run_name: str | None = None, no_cache: bool = False,
+                 sets: list[str] | None = None, verbose: bool = False, docker_image: str | None = None,
+                 docker_state_dir: Path | None = None) -> None:
+    """``hllm-creator run`` as a plain function (``demo`` calls it too): every default is a value,
+    not a typer option."""
     from hllm_creator.tracking import resolve_tracking_uri
     from hllm_creator_kfp.pipelines.local_runner import DockerSettings, run_local
 

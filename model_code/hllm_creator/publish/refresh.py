@@ -36,7 +36,7 @@ from hllm_creator.data import load_dataset
 from hllm_creator.data.feed import FEED_FILE, feed_hash, feed_items, load_feed
 from hllm_creator.data.prepare import prepare as prepare_dataset
 from hllm_creator.data.schema import DataError, dataset_fingerprint
-from hllm_creator.evaluate.personalization import PersonalizationConfig
+from hllm_creator.evaluate.config import PersonalizationConfig
 from hllm_creator.evaluate.personalization import run as pers_run
 from hllm_creator.infer import generate as G
 from hllm_creator.infer import match as M

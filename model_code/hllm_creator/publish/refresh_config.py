@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from hllm_creator.config import StepConfig
+from hllm_creator.creative.holdout import HELDOUT_SHARE
 
 # the field ``register`` shadows abc's ``register`` of every pydantic model class: meant, and the CLI
 # imports this config for its options, so pydantic's warning would open every command's output
@@ -32,7 +33,7 @@ class RefreshConfig(StepConfig):
     bf16: bool = Field(False, description="bf16 autocast for the Creative LLM")
     judge_samples: int = Field(0, ge=0, description="GSB samples of the new ads' titles (0 = no GSB; needs a judge)")
     personalization: bool = Field(True, description="personalization figures of the new ads on held-out users")
-    heldout_share: float = Field(0.1, gt=0.0, le=1.0)
+    heldout_share: float = Field(HELDOUT_SHARE, gt=0.0, le=1.0)
     permutations: int = Field(2000, ge=0)
     max_ads: int = Field(200, ge=1, description="personalization: the first N new ads")
     swap_pairs: int | None = Field(32, ge=1, description="personalization: at most N pairs for the greedy slot swap "
