@@ -128,8 +128,8 @@ def _cell(text: str) -> str:
 
 
 def table(step: str) -> str:
-    """The component's inputs as a markdown table: parameter, type, default, meaning. The meaning of
-    a parameter is its config field's description, else the component docstring's."""
+    """The component's inputs and outputs as a markdown table: parameter, type, default, meaning. The
+    meaning of a parameter is its config field's description, else the component docstring's."""
     comp = component(step)
     func = comp.python_func
     fields = config_fields(step)
@@ -137,8 +137,6 @@ def table(step: str) -> str:
     rows = ["| parameter | type | default | meaning |", "|---|---|---|---|"]
     for name, p in inspect.signature(func).parameters.items():
         ann = _type(p.annotation)
-        if ann.startswith("Output"):
-            continue
         field = field_of(step, name, p.annotation, fields)
         meaning = (field[1] if field and field[1] else None) or doc.get(name, "")
         default = "" if p.default is inspect.Parameter.empty else f"`{p.default!r}`"
@@ -151,20 +149,11 @@ def readme(step: str) -> Path:
 
 
 def render(step: str, text: str) -> str:
-    """``text`` (a README) with its generated table replaced (or added after the first paragraph)."""
-    block = f"{BEGIN}\n{table(step)}\n{END}"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1]
-    lines = text.split("\n")
-    rows = [i for i, line in enumerate(lines) if line.startswith("|")]
-    if not rows:  # no hand-written table: the generated one after the first paragraph
-        first, sep, rest = text.partition("\n\n")
-        return f"{first}\n\n{block}\n\n{rest}" if sep else f"{text.rstrip()}\n\n{block}\n"
-    end = rows[0]
-    while end < len(lines) and lines[end].startswith("|"):
-        end += 1
-    return "\n".join(lines[:rows[0]] + [block] + lines[end:])
+    """``text`` (a README) with its generated table (between the markers) replaced."""
+    if BEGIN not in text:
+        raise ValueError(f"components/{step}/README.md has no {BEGIN} ... {END} block for the table")
+    head, rest = text.split(BEGIN, 1)
+    return head + f"{BEGIN}\n{table(step)}\n{END}" + rest.split(END, 1)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,10 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     if stale:
         print(("stale: " if check else "rewrote: ") + ", ".join(stale))
     return 1 if check and stale else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def describe(comp):
@@ -206,3 +191,7 @@ def described(step: str) -> set[str]:
     fields = config_fields(step)
     return {n for n, p in inspect.signature(func).parameters.items()
             if (f := field_of(step, n, p.annotation, fields)) and f[1]}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

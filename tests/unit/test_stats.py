@@ -106,6 +106,16 @@ def test_ratio_lift_ci_is_the_ab_readouts_user_bootstrap():
     _close(hi, s["lift_ci_high"])
     (pc, pn), (cc, cn) = arms["personalized"], arms["control"]
     assert lo < pc.sum() / pn.sum() / (cc.sum() / cn.sum()) - 1 < hi
+    # the draws written out (the A/B readout's before it called stats): a's users, then b's, per replicate
+    rng = np.random.default_rng(4)
+    boots = []
+    for _ in range(700):
+        i, j = rng.integers(0, len(pc), len(pc)), rng.integers(0, len(cc), len(cc))
+        rb = cc[j].sum() / cn[j].sum()
+        boots.append(pc[i].sum() / pn[i].sum() / rb - 1 if rb > 0 else np.nan)
+    ref_lo, ref_hi = np.nanpercentile(boots, [2.5, 97.5])
+    _close(lo, ref_lo)
+    _close(hi, ref_hi)
 
 
 def test_permutation_summary_add_one_p_and_null_range():
