@@ -41,12 +41,6 @@ def _projector(kind: str, d_in: int, d_out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
 
 
-def _body(lm):
-    """The decoder stack (``LlamaModel``) of a causal LM, through a peft wrapper if any."""
-    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-    return base.model
-
-
 class HLLMCreator(nn.Module):
     BACKBONES = ("item_llm", "user_llm", "creative")  # every other parameter belongs to a head
 
@@ -54,8 +48,8 @@ class HLLMCreator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tokenizers = tokenizers  # part -> tokenizer (not a module)
-        self.item_llm = _body(item_lm)   # decoder stack only: no LM head needed
-        self.user_llm = _body(user_lm)
+        self.item_llm = losses.decoder_body(item_lm)   # decoder stack only: no LM head needed
+        self.user_llm = losses.decoder_body(user_lm)
         self.creative = creative_lm      # causal LM (may become a peft model)
         dI, dU, dC = (self.item_llm.config.hidden_size, self.user_llm.config.hidden_size,
                       creative_lm.config.hidden_size)

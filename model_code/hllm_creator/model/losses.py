@@ -197,11 +197,16 @@ def recon_loss(model, user_emb: torch.Tensor, batch: SlotBatch) -> torch.Tensor:
     return model._slot_forward(batch, model.profile_projector(model.predictor.std_user(user_emb))).loss
 
 
+def decoder_body(lm):
+    """The decoder stack (``LlamaModel``) of a causal LM, through a peft wrapper if any."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return base.model
+
+
 def profile_embedding(model, batch: SlotBatch) -> torch.Tensor:
     """The decoder's embedding of a text: mean of its last hidden states over real tokens."""
     b = batch.to(model.device)
-    lm = model.creative.get_base_model() if hasattr(model.creative, "get_base_model") else model.creative
-    h = lm.model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+    h = decoder_body(model.creative)(input_ids=b.input_ids, attention_mask=b.attention_mask,
                  position_ids=position_ids(b.attention_mask)).last_hidden_state
     m = b.attention_mask[..., None].to(h.dtype)
     return (h * m).sum(1) / m.sum(1).clamp(min=1)
