@@ -74,6 +74,7 @@ NEEDS = {
 TOOLS = {
     "quality.rec_rankers": "the rankers and protocol of quality.recommendation",
     "quality.feed_holdout": "a held-out ad feed from a dataset, for the refresh demo and cold_start",
+    "quality.rec_report": "one MLflow run `recommendation` with the recorded warm and cold tables",
 }
 
 BENCHMARKS: tuple[Bench, ...] = (

@@ -31,6 +31,11 @@ Per held-out item each ranker scores ALL users:
   (``user_lse``: log p(ad | user) under the fit's softmax); the analysis rows pick clusters by the
   mean member score.
 
+Fused rankers (``cross_fit_fusion``: z-scored sums, the weight cross-fitted over two seeded folds of
+the ads, so no ad's score uses a weight picked on that ad): ``content_fusion`` = item_knn + w x
+tfidf_user (a content baseline: the strongest one when it leads); ``hllm_hybrid`` = content_fusion + w x
+hllm (does the predictor know anything about a new ad's audience that the text neighbours do not?).
+
 Ties everywhere are broken by a seeded random order (the same for every ranker).
 Metrics per item (means over items, bootstrap 95% CI over items, ``stats.bootstrap_ci``):
 audience Recall@100 = clickers in the top 100 / min(clickers, 100), NDCG@100 (binary gains), and the
@@ -38,8 +43,9 @@ lift of the top-3 clusters: the users are clustered by the product's cluster ste
 ``--k``, on the model's user embeddings: needs a model); each ranker picks 3 clusters per item (the
 HLLM: the product's match step, member-mean embedding + member ID parts; the other rankers: the
 clusters of the highest mean member score) and lift = (share of the item's clickers in those clusters)
-/ (share of all users in them). The paired bootstrap CI of HLLM minus the best content baseline
-(``tfidf_user`` or ``item_knn``, by mean Recall@100). Seconds per ranker.
+/ (share of all users in them). The paired bootstrap CI of HLLM (and of ``hllm_hybrid``) minus the best
+content baseline (``tfidf_user``, ``item_knn`` or ``content_fusion``, by mean Recall@100). Seconds per
+ranker.
 
     .venv/bin/python benchmarks/cold_start.py [--data DIR] [--work DIR] [--model DIR | --train-preset cpu]
         [--teacher T/train.parquet] [--out benchmarks/results/cold_start.json]
@@ -69,7 +75,8 @@ PROTOCOL = ("held-out items (and all their clicks) never trained on; each scored
             "only, no ID vector) against ALL users with >= 1 remaining click (input: their clicks without the "
             "held-out ones); target = the item's real clickers; Recall@100 = hits / min(clickers, 100), NDCG@100 "
             "binary gains; lift of the top-3 clusters; means over items, bootstrap 95% CI over items")
-CONTENT = ("tfidf_user", "item_knn")
+CONTENT = ("tfidf_user", "item_knn", "content_fusion")
+FUSION_GRID = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 # ----------------------------------------------------------------------------- split
@@ -184,6 +191,30 @@ def cluster_lift(chosen: np.ndarray, assign: np.ndarray, targets: list[np.ndarra
         inside = np.isin(assign, chosen[a])
         out[a] = inside[t].mean() / (inside.sum() / n)
     return out
+
+
+def zscore_rows(s: np.ndarray) -> np.ndarray:
+    """Each ad's user scores standardized (mean 0, sd 1 over the users): rankers on one scale."""
+    return (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-12)
+
+
+def cross_fit_fusion(base: np.ndarray, extra: np.ndarray, targets: list[np.ndarray], tiebreak: np.ndarray,
+                     seed: int, grid=FUSION_GRID) -> tuple[np.ndarray, list[float]]:
+    """``zscore(base) + w * zscore(extra)`` with ``w`` cross-fitted: the ads are split in two seeded
+    folds, and each fold's ads use the ``w`` of ``grid`` that has the best mean Recall@100 on the OTHER
+    fold, so no ad's score uses a weight chosen on that ad. Returns (scores, [w of fold 0, w of fold 1])."""
+    zb, ze = zscore_rows(base), zscore_rows(extra)
+    fold = np.random.default_rng([seed, 11]).permutation(len(base)) % 2
+    out, ws = np.empty_like(zb), []
+    for f in (0, 1):
+        other = np.where(fold != f)[0]
+        rec = [audience_metrics(top_users(zb[other] + w * ze[other], tiebreak, K_USERS),
+                                [targets[i] for i in other])[f"recall@{K_USERS}"].mean() for w in grid]
+        w = float(grid[int(np.argmax(rec))])
+        ws.append(w)
+        mine = fold == f
+        out[mine] = zb[mine] + w * ze[mine]
+    return out, ws
 
 
 # ----------------------------------------------------------------------------- rankers
@@ -414,6 +445,21 @@ def run(a, data: str, work: Path, split: dict) -> dict:
             if hl["id_knn_scores"] is not None:
                 scores["hllm_id_knn_norm"] = hl["id_knn_scores"] - hl["lse"][None, :]
                 secs["hllm_id_knn_norm"] = hl["seconds"]
+    # fused rankers (z-scored sums, weights cross-fitted over two folds of the ads): the content
+    # baselines fused with each other (a content baseline too), and the HLLM predictor added to that
+    # fusion (does the predictor know something about a new ad's audience the text neighbours do not?)
+    fusion_w = {}
+    scores["content_fusion"], fusion_w["content_fusion"] = cross_fit_fusion(
+        scores["item_knn"], scores["tfidf_user"], targets, tiebreak, a.seed)
+    secs["content_fusion"] = secs["item_knn"] + secs["tfidf_user"]
+    if hl is not None:
+        scores["hllm_hybrid"], fusion_w["hllm_hybrid"] = cross_fit_fusion(
+            scores["content_fusion"], scores["hllm"], targets, tiebreak, a.seed)
+        secs["hllm_hybrid"] = secs["content_fusion"] + secs["hllm"]
+    res["fusion_weights"] = {"grid": list(FUSION_GRID), "per_fold": fusion_w,
+                             "how": "zscore(first) + w * zscore(second); w of each fold picked on the other "
+                                    "fold's mean Recall@100 (cross_fit_fusion)",
+                             "content_fusion": "item_knn + w * tfidf_user", "hllm_hybrid": "content_fusion + w * hllm"}
     pu = {}
     for name, s in scores.items():
         pu[name] = audience_metrics(top_users(s, tiebreak, K_USERS), targets, K_USERS)
@@ -425,7 +471,8 @@ def run(a, data: str, work: Path, split: dict) -> dict:
     res["best_content"] = best
     for name, v in pu.items():
         r = res["rankers"][name] = {"seconds": round(secs[name], 2)}
-        r.update(bootstrap_ci(v, baseline=pu[best] if name == "hllm" else None, n_boot=a.bootstrap, seed=a.seed))
+        r.update(bootstrap_ci(v, baseline=pu[best] if name in ("hllm", "hllm_hybrid") else None,
+                              n_boot=a.bootstrap, seed=a.seed))
         for m in r.values():
             if isinstance(m, dict) and "diff" in m:
                 m["diff_vs"] = best
@@ -457,7 +504,9 @@ def run(a, data: str, work: Path, split: dict) -> dict:
                         **{f"{n}/{k}": v for n, d in pu.items() for k, v in d.items()})
     print(f"wrote {a.out}")
     if not a.no_mlflow:
-        log_mlflow(res)
+        from benchmarks.quality.rec_report import log_run
+
+        log_run(None, res)  # the run named recommendation (rec_report: both tables in one run)
     return res
 
 
@@ -474,33 +523,6 @@ def print_table(res: dict, top_k: int) -> None:
         if "diff" in r[keys[0]]:
             print(f"{'  - ' + res['best_content']:<13}" + "".join(
                 f"{r[k]['diff']:+.4f} [{r[k]['diff_ci'][0]:+.4f},{r[k]['diff_ci'][1]:+.4f}]".rjust(26) for k in keys))
-
-
-def log_mlflow(res: dict) -> None:
-    """The cold table into the run named ``recommendation`` (the warm table's run name; the lead
-    combines them): every metric with the prefix ``cold_``, the JSON as an artifact."""
-    from hllm_creator import tracking
-
-    def key(s: str) -> str:
-        return s.replace("@", "_at_")
-
-    with tracking.step_run("recommendation", tags={"benchmark": "cold_start"}):
-        tracking.log_params({"cold_n_ads": res["n_ads"], "cold_n_users": res["n_users"],
-                             "cold_best_content": res["best_content"],
-                             "cold_share": res["split"]["params"]["share"],
-                             "cold_min_clicks": res["split"]["params"]["min_clicks"]})
-        m = {}
-        for name, r in res["rankers"].items():
-            m[f"cold_{name}_seconds"] = r["seconds"]
-            for k in metric_keys(res):
-                m[f"cold_{name}_{key(k)}"] = r[k]["mean"]
-                m[f"cold_{name}_{key(k)}_ci_lo"], m[f"cold_{name}_{key(k)}_ci_hi"] = r[k]["ci"]
-                if "diff" in r[k]:
-                    m[f"cold_{name}_minus_best_content_{key(k)}"] = r[k]["diff"]
-                    m[f"cold_{name}_minus_best_content_{key(k)}_ci_lo"], \
-                        m[f"cold_{name}_minus_best_content_{key(k)}_ci_hi"] = r[k]["diff_ci"]
-        tracking.log_metrics(m)
-        tracking.log_json(res, "cold_start.json")
 
 
 def main(argv=None) -> dict:

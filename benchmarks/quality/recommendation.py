@@ -272,17 +272,9 @@ def main(argv=None) -> dict:
                         **{f"{n}/{k}": v for n, d in pu.items() for k, v in d.items()})
     print(f"wrote {a.out}")
     if not a.no_mlflow:
-        from hllm_creator import tracking
+        from benchmarks.quality.rec_report import log_run
 
-        with tracking.step_run("recommendation", None, tags={"benchmark": "recommendation"}):
-            tracking.log_params({"configs_per_ranker": a.configs, "strongest_baseline": res["strongest_baseline"],
-                                 "data": a.data, "model": a.model or ""})
-            tracking.log_metrics({f"{n}_{k.replace('@', '_at_')}": r[k]["mean"] for n, r in res["rankers"].items()
-                                  for k in ("recall@10", "ndcg@10", "mrr")})
-            for h in HLLM:
-                for b, d in res.get(f"{h}_minus", {}).items():
-                    tracking.log_metrics({f"{h}_minus_{b}_{k.replace('@', '_at_')}": v["diff"] for k, v in d.items()})
-            tracking.log_json(res, "recommendation.json")
+        log_run(res, None, params={"configs_per_ranker": a.configs, "data": a.data, "model": a.model or ""})
     return res
 
 

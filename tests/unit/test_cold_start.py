@@ -119,6 +119,28 @@ def test_tfidf_rankers_find_the_matching_users(cs):
         assert set(np.argsort(-s[0])[:2]) <= {0, 1, 4} and s[0, 2] == s[0, 3] == 0.0
 
 
+def test_cross_fit_fusion_never_tunes_an_ad_on_itself(cs):
+    rng = np.random.default_rng(4)
+    base, extra = rng.random((12, 400)), rng.random((12, 400))
+    # half the clickers are among extra's favourites: the weight matters
+    targets = [np.r_[np.argsort(-extra[i])[:2], rng.choice(400, 2, replace=False)] for i in range(12)]
+    tiebreak = rng.random(400)
+    scores, ws = cs.cross_fit_fusion(base, extra, targets, tiebreak, seed=1, grid=(0.1, 1.0, 10.0))
+    fold = np.random.default_rng([1, 11]).permutation(12) % 2
+    z = lambda s: (s - s.mean(1, keepdims=True)) / s.std(1, keepdims=True)  # noqa: E731
+    for f in (0, 1):
+        assert ws[f] in (0.1, 1.0, 10.0)
+        np.testing.assert_allclose(scores[fold == f], (z(base) + ws[f] * z(extra))[fold == f], atol=1e-9)
+        # each fold's weight is the grid's best on the OTHER fold
+        other = np.where(fold != f)[0]
+        rec = [cs.audience_metrics(cs.top_users((z(base) + w * z(extra))[other], tiebreak, cs.K_USERS),
+                                   [targets[i] for i in other])[f"recall@{cs.K_USERS}"].mean() for w in (0.1, 1.0, 10.0)]
+        assert ws[f] == (0.1, 1.0, 10.0)[int(np.argmax(rec))] and max(rec) > min(rec)
+    # a fold's own targets never move its weight: point fold 0's targets at base's favourites
+    moved = [np.argsort(-base[i])[:3] if fold[i] == 0 else t for i, t in enumerate(targets)]
+    assert cs.cross_fit_fusion(base, extra, moved, tiebreak, seed=1, grid=(0.1, 1.0, 10.0))[1][0] == ws[0]
+
+
 # ----------------------------------------------------------------------------- ID dropout
 def test_next_item_loss_id_dropout():
     from hllm_creator.model.losses import next_item_loss
