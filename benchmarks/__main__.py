@@ -65,6 +65,7 @@ NEEDS = {
     "speed.full_inference": "a trained model (--model: `hllm-creator train --preset cpu`)",
     "quality.recommendation": "the `bench` extra and ~1 h of tuning: `make bench-rec [MODEL=M]`",
     "quality.cold_start_refit": "a model trained on cold_start's split (--model, --split)",
+    "quality.cold_item_space": "2-3 min of CPU alone (the frozen Item LLM over the catalog, layers 2-8)",
     "quality.audience_fit_split": "a generate run (--data, --clusters, --creatives)",
     "quality.audience_rules": "a trained model and a cluster run (--model, --data, --clusters)",
     "quality.personalization_bound": "a match run (--data, --clusters, --matches)",

@@ -65,6 +65,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -223,7 +224,6 @@ def tfidf_rankers(items, ad_texts: list[str], hist: list[list[int]], knn: int) -
 
     ``items``: the training catalog (row = index used in ``hist``); ``ad_texts``: the ads' item texts;
     ``hist``: each user's clicked catalog rows."""
-    import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from hllm_creator.data.text import item_text
@@ -240,15 +240,30 @@ def tfidf_rankers(items, ad_texts: list[str], hist: list[list[int]], knn: int) -
     out["tfidf_user"] = ((ads @ udocs.T).toarray(), fit_s + time.time() - t)
     t = time.time()
     sim = (ads @ vec.transform(texts).T).toarray()  # [n_ads, n_items]
-    keep = np.argsort(-sim, axis=1)[:, :knn]
-    nb = np.zeros_like(sim)
-    np.put_along_axis(nb, keep, np.take_along_axis(sim, keep, 1), 1)
-    rows = np.repeat(np.arange(len(hist)), [len(h) for h in hist])
-    cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in hist])
-    clicked = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(hist), len(items)))
-    clicked.data[:] = 1.0  # a repeat click counts once
-    out["item_knn"] = (np.asarray((clicked @ sp.csr_matrix(nb).T).T.todense()), fit_s + time.time() - t)
+    out["item_knn"] = (neighbour_scores(sim, click_matrix(hist, len(items)), knn), fit_s + time.time() - t)
     return out
+
+
+def click_matrix(hist: list[list[int]], n_items: int):
+    """[n_users, n_items] sparse 0/1: user row clicked catalog row (a repeat click counts once)."""
+    import scipy.sparse as sp
+
+    rows = np.repeat(np.arange(len(hist)), [len(h) for h in hist])
+    cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in hist]) if hist else np.zeros(0, np.int64)
+    clicked = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(hist), n_items))
+    clicked.data[:] = 1.0
+    return clicked
+
+
+def neighbour_scores(sim: np.ndarray, clicked, knn: int, power: float = 1.0) -> np.ndarray:
+    """The clickers of each ad's ``knn`` nearest items: ``sim`` [n_ads, n_items] -> [n_ads, n_users],
+    a user's score = the summed max(similarity, 0) ** ``power`` of the neighbours they clicked."""
+    import scipy.sparse as sp
+
+    keep = np.argsort(-sim, axis=1)[:, :knn]
+    nb = np.zeros(sim.shape, dtype=np.float64)
+    np.put_along_axis(nb, keep, np.clip(np.take_along_axis(sim, keep, 1), 0, None) ** power, 1)
+    return np.asarray((clicked @ sp.csr_matrix(nb).T).T.todense())
 
 
 def hllm_rankers(model_dir: str, refresh_items, users: list[str], hist: dict, ad_ids: list[str], k: int,
@@ -381,23 +396,29 @@ def uptime() -> str:
         return ""
 
 
-def run(a, data: str, work: Path, split: dict) -> dict:
+def default_data() -> str:
+    """The bundled dataset's dir (prepared on first use)."""
+    data = str(ROOT / ".hllm/data/amazon_scientific")
+    if not (Path(data) / "manifest.json").exists():
+        from hllm_creator.data.prepare import prepare_bundled
+
+        prepare_bundled(data)
+    return data
+
+
+def eval_setup(data: str, work: Path, split: dict, seed: int, knn: int = 50) -> SimpleNamespace:
+    """What every cold ranker is measured on: the users (every user with a remaining click; their
+    histories without the held-out items), the held-out ads (``FEED-<id>`` in the product's refresh
+    dataset) with their real clickers as targets (ads none of whose clickers is ranked are left out,
+    and counted), the seeded tie-break, and the rankers that need no model (random, most-active and
+    the two TF-IDF ones: ``scores``/``seconds``)."""
     from hllm_creator.data import load_dataset
     from hllm_creator.data.feed import refresh_dataset
     from hllm_creator.data.text import item_text
     from hllm_creator.infer.embed import histories
-    from hllm_creator.stats import bootstrap_ci
-    from hllm_creator.train.trainer import bf16_supported
 
-    res: dict = {"protocol": PROTOCOL, "data": str(data),
-                 "work": str(work), "split": {k: v for k, v in split.items() if k != "held_out"},
-                 "load_before": uptime(), "rankers": {}}
-    train_cmd = None
-    model_dir = a.model
-    if a.train_preset:
-        model_dir, train_cmd = train_model(a.train_preset, work, split, a.seed)
     # the product's refresh dataset: training catalog + the held-out items as new ads (no clicks)
-    rds, feed = refresh_dataset(work / "train_data", work / "feed.jsonl", work / "refresh_data")
+    rds, _ = refresh_dataset(work / "train_data", work / "feed.jsonl", work / "refresh_data")
     ds = load_dataset(work / "train_data")
     full = load_dataset(data)
     hs = histories(ds.interactions, "all")
@@ -411,27 +432,46 @@ def run(a, data: str, work: Path, split: dict) -> dict:
     targets = [np.array(sorted(col[u] for u in by_item.get(h, []) if u in col), dtype=np.int64) for h in held]
     lost = sum(len(by_item.get(h, [])) for h in held) - sum(len(t) for t in targets)
     keep = np.array([len(t) > 0 for t in targets])
-    res["n_ads"], res["n_users"] = int(keep.sum()), len(users)
-    res["clickers"] = {"pairs": int(sum(len(t) for t in targets)), "median_per_ad": float(np.median([len(t) for t in targets])),
-                       "left_out_no_history": int(lost), "ads_without_ranked_clicker": int((~keep).sum())}
+    clickers = {"pairs": int(sum(len(t) for t in targets)), "median_per_ad": float(np.median([len(t) for t in targets])),
+                "left_out_no_history": int(lost), "ads_without_ranked_clicker": int((~keep).sum())}
     ad_ids = [x for x, k in zip(ad_ids, keep) if k]
     targets = [t for t, k in zip(targets, keep) if k]
     index = {x: i for i, x in enumerate(ds.items["item_id"].astype(str))}
     hrows = [[index[x] for x in hist[u]] for u in users]
-    ritems = rds.items
-    ad_texts = [item_text(r) for r in ritems.set_index("item_id").loc[ad_ids].reset_index().to_dict("records")]
-    tiebreak = np.random.default_rng([a.seed, 3]).random(len(users))
+    ad_texts = [item_text(r) for r in rds.items.set_index("item_id").loc[ad_ids].reset_index().to_dict("records")]
+    tiebreak = np.random.default_rng([seed, 3]).random(len(users))
 
     scores, secs = {}, {}
     t = time.time()
-    scores["random"] = np.random.default_rng([a.seed, 5]).random((len(ad_ids), len(users)))
+    scores["random"] = np.random.default_rng([seed, 5]).random((len(ad_ids), len(users)))
     secs["random"] = time.time() - t
     t = time.time()
     act = np.array([len(hist[u]) for u in users], dtype=np.float64)
     scores["most_active"] = np.repeat(act[None], len(ad_ids), 0)
     secs["most_active"] = time.time() - t
-    for name, (s, sec) in tfidf_rankers(ds.items, ad_texts, hrows, a.knn).items():
-        scores[name], secs[name] = s, sec
+    for name, (sc, sec) in tfidf_rankers(ds.items, ad_texts, hrows, knn).items():
+        scores[name], secs[name] = sc, sec
+    return SimpleNamespace(catalog=ds.items, refresh_items=rds.items, users=users, hist=hist, hrows=hrows,
+                           ad_ids=ad_ids, ad_texts=ad_texts, targets=targets, clickers=clickers,
+                           tiebreak=tiebreak, scores=scores, seconds=secs)
+
+
+def run(a, data: str, work: Path, split: dict) -> dict:
+    from hllm_creator.stats import bootstrap_ci
+    from hllm_creator.train.trainer import bf16_supported
+
+    res: dict = {"protocol": PROTOCOL, "data": str(data),
+                 "work": str(work), "split": {k: v for k, v in split.items() if k != "held_out"},
+                 "load_before": uptime(), "rankers": {}}
+    train_cmd = None
+    model_dir = a.model
+    if a.train_preset:
+        model_dir, train_cmd = train_model(a.train_preset, work, split, a.seed)
+    ev = eval_setup(data, work, split, a.seed, knn=a.knn)
+    res["n_ads"], res["n_users"], res["clickers"] = len(ev.ad_ids), len(ev.users), ev.clickers
+    users, hist, ad_ids, targets, tiebreak = ev.users, ev.hist, ev.ad_ids, ev.targets, ev.tiebreak
+    ritems = ev.refresh_items
+    scores, secs = dict(ev.scores), dict(ev.seconds)
     hl = None
     if model_dir:
         hl = hllm_rankers(model_dir, ritems, users, hist, ad_ids, a.k, a.top_k, a.seed,
@@ -547,13 +587,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=None, help="default benchmarks/results/cold_start.json with a model, "
                     "cold_start_baselines.json without (make bench does not overwrite the full table)")
     a = ap.parse_args(argv)
-    data = a.data
-    if data is None:
-        data = str(ROOT / ".hllm/data/amazon_scientific")
-        if not (Path(data) / "manifest.json").exists():
-            from hllm_creator.data.prepare import prepare_bundled
-
-            prepare_bundled(data)
+    data = a.data or default_data()
     work = Path(a.work or ROOT / f".hllm/cold_start/seed{a.seed}")
     a.out = a.out or str(ROOT / "benchmarks/results" / ("cold_start.json" if a.model or a.train_preset
                                                         else "cold_start_baselines.json"))
