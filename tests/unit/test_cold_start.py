@@ -197,6 +197,31 @@ def test_next_item_loss_audience_direction():
     cols[0, 2] = cols[2, 0] = float("-inf")
     want = torch.nn.functional.cross_entropy(cols, torch.arange(4))
     assert torch.allclose(both - base, 0.5 * want, atol=1e-5)
+    items, aud = next_item_loss(head, q, pos, lambda i: item_emb[i], torch.arange(10), return_audience=True)
+    assert torch.allclose(items, base, atol=1e-6) and torch.allclose(aud, want, atol=1e-5)
+
+
+def test_joint_steps_audience_direction_on_the_user_llm():
+    """weights.audience: the joint next-item step also ranks users for each positive, with a gradient
+    into the User LLM; off (0) it is not computed."""
+    from helpers import tiny_model
+
+    from hllm_creator.train.config import LossWeights, TrainConfig
+
+    torch.manual_seed(0)
+    m = tiny_model(seed=0, predictor_head="dot", item_pooling="mean")
+    m.item_cache = torch.randn(12, m.item_hidden_size)
+    hist = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 0], [7, 8, 9, 10]])
+    lens, pos = torch.tensor([4, 3, 4]), torch.tensor([5, 11, 2])
+    off = m(hist, lens, pos, torch.arange(12), weights={}, next_item=True)
+    assert "audience" not in off
+    on = m(hist, lens, pos, torch.arange(12), weights={"audience": 0.5}, next_item=True)
+    assert on["cls"] == pytest.approx(float(off["cls"]), abs=1e-5) and float(on["audience"]) > 0
+    assert float(on["loss"].detach()) == pytest.approx(float(on["cls"]) + 0.5 * float(on["audience"]), rel=1e-5)
+    on["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.user_llm.parameters())
+    with pytest.raises(ValueError, match="needs cls_objective='next_item'"):
+        TrainConfig(data="d", out="o", weights=LossWeights(audience=1.0), cls_objective="last")
 
 
 def test_text_bag_user_part_and_save_load(tmp_path):

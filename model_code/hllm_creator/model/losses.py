@@ -119,7 +119,7 @@ def gather_var_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 def next_item_loss(predictor, queries: torch.Tensor, pos_ids: torch.Tensor, embed_items,
                    neg_ids: torch.Tensor | None = None, recent: torch.Tensor | None = None,
                    id_dropout: float = 0.0, generator: torch.Generator | None = None,
-                   audience_weight: float = 0.0) -> torch.Tensor:
+                   audience_weight: float = 0.0, return_audience: bool = False):
     """Sampled-softmax next-item loss (HLLM): each query [P, dU] (the User LLM's state after an item,
     or [USER]) must pick its next item ``pos_ids`` [P] among the candidates: every positive of the
     batch (in-batch negatives), the sampled catalog items ``neg_ids`` and, when ``torch.distributed``
@@ -132,7 +132,8 @@ def next_item_loss(predictor, queries: torch.Tensor, pos_ids: torch.Tensor, embe
     so the item tower alone must score it, as it scores an ad outside the catalog (cold start).
     ``audience_weight`` w: adds w x the audience direction's loss: each positive item must pick ITS
     query among the batch's queries (a softmax over users, not items; queries with the same positive
-    are not its negatives), which is how an ad's audience is ranked."""
+    are not its negatives), which is how an ad's audience is ranked. ``return_audience``: return the
+    two directions apart, (next-item loss, audience loss), for a caller that weighs and logs them."""
     dev = queries.device
     pos_ids = pos_ids.to(dev)
     pool = pos_ids if neg_ids is None or len(neg_ids) == 0 else torch.cat([pos_ids, neg_ids.to(dev)])
@@ -148,12 +149,14 @@ def next_item_loss(predictor, queries: torch.Tensor, pos_ids: torch.Tensor, embe
     dup = (ids[None, :] == pos_ids[:, None])
     dup[torch.arange(len(pos_ids), device=dev), target] = False
     loss = F.cross_entropy(logits.masked_fill(dup, float("-inf")), target)
-    if audience_weight > 0:
+    if audience_weight > 0 or return_audience:
         cols = logits[:, target].T  # [P, P]: row p = every query's logit for query p's positive
         same = pos_ids[:, None] == pos_ids[None, :]
         same.fill_diagonal_(False)
-        loss = loss + audience_weight * F.cross_entropy(cols.masked_fill(same, float("-inf")),
-                                                        torch.arange(len(pos_ids), device=dev))
+        audience = F.cross_entropy(cols.masked_fill(same, float("-inf")), torch.arange(len(pos_ids), device=dev))
+        if return_audience:
+            return loss, audience
+        loss = loss + audience_weight * audience
     return loss
 
 
@@ -300,7 +303,11 @@ def training_losses(model, hist_idx, hist_len, pos_idx, neg_idx=None, cre_rows=N
     if next_item and len(pos_idx):
         users, pos_h = model.user_forward(hists, return_positions=True)
         q, q_ids = next_item_queries(model, users[n:], pos_h[n:], hist_idx[n:], hist_len[n:], pos_idx)
-        out["cls"] = next_item_loss(model.predictor, q, q_ids, model.item_embeddings, neg_idx)
+        if w.get("audience", 0.0):  # the audience direction on the User LLM's states too (cold start)
+            out["cls"], out["audience"] = next_item_loss(model.predictor, q, q_ids, model.item_embeddings, neg_idx,
+                                                         return_audience=True)
+        else:
+            out["cls"] = next_item_loss(model.predictor, q, q_ids, model.item_embeddings, neg_idx)
     else:
         users = model.user_forward(hists)
         if len(pos_idx):

@@ -20,6 +20,9 @@ class LossWeights(StepConfig):
                              "choice (0 = off)")
     contrast: float = Field(1.0, ge=0, description="slot contrast: the own user's response likelier than under "
                             "the slot of another user of the same ad with another target (0 = off)")
+    audience: float = Field(0.0, ge=0, description="next-item joint steps: the audience direction on the User LLM's "
+                            "states, each positive item picks its query among the step's (ranking users for an ad: "
+                            "cold start; needs cls_objective='next_item'; 0 = off)")
 
 
 class TrainConfig(StepConfig):
@@ -119,6 +122,9 @@ class TrainConfig(StepConfig):
         if self.model.predictor_ids and (self.cls_objective != "next_item" or not self.head_steps):
             raise ValueError("model.predictor_ids (the hybrid predictor) is trained by the next-item predictor fit: "
                              "it needs cls_objective='next_item' and head_steps > 0")
+        if self.weights.audience and self.cls_objective != "next_item":
+            raise ValueError("weights.audience (the audience direction in the joint steps) needs "
+                             "cls_objective='next_item'")
         if self.model.predictor_text_bag and not (self.model.predictor_ids and self.freeze_item_llm):
             raise ValueError("model.predictor_text_bag needs model.predictor_ids and a frozen Item LLM "
                              "(freeze_item_llm): it reads the catalog's cached item vectors")

@@ -35,7 +35,7 @@ from hllm_creator.train.head_fit import head_fit
 from hllm_creator.train.slot_fit import refit_copy_scale, slot_fit
 
 log = logging.getLogger(__name__)
-LOSSES = ("creative", "contrast", "slot_fact", "recon", "align", "cls")
+LOSSES = ("creative", "contrast", "slot_fact", "recon", "align", "cls", "audience")
 PANELS = ("loss_total",) + tuple(f"loss_{x}" for x in LOSSES) + ("loss_cls_head",)
 
 
