@@ -66,7 +66,6 @@ def pooled_layers(backbone: str, ids: list[list[int]], layers: list[int], idf: d
     lm = load_causal_lm(backbone).model
     # one layer past the deepest read, so that no read layer is the one the final norm follows
     truncate_layers(lm, min(max(layers) + 1, lm.config.num_hidden_layers))
-    pad = 0
     top = max(idf.values()) if idf else 1.0
     out = {f"L{L}_{w}": np.zeros((len(ids), lm.config.hidden_size), np.float32) for L in layers
            for w in ("mean", "idf")}
@@ -75,7 +74,7 @@ def pooled_layers(backbone: str, ids: list[list[int]], layers: list[int], idf: d
         for s in tqdm(range(0, len(ids), batch_size), desc="encode items", disable=not progress):
             rows = order[s:s + batch_size]
             T = max(len(ids[i]) for i in rows)
-            x = torch.full((len(rows), T), pad, dtype=torch.long)
+            x = torch.zeros((len(rows), T), dtype=torch.long)  # right padded; the mask hides it
             m = torch.zeros((len(rows), T))
             w = torch.zeros((len(rows), T))
             for j, i in enumerate(rows):
@@ -143,28 +142,26 @@ def run(a) -> dict:
            "n_val_items": int(len(val)), "n_ads": len(ev.ad_ids), "n_users": len(ev.users),
            "encode_seconds": round(encode_s, 1), "val_tfidf_item_knn_recall@100": tf_val_r, "variants": {}}
     ref = {f"recall@{C.K_USERS}": recall(ev.scores["item_knn"], ev.targets)}
+    test_scores = {}
     for name, v in vecs.items():
         z = standardized(v, n_cat)
         llm_val = C.neighbour_scores(no_self(z[val] @ z[:n_cat].T), clicked, a.llm_knn, power=3.0)
         fused = {w: float(recall(C.zscore_rows(tf_val) + w * C.zscore_rows(llm_val), val_targets).mean())
                  for w in C.FUSION_GRID}
         best_w = max(fused, key=fused.get)
-        test = C.neighbour_scores(z[n_cat:] @ z[:n_cat].T, clicked, a.llm_knn, power=3.0)
+        test = test_scores[name] = C.neighbour_scores(z[n_cat:] @ z[:n_cat].T, clicked, a.llm_knn, power=3.0)
         r = bootstrap_ci({f"recall@{C.K_USERS}": recall(test, ev.targets)}, baseline=ref, n_boot=a.bootstrap,
                          seed=a.seed)[f"recall@{C.K_USERS}"]
         res["variants"][name] = {"val_alone": float(recall(llm_val, val_targets).mean()),
                                  "val_fused_with_tfidf_item_knn": fused[best_w], "val_gain": fused[best_w] - tf_val_r,
                                  "test_alone": r["mean"], "test_alone_ci": r["ci"],
                                  "test_minus_item_knn": r["diff"], "test_minus_item_knn_ci": r["diff_ci"]}
-        res["variants"][name]["_test_scores"] = test
     pick = max(res["variants"], key=lambda n: res["variants"][n]["val_gain"])
     cf, w_cf = C.cross_fit_fusion(ev.scores["item_knn"], ev.scores["tfidf_user"], ev.targets, ev.tiebreak, a.seed)
-    fz, w_f = C.cross_fit_fusion(cf, res["variants"][pick]["_test_scores"], ev.targets, ev.tiebreak, a.seed)
+    fz, w_f = C.cross_fit_fusion(cf, test_scores[pick], ev.targets, ev.tiebreak, a.seed)
     d = bootstrap_ci({f"recall@{C.K_USERS}": recall(fz, ev.targets)},
                      baseline={f"recall@{C.K_USERS}": recall(cf, ev.targets)}, n_boot=a.bootstrap,
                      seed=a.seed)[f"recall@{C.K_USERS}"]
-    for v in res["variants"].values():
-        del v["_test_scores"]
     res["picked_on_training_items"] = pick
     res["content_fusion_plus_picked"] = {"recall@100": d["mean"], "ci": d["ci"], "minus_content_fusion": d["diff"],
                                          "minus_content_fusion_ci": d["diff_ci"],
