@@ -9,7 +9,7 @@
 #      machine's apt sources, tagged hllm-standin-python:3.11-bookworm (the official
 #      python:3.11-slim-bookworm cannot be pulled here; the Dockerfiles take the base as the
 #      PYTHON_IMAGE build argument);
-#   3. the cpu and serving images built from a copy of the tracked files (the build context a clean
+#   3. the cpu and serving images built with BuildKit from a copy of the tracked files (the build context a clean
 #      checkout gives), the machine's pip configuration and CA certificates passed in
 #      Dockerfiles/build-extra/ of that copy (the torch CPU wheel index is not reachable here);
 #   4. pytest over tests/containers/ (DOCKER_HOST set for the docker SDK): test_images.py, the serving
@@ -20,7 +20,8 @@
 #   5. clean-up: the images, the stand-in base, the build context and the engine's data are removed;
 #      the peak disk use of the test is printed (sampled every 2 s).
 # Environment: HLLM_CT_KEEP=1 keeps the images and the daemon (debugging); HLLM_CT_WORK (default a
-# new dir under /var/tmp); PYTHON (default .venv/bin/python, made by `make install`).
+# new dir under /var/tmp); PYTHON (default .venv/bin/python, made by `make install`); HLLM_CT_NEED_MIB
+# (default 9000: the free disk the test asks for before it starts, or it stops at once saying so).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -38,6 +39,15 @@ log() { echo "[containers $(( $(date +%s) - T0 ))s] $*"; }
 # -- disk: peak use of the root filesystem while the test runs -----------------------------------
 used_kb() { df --output=used -k "$(dirname "$WORK")" | tail -1 | tr -d ' '; }  # its parent: $WORK is gone at the end
 DISK0=$(used_kb)
+# what the test needs free: its measured peak (BuildKit, Dec 7: see the README) and a margin. Less
+# than that fails here, at once, saying so, not with "no space left on device" minutes into a build.
+NEED_MIB=${HLLM_CT_NEED_MIB:-9000}
+FREE_MIB=$(( $(df --output=avail -k "$(dirname "$WORK")" | tail -1 | tr -d ' ') / 1024 ))
+if [ "$FREE_MIB" -lt "$NEED_MIB" ]; then
+  echo "tests/containers/run.sh: $FREE_MIB MiB free on $(dirname "$WORK"), the test needs about $NEED_MIB MiB" \
+       "(HLLM_CT_WORK puts its work dir on another disk; HLLM_CT_NEED_MIB overrides the figure)" >&2
+  rm -rf "$WORK"; exit 2
+fi
 ( peak=$DISK0; while sleep 2; do u=$(used_kb); [ "$u" -gt "$peak" ] && peak=$u && echo "$peak" > "$WORK/peak_kb"; done ) &
 SAMPLER=$!
 echo "$DISK0" > "$WORK/peak_kb"
@@ -131,16 +141,24 @@ done
 TORCH_INDEX=https://download.pytorch.org/whl/cpu
 if ls "$EXTRA/wheels"/torch-* >/dev/null 2>&1; then TORCH_INDEX=; fi
 INDEX=$("$PY" -m pip config get global.index-url 2>/dev/null || true); INDEX=${INDEX:-https://pypi.org/simple}
+# BuildKit (the engine's own; no buildx needed with this CLI): it keeps each step's files where they were
+# written, where the legacy builder commits every step through a tar stream into a second copy. The
+# legacy builder's peak, the venv three times over during the runtime stage's COPY --from, ran a CI
+# machine out of disk (Dec 7: "no space left on device" at 7.3 GiB above the start).
 build() {  # build NAME TAG
   local t=$(date +%s)
-  DOCKER_BUILDKIT=0 docker build --network host -f "$CTX/Dockerfiles/Dockerfile.$1" -t "$2" \
+  DOCKER_BUILDKIT=1 docker build --progress plain --network host -f "$CTX/Dockerfiles/Dockerfile.$1" -t "$2" \
     --build-arg PYTHON_IMAGE="$BASE" --build-arg PIP_INDEX_URL="$INDEX" --build-arg TORCH_INDEX_URL="$TORCH_INDEX" \
     "$CTX" >"$WORK/build-$1.log" 2>&1 || { tail -40 "$WORK/build-$1.log"; log "FAILED: docker build $1"; exit 1; }
-  log "built $2 in $(( $(date +%s) - t ))s: $(docker image inspect -f '{{.Size}}' "$2" | awk '{printf "%.2f GB", $1/1e9}')"
+  log "built $2 in $(( $(date +%s) - t ))s: $(docker image inspect -f '{{.Size}}' "$2" | awk '{printf "%.2f GB", $1/1e9}'); engine data $(data_mib) MiB"
 }
+data_mib() { du -sm "$WORK/data" 2>/dev/null | cut -f1; }
 build cpu "$CPU_IMAGE"
-build serving "$SERVING_IMAGE"
+build serving "$SERVING_IMAGE"   # its builder stage is the cpu image's, from the build cache
 rm -rf "$CTX"
+# the builder stages (a second venv) are only build cache now: freed before the checks run containers
+docker builder prune -af >/dev/null
+log "build cache pruned: engine data $(data_mib) MiB"
 
 # -- 4. the checks -------------------------------------------------------------------------------------
 t=$(date +%s)

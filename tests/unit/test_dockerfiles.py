@@ -319,3 +319,11 @@ def test_gpu_dockerfile_pins_are_the_locks_and_every_layer_is_constrained():
     assert "pip uninstall -y faiss-cpu" in text and "faiss-gpu-cu12==" in text
     assert text.index("pip uninstall -y faiss-cpu") < text.index("faiss-gpu-cu12=="), \
         "faiss-gpu-cu12 must be installed after `pip uninstall -y faiss-cpu` (the same files)"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_no_frontend_image_to_pull(path):
+    """A ``# syntax=`` directive makes BuildKit pull a frontend image before it reads the file; the
+    container test builds with BuildKit where no registry is reachable (tests/containers/run.sh)."""
+    first = [ln for ln in path.read_text().splitlines() if ln.strip()][:3]
+    assert not any(re.match(r"#\s*syntax\s*=", ln, re.I) for ln in first), first
