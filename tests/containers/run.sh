@@ -21,7 +21,7 @@
 #      the peak disk use of the test is printed (sampled every 2 s).
 # Environment: HLLM_CT_KEEP=1 keeps the images and the daemon (debugging); HLLM_CT_WORK (default a
 # new dir under /var/tmp); PYTHON (default .venv/bin/python, made by `make install`); HLLM_CT_NEED_MIB
-# (default 9000: the free disk the test asks for before it starts, or it stops at once saying so).
+# (default 8000: the free disk the test asks for before it starts, or it stops at once saying so).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -41,7 +41,7 @@ used_kb() { df --output=used -k "$(dirname "$WORK")" | tail -1 | tr -d ' '; }  #
 DISK0=$(used_kb)
 # what the test needs free: its measured peak (BuildKit, Dec 7: see the README) and a margin. Less
 # than that fails here, at once, saying so, not with "no space left on device" minutes into a build.
-NEED_MIB=${HLLM_CT_NEED_MIB:-9000}
+NEED_MIB=${HLLM_CT_NEED_MIB:-8000}
 FREE_MIB=$(( $(df --output=avail -k "$(dirname "$WORK")" | tail -1 | tr -d ' ') / 1024 ))
 if [ "$FREE_MIB" -lt "$NEED_MIB" ]; then
   echo "tests/containers/run.sh: $FREE_MIB MiB free on $(dirname "$WORK"), the test needs about $NEED_MIB MiB" \

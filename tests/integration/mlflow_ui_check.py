@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)  # the store, the browser profiles: nothing left in /tmp
     return 1 if failed else 0
 
 

@@ -42,6 +42,16 @@ def test_embedded_store_runs_and_registry(monkeypatch, tmp_path):
         tracking.register_model(model)
     got = tracking.download_registered("models:/hllm-creator@candidate")
     assert json.loads((got / "w.json").read_text()) == [1, 2]
+    # without a target: one copy per version under the work dir, reused (a restarted server), never a
+    # new temp dir per call; nothing half-written beside it
+    reg = tmp_path / "wd" / "registry"
+    assert got.is_relative_to(reg) and [p.name.startswith("hllm-creator-v1-") for p in reg.iterdir()] == [True]
+
+    def no_download(*a, **k):
+        raise AssertionError("downloaded again")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", no_download)
+    assert tracking.download_registered("models:/hllm-creator/1") == got
 
 
 def test_bad_inputs_are_clear(tmp_path):

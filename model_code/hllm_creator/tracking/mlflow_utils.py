@@ -267,20 +267,50 @@ def download_registered(uri: str, dst: str | Path | None = None) -> Path:
 
     Reads the pyfunc flavor's ``artifacts.model_dir.path`` from the downloaded ``MLmodel`` (MLflow
     stores a logged directory under its own basename), so the returned path is the directory that
-    was registered. ``dst`` must be empty or absent; default: a fresh temp dir.
+    was registered. ``dst`` must be empty or absent. Without ``dst``, a ``models:/`` URI lands in
+    ``$HLLM_WORKDIR/registry/<name>-v<version>-<store>`` and a later call for the same version (a
+    restarted server) reuses it: a model version's files never change. Anything else: a new temp dir.
     """
-    import yaml
-
     mlflow = _mlflow()
     if not uri.startswith(("models:/", "runs:/")) and not Path(uri).exists():
         raise ValueError(f"not a model URI (models:/NAME@ALIAS, models:/NAME/VERSION) or a path: {uri!r}")
     if dst and Path(dst).exists() and any(Path(dst).iterdir()):
         raise ValueError(f"download target {dst} is not empty")
-    if uri.startswith("models:/"):
-        _version_for(uri)  # an unknown alias or version: one clear error before any download
+    mv = _version_for(uri) if uri.startswith("models:/") else None  # unknown alias/version: one clear error first
+    if dst is None and mv is not None:
+        return _cached_version(uri, mv)
     dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="hllm-model-"))
     dst.mkdir(parents=True, exist_ok=True)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    return _registered_dir(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))))
+
+
+def _cached_version(uri: str, mv) -> Path:
+    """One download per (tracking store, model, version) under the work dir, written whole or not at all."""
+    import hashlib
+    import shutil
+
+    store = hashlib.sha256(f"{resolve_tracking_uri()}|{mv.run_id}|{mv.source}".encode()).hexdigest()[:10]
+    final = work_dir() / "registry" / f"{mv.name}-v{mv.version}-{store}"
+    if not final.is_dir():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            _mlflow().artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(tmp))
+            try:
+                tmp.rename(final)
+            except OSError:  # another process put the same version there first: use that one
+                if not final.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("downloaded %s (version %s) to %s", uri, mv.version, final)
+    return _registered_dir(final)
+
+
+def _registered_dir(local: Path) -> Path:
+    """The registered directory inside a downloaded model: a serving bundle, else a model dir."""
+    import yaml
+
     mlmodel = local / "MLmodel"
     if mlmodel.exists():
         spec = yaml.safe_load(mlmodel.read_text()) or {}
