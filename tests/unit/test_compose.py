@@ -194,3 +194,63 @@ def test_a_camel_case_name_is_not_split_in_two():
     bad = gate("camco 4ft taste pure drinking water hose - lead and BPA free", ad)
     assert any("taste" in r and "pure" in r for r in bad.reasons)
     assert gate("Camco 4ft TastePURE Drinking Water Hose - Non slip grip", ad).ok
+
+
+# the items of a list of examples are uses, not facts of the product (session 12's demo served
+# "Etekcity Lasergrip 774 ... Thermometer ... - Swimming pools": "measure ... moving targets; such as
+# hot engine parts, cooking surfaces, swimming pools, bath water")
+EXAMPLE_ITEMS = [("181", "swimming pools"), ("181", "bath water"), ("181", "cooking surfaces"),
+                 ("4180", "aluminum alloy"), ("78", "stainless steel"), ("852", "kitchen towels"),
+                 ("2035", "many more")]
+
+
+@pytest.mark.parametrize("iid,phrase", EXAMPLE_ITEMS)
+def test_no_fact_is_an_item_of_a_list_of_examples(items, iid, phrase):
+    src = _src(items[iid])
+    at = src.lower().index(phrase.lower())
+    assert F._EXAMPLES.search(src[max(0, at - 200):at]), "the table's phrase follows no example opener"
+    assert phrase.lower() not in [f.lower() for f in F.fact_phrases(items[iid], 8)]
+
+
+def test_the_clause_that_opens_a_list_of_examples_stays_whole():
+    assert F._before_examples("Bonds surfaces such as wood, stone, brick") == "Bonds surfaces such as wood"
+    assert F._before_examples("Cuts steel, wood and plastic") == "Cuts steel, wood and plastic"
+    assert F._before_examples("Ideal for moving parts like chains, hinges; rust-free") == "Ideal for moving parts like chains"
+    ad = {"title": "Acme Glue 2 oz", "selling_points": ["Fast curing, waterproof bond"],
+          "description": "Bonds many materials, including wood, ceramic tiles, leather. Dries clear."}
+    facts = F.fact_phrases(ad, 8)
+    assert "Fast curing" in facts and "waterproof bond" in facts and "Dries clear" in facts
+    assert not {"ceramic tiles", "leather"} & set(facts)
+
+
+# an acronym of the title spelt out says the title again ("HATCHBOX PLA ... - Polylactic Acid")
+ACRONYMS = [("48", "Polylactic Acid"), ("1203", "National Pipe Taper")]
+
+
+@pytest.mark.parametrize("iid,phrase", ACRONYMS)
+def test_no_fact_spells_out_an_acronym_of_the_title(items, iid, phrase):
+    assert F.restates_acronym(phrase, items[iid]["title"])
+    assert phrase not in F.fact_phrases(items[iid], 8)
+
+
+def test_what_is_no_acronym_expansion():
+    title = "HATCHBOX PLA 3D Printer Filament, ESD safe, OLED, Ender FDM"
+    assert F.restates_acronym("Polylactic Acid", title) and F.restates_acronym("Filament Deposition Modeling", title)
+    for phrase in ("Lack of warping", "ESD Supplies", "Optoelectronic Displays", "PFA and ETFE",
+                   "60-80mm/s Filament diameter", "Polylactic"):
+        assert not F.restates_acronym(phrase, title), phrase
+    # without the acronym in the title the expansion is news: kept
+    assert not F.restates_acronym("Polylactic Acid", "HATCHBOX 3D Printer Filament")
+
+
+@pytest.mark.parametrize("phrase", ["Package Includes", "Applications include", "Unlike standard lubricants"])
+def test_a_stub_of_a_lost_list_or_a_comparison_is_no_fact(phrase):
+    assert not F._ok_phrase(phrase, set(), 7, 48)
+
+
+def test_a_list_closed_by_among_others_keeps_its_first_clause(items):
+    s = "Used in applications from farm machinery to conveyors, robotics, dental equipment, among others"
+    assert F._before_examples(s) == "Used in applications from farm machinery to conveyors"
+    assert F._before_examples("Holds tools, knives, and many more.") == "Holds tools"
+    facts = F.fact_phrases(items["1330"], 8)
+    assert not {"dental equipment", "rolling mills", "among others"} & set(facts), facts

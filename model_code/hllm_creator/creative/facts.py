@@ -37,7 +37,10 @@ VERBS = frozenset("is are was were be been being can could will would has have h
                   "should must shall expected".split())
 # a phrase that opens with a subordinator is half of a sentence ("While hardness", "Used to indicate ...")
 START_DROP = frozenset("while when if which that because although though thanks even due other such whether "
-                       "where whose what how then used using making allows allow helps help designed ideal".split())
+                       "where whose what how then used using making allows allow helps help designed ideal "
+                       "unlike".split())
+# a phrase that ends on the verb of a list it lost is a stub ("Applications include")
+END_DROP = frozenset("include includes including are is such like".split())
 _URL = re.compile(r"https?://|www\.|\.com\b", re.I)
 
 
@@ -146,18 +149,45 @@ def _pieces(clause: str) -> list[str]:
     return out
 
 
+# what opens a list of examples: its items are what the product may be used on or with, not what it is
+# or has ("measure ... moving targets; such as hot engine parts, cooking surfaces, swimming pools, bath
+# water" gave a thermometer the title "... - Swimming pools" in the session-12 demo)
+_EXAMPLES = re.compile(r"\b(?:such\s+as|e\.\s?g\.?|for\s+(?:example|instance)|including|like)\b", re.I)
+
+
+# ... or closes one: "used in applications from agricultural machinery to conveying equipment, robotics,
+# dental equipment, rolling mills, among others"
+_CLOSER = re.compile(r"(?:^|[\s,;])(?:among\s+others|(?:and\s+)?(?:many|much|lots)\s+more|etc|and\s+so\s+on|"
+                     r"and\s+others)\W*$", re.I)
+
+
+def _before_examples(sent: str) -> str:
+    """``sent`` up to the end of the clause where a list of examples opens: that clause stays whole
+    ("Bonds surfaces such as wood"), the list's further items ("stone", "brick") go. A sentence whose
+    list closes with "among others", "and many more", "etc." keeps only its first clause."""
+    m = _EXAMPLES.search(sent)
+    if m is None and _CLOSER.search(sent):
+        m = re.match("", sent)
+    if m is None:
+        return sent
+    b = _CLAUSE.search(sent, m.end())
+    return sent[:b.start()] if b else sent
+
+
 def _phrases_of(text: str, *, split_title: bool, pieces: bool = False) -> list[str]:
     """Clauses of ``text``; a sentence with a negation gives none (a clause cut out of "does not
     separate, migrate or bleed" would assert the opposite), nor does a "sold separately" sentence
-    or a safety warning ("... cancer and birth defects"). ``pieces``: instead, what the clauses
-    hold beyond that: the ``_pieces`` of every clause, and the clauses of a negated sentence before
-    its negated clause where the negation is the clause's own (``_negated_tail``)."""
+    or a safety warning ("... cancer and birth defects"), nor the items of a list of examples after
+    the clause that opens it (``_before_examples``). ``pieces``: instead, what the clauses hold
+    beyond that: the ``_pieces`` of every clause before its examples, and the clauses of a negated
+    sentence before its negated clause where the negation is the clause's own (``_negated_tail``)."""
     if split_title:
         return [] if pieces else _phrases_of_part(text, _SEG)
     out = []
     for sent in _SENT.split(_clean(text)):
         if _SEPARATELY.search(sent) or _WARNING.search(sent):
             continue
+        sent = _before_examples(sent)
         clauses = _phrases_of_part(sent, _CLAUSE)
         if not pieces:
             out += [] if _NEG.search(sent) else clauses
@@ -166,8 +196,34 @@ def _phrases_of(text: str, *, split_title: bool, pieces: bool = False) -> list[s
         if _NEG.search(sent):
             out += keep
         for c in keep:
-            out += _pieces(c)
+            out += _pieces(_EXAMPLES.split(c, 1)[0])
     return out
+
+
+def restates_acronym(phrase: str, title: str) -> bool:
+    """True when ``phrase`` spells out an acronym that the title carries ("Polylactic Acid" beside
+    "PLA", "National Pipe Taper" beside "NPT"): featuring it would say the title again. The phrase is
+    words only (no number, no all-caps token, none that opens with the acronym itself: "ESD
+    Supplies" is no expansion), and each word gives the acronym its next one or two letters, the
+    first of them its initial ("Poly-lactic" -> "PL")."""
+    toks = _TOKEN.findall(phrase)
+    words = [w.lower() for w in toks if w.lower() not in STOP]
+    if len(words) < 2 or any(not w.replace("-", "").isalpha() for w in words) \
+            or any(w.isupper() and len(w) > 1 for w in toks):
+        return False
+    acrs = {a.lower() for a in _TOKEN.findall(title) if a.isalpha() and a.isupper() and 2 <= len(a) <= 6}
+    return any(not any(w.startswith(a) for w in words) and _spells(a, words) for a in acrs)
+
+
+def _spells(acr: str, words: list[str]) -> bool:
+    if not words:
+        return not acr
+    w = words[0]
+    if not acr or acr[0] != w[0]:
+        return False
+    if _spells(acr[1:], words[1:]):
+        return True
+    return len(acr) > 1 and acr[1] in w[1:] and _spells(acr[2:], words[1:])
 
 
 # a clause that opens with one of these prepositions is an adverbial ("At room temperature, it sets in 4-6
@@ -238,7 +294,7 @@ def _ok_phrase(p: str, core_cw: set[str], max_words: int, max_chars: int, catego
     if not 2 <= len(ws) <= max_words or len(p) > max_chars or _URL.search(p):
         return False
     if {w.lower().split("'")[0] for w in ws} & (PRONOUNS | VERBS) or ws[0].lower() in START_DROP \
-            or (_OPENER.match(p) and not category):
+            or ws[-1].lower() in END_DROP or (_OPENER.match(p) and not category):
         return False
     cw = set(content_words(p))
     if not cw or cw <= core_cw:
@@ -254,7 +310,8 @@ def fact_phrases(ad: Any, k: int = 4, *, max_words: int = 7, max_chars: int = 48
     ``Brand:`` left out: the core carries the brand), then the description's clauses. Phrases
     that add no content word to the core (with ``beyond_title``: to the whole original title, so a
     title featuring one is never a trim of the original), speak in the first/second person, or repeat an earlier
-    phrase's content words are left out."""
+    phrase's content words are left out, as are the items of a list of examples ("such as ..., swimming
+    pools, bath water") and an acronym of the title spelt out ("Polylactic Acid" beside "PLA")."""
     get = ad.get if isinstance(ad, dict) else (lambda key, d=None: getattr(ad, key, d))
     title = _clean(get("title"))
     core, rest = _core_and_rest(title, 3, 10, 70)
@@ -276,7 +333,8 @@ def fact_phrases(ad: Any, k: int = 4, *, max_words: int = 7, max_chars: int = 48
     cands += [p for t in sentences for p in _phrases_of(t, split_title=False, pieces=True)]
     sources = " \n ".join([title, *sps, str(get("description") or "")])
     ok = [p for p in cands
-          if _ok_phrase(p, core_cw, max_words, max_chars, category=p in categories) and not cuts_number(p, sources)]
+          if _ok_phrase(p, core_cw, max_words, max_chars, category=p in categories) and not cuts_number(p, sources)
+          and not restates_acronym(p, title)]
     first = [p for p in ok if p in categories or not is_boilerplate(p)]
     # boilerplate (a warranty, the company's history) is the second tier: only where nothing else is
     return _distinct_phrases(first, core_cw, k) or _distinct_phrases([p for p in ok if p not in first], core_cw, k)
