@@ -207,6 +207,19 @@ def _isolated_tracking(tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HLLM_CACHE", str(_private_cache(tmp_path_factory.mktemp("hllm-cache"))))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / '.hllm' / 'mlflow.db'}")
     monkeypatch.delenv("HLLM_PARENT_RUN_ID", raising=False)
+    # mlflow.set_tracking_uri() (the library's tracking helpers call it) is a module global that wins over
+    # the env var: an earlier test's store, deleted with its tmp_path, was still what a bare
+    # mlflow.MlflowClient() wrote to ("attempt to write a readonly database", random order 4711)
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)  # back to the env var (monkeypatch restores it after this)
+        fluent = sys.modules.get("mlflow.tracking.fluent")  # set_experiment's choice: of that store only
+        if fluent is not None and hasattr(fluent, "_active_experiment_id"):
+            fluent._active_experiment_id = None
 
 
 @pytest.fixture(scope="session")
