@@ -46,12 +46,12 @@ def test_embedded_store_runs_and_registry(monkeypatch, tmp_path):
     # new temp dir per call; nothing half-written beside it
     reg = tmp_path / "wd" / "registry"
     assert got.is_relative_to(reg) and [p.name.startswith("hllm-creator-v1-") for p in reg.iterdir()] == [True]
-
-    def no_download(*a, **k):
-        raise AssertionError("downloaded again")
-
-    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", no_download)
-    assert tracking.download_registered("models:/hllm-creator/1") == got
+    # the second call reads the copy on disk: a file only that copy has is still there, and no second
+    # copy appears (a fresh download would land in a new dir without it)
+    (got / "only-in-the-copy").write_text("x")
+    again = tracking.download_registered("models:/hllm-creator/1")
+    assert again == got and (again / "only-in-the-copy").exists()
+    assert len(list(reg.iterdir())) == 1
 
 
 def test_bad_inputs_are_clear(tmp_path):
