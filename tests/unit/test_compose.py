@@ -254,3 +254,15 @@ def test_a_list_closed_by_among_others_keeps_its_first_clause(items):
     assert F._before_examples("Holds tools, knives, and many more.") == "Holds tools"
     facts = F.fact_phrases(items["1330"], 8)
     assert not {"dental equipment", "rolling mills", "among others"} & set(facts), facts
+
+
+def test_a_bare_use_context_is_no_fact(items):
+    # session 13's demo: "Etekcity Lasergrip 774 ... Infrared Thermometer ... - Hazardous and inaccessible objects",
+    # from "measure high temperatures, hazardous and inaccessible objects, and even moving targets"
+    assert "hazardous and inaccessible objects" in _src(items["181"])
+    assert "hazardous and inaccessible objects" not in F.fact_phrases(items["181"], 8)
+    for phrase in ("hazardous and inaccessible objects", "automotive applications", "humid environments"):
+        assert not F._ok_phrase(phrase, set(), 7, 48), phrase
+    # with the word that says how it relates to the product, or ending on another noun, it stays
+    for phrase in ("for automotive applications", "sticks to rough surfaces", "USP class VI rated materials"):
+        assert F._ok_phrase(phrase, set(), 7, 48), phrase

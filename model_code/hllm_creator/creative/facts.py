@@ -41,6 +41,13 @@ START_DROP = frozenset("while when if which that because although though thanks 
                        "unlike".split())
 # a phrase that ends on the verb of a list it lost is a stub ("Applications include")
 END_DROP = frozenset("include includes including are is such like".split())
+# a bare noun phrase ending on one of these names where or on what the product is used, without the
+# word that says so: featured alone it reads as what the product is ("Infrared Thermometer - Hazardous
+# and inaccessible objects", from "measure high temperatures, hazardous and inaccessible objects";
+# session 13's demo). With its preposition or verb it stays ("for automotive applications").
+USE_NOUNS = frozenset("objects things items applications uses places projects purposes areas environments "
+                      "tasks jobs".split())
+_LINKS = frozenset("for on in with to of from by at into onto as".split())
 _URL = re.compile(r"https?://|www\.|\.com\b", re.I)
 
 
@@ -294,12 +301,17 @@ def _ok_phrase(p: str, core_cw: set[str], max_words: int, max_chars: int, catego
     if not 2 <= len(ws) <= max_words or len(p) > max_chars or _URL.search(p):
         return False
     if {w.lower().split("'")[0] for w in ws} & (PRONOUNS | VERBS) or ws[0].lower() in START_DROP \
-            or ws[-1].lower() in END_DROP or (_OPENER.match(p) and not category):
+            or ws[-1].lower() in END_DROP or (_OPENER.match(p) and not category) or _names_a_use(ws):
         return False
     cw = set(content_words(p))
     if not cw or cw <= core_cw:
         return False
     return any(c.isalpha() for c in p)
+
+
+def _names_a_use(words: list[str]) -> bool:
+    low = [w.lower() for w in words]
+    return low[-1] in USE_NOUNS and not set(low) & _LINKS
 
 
 def fact_phrases(ad: Any, k: int = 4, *, max_words: int = 7, max_chars: int = 48,
