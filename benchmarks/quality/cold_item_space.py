@@ -190,8 +190,7 @@ def print_table(res: dict) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=None, help="dataset dir (default: the bundled one under .hllm/data)")
-    ap.add_argument("--work", default=None, help="cold_start's work dir of the split (default .hllm/cold_start/seed<seed>)")
+    C.add_split_args(ap)  # the split it reads: cold_start's
     ap.add_argument("--backbone", default="smollm2-135m-instruct", help="the Item LLM (bundled name or HF dir)")
     ap.add_argument("--layers", default="2,4,6,8", type=lambda s: sorted({int(x) for x in s.split(",")}),
                     help="decoder layers to read (comma-separated; 1 = the first)")
@@ -199,10 +198,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--llm-knn", type=int, default=200, help="neighbours of an ad in the LLM space")
     ap.add_argument("--knn", type=int, default=50, help="neighbours of an ad by TF-IDF (as cold_start's item_knn)")
     ap.add_argument("--val-items", type=int, default=600, help="training items scored as new ads for the pick")
-    ap.add_argument("--share", type=float, default=0.1)
-    ap.add_argument("--min-clicks", type=int, default=5)
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--out", default=str(RECORDED / "cold_item_space.json"))
     a = ap.parse_args(argv)

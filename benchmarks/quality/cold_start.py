@@ -565,21 +565,26 @@ def print_table(res: dict, top_k: int) -> None:
                 f"{r[k]['diff']:+.4f} [{r[k]['diff_ci'][0]:+.4f},{r[k]['diff_ci'][1]:+.4f}]".rjust(26) for k in keys))
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_split_args(ap: argparse.ArgumentParser) -> None:
+    """The split's arguments, shared with the benchmarks that read this split (cold_item_space)."""
     ap.add_argument("--data", default=None, help="dataset dir (default: the bundled one under .hllm/data)")
     ap.add_argument("--work", default=None, help="work dir of the split (default .hllm/cold_start/seed<seed>)")
+    ap.add_argument("--share", type=float, default=0.1, help="share of the catalog's items held out as new ads")
+    ap.add_argument("--min-clicks", type=int, default=5, help="a held-out ad has at least this many clicks")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the CIs")
+    ap.add_argument("--seed", type=int, default=0, help="the split's and the bootstrap's seed")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_split_args(ap)
     ap.add_argument("--model", default=os.environ.get("HLLM_COLD_MODEL"),
                     help="a model dir trained on WORK/train_data")
     ap.add_argument("--train-preset", default=None, help="train the HLLM here (hllm-creator train --preset P)")
     ap.add_argument("--teacher", default=None, help="teacher parquet (filtered of the held-out items)")
-    ap.add_argument("--share", type=float, default=0.1)
-    ap.add_argument("--min-clicks", type=int, default=5)
     ap.add_argument("--knn", type=int, default=50, help="item_knn: neighbours of the ad")
     ap.add_argument("--k", type=int, default=32, help="clusters (the product's cluster step)")
     ap.add_argument("--top-k", type=int, default=3, help="clusters picked per ad")
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp32", action="store_true", help="HLLM: no bf16 autocast (default: bf16 where the CPU has it)")
     ap.add_argument("--train-command", default=None, help="with --model: how it was trained (recorded in the JSON)")
     ap.add_argument("--prepare-only", action="store_true")
