@@ -123,7 +123,7 @@ def _negated_tail(clauses: list[str]) -> int:
 
 
 _REL = re.compile(r"(?:^|\s+)(?:which|that|who|whose)\s+", re.I)
-_AND = re.compile(r"\s+(?:and|plus|including|such as|as well as)\s+", re.I)
+_AND = re.compile(r"\s+(?:and|plus|as well as)\s+", re.I)  # "including", "such as": _EXAMPLES cuts there first
 # "repeats the process", "improved the quality": a verb before its object is no feature
 _VERB_OBJ = re.compile(r"\b[a-z]+(?:[^s]s|ed)\s+(?:the|a|an|its|their|this|these|any|all)\b", re.I)
 MAX_AND_PIECE = 4
